@@ -1,0 +1,2 @@
+//! One module per `spreadc` subcommand: each parses nothing (clap does), calls the library,
+//! prints, and returns the exit code.
