@@ -117,6 +117,10 @@ codes! {
     E0313 => "unknown type",
         "A type annotation names an unknown type. Types: real, int, complex, bool, str, choice, and the\n\
          data records crystal, shots, image, shoebox, table, row; shapes go in brackets: real[3, n].\n";
+    E0314 => "discrete latent",
+        "Latents are fitted by reparameterized variational inference and need a continuous\n\
+         distribution (Normal, LogNormal, Gamma, Beta, Dirichlet, ...). Poisson and Bernoulli may only be\n\
+         observed.\n";
     E0401 => "value used outside its plate",
         "A value declared inside a plate has one copy per plate element; using it outside that plate\n\
          needs an explicit reduction, e.g. `sum(x over domain)`, `mean(x over image)` or\n\
