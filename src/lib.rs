@@ -8,3 +8,4 @@ pub mod diagnostics;
 pub mod syntax;
 pub mod resolve;
 pub mod check;
+pub mod ir;

@@ -37,7 +37,7 @@ pub fn is_builtin(name: &str) -> bool {
 type Checked = Result<Type, (Code, String)>;
 
 /// The result type of a built-in call.
-pub fn builtin_type(name: &str, args: &[Arg<Typed>]) -> Checked {
+pub fn builtin_type(name: &str, args: &[Arg<Typed>], sizes: &[(String, u64)]) -> Checked {
     let tys: Vec<&Type> = args.iter().map(|a| &a.value.meta.ty).collect();
     let arity = match name {
         "complex" | "min" | "max" | "dot" => 2,
@@ -56,7 +56,7 @@ pub fn builtin_type(name: &str, args: &[Arg<Typed>]) -> Checked {
         "sum" | "mean" => reduce(name, tys[0], args.get(1)),
         "dot" => dot(tys[0], tys[1]),
         "norm" => real_tensor(name, tys[0]).map(|t| Type::tensor(Base::Real, t.shape[..t.shape.len().saturating_sub(1)].to_vec())),
-        "linspace" => linspace(args),
+        "linspace" => linspace(args, sizes),
         _ => elementwise(name, tys[0]),
     }
 }
@@ -118,14 +118,14 @@ fn dot(a: &Type, b: &Type) -> Checked {
     Ok(Type::scalar(promote(&a.base, &b.base).unwrap_or(Base::Real)))
 }
 
-fn linspace(args: &[Arg<Typed>]) -> Checked {
+fn linspace(args: &[Arg<Typed>], sizes: &[(String, u64)]) -> Checked {
     for a in &args[..2] {
         let t = &a.value.meta.ty;
         if !matches!(t.base, Base::Int | Base::Real) || !t.shape.is_empty() {
             return Err((Code::E0305, format!("`linspace` needs real scalars for start and stop, got {t}")));
         }
     }
-    match static_dim(&args[2].value) {
+    match static_dim(&args[2].value, sizes) {
         Some(d @ Dim::Known(_)) | Some(d @ Dim::Sym(_)) => Ok(Type::tensor(Base::Real, vec![d])),
         _ => Err((Code::E0312, "the number of points of `linspace` must be known before fitting".to_string())),
     }

@@ -13,19 +13,26 @@ use crate::diagnostics::{Code, Diagnostic, Span};
 use crate::syntax::ast::{Arg, DistCall, ExprKind, Ident};
 use std::collections::HashMap;
 
+/// In the typed AST a call's name says what it resolved to: `module.name` for a user function,
+/// `@name` for a physics operator, the bare name for a built-in.
+pub const EXTERN_PREFIX: &str = "@";
+
 impl Checker {
     /// Checks a call of a function by name.
     pub(super) fn call(&mut self, f: &Ident, args: &[Arg<()>], span: Span) -> (ExprKind<Typed>, Typed) {
         let targs = self.args(args);
+        let mut callee = f.clone();
         let meta = match self.lookup(&f.name) {
             Some(Binding::Fn(i)) => {
                 self.program.fns[i].sig.used = true;
                 let sig = self.program.fns[i].sig.clone();
+                callee.name = format!("{}.{}", sig.module, sig.name);
                 self.apply(&sig, &targs, f, span)
             }
             Some(Binding::Extern(i)) => {
                 self.program.externs[i].used = true;
                 let sig = self.program.externs[i].clone();
+                callee.name = format!("{EXTERN_PREFIX}{}", sig.name);
                 self.apply(&sig, &targs, f, span)
             }
             Some(_) => {
@@ -34,7 +41,7 @@ impl Checker {
             }
             None => self.builtin(f, &targs, span),
         };
-        (ExprKind::Call(f.clone(), targs), meta)
+        (ExprKind::Call(callee, targs), meta)
     }
 
     fn builtin(&mut self, f: &Ident, targs: &[Arg<Typed>], span: Span) -> Typed {
@@ -55,7 +62,7 @@ impl Checker {
         if targs.iter().any(|a| a.value.meta.ty.is_error()) {
             return Typed::error();
         }
-        match builtins::builtin_type(&f.name, targs) {
+        match builtins::builtin_type(&f.name, targs, &self.program.sizes) {
             Ok(ty) => joined(ty, targs),
             Err((code, msg)) => {
                 self.error(Diagnostic::error(code, msg, span, "in this call"));

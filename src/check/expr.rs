@@ -113,7 +113,7 @@ impl Checker {
         let meta = match &tx.meta.ty.base {
             Base::Error => Typed::error(),
             Base::Record(rec) if tx.meta.ty.shape.is_empty() => match schema::field(rec, &f.name, &self.program.tables) {
-                Some(ty) => Typed { ty, ad: tx.meta.ad, plates: tx.meta.plates.clone(), value: None },
+                Some(ty) => Typed { ty: super::bind_sizes(ty, &self.program.sizes), ad: tx.meta.ad, plates: tx.meta.plates.clone(), value: None },
                 None => {
                     let names: Vec<String> = schema::fields(rec, &self.program.tables).into_iter().map(|(n, t)| format!("{n}: {t}")).collect();
                     let msg = format!("a {rec} has no field `{}`", f.name);

@@ -94,18 +94,23 @@ impl Checker {
                 self.error(d);
             }
         }
-        if self.is_root {
-            self.program.variants.push((v.name.name.clone(), choices.clone(), selected.clone()));
-        }
+        let listed = if self.is_root { v.name.name.clone() } else { format!("{}.{}", self.module_name, v.name.name) };
+        self.program.variants.push((listed, choices.clone(), selected.clone()));
         self.declare(&v.name.name, Entry { binding: Binding::Variant(choices, selected), span: v.name.span });
     }
 
     fn data_decl(&mut self, d: &ast::DataDecl) {
         let mut columns = Vec::new();
         let mut paths = Vec::new();
+        let mut sizes = Vec::new();
         for arg in &d.args {
             match arg {
                 DataArg::Path(p, _) => paths.push(p.clone()),
+                DataArg::Size(key, e) => {
+                    if let Some(n) = self.data_size(d, key, e) {
+                        sizes.push((key.name.clone(), n));
+                    }
+                }
                 DataArg::Column(name, t) => {
                     let ty = self.type_expr(t, &mut Vec::new()).unwrap_or_else(Type::error);
                     columns.push((name.name.clone(), ty));
@@ -124,8 +129,31 @@ impl Checker {
         if let Base::Record(Rec::Table(t)) = &ty.base {
             self.program.tables.push((t.clone(), columns.clone()));
         }
-        self.program.data.push(DataBinding { name: d.name.name.clone(), source: d.source.name.clone(), paths, columns, ty: ty.clone() });
+        for (key, n) in &sizes {
+            self.program.sizes.push((schema::size_symbol(&d.source.name, &d.name.name, key), *n));
+        }
+        self.program.data.push(DataBinding { name: d.name.name.clone(), source: d.source.name.clone(), paths, columns, ty: ty.clone(), sizes });
         self.declare(&d.name.name, Entry { binding: Binding::Data(ty), span: d.name.span });
+    }
+
+    /// A size fixed in a data binding: a known key and a positive int constant.
+    fn data_size(&mut self, d: &ast::DataDecl, key: &ast::Ident, e: &ast::Expr<()>) -> Option<u64> {
+        let te = self.expr(e);
+        let keys = schema::size_keys(&d.source.name);
+        if !keys.contains(&key.name.as_str()) {
+            let note = if keys.is_empty() { "this source has no sizes to fix".to_string() } else { format!("sizes of `{}`: {}", d.source.name, keys.join(", ")) };
+            self.error(Diagnostic::error(Code::E0502, format!("`{}` is not a size of a `{}` source", key.name, d.source.name), key.span, "unknown size").with_note(note));
+            return None;
+        }
+        match te.meta.value {
+            Some(Value::Int(n)) if n > 0 => Some(n as u64),
+            _ => {
+                if !te.meta.ty.is_error() {
+                    self.error(Diagnostic::error(Code::E0502, format!("size `{}` must be a positive int constant", key.name), te.span, "not a positive int"));
+                }
+                None
+            }
+        }
     }
 
     fn signature(&mut self, name: &ast::Ident, params: &[ast::ParamDecl], ret: &TypeExpr) -> Signature {

@@ -9,6 +9,7 @@
 
 mod builtins;
 mod calls;
+pub use calls::EXTERN_PREFIX;
 pub mod distributions;
 mod expr;
 mod items;
@@ -111,6 +112,8 @@ pub struct DataBinding {
     pub columns: Vec<(String, Type)>,
     /// Type of the binding.
     pub ty: Type,
+    /// Sizes fixed by the model, verified when the data are loaded: (key, size).
+    pub sizes: Vec<(String, u64)>,
 }
 
 /// The signature of a function: parameters and result.
@@ -173,6 +176,8 @@ pub struct Program {
     pub body: Vec<Stmt<Typed>>,
     /// Table columns.
     pub tables: Tables,
+    /// Data sizes fixed by the model: (size symbol, size).
+    pub sizes: Vec<(String, u64)>,
 }
 
 /// Checks the modules (root last) with `--set name=value` overrides.
@@ -229,6 +234,7 @@ impl Checker {
             nets: Vec::new(),
             body: Vec::new(),
             tables: Vec::new(),
+            sizes: Vec::new(),
         };
         Checker {
             diags: Vec::new(),
@@ -293,7 +299,7 @@ impl Checker {
 
     fn report_unused_sets(&mut self) {
         let mut known: Vec<String> = self.program.consts.iter().map(|(n, _)| n.clone()).collect();
-        known.extend(self.program.variants.iter().map(|(n, _, _)| n.clone()));
+        known.extend(self.program.variants.iter().filter(|(n, _, _)| !n.contains('.')).map(|(n, _, _)| n.clone()));
         for (name, _, used) in &self.sets {
             if !used {
                 let d = Diagnostic::global(Code::E0601, format!("--set {name}: the model has no const or variant `{name}`"))
@@ -374,7 +380,24 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The size a typed expression stands for when used as a dimension, if known before fitting.
-pub fn static_dim(e: &Expr<Typed>) -> Option<Dim> {
+pub fn static_dim(e: &Expr<Typed>, sizes: &[(String, u64)]) -> Option<Dim> {
+    let fixed = |d: Dim| match &d {
+        Dim::Sym(s) => sizes.iter().find(|(k, _)| k == s).map(|(_, n)| Dim::Known(*n)).unwrap_or(d),
+        _ => d,
+    };
+    static_dim_raw(e).map(fixed)
+}
+
+/// Replaces data-size symbols that the model fixed with their sizes.
+pub fn bind_sizes(ty: Type, sizes: &[(String, u64)]) -> Type {
+    let shape = ty.shape.into_iter().map(|d| match &d {
+        Dim::Sym(s) => sizes.iter().find(|(k, _)| k == s).map(|(_, n)| Dim::Known(*n)).unwrap_or(d),
+        _ => d,
+    });
+    Type { base: ty.base, shape: shape.collect() }
+}
+
+fn static_dim_raw(e: &Expr<Typed>) -> Option<Dim> {
     if let Some(Value::Int(n)) = &e.meta.value {
         return u64::try_from(*n).ok().map(Dim::Known);
     }

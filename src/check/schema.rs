@@ -87,10 +87,27 @@ pub fn method(rec: &Rec, name: &str) -> Option<&'static str> {
     }
 }
 
+/// Sizes a model may fix in a data binding (`dials(..., n_channels = 100)`), by source kind.
+pub fn size_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "dials" => &["n_channels", "n_images"],
+        "table" => &["n_rows"],
+        _ => &[],
+    }
+}
+
+/// The symbolic dimension a fixed size replaces.
+pub fn size_symbol(kind: &str, binding: &str, key: &str) -> String {
+    match kind {
+        "dials" => format!("shots.{key}"),
+        _ => format!("{binding}.{key}"),
+    }
+}
+
 /// The type a data binding gets from its source and arguments, or (code, problem, expected form).
 pub fn source_type(kind: &str, binding: &str, args: &[DataArg], column_types: &[Type]) -> Result<Type, (Code, String)> {
     let paths = args.iter().filter(|a| matches!(a, DataArg::Path(..))).count();
-    let columns = args.len() - paths;
+    let columns = args.iter().filter(|a| matches!(a, DataArg::Column(..))).count();
     let form = SOURCES.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f);
     let Some(form) = form else {
         return Err((Code::E0501, format!("unknown data source `{kind}`")));

@@ -17,7 +17,7 @@ impl Checker {
             StmtKind::Plate(p) => StmtKind::Plate(self.plate(p, s.span)),
             StmtKind::Latent { name, shape, dist, guide } => {
                 let tshape = self.shape(shape);
-                let dims: Vec<Dim> = tshape.iter().map(|e| static_dim(e).unwrap_or(Dim::Any)).collect();
+                let dims: Vec<Dim> = tshape.iter().map(|e| static_dim(e, &self.program.sizes).unwrap_or(Dim::Any)).collect();
                 let (tdist, sig, _) = self.dist(dist, &dims, name.span);
                 if let Some(sig) = sig.filter(|s| !s.support.is_continuous()) {
                     let msg = format!("latent `{}` has a discrete distribution ({})", name.name, sig.name);
@@ -47,7 +47,7 @@ impl Checker {
         let mut out = Vec::new();
         for e in shape {
             let te = self.expr(e);
-            let ok = static_dim(&te).is_some_and(|d| d != Dim::Known(0));
+            let ok = static_dim(&te, &self.program.sizes).is_some_and(|d| d != Dim::Known(0));
             if !ok && !te.meta.ty.is_error() {
                 let d = Diagnostic::error(Code::E0312, "this size is not known before fitting", te.span, format!("{} ({:?})", te.meta.ty, te.meta.ad))
                     .with_help("use a positive int literal, a const, or a data size such as xtal.sites(\"FE\")");
@@ -60,7 +60,7 @@ impl Checker {
 
     fn param(&mut self, name: &Ident, shape: &[Expr<()>], constraint: Option<&Ident>, init: &Expr<()>) -> StmtKind<Typed> {
         let tshape = self.shape(shape);
-        let dims: Vec<Dim> = tshape.iter().map(|e| static_dim(e).unwrap_or(Dim::Any)).collect();
+        let dims: Vec<Dim> = tshape.iter().map(|e| static_dim(e, &self.program.sizes).unwrap_or(Dim::Any)).collect();
         if let Some(c) = constraint.filter(|c| !["real", "positive", "unit_interval"].contains(&c.name.as_str())) {
             let msg = format!("unknown constraint `{}`", c.name);
             self.error(Diagnostic::error(Code::E0313, msg, c.span, "not a constraint").with_note("constraints: real, positive, unit_interval"));
@@ -203,7 +203,7 @@ impl Checker {
                 let dim = match &te.meta.value {
                     Some(Value::Int(n)) if *n > 0 => Some(Dim::Known(*n as u64)),
                     Some(_) => None,
-                    None => static_dim(&te),
+                    None => static_dim(&te, &self.program.sizes),
                 };
                 let range = match dim {
                     Some(d) => PlateRange::Sized(d),
@@ -221,7 +221,7 @@ impl Checker {
                 let range = match &te.meta.ty.base {
                     Base::Collection(rec) => {
                         self.no_repeat(p, rec);
-                        PlateRange::Data { collection: te.clone(), record: rec.clone(), size: collection_size(rec) }
+                        PlateRange::Data { collection: te.clone(), record: rec.clone(), size: super::bind_sizes(Type::tensor(Base::Int, vec![collection_size(rec)]), &self.program.sizes).shape.remove(0) }
                     }
                     Base::Error => PlateRange::Sized(Dim::Any),
                     _ => {

@@ -99,6 +99,8 @@ pub enum DataArg {
     Path(String, Span),
     /// `name: type`, a column of a table.
     Column(Ident, TypeExpr),
+    /// `n_channels = 100`: a data size fixed by the model and verified when the data are loaded.
+    Size(Ident, Expr<()>),
 }
 
 /// A user function: parameters, local lets and a result expression.
@@ -309,7 +311,7 @@ pub struct Expr<M> {
 }
 
 /// Unary operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum UnOp {
     /// `-x`
     Neg,
@@ -318,7 +320,7 @@ pub enum UnOp {
 }
 
 /// Binary operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum BinOp {
     /// `||`
     Or,

@@ -33,6 +33,7 @@ const DESCRIBE: &[(Rule, &str)] = &[
     (Rule::use_list, "a list of names in braces, e.g. {structure_factor, bragg_spot}"),
     (Rule::string, "a quoted file name"),
     (Rule::column, "a column such as `y: real`"),
+    (Rule::size_arg, "a data size such as `n_channels = 100`"),
     (Rule::param_decl, "a parameter such as `x: real`"),
     (Rule::fn_body, "`=` and the function's value, or a block in braces"),
     (Rule::setting, "a setting such as `layers = 2`"),

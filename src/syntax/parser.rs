@@ -111,6 +111,10 @@ impl Builder {
             let arg_span = self.span(&arg);
             if arg.as_rule() == Rule::string {
                 args.push(DataArg::Path(unquote(arg.as_str()), arg_span));
+            } else if arg.as_rule() == Rule::size_arg {
+                let mut kv = arg.into_inner();
+                let key = self.ident(next(&mut kv, arg_span)?)?;
+                args.push(DataArg::Size(key, self.expr(next(&mut kv, arg_span)?)?));
             } else {
                 let mut col = arg.into_inner();
                 let col_name = self.ident(next(&mut col, arg_span)?)?;
