@@ -61,6 +61,9 @@ codes! {
     E0106 => "source too large",
         "A model file may be at most 4 MiB. Data belong in data files read by `data` bindings, not in\n\
          the model text.\n";
+    E0107 => "empty file",
+        "The file holds no declarations or statements (only whitespace and comments). A warning: an\n\
+         empty model has nothing to fit.\n";
     E0201 => "unknown name",
         "A name is used that is not declared: not a const, variant, data binding, latent, param, let,\n\
          function, plate, or imported item. Check the spelling, or import it:\n\n    use physics.{structure_factor}\n";

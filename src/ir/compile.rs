@@ -63,9 +63,11 @@ pub fn compile(name: &str, bytes: &[u8], opts: &Options) -> Compiled {
         }
     };
     out.ast = units.last().map(|u| u.ast.clone());
+    let empty = units.last().and_then(|u| syntax::empty_warning(u.file, &u.ast));
     match check::check(&units, &opts.sets) {
         Ok((program, warnings)) => {
             out.diagnostics = warnings;
+            out.diagnostics.extend(empty);
             out.program = Some(lower(&program));
         }
         Err(diags) => out.diagnostics = diags,

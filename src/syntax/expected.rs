@@ -10,7 +10,6 @@ use pest::error::{Error, ErrorVariant, InputLocation};
 
 /// Grammar rules and the words for them.
 const DESCRIBE: &[(Rule, &str)] = &[
-    (Rule::EOI, "the end of the file"),
     (Rule::use_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
     (Rule::const_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
     (Rule::variant_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
@@ -24,6 +23,8 @@ const DESCRIBE: &[(Rule, &str)] = &[
     (Rule::param_stmt, "a statement (plate, latent, param, let, observe)"),
     (Rule::let_stmt, "a statement (plate, latent, param, let, observe)"),
     (Rule::observe_stmt, "a statement (plate, latent, param, let, observe)"),
+    (Rule::tilde, "`~` and a distribution"),
+    (Rule::assign, "`=` and a value"),
     (Rule::ident, "a name"),
     (Rule::dim_path, "a size (a number, `_`, or a name)"),
     (Rule::dim, "a size (a number, `_`, or a name)"),
@@ -64,6 +65,8 @@ const DESCRIBE: &[(Rule, &str)] = &[
     (Rule::args, "arguments"),
     (Rule::arg, "an argument"),
     (Rule::match_arm, "a match arm such as `gauss => 1.0`"),
+    (Rule::use_dot, "`.` and the items to import, e.g. physics.{bragg_spot}"),
+    (Rule::EOI, "the end of the file"),
 ];
 
 /// Converts a pest error into an E0100 diagnostic.
@@ -84,7 +87,10 @@ pub fn translate(file: FileId, source: &str, error: &Error<Rule>) -> Diagnostic 
     };
     let end = (at + found_len(source, at)).min(source.len());
     let mut d = Diagnostic::error(Code::E0100, message, Span::new(file, at, end), label);
-    if let Some(help) = hint(source, at) {
+    let expects_name = matches!(&error.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::ident));
+    if let Some(help) = unclosed(source, at) {
+        d = d.with_help(help);
+    } else if let Some(help) = hint(source, at, expects_name) {
         d = d.with_help(help);
     }
     d
@@ -134,8 +140,42 @@ fn found_len(source: &str, at: usize) -> usize {
     if word > 0 { word } else { rest.chars().next().map(char::len_utf8).unwrap_or(0) }
 }
 
+/// "a `(` opened on line N is not closed" when the error follows an unbalanced bracket.
+fn unclosed(source: &str, at: usize) -> Option<String> {
+    let mut open: Vec<(char, usize)> = Vec::new();
+    let mut chars = source[..at.min(source.len())].char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
+                for (_, n) in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                for (_, n) in chars.by_ref() {
+                    if n == '"' || n == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => open.push((c, i)),
+            ')' | ']' | '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let (c, i) = *open.last()?;
+    let line = source[..i].matches('\n').count() + 1;
+    let rest = source.get(at..).unwrap_or("");
+    let at_statement = rest.is_empty() || ["latent", "let", "observe", "param", "plate", "const", "data", "use", "fn"].iter().any(|k| rest.starts_with(k));
+    at_statement.then(|| format!("the `{c}` opened on line {line} is not closed"))
+}
+
 /// Extra advice for common slips.
-fn hint(source: &str, at: usize) -> Option<&'static str> {
+fn hint(source: &str, at: usize, expects_name: bool) -> Option<&'static str> {
     let rest = source.get(at..).unwrap_or("");
     if rest.starts_with(';') {
         return Some("statements need no `;`: each starts with its keyword");
@@ -145,7 +185,7 @@ fn hint(source: &str, at: usize) -> Option<&'static str> {
     }
     let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     let keywords = ["use", "const", "variant", "data", "fn", "extern", "flow", "encoder", "plate", "in", "latent", "param", "let", "observe", "guide", "corrected", "by", "penalty", "subsample", "match", "over", "if"];
-    if keywords.contains(&word.as_str()) {
+    if expects_name && keywords.contains(&word.as_str()) {
         return Some("this word is a keyword of the language and cannot be used as a name");
     }
     None

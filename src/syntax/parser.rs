@@ -73,7 +73,7 @@ impl Builder {
     }
 
     fn use_decl(&self, pair: Pair<Rule>, span: Span) -> Result<UseDecl> {
-        let mut inner = pair.into_inner();
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::use_dot);
         let module = self.ident(next(&mut inner, span)?)?;
         let rest = next(&mut inner, span)?;
         let items = if rest.as_rule() == Rule::use_list {
@@ -85,7 +85,7 @@ impl Builder {
     }
 
     fn const_decl(&self, pair: Pair<Rule>, span: Span) -> Result<ConstDecl<()>> {
-        let mut inner = pair.into_inner();
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::assign);
         let name = self.ident(next(&mut inner, span)?)?;
         let mut ty = None;
         let mut value = next(&mut inner, span)?;
@@ -139,7 +139,7 @@ impl Builder {
                 _ => {
                     for part in p.into_inner() {
                         if part.as_rule() == Rule::let_stmt {
-                            let mut l = part.into_inner();
+                            let mut l = part.into_inner().filter(|p| p.as_rule() != Rule::assign);
                             let let_name = self.ident(next(&mut l, span)?)?;
                             lets.push((let_name, self.expr(next(&mut l, span)?)?));
                         } else {
@@ -213,7 +213,7 @@ impl Builder {
             Rule::latent_stmt => self.latent(pair, span)?,
             Rule::param_stmt => self.param(pair, span)?,
             Rule::let_stmt => {
-                let mut inner = pair.into_inner();
+                let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::assign);
                 let name = self.ident(next(&mut inner, span)?)?;
                 StmtKind::Let { name, value: self.expr(next(&mut inner, span)?)? }
             }
@@ -245,7 +245,7 @@ impl Builder {
     }
 
     fn latent(&self, pair: Pair<Rule>, span: Span) -> Result<StmtKind<()>> {
-        let mut inner = pair.into_inner();
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::tilde);
         let name = self.ident(next(&mut inner, span)?)?;
         let mut shape = Vec::new();
         let mut dist = None;
@@ -279,7 +279,7 @@ impl Builder {
     }
 
     fn observe(&self, pair: Pair<Rule>, span: Span) -> Result<StmtKind<()>> {
-        let mut inner = pair.into_inner();
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::tilde);
         let data = self.expr(next(&mut inner, span)?)?;
         let dist = self.dist_call(next(&mut inner, span)?)?;
         let correction = match inner.next() {
