@@ -99,9 +99,14 @@ impl Checker {
         if let Some(&p) = outside.first() {
             let plate = self.program.plates[p].name.clone();
             let msg = format!("`{name}` varies over plate `{plate}` but is used outside it");
+            let help = if name == plate {
+                format!("`{name}` is the current record of plate `{plate}`; use it inside that plate")
+            } else {
+                format!("reduce it first, e.g. sum({name} over {plate}) or stack({name} over {plate})")
+            };
             let d = Diagnostic::error(Code::E0401, msg, span, format!("one value per `{plate}` element"))
                 .with_label(self.program.plates[p].span, format!("plate `{plate}` is declared here"))
-                .with_help(format!("reduce it first, e.g. sum({name} over {plate}) or stack({name} over {plate})"));
+                .with_help(help);
             self.error(d);
             return Typed::error();
         }
@@ -115,9 +120,14 @@ impl Checker {
             Base::Record(rec) if tx.meta.ty.shape.is_empty() => match schema::field(rec, &f.name, &self.program.tables) {
                 Some(ty) => Typed { ty: super::bind_sizes(ty, &self.program.sizes), ad: tx.meta.ad, plates: tx.meta.plates.clone(), value: None },
                 None => {
-                    let names: Vec<String> = schema::fields(rec, &self.program.tables).into_iter().map(|(n, t)| format!("{n}: {t}")).collect();
-                    let msg = format!("a {rec} has no field `{}`", f.name);
-                    self.error(Diagnostic::error(Code::E0209, msg, f.span, "unknown field").with_note(format!("fields: {}", names.join(", "))));
+                    let fields = schema::fields(rec, &self.program.tables);
+                    let names: Vec<String> = fields.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+                    let msg = format!("`{rec}` records have no field `{}`", f.name);
+                    let mut d = Diagnostic::error(Code::E0209, msg, f.span, "unknown field").with_note(format!("fields: {}", names.join(", ")));
+                    if let Some((n, _)) = fields.iter().find(|(n, _)| super::edit_distance(n, &f.name) <= 2) {
+                        d = d.with_help(format!("did you mean `{n}`?"));
+                    }
+                    self.error(d);
                     Typed::error()
                 }
             },

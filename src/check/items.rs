@@ -63,7 +63,10 @@ impl Checker {
         if let Some(text) = self.take_set(&c.name.name) {
             match parse_setting(&text, &ty) {
                 Some(v) => value = Some(v),
-                None => self.error(Diagnostic::global(Code::E0602, format!("--set {}={text}: expected a value of type {ty}", c.name.name))),
+                None => self.error(
+                    Diagnostic::global(Code::E0602, format!("--set {}={text}: expected a value of type {ty}", c.name.name))
+                        .with_note(format!("`{}` (module {}) has the default {}", c.name.name, self.module_name, te.meta.value.clone().map(|v| v.to_string()).unwrap_or_default())),
+                ),
             }
         }
         let value = value.unwrap_or(Value::Int(0));

@@ -364,7 +364,7 @@ impl Checker {
 }
 
 /// Levenshtein distance, for suggestions (short names only, so quadratic is fine).
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

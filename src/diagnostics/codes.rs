@@ -102,9 +102,11 @@ codes! {
     E0305 => "argument of the wrong type",
         "An argument does not match the declared parameter type of the function or distribution.\n";
     E0306 => "too many indices",
-        "A value is indexed with more indices than it has dimensions.\n";
+        "A value is indexed with more indices than it has dimensions. `x[i]` picks along the first\n\
+         axis, `x[i, j]` along the first two; a scalar cannot be indexed.\n";
     E0307 => "index is not an int",
-        "Indices must be ints.\n";
+        "Indices must be ints: int literals, int consts, or int data such as a table column\n\
+         declared `group: int`. Reals are never rounded silently.\n";
     E0308 => "condition is not a bool",
         "The condition after `if` must be a bool known before fitting (from consts and variants).\n";
     E0309 => "not a collection",
@@ -113,7 +115,8 @@ codes! {
     E0310 => "bad match on a variant",
         "`match v { ... }` must name a variant and cover each of its choices once (or end with `_ =>`).\n";
     E0311 => "function body has the wrong type",
-        "The body of a function does not have the declared return type.\n";
+        "The body of a function does not have the declared return type (base or shape). Ints pass\n\
+         as reals and reals as complex, but not the other way round.\n";
     E0312 => "size not known before fitting",
         "Shapes of latents and params, sizes of plates and subsample sizes must be known before fitting:\n\
          an int literal, a const, or a size of the data (e.g. xtal.sites(\"FE\"), shots.n_channels).\n";
