@@ -15,9 +15,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Parse and check a model; print diagnostics, and optionally its AST or IR.
+    Check(cli::check::Args),
+    /// Explain a diagnostic code (e.g. `spreadc explain E0401`).
+    Explain(cli::explain::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Check(args) => cli::check::run(&args),
+        Command::Explain(args) => cli::explain::run(&args),
+    }
 }
