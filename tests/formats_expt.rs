@@ -64,7 +64,7 @@ fn cunir_crystal_is_cubic_p213_with_ml_mosaicity() {
     }
     assert!((cell[3] - 90.0).abs() < 1e-6);
     let indexed = read_expt(&fixture("indexed.expt")).unwrap();
-    assert_eq!(indexed.crystals[0].ml_half_mosaicity_deg, None);
+    assert_eq!(indexed.crystals[0].ml_domain_size_ang, Some(10228.023127344168));
 }
 
 #[test]
