@@ -72,6 +72,12 @@ pub enum DataError {
     /// A spectrum could not be read.
     #[error(transparent)]
     Spectrum(#[from] SpectrumError),
+    /// A file whose kind (experiments, reflections, spectrum) cannot be told.
+    #[error("{path}: unknown kind of file: expected .expt (JSON), .refl (msgpack) or .lam (spectrum)")]
+    UnknownKind {
+        /// The file.
+        path: PathBuf,
+    },
     /// The directory could not be listed.
     #[error("{path}: cannot list data directory: {source}")]
     Io {

@@ -7,5 +7,6 @@
 
 pub mod dataset_dir;
 pub mod expt;
+pub mod inspect;
 pub mod refl;
 pub mod spectrum;
