@@ -432,11 +432,19 @@ pub fn read_expt(path: &Path) -> Result<ExperimentList, ExptError> {
 
 /// Parses the text of an `.expt` file; `path` is used only in error messages.
 pub fn parse_expt(text: &str, path: &Path) -> Result<ExperimentList, ExptError> {
-    let raw: RawList = serde_json::from_str(text).map_err(|e| ExptError::Json {
-        path: path.to_path_buf(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string().split(" at line ").next().unwrap_or("").to_string(),
+    // serde_path_to_error adds the JSON path (e.g. `beam[0].wavelength`) serde_json omits.
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw: RawList = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let what = inner.to_string();
+        let what = what.split(" at line ").next().unwrap_or("");
+        ExptError::Json {
+            path: path.to_path_buf(),
+            line: inner.line(),
+            column: inner.column(),
+            message: if field == "." { what.to_string() } else { format!("field `{field}`: {what}") },
+        }
     })?;
     let detectors = raw
         .detector

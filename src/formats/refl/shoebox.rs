@@ -239,8 +239,9 @@ impl ShoeboxColumn {
         let n = header.pixel_count();
         let needed = n.checked_mul(8 + mask_width);
         if needed.is_none_or(|b| b > bytes.rest.len()) {
+            let need = needed.map_or_else(|| "too many".to_string(), |b| b.to_string());
             return Err(bytes.error(format!(
-                "bbox {:?} holds {n} pixels, more than the {} bytes left in the column",
+                "bbox {:?} holds {n} pixels ({need} bytes of data, mask and background), but only {} bytes remain",
                 header.bbox,
                 bytes.rest.len()
             )));
