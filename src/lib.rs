@@ -5,3 +5,4 @@
 //! Modules follow the pipeline of DESIGN.md §1; imports point backward only.
 
 pub mod formats;
+pub mod report;
