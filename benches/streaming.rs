@@ -26,7 +26,9 @@ fn main() {
     let root = std::env::temp_dir().join(format!("spread-bench-streaming-{}", std::process::id()));
     let pairs_1x = 10;
     let sizes = [("1x", pairs_1x), ("10x", 10 * pairs_1x)];
-    println!("streaming benchmark: {BOXES_PER_IMAGE} shoeboxes of {SIDE}x{SIDE} px per image, 5 images per file pair");
+    println!(
+        "streaming benchmark: {BOXES_PER_IMAGE} shoeboxes of {SIDE}x{SIDE} px per image, 5 images per file pair"
+    );
     let mut peaks = Vec::new();
     for (label, pairs) in sizes {
         let dir = root.join(label);
@@ -44,7 +46,10 @@ fn main() {
         peaks.push(stream.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
-    println!("stream peak 10x / 1x = {:.3} (goal <= 1.2)", peaks[1] / peaks[0]);
+    println!(
+        "stream peak 10x / 1x = {:.3} (goal <= 1.2)",
+        peaks[1] / peaks[0]
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -52,15 +57,24 @@ fn main() {
 fn measure(dir: &Path, mode: &str) -> (f64, f64) {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("streaming"));
     let out = Command::new(exe).arg("--child").arg(dir).arg(mode).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap_or(f64::NAN));
-    (fields.next().unwrap_or(f64::NAN), fields.next().unwrap_or(f64::NAN))
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(f64::NAN));
+    (
+        fields.next().unwrap_or(f64::NAN),
+        fields.next().unwrap_or(f64::NAN),
+    )
 }
 
 /// Streams (or collects) every image, touching every pixel; prints peak RSS MiB and seconds.
 fn child(dir: &Path, collect: bool) {
     let start = Instant::now();
-    let Ok(dataset) = Dataset::open(dir) else { return };
+    let Ok(dataset) = Dataset::open(dir) else {
+        return;
+    };
     let mut kept = Vec::new();
     let mut total = 0.0f64;
     for image in dataset.images().flatten() {
@@ -75,8 +89,15 @@ fn child(dir: &Path, collect: bool) {
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
-    let kb: f64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: 0 kB");
+    let kb: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     kb / 1024.0
 }
 
@@ -84,8 +105,16 @@ fn peak_rss_mib() -> f64 {
 fn make_dataset(dir: &Path, pairs: usize) {
     let _ = std::fs::create_dir_all(dir);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dials");
-    let Ok(list) = read_expt(&fixtures.join("indexed.expt")) else { return };
-    let table = synthetic_table(&list.experiments.iter().map(|e| e.identifier.clone()).collect::<Vec<_>>());
+    let Ok(list) = read_expt(&fixtures.join("indexed.expt")) else {
+        return;
+    };
+    let table = synthetic_table(
+        &list
+            .experiments
+            .iter()
+            .map(|e| e.identifier.clone())
+            .collect::<Vec<_>>(),
+    );
     for p in 0..pairs {
         let _ = write_expt(&list, &dir.join(format!("run{p:04}.expt")));
         let _ = write_refl(&table, &dir.join(format!("run{p:04}.refl")));

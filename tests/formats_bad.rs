@@ -16,9 +16,15 @@ fn inspect_transcript(name: &str) -> String {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(stderr.contains(&rel), "{name}: the error does not name the file: {stderr}");
+    assert!(
+        stderr.contains(&rel),
+        "{name}: the error does not name the file: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{name}: {stderr}");
-    format!("$ spreadc inspect {rel}\nexit: {}\n{stderr}", out.status.code().unwrap())
+    format!(
+        "$ spreadc inspect {rel}\nexit: {}\n{stderr}",
+        out.status.code().unwrap()
+    )
 }
 
 macro_rules! bad_file {
@@ -26,7 +32,10 @@ macro_rules! bad_file {
         #[test]
         fn $test() {
             let transcript = inspect_transcript($file);
-            assert!(transcript.contains(concat!("\nexit: ", $code, "\n")), "{transcript}");
+            assert!(
+                transcript.contains(concat!("\nexit: ", $code, "\n")),
+                "{transcript}"
+            );
             insta::assert_snapshot!(stringify!($test), transcript);
         }
     };
@@ -37,13 +46,29 @@ bad_file!(wrong_magic_refl, "wrong_magic.refl", 1);
 bad_file!(unknown_version_refl, "unknown_version.refl", 1);
 bad_file!(wrong_column_length_refl, "wrong_column_length.refl", 1);
 bad_file!(shoebox_bbox_reversed_refl, "shoebox_bbox_reversed.refl", 1);
-bad_file!(shoebox_pixels_past_end_refl, "shoebox_pixels_past_end.refl", 1);
+bad_file!(
+    shoebox_pixels_past_end_refl,
+    "shoebox_pixels_past_end.refl",
+    1
+);
 bad_file!(legacy_pickle_refl, "legacy_pickle.refl", 1);
 bad_file!(malformed_json_expt, "malformed_json.expt", 1);
-bad_file!(wavelength_not_a_number_expt, "wavelength_not_a_number.expt", 1);
-bad_file!(hierarchy_missing_panel_expt, "hierarchy_missing_panel.expt", 1);
+bad_file!(
+    wavelength_not_a_number_expt,
+    "wavelength_not_a_number.expt",
+    1
+);
+bad_file!(
+    hierarchy_missing_panel_expt,
+    "hierarchy_missing_panel.expt",
+    1
+);
 bad_file!(negative_weight_lam, "negative_weight.lam", 1);
-bad_file!(wavelength_not_a_number_lam, "wavelength_not_a_number.lam", 1);
+bad_file!(
+    wavelength_not_a_number_lam,
+    "wavelength_not_a_number.lam",
+    1
+);
 
 #[test]
 fn missing_shoebox_column_directory() {
@@ -53,6 +78,9 @@ fn missing_shoebox_column_directory() {
     let dataset = Dataset::open(dir).unwrap();
     let err = dataset.images().find_map(Result::err).unwrap();
     let message = err.to_string();
-    assert!(message.contains("shots.refl") && message.contains("`shoebox`"), "{message}");
+    assert!(
+        message.contains("shots.refl") && message.contains("`shoebox`"),
+        "{message}"
+    );
     insta::assert_snapshot!("missing_shoebox_column_directory", message);
 }

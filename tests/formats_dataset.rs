@@ -8,7 +8,9 @@ use spread::formats::refl::{Column, ShoeboxColumn, read_refl, write_refl};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dials").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dials")
+        .join(name)
 }
 
 /// A fresh directory holding the CuNiR indexed pair as `shots.expt` / `shots.refl`.
@@ -47,7 +49,11 @@ fn cunir_directory_yields_five_images_with_every_shoebox() {
     assert_eq!(first.shoeboxes[0].miller_index, [-26, 2, 20]);
     assert_eq!(&first.counts[..3], &[49.0, 41.0, 66.0]);
     // Masked pixels stay in place (dense bbox) but are flagged unused with a zero count.
-    let unused = images.iter().flat_map(|i| &i.use_pixel).filter(|u| !**u).count();
+    let unused = images
+        .iter()
+        .flat_map(|i| &i.use_pixel)
+        .filter(|u| !**u)
+        .count();
     assert_eq!(unused, 329);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -56,7 +62,11 @@ fn cunir_directory_yields_five_images_with_every_shoebox() {
 fn spectra_come_from_dataset_toml_or_the_spectra_folder() {
     let dir = data_dir("spectra");
     std::fs::create_dir_all(dir.join("spectra")).unwrap();
-    std::fs::write(dir.join("spectra/c4fc52a7-327f-4475-93d1-187bb796f907.lam"), "1.37,1\n1.38,3\n").unwrap();
+    std::fs::write(
+        dir.join("spectra/c4fc52a7-327f-4475-93d1-187bb796f907.lam"),
+        "1.37,1\n1.38,3\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("all.lam"), "# wavelengths, weights\n1.376,2\n").unwrap();
     std::fs::write(
         dir.join("dataset.toml"),
@@ -76,8 +86,17 @@ fn missing_reflection_file_is_named() {
     let dir = data_dir("missing");
     std::fs::remove_file(dir.join("shots.refl")).unwrap();
     let err = Dataset::open(&dir).unwrap_err();
-    assert!(matches!(err, DataError::MissingFile { role: "reflections", .. }));
-    assert!(err.to_string().ends_with("shots.refl: missing reflections file"));
+    assert!(matches!(
+        err,
+        DataError::MissingFile {
+            role: "reflections",
+            ..
+        }
+    ));
+    assert!(
+        err.to_string()
+            .ends_with("shots.refl: missing reflections file")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -91,7 +110,10 @@ fn experiment_without_crystal_is_skipped_and_counted() {
     let (images, report) = read_all(&dir);
     assert_eq!(images.len(), 4);
     assert_eq!(report.images.skipped["no crystal or beam model"], 1);
-    assert_eq!(report.shoeboxes.skipped["image has no crystal or beam model"], 194);
+    assert_eq!(
+        report.shoeboxes.skipped["image has no crystal or beam model"],
+        194
+    );
     assert_eq!(report.shoeboxes.used, 360 - 194);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -108,17 +130,31 @@ fn empty_nan_and_negative_pixels_are_counted_not_used() {
             // Row 0 (3 valid pixels): drop its pixels entirely.
             0 => boxes.push(h.panel, h.bbox, None).unwrap(),
             // Row 1 (2 valid pixels, counts 34, 31): one NaN, one negative.
-            1 => boxes.push(h.panel, h.bbox, Some((&[f32::NAN, -2.0], sb.mask, sb.background))).unwrap(),
-            _ => boxes.push(h.panel, h.bbox, Some((sb.data, sb.mask, sb.background))).unwrap(),
+            1 => boxes
+                .push(
+                    h.panel,
+                    h.bbox,
+                    Some((&[f32::NAN, -2.0], sb.mask, sb.background)),
+                )
+                .unwrap(),
+            _ => boxes
+                .push(h.panel, h.bbox, Some((sb.data, sb.mask, sb.background)))
+                .unwrap(),
         }
     }
     table.insert("shoebox", Column::Shoebox(boxes)).unwrap();
     write_refl(&table, &dir.join("shots.refl")).unwrap();
     let (_, report) = read_all(&dir);
     assert_eq!(report.shoeboxes.skipped["no pixels"], 1);
-    assert_eq!(report.shoeboxes.skipped["every pixel masked, NaN or negative"], 1);
+    assert_eq!(
+        report.shoeboxes.skipped["every pixel masked, NaN or negative"],
+        1
+    );
     assert_eq!(report.shoeboxes.used, 358);
-    assert_eq!(report.pixels.skipped["in a shoebox with no usable pixel"], 2);
+    assert_eq!(
+        report.pixels.skipped["in a shoebox with no usable pixel"],
+        2
+    );
     assert_eq!(report.pixels.used, 1785 - 329 - 3 - 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,7 +5,9 @@ use spread::formats::expt::{ExperimentList, ExptError, parse_expt, read_expt, wr
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dials").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dials")
+        .join(name)
 }
 
 fn close(a: [f64; 3], b: [f64; 3], tol: f64) -> bool {
@@ -20,9 +22,15 @@ fn cunir_indexed_has_five_stills_sharing_one_beam_and_detector() {
     assert_eq!(list.detectors.len(), 1);
     assert_eq!(list.crystals.len(), 5);
     assert_eq!(list.imagesets.len(), 5);
-    assert_eq!(list.experiments[0].identifier, "2c2f20d9-7012-4f15-8065-c7f1dadeacec");
+    assert_eq!(
+        list.experiments[0].identifier,
+        "2c2f20d9-7012-4f15-8065-c7f1dadeacec"
+    );
     assert_eq!(list.experiments[4].crystal, Some(4));
-    assert_eq!(list.imagesets[2].images, vec!["../cunir_serial/merlin0047_17002.cbf"]);
+    assert_eq!(
+        list.imagesets[2].images,
+        vec!["../cunir_serial/merlin0047_17002.cbf"]
+    );
     let beam = &list.beams[0];
     assert_eq!(beam.wavelength, 1.37611);
     // 12398.4198 eV·Å / 1.37611 Å = 9009.7592 eV (just above the Cu K edge, 8979 eV).
@@ -38,8 +46,16 @@ fn cunir_pilatus_panel_is_single_and_flat() {
     assert_eq!(det.panels.len(), 1);
     let p = &det.panels[0];
     // The root group is the identity frame, so the lab frame equals the file's panel frame.
-    assert!(close(p.origin, [-217.57980182133858, 226.6136029249939, -248.64669440423506], 1e-12));
-    assert!(close(p.fast_axis, [0.9999999960070822, 0.0, 8.936350221233624e-05], 1e-12));
+    assert!(close(
+        p.origin,
+        [-217.57980182133858, 226.6136029249939, -248.64669440423506],
+        1e-12
+    ));
+    assert!(close(
+        p.fast_axis,
+        [0.9999999960070822, 0.0, 8.936350221233624e-05],
+        1e-12
+    ));
     assert_eq!(p.image_size, [2463, 2527]);
     assert_eq!(p.pixel_size, [0.172, 0.172]);
     assert_eq!(p.material, "Si");
@@ -64,7 +80,10 @@ fn cunir_crystal_is_cubic_p213_with_ml_mosaicity() {
     }
     assert!((cell[3] - 90.0).abs() < 1e-6);
     let indexed = read_expt(&fixture("indexed.expt")).unwrap();
-    assert_eq!(indexed.crystals[0].ml_domain_size_ang, Some(10228.023127344168));
+    assert_eq!(
+        indexed.crystals[0].ml_domain_size_ang,
+        Some(10228.023127344168)
+    );
 }
 
 #[test]
@@ -83,14 +102,27 @@ fn cspad_hierarchy_has_three_levels_composed_to_the_lab_frame() {
     // = (-38.295875 + 0.039250 - 10.174982, 20.404594 - 21.504942 - 0.018579,
     //    -150.0059 + 0.030621 - 0.005350) = (-48.431606, -1.118927, -149.980629),
     // its fast axis (1, 0, 0) to f and its slow axis (0, -1, 0) to -s.
-    assert!(close(p.origin, [-48.431606, -1.118927, -149.980629], 2e-6), "{:?}", p.origin);
-    assert!(close(p.fast_axis, [-0.0018252, 0.9999973, -0.0014239], 1e-7));
+    assert!(
+        close(p.origin, [-48.431606, -1.118927, -149.980629], 2e-6),
+        "{:?}",
+        p.origin
+    );
+    assert!(close(
+        p.fast_axis,
+        [-0.0018252, 0.9999973, -0.0014239],
+        1e-7
+    ));
     assert!(close(p.slow_axis, [0.9999982, 0.0018259, 0.0005258], 1e-7));
     assert_eq!(p.image_size, [194, 185]);
     assert_eq!(p.pixel_size, [0.11, 0.11]);
     // Every one of the 64 ASICs sits ~150 mm downstream with its normal along the beam.
     for p in &det.panels {
-        assert!((p.origin[2] + 150.0).abs() < 0.5, "{}: {:?}", p.name, p.origin);
+        assert!(
+            (p.origin[2] + 150.0).abs() < 0.5,
+            "{}: {:?}",
+            p.name,
+            p.origin
+        );
         let n = [
             p.fast_axis[1] * p.slow_axis[2] - p.fast_axis[2] * p.slow_axis[1],
             p.fast_axis[2] * p.slow_axis[0] - p.fast_axis[0] * p.slow_axis[2],
@@ -104,7 +136,10 @@ fn cspad_hierarchy_has_three_levels_composed_to_the_lab_frame() {
 
 #[test]
 fn sacla_mpccd_stills_carry_tetragonal_crystals_and_ml_mosaicity() {
-    let list = read_expt(&fixture("SACLA-MPCCD-run266702-0-subset-known_orientations.expt")).unwrap();
+    let list = read_expt(&fixture(
+        "SACLA-MPCCD-run266702-0-subset-known_orientations.expt",
+    ))
+    .unwrap();
     assert_eq!(list.experiments.len(), 4);
     assert_eq!(list.detectors[0].panels.len(), 8);
     assert_eq!(list.detectors[0].hierarchy_depth, 1);
@@ -119,7 +154,11 @@ fn sacla_mpccd_stills_carry_tetragonal_crystals_and_ml_mosaicity() {
     // (0.02441, 0.01209, -49.31784) whose axes differ from the lab's by < 0.004 rad, so the
     // lab origin is within ~0.2 mm of (-1.776, 51.792, -49.065).
     let p = &list.detectors[0].panels[0];
-    assert!(close(p.origin, [-1.776, 51.792, -49.065], 0.25), "{:?}", p.origin);
+    assert!(
+        close(p.origin, [-1.776, 51.792, -49.065], 0.25),
+        "{:?}",
+        p.origin
+    );
     assert_eq!(list.beams[0].wavelength, 1.768464241563069);
 }
 
@@ -133,7 +172,11 @@ fn written_lists_read_back_to_the_same_lab_geometry() {
     let back: ExperimentList = read_expt(&out).unwrap();
     assert_eq!(back.experiments, list.experiments);
     assert_eq!(back.beams, list.beams);
-    for (a, b) in back.detectors[0].panels.iter().zip(&list.detectors[0].panels) {
+    for (a, b) in back.detectors[0]
+        .panels
+        .iter()
+        .zip(&list.detectors[0].panels)
+    {
         assert!(close(a.origin, b.origin, 1e-12));
         assert!(close(a.fast_axis, b.fast_axis, 1e-15));
         assert!(close(a.slow_axis, b.slow_axis, 1e-15));
@@ -145,7 +188,15 @@ fn written_lists_read_back_to_the_same_lab_geometry() {
 fn experiment_pointing_past_the_crystal_list_is_refused() {
     let text = r#"{"experiment": [{"identifier": "x", "crystal": 2}], "crystal": []}"#;
     let err = parse_expt(text, Path::new("bad.expt")).unwrap_err();
-    assert!(matches!(err, ExptError::BadReference { field: "crystal", index: 2, count: 0, .. }));
+    assert!(matches!(
+        err,
+        ExptError::BadReference {
+            field: "crystal",
+            index: 2,
+            count: 0,
+            ..
+        }
+    ));
     assert_eq!(
         err.to_string(),
         "bad.expt: experiment 0 field `crystal` refers to crystal 2, but the file lists 0"

@@ -4,7 +4,9 @@
 
 use spread::formats::dataset_dir::DataError;
 use spread::formats::expt::ExptError;
-use spread::formats::inspect::{ExptSummary, FileSummary, ReflSummary, SpectrumSummary, inspect_file};
+use spread::formats::inspect::{
+    ExptSummary, FileSummary, ReflSummary, SpectrumSummary, inspect_file,
+};
 use spread::formats::refl::ReflError;
 use spread::formats::spectrum::SpectrumError;
 use std::path::PathBuf;
@@ -72,9 +74,15 @@ fn print_summary(s: &FileSummary) {
 }
 
 fn print_expt(e: &ExptSummary) {
-    println!("{}: experiment list, {} experiments, {} image sets", e.file, e.experiments, e.imagesets);
+    println!(
+        "{}: experiment list, {} experiments, {} image sets",
+        e.file, e.experiments, e.imagesets
+    );
     for (i, b) in e.beams.iter().enumerate() {
-        println!("  beam {i}: wavelength {:.6} Å ({:.2} eV), direction {:?}", b.wavelength_a, b.energy_ev, b.direction);
+        println!(
+            "  beam {i}: wavelength {:.6} Å ({:.2} eV), direction {:?}",
+            b.wavelength_a, b.energy_ev, b.direction
+        );
     }
     for (i, d) in e.detectors.iter().enumerate() {
         println!(
@@ -96,7 +104,10 @@ fn print_expt(e: &ExptSummary) {
 }
 
 fn print_refl(r: &ReflSummary) {
-    println!("{}: reflection table version {}, {} rows, {} identifiers", r.file, r.version, r.rows, r.identifiers);
+    println!(
+        "{}: reflection table version {}, {} rows, {} identifiers",
+        r.file, r.version, r.rows, r.identifiers
+    );
     for c in &r.columns {
         println!("  {:<28} {}", c.name, c.type_name);
     }

@@ -73,7 +73,9 @@ pub enum DataError {
     #[error(transparent)]
     Spectrum(#[from] SpectrumError),
     /// A file whose kind (experiments, reflections, spectrum) cannot be told.
-    #[error("{path}: unknown kind of file: expected .expt (JSON), .refl (msgpack) or .lam (spectrum)")]
+    #[error(
+        "{path}: unknown kind of file: expected .expt (JSON), .refl (msgpack) or .lam (spectrum)"
+    )]
     UnknownKind {
         /// The file.
         path: PathBuf,
@@ -228,13 +230,22 @@ impl Dataset {
             config.files.iter().map(|p| resolve_pair(dir, p)).collect()
         };
         if files.is_empty() {
-            return Err(DataError::NoExperiments { dir: dir.to_path_buf() });
+            return Err(DataError::NoExperiments {
+                dir: dir.to_path_buf(),
+            });
         }
         let dataset = Dataset {
             dir: dir.to_path_buf(),
             files,
-            atomic_model: config.atomic_model.map(|p| dir.join(p)).or_else(|| find_model(dir)),
-            spectra: config.spectra.into_iter().map(|(k, v)| (k, dir.join(v))).collect(),
+            atomic_model: config
+                .atomic_model
+                .map(|p| dir.join(p))
+                .or_else(|| find_model(dir)),
+            spectra: config
+                .spectra
+                .into_iter()
+                .map(|(k, v)| (k, dir.join(v)))
+                .collect(),
             default_spectrum: config.spectrum.map(|p| dir.join(p)),
         };
         dataset.check_files_exist()?;
@@ -353,7 +364,9 @@ impl ImageStream<'_> {
         let table = read_refl(&pair.reflections)?;
         for s in &table.skipped_columns {
             let file = pair.reflections.display();
-            self.report.skipped_columns.push(format!("{file}: {} ({})", s.name, s.type_name));
+            self.report
+                .skipped_columns
+                .push(format!("{file}: {} ({})", s.name, s.type_name));
         }
         for column in ["shoebox", "id", "miller_index"] {
             if table.column(column).is_none() {
@@ -376,7 +389,11 @@ impl ImageStream<'_> {
 
     fn spectrum_for(&mut self, identifier: &str, beam: &Beam) -> Result<Spectrum, DataError> {
         let per_shot = self.dataset.spectra.get(identifier).cloned().or_else(|| {
-            let conventional = self.dataset.dir.join("spectra").join(format!("{identifier}.lam"));
+            let conventional = self
+                .dataset
+                .dir
+                .join("spectra")
+                .join(format!("{identifier}.lam"));
             conventional.is_file().then_some(conventional)
         });
         let Some(path) = per_shot.or_else(|| self.dataset.default_spectrum.clone()) else {
@@ -414,7 +431,9 @@ impl ImageStream<'_> {
 
     /// The image of experiment `e` of the current pair; `None` (counted) when it is skipped.
     fn build_image(&mut self, e: usize) -> Result<Option<ImageData>, DataError> {
-        let Some(pair) = self.current.as_ref() else { return Ok(None) };
+        let Some(pair) = self.current.as_ref() else {
+            return Ok(None);
+        };
         let experiment = &pair.list.experiments[e];
         let rows = &pair.rows_by_experiment[e];
         let (Some(crystal), Some(beam)) = (
@@ -422,11 +441,17 @@ impl ImageStream<'_> {
             experiment.beam.map(|b| pair.list.beams[b].clone()),
         ) else {
             self.report.images.skip("no crystal or beam model", 1);
-            self.report.shoeboxes.skip("image has no crystal or beam model", rows.len() as u64);
+            self.report
+                .shoeboxes
+                .skip("image has no crystal or beam model", rows.len() as u64);
             return Ok(None);
         };
         let detector = experiment.detector.unwrap_or(0);
-        let n_panels = pair.list.detectors.get(detector).map_or(0, |d| d.panels.len());
+        let n_panels = pair
+            .list
+            .detectors
+            .get(detector)
+            .map_or(0, |d| d.panels.len());
         let identifier = experiment.identifier.clone();
         let source = pair.experiments_path.clone();
         let mut image = ImageData {
@@ -454,15 +479,19 @@ impl ImageStream<'_> {
     }
 
     fn collect_shoeboxes(&mut self, image: &mut ImageData, rows: &[usize], n_panels: usize) {
-        let Some(pair) = self.current.as_ref() else { return };
-        let (Some(Column::Shoebox(boxes)), Some(Column::MillerIndex(hkl))) =
-            (pair.table.column("shoebox"), pair.table.column("miller_index"))
-        else {
+        let Some(pair) = self.current.as_ref() else {
+            return;
+        };
+        let (Some(Column::Shoebox(boxes)), Some(Column::MillerIndex(hkl))) = (
+            pair.table.column("shoebox"),
+            pair.table.column("miller_index"),
+        ) else {
             return;
         };
         let report = &mut self.report;
         for &row in rows {
-            if let Some(reason) = add_shoebox(image, boxes, hkl, row, n_panels, &mut report.pixels) {
+            if let Some(reason) = add_shoebox(image, boxes, hkl, row, n_panels, &mut report.pixels)
+            {
                 report.shoeboxes.skip(reason, 1);
             } else {
                 report.shoeboxes.used += 1;
@@ -529,7 +558,11 @@ fn add_shoebox(
 }
 
 /// Maps each reflection row to its experiment via `id` → `identifiers` → experiment identifier.
-fn group_rows(list: &ExperimentList, table: &ReflectionTable, pair: &FilePair) -> Result<Vec<Vec<usize>>, DataError> {
+fn group_rows(
+    list: &ExperimentList,
+    table: &ReflectionTable,
+    pair: &FilePair,
+) -> Result<Vec<Vec<usize>>, DataError> {
     let by_identifier: HashMap<&str, usize> = list
         .experiments
         .iter()
@@ -544,7 +577,10 @@ fn group_rows(list: &ExperimentList, table: &ReflectionTable, pair: &FilePair) -
         let experiment = if table.identifiers.is_empty() {
             usize::try_from(id).ok().filter(|&i| i < rows.len())
         } else {
-            table.identifiers.get(&id).and_then(|name| by_identifier.get(name.as_str()).copied())
+            table
+                .identifiers
+                .get(&id)
+                .and_then(|name| by_identifier.get(name.as_str()).copied())
         };
         let Some(e) = experiment else {
             return Err(DataError::UnknownId {

@@ -71,7 +71,9 @@ pub enum ExptError {
         count: usize,
     },
     /// A panel is placed by no hierarchy leaf, or by more than one.
-    #[error("{path}: detector {detector} field `hierarchy` places panel {panel} {times} times (expected once)")]
+    #[error(
+        "{path}: detector {detector} field `hierarchy` places panel {panel} {times} times (expected once)"
+    )]
     PanelPlacement {
         /// The file.
         path: PathBuf,
@@ -247,7 +249,8 @@ impl Crystal {
     pub fn unit_cell(&self) -> [f64; 6] {
         let (a, b, c) = (self.real_space_a, self.real_space_b, self.real_space_c);
         let (la, lb, lc) = (norm(a), norm(b), norm(c));
-        let angle = |u: Vec3, v: Vec3, lu: f64, lv: f64| (dot(u, v) / (lu * lv)).acos().to_degrees();
+        let angle =
+            |u: Vec3, v: Vec3, lu: f64, lv: f64| (dot(u, v) / (lu * lv)).acos().to_degrees();
         [
             la,
             lb,
@@ -382,7 +385,11 @@ impl Frame {
     /// A point given in this frame's coordinates, in the lab frame.
     fn point(&self, v: Vec3) -> Vec3 {
         let d = self.direction(v);
-        [d[0] + self.origin[0], d[1] + self.origin[1], d[2] + self.origin[2]]
+        [
+            d[0] + self.origin[0],
+            d[1] + self.origin[1],
+            d[2] + self.origin[2],
+        ]
     }
 
     /// The frame whose local axes and origin (as stored in the file) are given in `self`.
@@ -443,7 +450,11 @@ pub fn parse_expt(text: &str, path: &Path) -> Result<ExperimentList, ExptError> 
             path: path.to_path_buf(),
             line: inner.line(),
             column: inner.column(),
-            message: if field == "." { what.to_string() } else { format!("field `{field}`: {what}") },
+            message: if field == "." {
+                what.to_string()
+            } else {
+                format!("field `{field}`: {what}")
+            },
         }
     })?;
     let detectors = raw
@@ -550,7 +561,8 @@ impl Walk<'_> {
                     panel: *panel,
                     count,
                 })?;
-                let placed = place_panel(raw_panel, parent).map_err(|what| self.bad(&raw_panel.name, what))?;
+                let placed = place_panel(raw_panel, parent)
+                    .map_err(|what| self.bad(&raw_panel.name, what))?;
                 self.placed[*panel] = Some(placed);
                 self.times[*panel] += 1;
                 Ok(0)
@@ -645,7 +657,9 @@ fn flat_detector(detector: &Detector) -> RawDetector {
             px_mm_strategy: Some(serde_json::json!({"type": "SimplePxMmStrategy"})),
         })
         .collect::<Vec<_>>();
-    let children = (0..panels.len()).map(|panel| RawNode::Leaf { panel }).collect();
+    let children = (0..panels.len())
+        .map(|panel| RawNode::Leaf { panel })
+        .collect();
     RawDetector {
         panels,
         hierarchy: Some(RawNode::Group {

@@ -173,7 +173,11 @@ pub fn inspect_file(path: &Path) -> Result<FileSummary, DataError> {
         'e' => FileSummary::Experiments(summarize_expt(path, file)?),
         'r' => FileSummary::Reflections(summarize_refl(&read_refl(path)?, file)),
         's' => FileSummary::Spectrum(summarize_spectrum(path, file)?),
-        _ => return Err(DataError::UnknownKind { path: path.to_path_buf() }),
+        _ => {
+            return Err(DataError::UnknownKind {
+                path: path.to_path_buf(),
+            });
+        }
     })
 }
 
@@ -211,8 +215,15 @@ fn summarize_expt(path: &Path, file: String) -> Result<ExptSummary, DataError> {
             DetectorSummary {
                 panels: d.panels.len(),
                 hierarchy_depth: d.hierarchy_depth,
-                pixels: d.panels.iter().map(|p| p.image_size[0] * p.image_size[1]).sum(),
-                distance_mm: [z.clone().fold(f64::INFINITY, f64::min), z.fold(0.0, f64::max)],
+                pixels: d
+                    .panels
+                    .iter()
+                    .map(|p| p.image_size[0] * p.image_size[1])
+                    .sum(),
+                distance_mm: [
+                    z.clone().fold(f64::INFINITY, f64::min),
+                    z.fold(0.0, f64::max),
+                ],
             }
         })
         .collect();
@@ -229,7 +240,11 @@ fn summarize_expt(path: &Path, file: String) -> Result<ExptSummary, DataError> {
     Ok(ExptSummary {
         file,
         experiments: list.experiments.len(),
-        identifiers: list.experiments.iter().map(|e| e.identifier.clone()).collect(),
+        identifiers: list
+            .experiments
+            .iter()
+            .map(|e| e.identifier.clone())
+            .collect(),
         beams,
         detectors,
         crystals,
@@ -248,8 +263,16 @@ pub fn summarize_refl(table: &ReflectionTable, file: String) -> ReflSummary {
         version: table.version,
         rows: table.nrows,
         identifiers: table.identifiers.len(),
-        columns: table.columns.iter().map(|(n, c)| column(n, c.type_name())).collect(),
-        skipped_columns: table.skipped_columns.iter().map(|s| column(&s.name, &s.type_name)).collect(),
+        columns: table
+            .columns
+            .iter()
+            .map(|(n, c)| column(n, c.type_name()))
+            .collect(),
+        skipped_columns: table
+            .skipped_columns
+            .iter()
+            .map(|s| column(&s.name, &s.type_name))
+            .collect(),
         shoeboxes: summarize_shoeboxes(table),
     }
 }

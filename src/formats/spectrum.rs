@@ -75,7 +75,12 @@ impl Spectrum {
     /// Weighted mean wavelength, Å.
     pub fn mean_wavelength_a(&self) -> f64 {
         let total: f64 = self.weight.iter().sum();
-        self.wavelength_a.iter().zip(&self.weight).map(|(l, w)| l * w).sum::<f64>() / total
+        self.wavelength_a
+            .iter()
+            .zip(&self.weight)
+            .map(|(l, w)| l * w)
+            .sum::<f64>()
+            / total
     }
 }
 
@@ -99,7 +104,9 @@ pub fn parse_spectrum(text: &str, path: &Path) -> Result<Spectrum, SpectrumError
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut fields = line.split(|c: char| c == ',' || c.is_whitespace()).filter(|f| !f.is_empty());
+        let mut fields = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|f| !f.is_empty());
         let first = fields.next().unwrap_or("");
         let is_header = spectrum.wavelength_a.is_empty() && first.parse::<f64>().is_err();
         if is_header {
@@ -112,9 +119,13 @@ pub fn parse_spectrum(text: &str, path: &Path) -> Result<Spectrum, SpectrumError
             what,
         };
         let wavelength = parse_number(first).map_err(|w| field_error("wavelength", w))?;
-        let weight = parse_number(fields.next().unwrap_or("")).map_err(|w| field_error("weight", w))?;
-        if !(wavelength > 0.0) {
-            return Err(field_error("wavelength", format!("{wavelength} Å is not positive")));
+        let weight =
+            parse_number(fields.next().unwrap_or("")).map_err(|w| field_error("weight", w))?;
+        if wavelength <= 0.0 {
+            return Err(field_error(
+                "wavelength",
+                format!("{wavelength} Å is not positive"),
+            ));
         }
         if weight < 0.0 {
             return Err(field_error("weight", format!("{weight} is negative")));
@@ -129,7 +140,9 @@ fn parse_number(field: &str) -> Result<f64, String> {
     if field.is_empty() {
         return Err("missing".to_string());
     }
-    let value: f64 = field.parse().map_err(|_| format!("`{field}` is not a number"))?;
+    let value: f64 = field
+        .parse()
+        .map_err(|_| format!("`{field}` is not a number"))?;
     if !value.is_finite() {
         return Err(format!("`{field}` is not finite"));
     }

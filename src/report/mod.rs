@@ -77,7 +77,11 @@ pub fn write_report(out_dir: &Path, run: &RunOutputs) -> Result<Vec<PathBuf>, Re
         path: out_dir.to_path_buf(),
         source,
     })?;
-    let curves = run.sites.iter().map(summarize_site).collect::<Result<Vec<_>, _>>()?;
+    let curves = run
+        .sites
+        .iter()
+        .map(summarize_site)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut written = Vec::new();
     let mut put = |name: &str, text: String| -> Result<(), ReportError> {
         let path = out_dir.join(name);

@@ -41,7 +41,13 @@ type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 fn draw_site(panel: &Panel<'_>, site: &SiteDraws, curve: &CurveSummary) -> DrawResult {
     let (x_range, y_range) = ranges(site, curve);
     let mut chart = ChartBuilder::on(panel)
-        .caption(format!("site {}: f' and f'' (posterior mean, 68% and 95% bands)", curve.site), ("sans-serif", 18))
+        .caption(
+            format!(
+                "site {}: f' and f'' (posterior mean, 68% and 95% bands)",
+                curve.site
+            ),
+            ("sans-serif", 18),
+        )
         .margin(12)
         .margin_right(30)
         .x_label_area_size(40)
@@ -54,19 +60,42 @@ fn draw_site(panel: &Panel<'_>, site: &SiteDraws, curve: &CurveSummary) -> DrawR
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     for (points, color, name) in [(&curve.fp, FP_COLOR, "f'"), (&curve.fdp, FDP_COLOR, "f''")] {
-        draw_band(&mut chart, &curve.energy_ev, points, |p| (p.q025, p.q975), color.mix(0.18))?;
-        draw_band(&mut chart, &curve.energy_ev, points, |p| (p.q16, p.q84), color.mix(0.35))?;
-        let mean = curve.energy_ev.iter().zip(points.iter()).map(|(&e, p)| (e, p.mean));
+        draw_band(
+            &mut chart,
+            &curve.energy_ev,
+            points,
+            |p| (p.q025, p.q975),
+            color.mix(0.18),
+        )?;
+        draw_band(
+            &mut chart,
+            &curve.energy_ev,
+            points,
+            |p| (p.q16, p.q84),
+            color.mix(0.35),
+        )?;
+        let mean = curve
+            .energy_ev
+            .iter()
+            .zip(points.iter())
+            .map(|(&e, p)| (e, p.mean));
         chart
             .draw_series(LineSeries::new(mean, color.stroke_width(2)))?
             .label(format!("{name} posterior"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     draw_references(&mut chart, site, &x_range)?;
     if let Some(edge) = site.edge_ev.filter(|e| x_range.contains(e)) {
         let line = vec![(edge, y_range.start), (edge, y_range.end)];
         chart
-            .draw_series(DashedLineSeries::new(line, 6, 4, BLACK.mix(0.6).stroke_width(1)))?
+            .draw_series(DashedLineSeries::new(
+                line,
+                6,
+                4,
+                BLACK.mix(0.6).stroke_width(1),
+            ))?
             .label(format!("edge {edge:.1} eV"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
     }
@@ -78,7 +107,11 @@ fn draw_site(panel: &Panel<'_>, site: &SiteDraws, curve: &CurveSummary) -> DrawR
         .draw()
 }
 
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 fn draw_band(
     chart: &mut Chart<'_, '_>,
@@ -88,13 +121,21 @@ fn draw_band(
     color: RGBAColor,
 ) -> DrawResult {
     let upper = energy.iter().zip(points).map(|(&e, p)| (e, bounds(p).1));
-    let lower = energy.iter().zip(points).rev().map(|(&e, p)| (e, bounds(p).0));
+    let lower = energy
+        .iter()
+        .zip(points)
+        .rev()
+        .map(|(&e, p)| (e, bounds(p).0));
     let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
     chart.draw_series(std::iter::once(Polygon::new(outline, color.filled())))?;
     Ok(())
 }
 
-fn draw_references(chart: &mut Chart<'_, '_>, site: &SiteDraws, x: &std::ops::Range<f64>) -> DrawResult {
+fn draw_references(
+    chart: &mut Chart<'_, '_>,
+    site: &SiteDraws,
+    x: &std::ops::Range<f64>,
+) -> DrawResult {
     for (k, reference) in site.references.iter().enumerate() {
         let color = REF_COLORS[k % REF_COLORS.len()];
         let inside = |e: &&f64| x.contains(*e);
@@ -106,7 +147,8 @@ fn draw_references(chart: &mut Chart<'_, '_>, site: &SiteDraws, x: &std::ops::Ra
                 .filter(|(e, _)| inside(e))
                 .map(|(&e, &v)| (e, v))
                 .collect();
-            let series = chart.draw_series(DashedLineSeries::new(points, 5, 3, color.stroke_width(1)))?;
+            let series =
+                chart.draw_series(DashedLineSeries::new(points, 5, 3, color.stroke_width(1)))?;
             if std::ptr::eq(values, &reference.fp) {
                 series
                     .label(format!("reference: {}", reference.label))
@@ -121,10 +163,17 @@ fn draw_references(chart: &mut Chart<'_, '_>, site: &SiteDraws, x: &std::ops::Ra
 fn ranges(site: &SiteDraws, curve: &CurveSummary) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
     let (e0, e1) = min_max(curve.energy_ev.iter().copied());
     let x = if e1 > e0 { e0..e1 } else { e0 - 1.0..e0 + 1.0 };
-    let bands = curve.fp.iter().chain(&curve.fdp).flat_map(|p| [p.q025, p.q975]);
+    let bands = curve
+        .fp
+        .iter()
+        .chain(&curve.fdp)
+        .flat_map(|p| [p.q025, p.q975]);
     let refs = site.references.iter().flat_map(|r| {
         let visible = r.energy_ev.iter().zip(r.fp.iter().zip(&r.fdp));
-        visible.filter(|(e, _)| x.contains(*e)).flat_map(|(_, (&fp, &fdp))| [fp, fdp]).collect::<Vec<_>>()
+        visible
+            .filter(|(e, _)| x.contains(*e))
+            .flat_map(|(_, (&fp, &fdp))| [fp, fdp])
+            .collect::<Vec<_>>()
     });
     let (y0, y1) = min_max(bands.chain(refs));
     let pad = ((y1 - y0) * 0.08).max(0.1);
@@ -134,5 +183,7 @@ fn ranges(site: &SiteDraws, curve: &CurveSummary) -> (std::ops::Range<f64>, std:
 fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        })
 }

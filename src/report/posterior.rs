@@ -79,7 +79,9 @@ pub struct CurveSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum PosteriorError {
     /// Shape mismatch between draws and the energy grid.
-    #[error("site `{site}` field `{quantity}`: draws have {found} energies, the grid has {expected}")]
+    #[error(
+        "site `{site}` field `{quantity}`: draws have {found} energies, the grid has {expected}"
+    )]
     Shape {
         /// Site label.
         site: String,
@@ -107,7 +109,11 @@ pub enum PosteriorError {
 /// Summarizes a sample (at least one finite value).
 pub fn summarize_sample(values: Vec<f64>) -> PointSummary {
     let mean = values.iter().mean();
-    let sd = if values.len() > 1 { values.iter().std_dev() } else { 0.0 };
+    let sd = if values.len() > 1 {
+        values.iter().std_dev()
+    } else {
+        0.0
+    };
     let mut data = Data::new(values);
     PointSummary {
         mean,

@@ -14,13 +14,25 @@ use std::path::Path;
 
 /// `site,energy_eV,fp_mean,fp_sd,fp_q05,fp_q50,fp_q95,fdp_mean,fdp_sd,fdp_q05,fdp_q50,fdp_q95`.
 pub fn fp_fdp_csv(curves: &[CurveSummary]) -> String {
-    let mut out = String::from("site,energy_eV,fp_mean,fp_sd,fp_q05,fp_q50,fp_q95,fdp_mean,fdp_sd,fdp_q05,fdp_q50,fdp_q95\n");
+    let mut out = String::from(
+        "site,energy_eV,fp_mean,fp_sd,fp_q05,fp_q50,fp_q95,fdp_mean,fdp_sd,fdp_q05,fdp_q50,fdp_q95\n",
+    );
     for c in curves {
         for ((e, fp), fdp) in c.energy_ev.iter().zip(&c.fp).zip(&c.fdp) {
             let _ = writeln!(
                 out,
                 "{},{e},{},{},{},{},{},{},{},{},{},{}",
-                c.site, fp.mean, fp.sd, fp.q05, fp.q50, fp.q95, fdp.mean, fdp.sd, fdp.q05, fdp.q50, fdp.q95
+                c.site,
+                fp.mean,
+                fp.sd,
+                fp.q05,
+                fp.q50,
+                fp.q95,
+                fdp.mean,
+                fdp.sd,
+                fdp.q05,
+                fdp.q50,
+                fdp.q95
             );
         }
     }
@@ -124,7 +136,11 @@ pub fn run_summary(run: &RunOutputs, curves: &[CurveSummary]) -> Result<String, 
         spread_version: env!("CARGO_PKG_VERSION"),
         seed: run.seed,
         model: hash_input(&run.model)?,
-        inputs: run.inputs.iter().map(|p| hash_input(p)).collect::<Result<_, _>>()?,
+        inputs: run
+            .inputs
+            .iter()
+            .map(|p| hash_input(p))
+            .collect::<Result<_, _>>()?,
         data: &run.data,
         fp_fdp: curves,
         state_probabilities: &run.states,

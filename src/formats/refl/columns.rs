@@ -33,7 +33,10 @@ pub enum Column {
 }
 
 /// Reads `N` little-endian scalars from each fixed-size chunk.
-fn chunks<const N: usize, const W: usize, T>(bytes: &[u8], read: impl Fn([u8; W]) -> T) -> Vec<[T; N]>
+fn chunks<const N: usize, const W: usize, T>(
+    bytes: &[u8],
+    read: impl Fn([u8; W]) -> T,
+) -> Vec<[T; N]>
 where
     T: Copy + Default,
 {
@@ -52,7 +55,10 @@ where
 }
 
 fn scalars<const W: usize, T: Copy + Default>(bytes: &[u8], read: impl Fn([u8; W]) -> T) -> Vec<T> {
-    chunks::<1, W, T>(bytes, read).into_iter().map(|[x]| x).collect()
+    chunks::<1, W, T>(bytes, read)
+        .into_iter()
+        .map(|[x]| x)
+        .collect()
 }
 
 impl Column {

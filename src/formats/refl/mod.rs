@@ -53,7 +53,9 @@ pub enum ReflError {
         found: String,
     },
     /// A table version other than 1 or 2.
-    #[error("{path}: field `version`: reflection table version {version} is not supported (expected 1 or 2)")]
+    #[error(
+        "{path}: field `version`: reflection table version {version} is not supported (expected 1 or 2)"
+    )]
     Version {
         /// The file.
         path: PathBuf,

@@ -44,7 +44,10 @@ pub fn parse_refl(bytes: &[u8], path: &Path) -> Result<ReflectionTable, ReflErro
     if tag != REFL_MAGIC || found != "3 top-level items" {
         return Err(ReflError::Magic {
             path: path.to_path_buf(),
-            found: format!("`{}` with {found}", tag.chars().take(64).collect::<String>()),
+            found: format!(
+                "`{}` with {found}",
+                tag.chars().take(64).collect::<String>()
+            ),
         });
     }
     let version = cur.uint("version")?;
@@ -65,7 +68,10 @@ fn is_pickle(bytes: &[u8]) -> bool {
     match bytes {
         [0x80, p, ..] => (2..=5).contains(p),
         [b'(', ..] => true,
-        [b'c', rest @ ..] => rest.iter().take(64).all(|b| b.is_ascii_graphic() || *b == b'\n'),
+        [b'c', rest @ ..] => rest
+            .iter()
+            .take(64)
+            .all(|b| b.is_ascii_graphic() || *b == b'\n'),
         _ => false,
     }
 }
@@ -102,7 +108,9 @@ impl<'a> Cursor<'a> {
     /// Maps an rmp error: end of input is truncation, anything else a type mismatch.
     fn value_error<E: std::fmt::Display>(&self, field: &str, start: &'a [u8], err: E) -> ReflError {
         let text = err.to_string();
-        let eof = text.contains("fill whole buffer") || text.contains("UnexpectedEof") || start.is_empty();
+        let eof = text.contains("fill whole buffer")
+            || text.contains("UnexpectedEof")
+            || start.is_empty();
         if eof {
             return self.truncated(field);
         }
@@ -141,14 +149,17 @@ impl<'a> Cursor<'a> {
 
     fn str(&mut self, field: &str) -> Result<&'a str, ReflError> {
         let start = self.rest;
-        let len = rmp::decode::read_str_len(&mut self.rest).map_err(|e| self.value_error(field, start, e))?;
+        let len = rmp::decode::read_str_len(&mut self.rest)
+            .map_err(|e| self.value_error(field, start, e))?;
         let raw = self.take(len as usize, field)?;
-        std::str::from_utf8(raw).map_err(|_| self.malformed(field, "string is not UTF-8".to_string()))
+        std::str::from_utf8(raw)
+            .map_err(|_| self.malformed(field, "string is not UTF-8".to_string()))
     }
 
     fn bin(&mut self, field: &str) -> Result<&'a [u8], ReflError> {
         let start = self.rest;
-        let len = rmp::decode::read_bin_len(&mut self.rest).map_err(|e| self.value_error(field, start, e))?;
+        let len = rmp::decode::read_bin_len(&mut self.rest)
+            .map_err(|e| self.value_error(field, start, e))?;
         self.take(len as usize, field)
     }
 
@@ -160,10 +171,15 @@ impl<'a> Cursor<'a> {
         let first = *self.rest.first().ok_or_else(|| self.truncated(field))?;
         self.rest = &self.rest[1..];
         let be = |n: usize, cur: &mut Self| -> Result<usize, ReflError> {
-            Ok(cur.take(n, field)?.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
+            Ok(cur
+                .take(n, field)?
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
         };
         let (bytes, items) = match Marker::from_u8(first) {
-            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => (0, 0),
+            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
+                (0, 0)
+            }
             Marker::U8 | Marker::I8 => (1, 0),
             Marker::U16 | Marker::I16 => (2, 0),
             Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
@@ -186,7 +202,9 @@ impl<'a> Cursor<'a> {
             Marker::Ext8 => (be(1, self)? + 1, 0),
             Marker::Ext16 => (be(2, self)? + 1, 0),
             Marker::Ext32 => (be(4, self)? + 1, 0),
-            Marker::Reserved => return Err(self.malformed(field, "reserved msgpack marker 0xc1".to_string())),
+            Marker::Reserved => {
+                return Err(self.malformed(field, "reserved msgpack marker 0xc1".to_string()));
+            }
         };
         self.take(bytes, field)?;
         for _ in 0..items {
@@ -206,7 +224,9 @@ impl<'a> Cursor<'a> {
                 "nrows" => nrows = Some(self.nrows()?),
                 "identifiers" => table.identifiers = self.identifiers()?,
                 "data" => {
-                    let rows = nrows.ok_or_else(|| self.malformed("data", "`data` comes before `nrows`".to_string()))?;
+                    let rows = nrows.ok_or_else(|| {
+                        self.malformed("data", "`data` comes before `nrows`".to_string())
+                    })?;
                     self.columns(rows, &mut table)?;
                 }
                 other => {
@@ -214,13 +234,15 @@ impl<'a> Cursor<'a> {
                 }
             }
         }
-        table.nrows = nrows.ok_or_else(|| self.malformed("nrows", "header has no `nrows`".to_string()))?;
+        table.nrows =
+            nrows.ok_or_else(|| self.malformed("nrows", "header has no `nrows`".to_string()))?;
         Ok(table)
     }
 
     fn nrows(&mut self) -> Result<usize, ReflError> {
         let n = self.uint("nrows")?;
-        usize::try_from(n).map_err(|_| self.malformed("nrows", format!("{n} rows do not fit in memory")))
+        usize::try_from(n)
+            .map_err(|_| self.malformed("nrows", format!("{n} rows do not fit in memory")))
     }
 
     fn identifiers(&mut self) -> Result<BTreeMap<i64, String>, ReflError> {
@@ -241,7 +263,10 @@ impl<'a> Cursor<'a> {
             let pair = self.array_len(name)?;
             let type_name = self.str(name)?;
             if pair != 2 {
-                return Err(self.malformed(name, format!("column is an array of {pair}, expected [type, values]")));
+                return Err(self.malformed(
+                    name,
+                    format!("column is an array of {pair}, expected [type, values]"),
+                ));
             }
             let known = type_name == "Shoebox<>" || Column::element_size(type_name).is_some();
             if !known {
@@ -262,7 +287,10 @@ impl<'a> Cursor<'a> {
     fn column(&mut self, name: &str, type_name: &str, nrows: usize) -> Result<Column, ReflError> {
         let pair = self.array_len(name)?;
         if pair != 2 {
-            return Err(self.malformed(name, format!("values are an array of {pair}, expected [rows, bytes]")));
+            return Err(self.malformed(
+                name,
+                format!("values are an array of {pair}, expected [rows, bytes]"),
+            ));
         }
         let rows = self.uint(name)?;
         if rows != nrows as u64 {
@@ -275,7 +303,9 @@ impl<'a> Cursor<'a> {
         }
         let blob = self.bin(name)?;
         if type_name == "Shoebox<>" {
-            return Ok(Column::Shoebox(ShoeboxColumn::decode(blob, nrows, self.path)?));
+            return Ok(Column::Shoebox(ShoeboxColumn::decode(
+                blob, nrows, self.path,
+            )?));
         }
         let size = Column::element_size(type_name).unwrap_or(1);
         if nrows.checked_mul(size) != Some(blob.len()) {

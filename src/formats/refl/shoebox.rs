@@ -199,14 +199,21 @@ impl ShoeboxColumn {
 
     /// Decodes `nrows` shoeboxes from the column blob; trailing bytes are an error.
     pub(super) fn decode(blob: &[u8], nrows: usize, path: &Path) -> Result<Self, ReflError> {
-        let mut bytes = Bytes { rest: blob, row: 0, path };
+        let mut bytes = Bytes {
+            rest: blob,
+            row: 0,
+            path,
+        };
         let mut column = ShoeboxColumn::default();
         for row in 0..nrows {
             bytes.row = row;
             column.decode_one(&mut bytes)?;
         }
         if !bytes.rest.is_empty() {
-            return Err(bytes.error(format!("{} bytes left after the last shoebox", bytes.rest.len())));
+            return Err(bytes.error(format!(
+                "{} bytes left after the last shoebox",
+                bytes.rest.len()
+            )));
         }
         Ok(column)
     }
@@ -234,7 +241,11 @@ impl ShoeboxColumn {
         Ok(())
     }
 
-    fn decode_pixels(&mut self, header: &ShoeboxHeader, bytes: &mut Bytes<'_>) -> Result<(), ReflError> {
+    fn decode_pixels(
+        &mut self,
+        header: &ShoeboxHeader,
+        bytes: &mut Bytes<'_>,
+    ) -> Result<(), ReflError> {
         let mask_width = if header.version == 1 { 4 } else { 1 };
         let n = header.pixel_count();
         let needed = n.checked_mul(8 + mask_width);
@@ -253,12 +264,16 @@ impl ShoeboxColumn {
         } else {
             for (k, w) in mask.chunks_exact(4).enumerate() {
                 let code = i32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-                let code = u8::try_from(code)
-                    .map_err(|_| bytes.error(format!("mask value {code} at pixel {k} does not fit 8 mask bits")))?;
+                let code = u8::try_from(code).map_err(|_| {
+                    bytes.error(format!(
+                        "mask value {code} at pixel {k} does not fit 8 mask bits"
+                    ))
+                })?;
                 self.mask.push(code);
             }
         }
-        self.background.extend(f32s(bytes.take(4 * n, "background")?));
+        self.background
+            .extend(f32s(bytes.take(4 * n, "background")?));
         Ok(())
     }
 
@@ -266,29 +281,41 @@ impl ShoeboxColumn {
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
         for sb in self.iter() {
             out.extend_from_slice(&sb.header.panel.to_le_bytes());
-            sb.header.bbox.iter().for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+            sb.header
+                .bbox
+                .iter()
+                .for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
             out.push(sb.header.version);
             if sb.header.version == 0 {
                 continue;
             }
-            sb.data.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
+            sb.data
+                .iter()
+                .for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
             if sb.header.version == 1 {
-                sb.mask.iter().for_each(|&m| out.extend_from_slice(&i32::from(m).to_le_bytes()));
+                sb.mask
+                    .iter()
+                    .for_each(|&m| out.extend_from_slice(&i32::from(m).to_le_bytes()));
             } else {
                 out.extend_from_slice(sb.mask);
             }
-            sb.background.iter().for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+            sb.background
+                .iter()
+                .for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
         }
     }
 }
 
 fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    b.chunks_exact(4).map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    b.chunks_exact(4)
+        .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
 }
 
 fn check_bbox(b: [i32; 6]) -> Result<(), String> {
     if b[1] < b[0] || b[3] < b[2] || b[5] < b[4] {
-        return Err(format!("bbox {b:?} has an upper bound below its lower bound"));
+        return Err(format!(
+            "bbox {b:?} has an upper bound below its lower bound"
+        ));
     }
     Ok(())
 }
