@@ -8,5 +8,6 @@
 pub mod dataset_dir;
 pub mod expt;
 pub mod inspect;
+pub mod mtz;
 pub mod refl;
 pub mod spectrum;
