@@ -138,7 +138,7 @@ fn report_files_hold_the_summaries() {
     let dir = out_dir("files");
     let run = example_run(&dir);
     let written = write_report(&dir.join("out"), &run).unwrap();
-    assert_eq!(written.len(), 5);
+    assert_eq!(written.len(), 7);
     let csv = std::fs::read_to_string(dir.join("out/fp_fdp.csv")).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
@@ -193,5 +193,35 @@ fn svg_has_one_panel_per_site_with_bands_references_and_edge() {
     if let Ok(keep) = std::env::var("SPREAD_KEEP_SVG") {
         std::fs::copy(dir.join("out/fp_fdp.svg"), keep).unwrap();
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "needs python3 with numpy"]
+fn numpy_reads_the_arviz_layout() {
+    let dir = out_dir("npz");
+    let run = example_run(&dir);
+    write_report(&dir.join("out"), &run).unwrap();
+    let script = "import numpy as np, json, sys\n\
+d = np.load(sys.argv[1] + '/posterior.npz'); m = json.load(open(sys.argv[1] + '/posterior_dims.json'))\n\
+print(json.dumps({'shape': list(d['fdp'].shape), 'v': float(d['fdp'][0, 17, 0, 30]), 'dims': m['dims']['fdp'], 'e': m['coords']['energy_eV'][30], 'site': m['coords']['site']}))";
+    let py = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(j["shape"], serde_json::json!([1, 400, 1, 61]));
+    assert_eq!(j["v"].as_f64().unwrap(), run.sites[0].fdp[[17, 30]]);
+    assert_eq!(j["dims"], serde_json::json!(["site", "energy_eV"]));
+    assert_eq!(
+        (j["e"].as_f64(), j["site"][0].as_str()),
+        (Some(7120.0), Some("FE1"))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,5 +1,5 @@
 //! Results out (`--out DIR`): summary.json, fp_fdp.csv, fp_fdp.svg, state_probabilities.csv,
-//! elbo.csv.
+//! elbo.csv, posterior.npz + posterior_dims.json (ArviZ layout).
 //!
 //! In: a [`RunOutputs`] (posterior draws of f'/f'' per site, optional oxidation-state
 //! probabilities, the ELBO history, the data counts and the inputs). Out: the files above,
@@ -7,6 +7,7 @@
 //! Guarantees: summary.json holds every figure the other files hold, the SHA-256 of every
 //! input, the crate version and the seed.
 
+mod draws;
 pub mod plot;
 pub mod posterior;
 mod tables;
@@ -61,6 +62,14 @@ pub enum ReportError {
     /// Posterior draws that cannot be summarized.
     #[error(transparent)]
     Posterior(#[from] posterior::PosteriorError),
+    /// Sites whose draws cannot share one array.
+    #[error("site `{site}`: {what}")]
+    Draws {
+        /// Site label.
+        site: String,
+        /// What differs.
+        what: String,
+    },
     /// The plot could not be drawn.
     #[error("{path}: cannot draw plot: {message}")]
     Plot {
@@ -102,6 +111,11 @@ pub fn write_report(out_dir: &Path, run: &RunOutputs) -> Result<Vec<PathBuf>, Re
     put("fp_fdp.svg", svg)?;
     let summary = tables::run_summary(run, &curves)?;
     put("summary.json", summary)?;
+    if !run.sites.is_empty() {
+        draws::write_draws(out_dir, &run.sites)?;
+        written.push(out_dir.join("posterior.npz"));
+        written.push(out_dir.join("posterior_dims.json"));
+    }
     Ok(written)
 }
 
