@@ -156,6 +156,7 @@ fn empty_nan_and_negative_pixels_are_counted_not_used() {
         2
     );
     assert_eq!(report.pixels.used, 1785 - 329 - 3 - 2);
+    insta::assert_snapshot!("counts_printed_by_every_run", report.to_string());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

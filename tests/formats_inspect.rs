@@ -80,3 +80,23 @@ fn missing_file_exits_2_and_malformed_file_exits_1() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown kind of file"), "{err}");
 }
+
+#[test]
+fn data_directory_reports_used_and_skipped_counts() {
+    let dir = std::env::temp_dir().join(format!("spread-inspect-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["indexed.expt", "indexed.refl"] {
+        std::fs::copy(fixture(f), dir.join(f)).unwrap();
+    }
+    let (code, j, _) = inspect(&[&dir]);
+    assert_eq!(code, 0);
+    assert_eq!(j["kind"], "dataset");
+    assert_eq!(j["report"]["images"]["used"], 5);
+    assert_eq!(j["report"]["shoeboxes"]["used"], 360);
+    assert_eq!(j["report"]["pixels"]["used"], 1456);
+    assert_eq!(
+        j["report"]["pixels"]["skipped"]["masked (mask lacks VALID)"],
+        329
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// Show what DIALS .expt/.refl files and .lam spectra contain.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Files to inspect (.expt, .refl, .lam).
+    /// Files to inspect (.expt, .refl, .lam), or a `--data` directory.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Print machine-readable JSON (one object, or an array for several files).
@@ -70,6 +70,18 @@ fn print_summary(s: &FileSummary) {
         FileSummary::Experiments(e) => print_expt(e),
         FileSummary::Reflections(r) => print_refl(r),
         FileSummary::Spectrum(sp) => print_spectrum(sp),
+        FileSummary::Dataset(d) => {
+            println!(
+                "{}: data directory, {} file pairs, atomic model {}",
+                d.dir,
+                d.files.len(),
+                d.atomic_model.as_deref().unwrap_or("none")
+            );
+            for [expt, refl] in &d.files {
+                println!("  {expt} + {refl}");
+            }
+            print!("{}", d.report);
+        }
     }
 }
 

@@ -164,6 +164,41 @@ pub struct DataReport {
     pub skipped_columns: Vec<String>,
 }
 
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} used, {} skipped", self.used, self.total_skipped())?;
+        let reasons: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        if !reasons.is_empty() {
+            write!(f, " ({})", reasons.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for DataReport {
+    /// The lines every run prints: used and skipped images, shoeboxes and pixels by reason.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "images:    {}", self.images)?;
+        writeln!(f, "shoeboxes: {}", self.shoeboxes)?;
+        writeln!(f, "pixels:    {}", self.pixels)?;
+        if self.monochromatic_fallback > 0 {
+            writeln!(
+                f,
+                "spectra:   {} images without a spectrum file use the beam wavelength",
+                self.monochromatic_fallback
+            )?;
+        }
+        for column in &self.skipped_columns {
+            writeln!(f, "warning: unknown column type skipped: {column}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One shoebox of an image: where it is and where its pixels sit in the image's arenas.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShoeboxObs {
@@ -467,6 +502,10 @@ impl ImageStream<'_> {
             background: Vec::new(),
             use_pixel: Vec::new(),
         };
+        if rows.is_empty() {
+            self.report.images.skip("no reflections", 1);
+            return Ok(None);
+        }
         let rows = rows.clone();
         self.collect_shoeboxes(&mut image, &rows, n_panels);
         if image.shoeboxes.is_empty() {

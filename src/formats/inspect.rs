@@ -6,7 +6,7 @@
 //! "with_pixels", "pixel_count", "data_sum"}}` (data_sum: every shoebox data value summed as
 //! f64). Guarantees: the summary is computed from the parsed file, never from its size.
 
-use super::dataset_dir::DataError;
+use super::dataset_dir::{DataError, DataReport, Dataset};
 use super::expt::read_expt;
 use super::refl::{ReflectionTable, mask_bits, read_refl};
 use super::spectrum::read_spectrum;
@@ -23,6 +23,21 @@ pub enum FileSummary {
     Reflections(ReflSummary),
     /// A spectrum.
     Spectrum(SpectrumSummary),
+    /// A `--data DIR` directory, streamed through the dataset reader.
+    Dataset(DatasetSummary),
+}
+
+/// Summary of a data directory: its files and what a run would use or skip.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetSummary {
+    /// The directory.
+    pub dir: String,
+    /// Experiment list / reflection table pairs.
+    pub files: Vec<[String; 2]>,
+    /// The atomic model found or named.
+    pub atomic_model: Option<String>,
+    /// Used/skipped counts by reason.
+    pub report: DataReport,
 }
 
 /// Summary of an `.expt` file.
@@ -162,6 +177,9 @@ pub struct SpectrumSummary {
 /// Reads and summarizes one file.
 pub fn inspect_file(path: &Path) -> Result<FileSummary, DataError> {
     let file = path.display().to_string();
+    if path.is_dir() {
+        return summarize_dataset(path).map(FileSummary::Dataset);
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let kind = match ext {
         "expt" | "json" => 'e',
@@ -315,5 +333,24 @@ fn summarize_spectrum(path: &Path, file: String) -> Result<SpectrumSummary, Data
         ],
         mean_wavelength_a: spectrum.mean_wavelength_a(),
         total_weight: spectrum.weight.iter().sum(),
+    })
+}
+
+fn summarize_dataset(dir: &Path) -> Result<DatasetSummary, DataError> {
+    let dataset = Dataset::open(dir)?;
+    let mut stream = dataset.images();
+    for image in stream.by_ref() {
+        image?;
+    }
+    let show = |p: &Path| p.display().to_string();
+    Ok(DatasetSummary {
+        dir: show(dir),
+        files: dataset
+            .files
+            .iter()
+            .map(|p| [show(&p.experiments), show(&p.reflections)])
+            .collect(),
+        atomic_model: dataset.atomic_model.as_deref().map(show),
+        report: stream.report().clone(),
     })
 }
