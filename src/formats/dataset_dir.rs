@@ -19,9 +19,11 @@
 //! of range, masked, NaN, negative); structural problems (missing files or columns, ids that name
 //! no experiment, unreadable files) are a [`DataError`] naming the file and the field.
 
-use super::expt::{Beam, Crystal, ExperimentList, ExptError, read_expt};
-use super::refl::{Column, ReflError, ReflectionTable, ShoeboxColumn, mask_bits, read_refl};
-use super::spectrum::{Spectrum, SpectrumError, read_spectrum};
+use super::expt::{Beam, Crystal, ExperimentList, ExptError, read_expt, write_expt};
+use super::refl::{
+    Column, ReflError, ReflectionTable, ShoeboxColumn, mask_bits, read_refl, write_refl,
+};
+use super::spectrum::{Spectrum, SpectrumError, read_spectrum, write_spectrum};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -653,4 +655,28 @@ impl Iterator for ImageStream<'_> {
             }
         }
     }
+}
+
+/// Writes `NAME.expt`, `NAME.refl` and `spectra/ID.lam` (one per (identifier, spectrum)) into
+/// `dir`: the layout [`Dataset::open`] reads, so simulated and real data take the same path.
+pub fn write_dataset(
+    dir: &Path,
+    name: &str,
+    list: &ExperimentList,
+    table: &ReflectionTable,
+    spectra: &[(String, Spectrum)],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_expt(list, &dir.join(format!("{name}.expt")))?;
+    write_refl(table, &dir.join(format!("{name}.refl")))?;
+    if !spectra.is_empty() {
+        std::fs::create_dir_all(dir.join("spectra"))?;
+    }
+    for (identifier, spectrum) in spectra {
+        write_spectrum(
+            spectrum,
+            &dir.join("spectra").join(format!("{identifier}.lam")),
+        )?;
+    }
+    Ok(())
 }

@@ -120,16 +120,16 @@ pub struct Experiment {
     #[serde(default)]
     pub identifier: String,
     /// Index into [`ExperimentList::beams`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beam: Option<usize>,
     /// Index into [`ExperimentList::detectors`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<usize>,
     /// Index into [`ExperimentList::crystals`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crystal: Option<usize>,
     /// Index into [`ExperimentList::imagesets`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imageset: Option<usize>,
 }
 
@@ -626,7 +626,29 @@ pub fn expt_to_string(list: &ExperimentList) -> Result<String, serde_json::Error
         detector: list.detectors.iter().map(flat_detector).collect(),
         crystal: list.crystals.clone(),
     };
-    serde_json::to_string_pretty(&raw)
+    let mut value = serde_json::to_value(&raw)?;
+    tag_models(&mut value);
+    serde_json::to_string_pretty(&value)
+}
+
+/// Adds the `__id__` class tags dxtbx writes on experiments, crystals and image sets.
+fn tag_models(value: &mut Value) {
+    let tags = [
+        ("experiment", "Experiment"),
+        ("crystal", "crystal"),
+        ("imageset", "ImageSet"),
+    ];
+    for (list, tag) in tags {
+        let Some(items) = value.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for item in items.iter_mut().filter_map(Value::as_object_mut) {
+            let id = item.entry("__id__").or_insert_with(|| Value::from(tag));
+            if id.as_str().is_some_and(str::is_empty) {
+                *id = Value::from(tag);
+            }
+        }
+    }
 }
 
 /// Writes an experiment list to `path`.
