@@ -381,6 +381,36 @@ struct LoadedPair {
     next_experiment: usize,
 }
 
+impl LoadedPair {
+    /// Experiment `e` with its models and no pixels yet, plus its detector's panel count;
+    /// `None` when it has no crystal or no beam.
+    fn empty_image(&self, e: usize) -> Option<(ImageData, usize)> {
+        let experiment = &self.list.experiments[e];
+        let crystal = self.list.crystals[experiment.crystal?].clone();
+        let beam = self.list.beams[experiment.beam?].clone();
+        let detector = experiment.detector.unwrap_or(0);
+        let n_panels = self
+            .list
+            .detectors
+            .get(detector)
+            .map_or(0, |d| d.panels.len());
+        let image = ImageData {
+            experiment: e,
+            identifier: experiment.identifier.clone(),
+            source: self.experiments_path.clone(),
+            spectrum: Spectrum::monochromatic(beam.wavelength),
+            beam,
+            crystal,
+            detector,
+            shoeboxes: Vec::new(),
+            counts: Vec::new(),
+            background: Vec::new(),
+            use_pixel: Vec::new(),
+        };
+        Some((image, n_panels))
+    }
+}
+
 /// Streams [`ImageData`] one experiment at a time, loading one file pair at a time.
 pub struct ImageStream<'a> {
     dataset: &'a Dataset,
@@ -471,44 +501,17 @@ impl ImageStream<'_> {
         let Some(pair) = self.current.as_ref() else {
             return Ok(None);
         };
-        let experiment = &pair.list.experiments[e];
-        let rows = &pair.rows_by_experiment[e];
-        let (Some(crystal), Some(beam)) = (
-            experiment.crystal.map(|c| pair.list.crystals[c].clone()),
-            experiment.beam.map(|b| pair.list.beams[b].clone()),
-        ) else {
+        let rows = pair.rows_by_experiment[e].clone();
+        let Some((mut image, n_panels)) = pair.empty_image(e) else {
             self.report.images.skip("no crystal or beam model", 1);
-            self.report
-                .shoeboxes
-                .skip("image has no crystal or beam model", rows.len() as u64);
+            let reason = "image has no crystal or beam model";
+            self.report.shoeboxes.skip(reason, rows.len() as u64);
             return Ok(None);
-        };
-        let detector = experiment.detector.unwrap_or(0);
-        let n_panels = pair
-            .list
-            .detectors
-            .get(detector)
-            .map_or(0, |d| d.panels.len());
-        let identifier = experiment.identifier.clone();
-        let source = pair.experiments_path.clone();
-        let mut image = ImageData {
-            experiment: e,
-            identifier,
-            source,
-            beam,
-            crystal,
-            detector,
-            spectrum: Spectrum::monochromatic(1.0),
-            shoeboxes: Vec::new(),
-            counts: Vec::new(),
-            background: Vec::new(),
-            use_pixel: Vec::new(),
         };
         if rows.is_empty() {
             self.report.images.skip("no reflections", 1);
             return Ok(None);
         }
-        let rows = rows.clone();
         self.collect_shoeboxes(&mut image, &rows, n_panels);
         if image.shoeboxes.is_empty() {
             self.report.images.skip("no shoebox with usable pixels", 1);
@@ -541,6 +544,35 @@ impl ImageStream<'_> {
     }
 }
 
+/// Why pixels of one shoebox were left out.
+#[derive(Default)]
+struct PixelTally {
+    masked: u64,
+    nan: u64,
+    negative: u64,
+}
+
+impl PixelTally {
+    /// True when the pixel is used; otherwise counts it under its reason.
+    fn keep(&mut self, count: f32, mask: u8) -> bool {
+        let reason = if mask & mask_bits::VALID == 0 {
+            &mut self.masked
+        } else if !count.is_finite() {
+            &mut self.nan
+        } else if count < 0.0 {
+            &mut self.negative
+        } else {
+            return true;
+        };
+        *reason += 1;
+        false
+    }
+
+    fn skipped(&self) -> u64 {
+        self.masked + self.nan + self.negative
+    }
+}
+
 /// Copies row `row`'s pixels into the image; returns the reason when the shoebox is skipped.
 fn add_shoebox(
     image: &mut ImageData,
@@ -550,49 +582,41 @@ fn add_shoebox(
     n_panels: usize,
     pixels: &mut Counts,
 ) -> Option<&'static str> {
-    let sb = boxes.get(row)?;
-    if sb.header.version == 0 || sb.data.is_empty() {
+    let Some(sb) = boxes
+        .get(row)
+        .filter(|sb| sb.header.version != 0 && !sb.data.is_empty())
+    else {
         return Some("no pixels");
-    }
+    };
     if sb.header.panel as usize >= n_panels {
         return Some("panel not in detector");
     }
-    let (mut masked, mut nan, mut negative) = (0u64, 0u64, 0u64);
+    let mut tally = PixelTally::default();
     let start = image.counts.len();
     for (&count, &mask) in sb.data.iter().zip(sb.mask) {
-        let usable = if mask & mask_bits::VALID == 0 {
-            masked += 1;
-            false
-        } else if !count.is_finite() {
-            nan += 1;
-            false
-        } else if count < 0.0 {
-            negative += 1;
-            false
-        } else {
-            true
-        };
+        let usable = tally.keep(count, mask);
         image.counts.push(if usable { count } else { 0.0 });
         image.use_pixel.push(usable);
     }
     image.background.extend_from_slice(sb.background);
-    let used = sb.data.len() as u64 - masked - nan - negative;
-    if used == 0 {
+    let total = sb.data.len() as u64;
+    if tally.skipped() == total {
         image.counts.truncate(start);
         image.use_pixel.truncate(start);
         image.background.truncate(start);
-        pixels.skip("in a shoebox with no usable pixel", sb.data.len() as u64);
+        pixels.skip("in a shoebox with no usable pixel", total);
         return Some("every pixel masked, NaN or negative");
     }
-    pixels.used += used;
-    pixels.skip("masked (mask lacks VALID)", masked);
-    pixels.skip("NaN or infinite count", nan);
-    pixels.skip("negative count", negative);
+    pixels.used += total - tally.skipped();
+    pixels.skip("masked (mask lacks VALID)", tally.masked);
+    pixels.skip("NaN or infinite count", tally.nan);
+    pixels.skip("negative count", tally.negative);
+    let (panel, bbox, miller_index) = (sb.header.panel, sb.header.bbox, hkl[row]);
     image.shoeboxes.push(ShoeboxObs {
         row,
-        panel: sb.header.panel,
-        bbox: sb.header.bbox,
-        miller_index: hkl[row],
+        panel,
+        bbox,
+        miller_index,
         offset: start,
     });
     None

@@ -7,7 +7,7 @@
 //! f64). Guarantees: the summary is computed from the parsed file, never from its size.
 
 use super::dataset_dir::{DataError, DataReport, Dataset};
-use super::expt::read_expt;
+use super::expt::{Beam, Crystal, Detector, read_expt};
 use super::refl::{ReflectionTable, mask_bits, read_refl};
 use super::spectrum::read_spectrum;
 use serde::Serialize;
@@ -216,45 +216,6 @@ fn sniff(path: &Path) -> char {
 
 fn summarize_expt(path: &Path, file: String) -> Result<ExptSummary, DataError> {
     let list = read_expt(path)?;
-    let beams = list
-        .beams
-        .iter()
-        .map(|b| BeamSummary {
-            wavelength_a: b.wavelength,
-            energy_ev: b.energy_ev(),
-            direction: b.direction,
-        })
-        .collect();
-    let detectors = list
-        .detectors
-        .iter()
-        .map(|d| {
-            let z = d.panels.iter().map(|p| p.origin[2].abs());
-            DetectorSummary {
-                panels: d.panels.len(),
-                hierarchy_depth: d.hierarchy_depth,
-                pixels: d
-                    .panels
-                    .iter()
-                    .map(|p| p.image_size[0] * p.image_size[1])
-                    .sum(),
-                distance_mm: [
-                    z.clone().fold(f64::INFINITY, f64::min),
-                    z.fold(0.0, f64::max),
-                ],
-            }
-        })
-        .collect();
-    let crystals = list
-        .crystals
-        .iter()
-        .map(|c| CrystalSummary {
-            unit_cell: c.unit_cell(),
-            space_group_hall_symbol: c.space_group_hall_symbol.clone(),
-            ml_half_mosaicity_deg: c.ml_half_mosaicity_deg,
-            ml_domain_size_ang: c.ml_domain_size_ang,
-        })
-        .collect();
     Ok(ExptSummary {
         file,
         experiments: list.experiments.len(),
@@ -263,11 +224,45 @@ fn summarize_expt(path: &Path, file: String) -> Result<ExptSummary, DataError> {
             .iter()
             .map(|e| e.identifier.clone())
             .collect(),
-        beams,
-        detectors,
-        crystals,
+        beams: list.beams.iter().map(beam_summary).collect(),
+        detectors: list.detectors.iter().map(detector_summary).collect(),
+        crystals: list.crystals.iter().map(crystal_summary).collect(),
         imagesets: list.imagesets.len(),
     })
+}
+
+fn beam_summary(b: &Beam) -> BeamSummary {
+    BeamSummary {
+        wavelength_a: b.wavelength,
+        energy_ev: b.energy_ev(),
+        direction: b.direction,
+    }
+}
+
+fn detector_summary(d: &Detector) -> DetectorSummary {
+    let z = d.panels.iter().map(|p| p.origin[2].abs());
+    DetectorSummary {
+        panels: d.panels.len(),
+        hierarchy_depth: d.hierarchy_depth,
+        pixels: d
+            .panels
+            .iter()
+            .map(|p| p.image_size[0] * p.image_size[1])
+            .sum(),
+        distance_mm: [
+            z.clone().fold(f64::INFINITY, f64::min),
+            z.fold(0.0, f64::max),
+        ],
+    }
+}
+
+fn crystal_summary(c: &Crystal) -> CrystalSummary {
+    CrystalSummary {
+        unit_cell: c.unit_cell(),
+        space_group_hall_symbol: c.space_group_hall_symbol.clone(),
+        ml_half_mosaicity_deg: c.ml_half_mosaicity_deg,
+        ml_domain_size_ang: c.ml_domain_size_ang,
+    }
 }
 
 /// Summarizes a parsed reflection table.

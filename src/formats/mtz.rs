@@ -178,35 +178,20 @@ pub fn mtz_to_bytes(mtz: &Mtz) -> Result<Vec<u8>, MtzError> {
 }
 
 fn header_records(mtz: &Mtz) -> Vec<String> {
-    let nref = mtz.hkl.len();
-    let cell = |c: &[f64; 6]| {
-        c.iter().fold(String::new(), |mut s, v| {
-            let _ = write!(s, " {v:9.4}");
-            s
-        })
-    };
-    let sg = &mtz.space_group;
     let mut r = vec![
         "VERS MTZ:V1.1".to_string(),
         format!("TITLE {}", mtz.title),
-        format!("NCOL {:8} {:12} {:8}", 3 + mtz.columns.len(), nref, 0),
-        format!("CELL {}", cell(&mtz.cell)),
-        "SORT    1   2   3   0   0".to_string(),
         format!(
-            "SYMINF {:3} {:2} {} {:5} '{}' {}",
-            sg.operators.len(),
-            sg.primitive_operators,
-            sg.lattice,
-            sg.number,
-            sg.name,
-            sg.point_group
+            "NCOL {:8} {:12} {:8}",
+            3 + mtz.columns.len(),
+            mtz.hkl.len(),
+            0
         ),
+        format!("CELL {}", cell_text(&mtz.cell)),
+        // Reflections are written in the caller's order, so no sort order is claimed.
+        "SORT    0   0   0   0   0".to_string(),
     ];
-    r.extend(
-        sg.operators
-            .iter()
-            .map(|op| format!("SYMM {}", op.to_uppercase())),
-    );
+    r.extend(symmetry_records(&mtz.space_group));
     let (lo, hi) = resolution_range(mtz);
     r.push(format!("RESO {lo:.8} {hi:.8}"));
     r.push("VALM NAN".to_string());
@@ -228,6 +213,30 @@ fn header_records(mtz: &Mtz) -> Vec<String> {
     r
 }
 
+fn cell_text(cell: &[f64; 6]) -> String {
+    cell.iter().fold(String::new(), |mut s, v| {
+        let _ = write!(s, " {v:9.4}");
+        s
+    })
+}
+
+fn symmetry_records(sg: &MtzSpaceGroup) -> Vec<String> {
+    let syminf = format!(
+        "SYMINF {:3} {:2} {} {:5} '{}' {}",
+        sg.operators.len(),
+        sg.primitive_operators,
+        sg.lattice,
+        sg.number,
+        sg.name,
+        sg.point_group
+    );
+    let symm = sg
+        .operators
+        .iter()
+        .map(|op| format!("SYMM {}", op.to_uppercase()));
+    std::iter::once(syminf).chain(symm).collect()
+}
+
 fn column_record(
     label: &str,
     kind: char,
@@ -245,10 +254,7 @@ fn column_record(
 
 fn dataset_records(mtz: &Mtz) -> Vec<String> {
     let [project, crystal, dataset] = &mtz.names;
-    let cell = mtz.cell.iter().fold(String::new(), |mut s, v| {
-        let _ = write!(s, " {v:10.4}");
-        s
-    });
+    let cell = cell_text(&mtz.cell);
     vec![
         "NDIF        2".to_string(),
         "PROJECT       0 HKL_base".to_string(),

@@ -10,7 +10,7 @@
 
 use super::posterior::SiteDraws;
 use super::{ReportError, write_atomic};
-use ndarray::{Array4, Axis};
+use ndarray::{Array2, Array4, Axis};
 use ndarray_npy::NpzWriter;
 use std::path::Path;
 
@@ -19,44 +19,8 @@ pub fn write_draws(out_dir: &Path, sites: &[SiteDraws]) -> Result<(), ReportErro
     let Some(first) = sites.first() else {
         return Ok(());
     };
-    let (draws, energies) = first.fp.dim();
-    for s in sites {
-        if s.fp.dim() != (draws, energies)
-            || s.fdp.dim() != (draws, energies)
-            || s.energy_ev != first.energy_ev
-        {
-            return Err(ReportError::Draws {
-                site: s.site.clone(),
-                what: format!(
-                    "draws or energy grid differ from site `{}` ({draws} draws x {energies} energies)",
-                    first.site
-                ),
-            });
-        }
-    }
-    let stack = |pick: fn(&SiteDraws) -> &ndarray::Array2<f64>| {
-        let mut a = Array4::<f64>::zeros((1, draws, sites.len(), energies));
-        for (k, s) in sites.iter().enumerate() {
-            a.index_axis_mut(Axis(0), 0)
-                .index_axis_mut(Axis(1), k)
-                .assign(pick(s));
-        }
-        a
-    };
-    let path = out_dir.join("posterior.npz");
-    let npz_error = |e: &dyn std::fmt::Display| ReportError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    };
-    let tmp = out_dir.join("posterior.npz.tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| npz_error(&e))?;
-    let mut npz = NpzWriter::new(file);
-    npz.add_array("fp", &stack(|s| &s.fp))
-        .map_err(|e| npz_error(&e))?;
-    npz.add_array("fdp", &stack(|s| &s.fdp))
-        .map_err(|e| npz_error(&e))?;
-    npz.finish().map_err(|e| npz_error(&e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| npz_error(&e))?;
+    check_shapes(sites, first)?;
+    write_npz(&out_dir.join("posterior.npz"), sites)?;
     let meta = serde_json::json!({
         "dims": {"fp": ["site", "energy_eV"], "fdp": ["site", "energy_eV"]},
         "coords": {
@@ -64,8 +28,51 @@ pub fn write_draws(out_dir: &Path, sites: &[SiteDraws]) -> Result<(), ReportErro
             "energy_eV": first.energy_ev,
         },
     });
-    write_atomic(
-        &out_dir.join("posterior_dims.json"),
-        meta.to_string().as_bytes(),
-    )
+    let meta_path = out_dir.join("posterior_dims.json");
+    write_atomic(&meta_path, meta.to_string().as_bytes())
+}
+
+fn check_shapes(sites: &[SiteDraws], first: &SiteDraws) -> Result<(), ReportError> {
+    let shape = first.fp.dim();
+    let differs = |s: &SiteDraws| {
+        s.fp.dim() != shape || s.fdp.dim() != shape || s.energy_ev != first.energy_ev
+    };
+    match sites.iter().find(|s| differs(s)) {
+        Some(s) => Err(ReportError::Draws {
+            site: s.site.clone(),
+            what: format!(
+                "draws or energy grid differ from site `{}` ({} draws x {} energies)",
+                first.site, shape.0, shape.1
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Stacks one quantity of every site into (chain = 1, draw, site, energy).
+fn stack(sites: &[SiteDraws], pick: fn(&SiteDraws) -> &Array2<f64>) -> Array4<f64> {
+    let (draws, energies) = pick(&sites[0]).dim();
+    let mut a = Array4::<f64>::zeros((1, draws, sites.len(), energies));
+    for (k, s) in sites.iter().enumerate() {
+        a.index_axis_mut(Axis(0), 0)
+            .index_axis_mut(Axis(1), k)
+            .assign(pick(s));
+    }
+    a
+}
+
+fn write_npz(path: &Path, sites: &[SiteDraws]) -> Result<(), ReportError> {
+    let npz_error = |e: &dyn std::fmt::Display| ReportError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let tmp = path.with_extension("npz.tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| npz_error(&e))?;
+    let mut npz = NpzWriter::new(file);
+    npz.add_array("fp", &stack(sites, |s| &s.fp))
+        .map_err(|e| npz_error(&e))?;
+    npz.add_array("fdp", &stack(sites, |s| &s.fdp))
+        .map_err(|e| npz_error(&e))?;
+    npz.finish().map_err(|e| npz_error(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| npz_error(&e))
 }

@@ -40,14 +40,12 @@ type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 
 fn draw_site(panel: &Panel<'_>, site: &SiteDraws, curve: &CurveSummary) -> DrawResult {
     let (x_range, y_range) = ranges(site, curve);
+    let caption = format!(
+        "site {}: f' and f'' (posterior mean, 68% and 95% bands)",
+        curve.site
+    );
     let mut chart = ChartBuilder::on(panel)
-        .caption(
-            format!(
-                "site {}: f' and f'' (posterior mean, 68% and 95% bands)",
-                curve.site
-            ),
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(12)
         .margin_right(30)
         .x_label_area_size(40)
@@ -59,43 +57,14 @@ fn draw_site(panel: &Panel<'_>, site: &SiteDraws, curve: &CurveSummary) -> DrawR
         .y_desc("electrons")
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    for (points, color, name) in [(&curve.fp, FP_COLOR, "f'"), (&curve.fdp, FDP_COLOR, "f''")] {
-        draw_band(
-            &mut chart,
-            &curve.energy_ev,
-            points,
-            |p| (p.q025, p.q975),
-            color.mix(0.18),
-        )?;
-        draw_band(
-            &mut chart,
-            &curve.energy_ev,
-            points,
-            |p| (p.q16, p.q84),
-            color.mix(0.35),
-        )?;
-        let mean = curve
-            .energy_ev
-            .iter()
-            .zip(points.iter())
-            .map(|(&e, p)| (e, p.mean));
-        chart
-            .draw_series(LineSeries::new(mean, color.stroke_width(2)))?
-            .label(format!("{name} posterior"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
+    draw_posterior(&mut chart, curve, &curve.fp, FP_COLOR, "f'")?;
+    draw_posterior(&mut chart, curve, &curve.fdp, FDP_COLOR, "f''")?;
     draw_references(&mut chart, site, &x_range)?;
     if let Some(edge) = site.edge_ev.filter(|e| x_range.contains(e)) {
         let line = vec![(edge, y_range.start), (edge, y_range.end)];
+        let style = BLACK.mix(0.6).stroke_width(1);
         chart
-            .draw_series(DashedLineSeries::new(
-                line,
-                6,
-                4,
-                BLACK.mix(0.6).stroke_width(1),
-            ))?
+            .draw_series(DashedLineSeries::new(line, 6, 4, style))?
             .label(format!("edge {edge:.1} eV"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.6)));
     }
@@ -105,6 +74,25 @@ fn draw_site(panel: &Panel<'_>, site: &SiteDraws, curve: &CurveSummary) -> DrawR
         .border_style(BLACK.mix(0.3))
         .position(SeriesLabelPosition::MiddleLeft)
         .draw()
+}
+
+/// The 95% band, the 68% band and the mean of one quantity.
+fn draw_posterior(
+    chart: &mut Chart<'_, '_>,
+    curve: &CurveSummary,
+    points: &[PointSummary],
+    color: RGBColor,
+    name: &str,
+) -> DrawResult {
+    let energy = &curve.energy_ev;
+    draw_band(chart, energy, points, |p| (p.q025, p.q975), color.mix(0.18))?;
+    draw_band(chart, energy, points, |p| (p.q16, p.q84), color.mix(0.35))?;
+    let mean = energy.iter().zip(points).map(|(&e, p)| (e, p.mean));
+    chart
+        .draw_series(LineSeries::new(mean, color.stroke_width(2)))?
+        .label(format!("{name} posterior"))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    Ok(())
 }
 
 type Chart<'a, 'b> = ChartContext<

@@ -170,13 +170,25 @@ impl<'a> Cursor<'a> {
         }
         let first = *self.rest.first().ok_or_else(|| self.truncated(field))?;
         self.rest = &self.rest[1..];
-        let be = |n: usize, cur: &mut Self| -> Result<usize, ReflError> {
-            Ok(cur
-                .take(n, field)?
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
-        };
-        let (bytes, items) = match Marker::from_u8(first) {
+        let (bytes, items) = self.extent(Marker::from_u8(first), field)?;
+        self.take(bytes, field)?;
+        for _ in 0..items {
+            self.skip(field, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// A big-endian length of `n` bytes.
+    fn length(&mut self, n: usize, field: &str) -> Result<usize, ReflError> {
+        let raw = self.take(n, field)?;
+        Ok(raw
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b)))
+    }
+
+    /// Payload bytes and nested items that follow a marker (its length bytes consumed).
+    fn extent(&mut self, marker: Marker, field: &str) -> Result<(usize, usize), ReflError> {
+        Ok(match marker {
             Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
                 (0, 0)
             }
@@ -185,32 +197,27 @@ impl<'a> Cursor<'a> {
             Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
             Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
             Marker::FixStr(n) => (usize::from(n), 0),
-            Marker::Str8 | Marker::Bin8 => (be(1, self)?, 0),
-            Marker::Str16 | Marker::Bin16 => (be(2, self)?, 0),
-            Marker::Str32 | Marker::Bin32 => (be(4, self)?, 0),
+            Marker::Str8 | Marker::Bin8 => (self.length(1, field)?, 0),
+            Marker::Str16 | Marker::Bin16 => (self.length(2, field)?, 0),
+            Marker::Str32 | Marker::Bin32 => (self.length(4, field)?, 0),
             Marker::FixArray(n) => (0, usize::from(n)),
-            Marker::Array16 => (0, be(2, self)?),
-            Marker::Array32 => (0, be(4, self)?),
+            Marker::Array16 => (0, self.length(2, field)?),
+            Marker::Array32 => (0, self.length(4, field)?),
             Marker::FixMap(n) => (0, 2 * usize::from(n)),
-            Marker::Map16 => (0, 2 * be(2, self)?),
-            Marker::Map32 => (0, 2 * be(4, self)?),
+            Marker::Map16 => (0, 2 * self.length(2, field)?),
+            Marker::Map32 => (0, 2 * self.length(4, field)?),
             Marker::FixExt1 => (2, 0),
             Marker::FixExt2 => (3, 0),
             Marker::FixExt4 => (5, 0),
             Marker::FixExt8 => (9, 0),
             Marker::FixExt16 => (17, 0),
-            Marker::Ext8 => (be(1, self)? + 1, 0),
-            Marker::Ext16 => (be(2, self)? + 1, 0),
-            Marker::Ext32 => (be(4, self)? + 1, 0),
+            Marker::Ext8 => (self.length(1, field)? + 1, 0),
+            Marker::Ext16 => (self.length(2, field)? + 1, 0),
+            Marker::Ext32 => (self.length(4, field)? + 1, 0),
             Marker::Reserved => {
                 return Err(self.malformed(field, "reserved msgpack marker 0xc1".to_string()));
             }
-        };
-        self.take(bytes, field)?;
-        for _ in 0..items {
-            self.skip(field, depth + 1)?;
-        }
-        Ok(())
+        })
     }
 
     /// Reads the header map: identifiers, nrows, data (in any order; data needs nrows first).
