@@ -61,6 +61,12 @@ bad_file!(
     "hierarchy_missing_panel.expt",
     1
 );
+bad_file!(
+    hierarchy_panel_not_placed_expt,
+    "hierarchy_panel_not_placed.expt",
+    1
+);
+bad_file!(hierarchy_zero_axis_expt, "hierarchy_zero_axis.expt", 1);
 bad_file!(negative_weight_lam, "negative_weight.lam", 1);
 bad_file!(
     wavelength_not_a_number_lam,

@@ -58,3 +58,10 @@ wrong_type = json.loads(json.dumps(expt)); wrong_type["beam"][0]["wavelength"] =
 json.dump(wrong_type, open("wavelength_not_a_number.expt", "w"), indent=1)
 open("negative_weight.lam", "w").write("# wavelengths, weights\n1.7389,0.5\n1.7390,-0.25\n1.7391,0.5\n")
 open("wavelength_not_a_number.lam", "w").write("1.7389,0.5\nabc,1\n")
+
+unplaced = json.loads(json.dumps(expt))
+unplaced["detector"][0]["panels"].append(dict(unplaced["detector"][0]["panels"][0], name="p1"))
+json.dump(unplaced, open("hierarchy_panel_not_placed.expt", "w"), indent=1)
+zero_axis = json.loads(json.dumps(expt))
+zero_axis["detector"][0]["hierarchy"]["fast_axis"] = [0.0, 0.0, 0.0]
+json.dump(zero_axis, open("hierarchy_zero_axis.expt", "w"), indent=1)
