@@ -72,7 +72,7 @@ pub enum ExptError {
     },
     /// A panel is placed by no hierarchy leaf, or by more than one.
     #[error(
-        "{path}: detector {detector} field `hierarchy` places panel {panel} {times} times (expected once)"
+        "{path}: detector {detector} field `hierarchy`: panel {panel} is named by {times} hierarchy leaves (expected exactly one)"
     )]
     PanelPlacement {
         /// The file.
