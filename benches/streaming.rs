@@ -4,10 +4,11 @@
 //! `cargo bench --bench streaming`. The parent writes synthetic datasets (the CuNiR indexed
 //! experiments with 200 shoeboxes of 11x11 pixels per image), then re-runs itself once per
 //! (size, mode) so each measurement has its own peak RSS (VmHWM from /proc/self/status).
+//! Last, .refl decoding time of the real CuNiR tables against a plain copy of their bytes.
 
 use spread::formats::dataset_dir::Dataset;
 use spread::formats::expt::{read_expt, write_expt};
-use spread::formats::refl::{Column, ReflectionTable, ShoeboxColumn, write_refl};
+use spread::formats::refl::{Column, ReflectionTable, ShoeboxColumn, parse_refl, write_refl};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -51,6 +52,36 @@ fn main() {
         peaks[1] / peaks[0]
     );
     let _ = std::fs::remove_dir_all(&root);
+    parse_throughput();
+}
+
+/// .refl decoding speed against copying the same bytes (the floor any reader pays).
+fn parse_throughput() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dials");
+    for name in ["integrated.refl", "indexed.refl"] {
+        let Ok(bytes) = std::fs::read(fixtures.join(name)) else {
+            continue;
+        };
+        let reps = (200_000_000 / bytes.len()).max(1);
+        let start = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(parse_refl(std::hint::black_box(&bytes), Path::new(name)).is_ok());
+        }
+        let parse = start.elapsed().as_secs_f64() / reps as f64;
+        let start = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(std::hint::black_box(&bytes).to_vec());
+        }
+        let copy = start.elapsed().as_secs_f64() / reps as f64;
+        let mb = bytes.len() as f64 / 1e6;
+        println!(
+            "parse {name}: {:.3} ms ({:.0} MB/s), memcpy {:.3} ms, parse/memcpy {:.1}x",
+            parse * 1e3,
+            mb / parse,
+            copy * 1e3,
+            parse / copy
+        );
+    }
 }
 
 /// Runs this binary as a child on `dir`; returns (peak RSS MiB, seconds).
