@@ -79,3 +79,8 @@ bad_file!(
     "missing_shoebox_column",
     1
 );
+bad_file!(
+    dataset_toml_unknown_key_directory,
+    "dataset_toml_unknown_key",
+    1
+);

@@ -329,9 +329,14 @@ fn read_toml(path: &Path) -> Result<DatasetToml, DataError> {
         path: path.to_path_buf(),
         role: "dataset.toml",
     })?;
-    toml::from_str(&text).map_err(|e| DataError::Toml {
-        path: path.to_path_buf(),
-        message: e.to_string().trim_end().replace('\n', " | "),
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+        DataError::Toml {
+            path: path.to_path_buf(),
+            message: format!("line {line}: {}", e.message().trim_end()),
+        }
     })
 }
 

@@ -65,3 +65,9 @@ json.dump(unplaced, open("hierarchy_panel_not_placed.expt", "w"), indent=1)
 zero_axis = json.loads(json.dumps(expt))
 zero_axis["detector"][0]["hierarchy"]["fast_axis"] = [0.0, 0.0, 0.0]
 json.dump(zero_axis, open("hierarchy_zero_axis.expt", "w"), indent=1)
+
+import os
+os.makedirs("dataset_toml_unknown_key", exist_ok=True)
+json.dump(expt, open("dataset_toml_unknown_key/shots.expt", "w"), indent=1)
+open("dataset_toml_unknown_key/shots.refl", "wb").write(table(good))
+open("dataset_toml_unknown_key/dataset.toml", "w").write('atomic_model = "model.pdb"\nspectrums = "all.lam"\n')
