@@ -72,7 +72,8 @@ fn spectra_come_from_dataset_toml_or_the_spectra_folder() {
     std::fs::write(dir.join("all.lam"), "# wavelengths, weights\n1.376,2\n").unwrap();
     std::fs::write(
         dir.join("dataset.toml"),
-        "spectrum = \"all.lam\"\n[[files]]\nexperiments = \"shots.expt\"\nreflections = \"shots.refl\"\n",
+        "spectrum = \"all.lam\"\n[[files]]\nexperiments = \"shots.expt\"\nreflections = \"shots.refl\"\n\
+         [spectra]\nno-such-shot = \"all.lam\"\n",
     )
     .unwrap();
     let (images, report) = read_all(&dir);
@@ -80,6 +81,7 @@ fn spectra_come_from_dataset_toml_or_the_spectra_folder() {
     assert!((images[1].spectrum.mean_wavelength_a() - 1.3775).abs() < 1e-12);
     assert_eq!(images[0].spectrum.wavelength_a, vec![1.376]);
     assert_eq!(report.monochromatic_fallback, 0);
+    assert_eq!(report.unused_spectra, vec!["no-such-shot"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

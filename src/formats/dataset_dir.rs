@@ -164,6 +164,8 @@ pub struct DataReport {
     pub monochromatic_fallback: u64,
     /// Columns of unknown type that were skipped, as `file: column (type)`.
     pub skipped_columns: Vec<String>,
+    /// Identifiers named in dataset.toml `[spectra]` that match no experiment (set at the end).
+    pub unused_spectra: Vec<String>,
 }
 
 impl std::fmt::Display for Counts {
@@ -196,6 +198,12 @@ impl std::fmt::Display for DataReport {
         }
         for column in &self.skipped_columns {
             writeln!(f, "warning: unknown column type skipped: {column}")?;
+        }
+        for id in &self.unused_spectra {
+            writeln!(
+                f,
+                "warning: dataset.toml [spectra] names `{id}`, which no used image has"
+            )?;
         }
         Ok(())
     }
@@ -320,6 +328,7 @@ impl Dataset {
             current: None,
             report: DataReport::default(),
             spectrum_cache: HashMap::new(),
+            seen: std::collections::HashSet::new(),
         }
     }
 }
@@ -423,12 +432,23 @@ pub struct ImageStream<'a> {
     current: Option<LoadedPair>,
     report: DataReport,
     spectrum_cache: HashMap<PathBuf, Spectrum>,
+    seen: std::collections::HashSet<String>,
 }
 
 impl ImageStream<'_> {
     /// Counts so far (complete once the iterator is exhausted).
     pub fn report(&self) -> &DataReport {
         &self.report
+    }
+
+    /// Records the `[spectra]` entries no experiment used.
+    fn finish(&mut self) {
+        let unused = self
+            .dataset
+            .spectra
+            .keys()
+            .filter(|id| !self.seen.contains(*id));
+        self.report.unused_spectra = unused.cloned().collect();
     }
 
     fn load_pair(&mut self, pair: &FilePair) -> Result<LoadedPair, DataError> {
@@ -460,6 +480,7 @@ impl ImageStream<'_> {
     }
 
     fn spectrum_for(&mut self, identifier: &str, beam: &Beam) -> Result<Spectrum, DataError> {
+        self.seen.insert(identifier.to_string());
         let per_shot = self.dataset.spectra.get(identifier).cloned().or_else(|| {
             let conventional = self
                 .dataset
@@ -676,7 +697,10 @@ impl Iterator for ImageStream<'_> {
                 }
                 continue;
             }
-            let pair = self.dataset.files.get(self.next_pair)?.clone();
+            let Some(pair) = self.dataset.files.get(self.next_pair).cloned() else {
+                self.finish();
+                return None;
+            };
             self.next_pair += 1;
             match self.load_pair(&pair) {
                 Ok(loaded) => self.current = Some(loaded),
