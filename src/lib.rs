@@ -9,3 +9,5 @@ pub mod syntax;
 pub mod resolve;
 pub mod check;
 pub mod ir;
+pub mod formats;
+pub mod report;

@@ -20,6 +20,8 @@ enum Command {
     Check(cli::check::Args),
     /// Explain a diagnostic code (e.g. `spreadc explain E0401`).
     Explain(cli::explain::Args),
+    /// Show what DIALS .expt/.refl files and .lam spectra contain.
+    Inspect(cli::inspect::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +29,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
+        Command::Inspect(args) => cli::inspect::run(&args),
     }
 }
