@@ -120,9 +120,10 @@ pub fn parse(file: &str, text: &str, is_cif: bool) -> Result<Crystal, AtomsError
     Ok(Crystal { cell, space_group, atoms, warnings: warnings.iter().map(|w| w.to_string()).collect() })
 }
 
-/// Every line padded with blanks to 80 columns.
+/// Every record padded with blanks to 80 columns, except CRYST1: pdbtbx reads its optional Z
+/// field (columns 67-70) as a number whenever the line reaches that far.
 fn pad_records(text: &str) -> String {
-    text.lines().map(|line| format!("{line:<80}\n")).collect()
+    text.lines().map(|line| if line.starts_with("CRYST1") { format!("{line}\n") } else { format!("{line:<80}\n") }).collect()
 }
 
 /// A content error.

@@ -90,9 +90,11 @@ fn parse_header(file: &str, line: usize, fields: &[Field]) -> Result<(String, u3
         Some(Field::Word(w)) => normalize_element(w),
         _ => return Err(bad()),
     };
-    let z = fields.iter().find_map(|f| match f {
-        Field::Word(w) => w.strip_prefix("Z=").and_then(|z| z.parse::<u32>().ok()),
-        Field::Number(_) => None,
+    // "Z=26" lexes as one word, "Z= 7" as the word "Z=" and the number 7.
+    let z = fields.iter().zip(fields.iter().skip(1).map(Some).chain([None])).find_map(|(f, next)| match (f, next) {
+        (Field::Word("Z="), Some(Field::Number(z))) => Some(*z as u32),
+        (Field::Word(w), _) => w.strip_prefix("Z=").and_then(|z| z.parse::<u32>().ok()),
+        _ => None,
     });
     Ok((element, z.ok_or_else(bad)?))
 }
