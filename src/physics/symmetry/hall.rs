@@ -135,6 +135,7 @@ fn default_axis(order: i32, index: usize, previous: Option<(i32, Axis)>) -> Opti
     match (index, order, previous) {
         (_, 1, _) | (0, _, _) => Some(Axis::Z),
         (1, 2, Some((2 | 4, _))) => Some(Axis::X),
+        (1, 2, Some((3 | 6, Axis::BodyDiagonal))) => Some(Axis::Prime(2)),
         (1, 2, Some((3 | 6, axis))) => principal_index(axis).map(Axis::Prime),
         (2, 3, _) => Some(Axis::BodyDiagonal),
         _ => None,

@@ -53,10 +53,12 @@ fn squash(symbol: &str) -> String {
     symbol.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase()
 }
 
-/// The setting whose Hall symbol is `hall` (white space and case ignored).
+/// The setting whose Hall symbol is `hall` (runs of white space and case ignored; spaces
+/// themselves separate matrix symbols, `P 32` is not `P 3 2`).
 pub fn by_hall(hall: &str) -> Option<&'static Entry> {
-    let key = squash(hall);
-    entries().iter().find(|e| squash(&e.hall) == key)
+    let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+    let key = normalize(hall);
+    entries().iter().find(|e| normalize(&e.hall) == key)
 }
 
 /// The reference (first) setting of space group `number`.
