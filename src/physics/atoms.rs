@@ -104,7 +104,12 @@ pub fn read(path: &Path) -> Result<Crystal, AtomsError> {
 
 /// Parse the text of a PDB or mmCIF file; `file` names it in errors.
 pub fn parse(file: &str, text: &str, is_cif: bool) -> Result<Crystal, AtomsError> {
-    let (format, text) = if is_cif { (pdbtbx::Format::Mmcif, text.to_string()) } else { (pdbtbx::Format::Pdb, pad_records(text)) };
+    let (format, text, cryst1_group) = if is_cif {
+        (pdbtbx::Format::Mmcif, text.to_string(), None)
+    } else {
+        let (group, text) = take_cryst1_space_group(file, text)?;
+        (pdbtbx::Format::Pdb, pad_records(&text), group)
+    };
     let mut options = pdbtbx::ReadOptions::new();
     options.set_format(format).set_level(pdbtbx::StrictnessLevel::Loose);
     let (pdb, warnings) = options.read_raw(BufReader::new(text.as_bytes())).map_err(|errors| AtomsError::Parse {
@@ -112,7 +117,10 @@ pub fn parse(file: &str, text: &str, is_cif: bool) -> Result<Crystal, AtomsError
         messages: errors.iter().map(|e| e.to_string()).collect(),
     })?;
     let cell = read_cell(file, &pdb)?;
-    let space_group = read_space_group(file, &pdb)?;
+    let space_group = match cryst1_group {
+        Some(group) => group,
+        None => read_space_group(file, &pdb)?,
+    };
     let atoms = pdb.atoms().map(|atom| convert_atom(file, atom, &cell)).collect::<Result<Vec<_>, _>>()?;
     if atoms.is_empty() {
         return Err(content(file, "no atoms".into()));
@@ -124,6 +132,25 @@ pub fn parse(file: &str, text: &str, is_cif: bool) -> Result<Crystal, AtomsError
 /// field (columns 67-70) as a number whenever the line reaches that far.
 fn pad_records(text: &str) -> String {
     text.lines().map(|line| if line.starts_with("CRYST1") { format!("{line}\n") } else { format!("{line:<80}\n") }).collect()
+}
+
+/// The space group of the CRYST1 record (columns 56-66), resolved here because pdbtbx 0.12
+/// panics on symbols it does not know; pdbtbx is then handed `P 1` in its place.
+fn take_cryst1_space_group(file: &str, text: &str) -> Result<(Option<SpaceGroup>, String), AtomsError> {
+    let mut group = None;
+    let mut out = String::with_capacity(text.len());
+    for (number, line) in text.lines().enumerate() {
+        match (line.starts_with("CRYST1"), line.get(55..)) {
+            (true, Some(tail)) => {
+                let symbol = tail.get(..11).unwrap_or(tail).trim();
+                let found = SpaceGroup::from_hm(symbol).map_err(|source| AtomsError::Symmetry { file: format!("{file}:{}", number + 1), source })?;
+                group = Some(found);
+                out += &format!("{:<55}{:<11}{}\n", &line[..55], "P 1", tail.get(11..).unwrap_or(""));
+            }
+            _ => out += &format!("{line}\n"),
+        }
+    }
+    Ok((group, out))
 }
 
 /// A content error.
