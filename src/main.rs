@@ -15,9 +15,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Structure factors of an atomic model as CSV (h,k,l,energy_ev,d_spacing_A,ReF,ImF,absF).
+    Fcalc(cli::fcalc::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Fcalc(args) => cli::fcalc::run(&args),
+    }
 }

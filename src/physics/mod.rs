@@ -7,6 +7,7 @@ pub mod atoms;
 pub mod constants;
 pub mod form_factor;
 pub mod kramers_kronig;
+pub mod miller;
 pub mod scattering_tables;
 pub mod structure_factor;
 pub mod symmetry;
