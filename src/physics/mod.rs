@@ -8,6 +8,7 @@ pub mod constants;
 pub mod form_factor;
 pub mod kramers_kronig;
 pub mod miller;
+pub mod phase_factor;
 pub mod scattering_tables;
 pub mod structure_factor;
 pub mod symmetry;

@@ -18,16 +18,11 @@
 use crate::physics::atoms::{Atom, Crystal};
 use crate::physics::form_factor::FormFactors;
 use crate::physics::scattering_tables::TableError;
-use crate::physics::symmetry::{SymOp, TDEN};
-use crate::physics::unit_cell::UnitCell;
+use crate::physics::scattering_tables::wk1995::GaussianCoefficients;
+use crate::physics::phase_factor::{AtomTable, Workspace, phase_factors};
 use ndarray::{Array2, ArrayView2};
 use num_complex::Complex64;
 use rayon::prelude::*;
-use std::f64::consts::PI;
-
-/// Distance (Angstrom) within which a symmetry image counts as the atom itself (CCTBX's default
-/// `min_distance_sym_equiv`).
-const SPECIAL_POSITION_TOLERANCE_A: f64 = 0.5;
 
 /// Errors building structure factors.
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +63,6 @@ pub struct FixedPart {
     pub f_fixed: Array2<Complex64>,
 }
 
-/// Atom data laid out for the inner loop.
-struct Scatterer {
-    frac: [f64; 3],
-    weight: f64,
-    b_iso: f64,
-    u_aniso: Option<[[f64; 3]; 3]>,
-}
-
 impl StructureFactorModel {
     /// Precompute per hkl; atoms whose element is in `metal_elements` become metal sites.
     pub fn new(crystal: &Crystal, hkl: &[[i32; 3]], form_factors: &FormFactors, metal_elements: &[&str]) -> Result<Self, StructureFactorError> {
@@ -87,25 +74,32 @@ impl StructureFactorModel {
                 types.push(atom.element.clone());
             }
         }
-        let coefficients = crystal.atoms.iter().map(|a| form_factors.resolve(&a.element, a.charge).and_then(|l| form_factors.get(&l).cloned())).collect::<Result<Vec<_>, _>>()?;
-        let scatterers: Vec<Scatterer> = crystal.atoms.iter().map(|a| scatterer(a, crystal)).collect();
+        let (labels, label_of) = form_factor_labels(crystal, form_factors)?;
+        let table = AtomTable::new(crystal);
         let type_of: Vec<Option<usize>> = crystal.atoms.iter().map(|a| if is_metal(a) { None } else { types.iter().position(|t| *t == a.element) }).collect();
         let site_of: Vec<Option<usize>> = (0..crystal.atoms.len()).map(|i| metal_atoms.iter().position(|&m| m == i)).collect();
-        let (n_types, n_sites) = (types.len(), metal_atoms.len());
+        let (n_types, n_sites, n_atoms) = (types.len(), metal_atoms.len(), crystal.atoms.len());
         let rows: Vec<(Complex64, Vec<Complex64>, Vec<Complex64>)> = hkl
             .par_iter()
-            .map(|&h| {
-                let stol_sq = crystal.cell.stol_sq(h);
-                let (mut f0_sum, mut g_type, mut g_metal) = (Complex64::new(0.0, 0.0), vec![Complex64::new(0.0, 0.0); n_types], vec![Complex64::new(0.0, 0.0); n_sites]);
-                let images = SymmetryImages::new(&crystal.space_group.ops, h, &crystal.cell);
-                for (i, s) in scatterers.iter().enumerate() {
-                    let g = images.g(s, stol_sq);
-                    f0_sum += coefficients[i].f0(stol_sq) * g;
-                    if let Some(t) = type_of[i] { g_type[t] += g; }
-                    if let Some(m) = site_of[i] { g_metal[m] = g; }
-                }
-                (f0_sum, g_type, g_metal)
-            })
+            .map_init(
+                || (Workspace::default(), vec![Complex64::new(0.0, 0.0); n_atoms], vec![0.0; labels.len()]),
+                |(workspace, g, f0), &h| {
+                    let stol_sq = crystal.cell.stol_sq(h);
+                    phase_factors(&table, &crystal.space_group.ops, &crystal.cell, h, workspace, g);
+                    f0.iter_mut().zip(&labels).for_each(|(f, c)| *f = c.f0(stol_sq));
+                    let (mut f0_sum, mut g_type, mut g_metal) = (Complex64::new(0.0, 0.0), vec![Complex64::new(0.0, 0.0); n_types], vec![Complex64::new(0.0, 0.0); n_sites]);
+                    for (i, g) in g.iter().enumerate() {
+                        f0_sum += f0[label_of[i]] * g;
+                        if let Some(t) = type_of[i] {
+                            g_type[t] += g;
+                        }
+                        if let Some(m) = site_of[i] {
+                            g_metal[m] = *g;
+                        }
+                    }
+                    (f0_sum, g_type, g_metal)
+                },
+            )
             .collect();
         let f0_part = rows.iter().map(|r| r.0).collect();
         let g_type = Array2::from_shape_fn((hkl.len(), n_types), |(i, t)| rows[i].1[t]);
@@ -148,76 +142,51 @@ impl StructureFactorModel {
     }
 }
 
-/// Weight, B and position of an atom; the weight carries the special-position correction.
-fn scatterer(atom: &Atom, crystal: &Crystal) -> Scatterer {
-    let ops = &crystal.space_group.ops;
-    let site_order = ops.iter().filter(|op| is_same_site(&crystal.cell, atom.fractional, op.apply(atom.fractional))).count().max(1);
-    Scatterer { frac: atom.fractional, weight: atom.occupancy / site_order as f64, b_iso: atom.b_iso, u_aniso: atom.u_aniso }
-}
-
-/// True when two fractional positions coincide modulo lattice translations.
-fn is_same_site(cell: &UnitCell, a: [f64; 3], b: [f64; 3]) -> bool {
-    let delta: [f64; 3] = std::array::from_fn(|i| {
-        let d = b[i] - a[i];
-        d - d.round()
-    });
-    let cart = cell.orthogonalize(delta);
-    (cart[0] * cart[0] + cart[1] * cart[1] + cart[2] * cart[2]).sqrt() < SPECIAL_POSITION_TOLERANCE_A
-}
-
-/// For one hkl, each operator's rotated index R^T h, phase shift h.t and reciprocal vector.
-struct SymmetryImages {
-    rotated: Vec<[f64; 3]>,
-    shift: Vec<f64>,
-    reciprocal: Vec<[f64; 3]>,
-}
-
-impl SymmetryImages {
-    /// Precompute the images of `h` under `ops`.
-    fn new(ops: &[SymOp], h: [i32; 3], cell: &UnitCell) -> Self {
-        let rotated: Vec<[f64; 3]> = ops.iter().map(|op| std::array::from_fn(|j| f64::from((0..3).map(|i| h[i] * op.rot[i][j]).sum::<i32>()))).collect();
-        let shift = ops.iter().map(|op| f64::from((0..3).map(|i| h[i] * op.tran[i]).sum::<i32>()) / f64::from(TDEN)).collect();
-        let reciprocal = rotated.iter().map(|&r| cell.reciprocal_cartesian(r)).collect();
-        Self { rotated, shift, reciprocal }
+/// The distinct form-factor coefficient sets of the crystal and each atom's index into them.
+fn form_factor_labels(crystal: &Crystal, form_factors: &FormFactors) -> Result<(Vec<GaussianCoefficients>, Vec<usize>), StructureFactorError> {
+    let mut names: Vec<String> = Vec::new();
+    let mut label_of = Vec::with_capacity(crystal.atoms.len());
+    for atom in &crystal.atoms {
+        let label = form_factors.resolve(&atom.element, atom.charge)?;
+        let index = names.iter().position(|n| *n == label).unwrap_or_else(|| {
+            names.push(label);
+            names.len() - 1
+        });
+        label_of.push(index);
     }
-
-    /// G = w DW sum_ops exp(2 pi i (R^T h . x + h . t)) for one scatterer.
-    fn g(&self, s: &Scatterer, stol_sq: f64) -> Complex64 {
-        let mut sum = Complex64::new(0.0, 0.0);
-        for (k, r) in self.rotated.iter().enumerate() {
-            let phase = 2.0 * PI * (r[0] * s.frac[0] + r[1] * s.frac[1] + r[2] * s.frac[2] + self.shift[k]);
-            let (sin, cos) = phase.sin_cos();
-            let dw = match &s.u_aniso {
-                Some(u) => aniso_dw(u, self.reciprocal[k]),
-                None => 1.0,
-            };
-            sum += Complex64::new(cos, sin) * dw;
-        }
-        let iso = if s.u_aniso.is_some() { 1.0 } else { (-s.b_iso * stol_sq).exp() };
-        sum * (s.weight * iso)
-    }
-}
-
-/// exp(-2 pi^2 s^T U s) for cartesian U and reciprocal vector s.
-fn aniso_dw(u: &[[f64; 3]; 3], s: [f64; 3]) -> f64 {
-    let q: f64 = (0..3).map(|i| (0..3).map(|j| s[i] * u[i][j] * s[j]).sum::<f64>()).sum();
-    (-2.0 * PI * PI * q).exp()
+    let labels = names.iter().map(|n| form_factors.get(n).cloned()).collect::<Result<Vec<_>, _>>()?;
+    Ok((labels, label_of))
 }
 
 /// F(h, E) = F_fixed + sum_m (f'[m, E] + i f''[m, E]) G_m(h); `fp`, `fdp` have shape (site, channel).
 pub fn structure_factors(model: &StructureFactorModel, fixed: &FixedPart, fp: ArrayView2<f64>, fdp: ArrayView2<f64>) -> Result<Array2<Complex64>, StructureFactorError> {
+    let mut out = Array2::zeros(fixed.f_fixed.dim());
+    structure_factors_into(model, fixed, fp, fdp, &mut out)?;
+    Ok(out)
+}
+
+/// [`structure_factors`] into a caller-owned array of shape (hkl, channel): no allocation.
+pub fn structure_factors_into(model: &StructureFactorModel, fixed: &FixedPart, fp: ArrayView2<f64>, fdp: ArrayView2<f64>, out: &mut Array2<Complex64>) -> Result<(), StructureFactorError> {
     check_site_shape(model, fixed, fp)?;
     check_site_shape(model, fixed, fdp)?;
-    let n_channels = fixed.energy_ev.len();
-    let mut out: Vec<Complex64> = fixed.f_fixed.iter().copied().collect();
-    out.par_chunks_mut(n_channels.max(1)).enumerate().for_each(|(i, row)| {
-        for (m, g) in model.g_metal.row(i).iter().enumerate() {
-            for (e, f) in row.iter_mut().enumerate() {
-                *f += Complex64::new(fp[(m, e)], fdp[(m, e)]) * g;
+    if out.dim() != fixed.f_fixed.dim() {
+        return Err(StructureFactorError::Shape(format!("output must be {:?}, got {:?}", fixed.f_fixed.dim(), out.dim())));
+    }
+    let n_channels = fixed.energy_ev.len().max(1);
+    let (fp, fdp) = (fp.as_standard_layout(), fdp.as_standard_layout());
+    let sites: Vec<(&[f64], &[f64])> = fp.outer_iter().zip(fdp.outer_iter()).filter_map(|(a, b)| Some((a.to_slice()?, b.to_slice()?))).collect();
+    let (Some(out_slice), Some(fixed_slice)) = (out.as_slice_mut(), fixed.f_fixed.as_slice()) else {
+        return Err(StructureFactorError::Shape("arrays must be in standard layout".into()));
+    };
+    out_slice.par_chunks_mut(n_channels).zip(fixed_slice.par_chunks(n_channels)).enumerate().for_each(|(i, (row, fixed_row))| {
+        row.copy_from_slice(fixed_row);
+        for (g, (fp, fdp)) in model.g_metal.row(i).iter().zip(&sites) {
+            for ((f, a), b) in row.iter_mut().zip(*fp).zip(*fdp) {
+                *f += Complex64::new(a * g.re - b * g.im, a * g.im + b * g.re);
             }
         }
     });
-    Array2::from_shape_vec((model.hkl.len(), n_channels), out).map_err(|e| StructureFactorError::Shape(e.to_string()))
+    Ok(())
 }
 
 /// Adjoint of [`structure_factors`]: from dL/dF = dL/dReF + i dL/dImF (shape (hkl, channel)) to
