@@ -10,14 +10,21 @@ use std::f64::consts::PI;
 use std::path::Path;
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 #[test]
 fn rubredoxin_reads_despite_the_short_dbref_record() {
     let path = fixture("pdb/Fe_1brf_snip_reduced.pdb");
-    let raw = pdbtbx::ReadOptions::new().set_level(pdbtbx::StrictnessLevel::Loose).read(path.to_str().unwrap());
-    assert!(raw.is_err(), "pdbtbx alone is expected to refuse this file (the reason for padding)");
+    let raw = pdbtbx::ReadOptions::new()
+        .set_level(pdbtbx::StrictnessLevel::Loose)
+        .read(path.to_str().unwrap());
+    assert!(
+        raw.is_err(),
+        "pdbtbx alone is expected to refuse this file (the reason for padding)"
+    );
     let crystal = atoms::read(&path).unwrap();
     assert_eq!(crystal.atoms.len(), 975);
     assert_eq!(crystal.space_group.hm.as_deref(), Some("P 21 21 21"));
@@ -27,7 +34,10 @@ fn rubredoxin_reads_despite_the_short_dbref_record() {
     assert_eq!((fe[0].b_iso, fe[0].occupancy, fe[0].charge), (6.35, 1.0, 0));
     assert!((fe[0].fractional[0] - 10.091 / 34.123).abs() < 1e-12);
     let partial = crystal.atoms.iter().filter(|a| a.occupancy < 1.0).count();
-    assert_eq!(partial, 98, "alternate conformers are kept with their occupancies");
+    assert_eq!(
+        partial, 98,
+        "alternate conformers are kept with their occupancies"
+    );
 }
 
 #[test]
@@ -38,7 +48,10 @@ fn mmcif_and_pdb_agree() {
     assert_eq!(pdb.space_group.ops, cif.space_group.ops);
     assert_eq!(pdb.atoms.len(), cif.atoms.len());
     for (a, b) in pdb.atoms.iter().zip(&cif.atoms) {
-        assert_eq!((&a.element, a.occupancy, a.b_iso, a.cartesian), (&b.element, b.occupancy, b.b_iso, b.cartesian));
+        assert_eq!(
+            (&a.element, a.occupancy, a.b_iso, a.cartesian),
+            (&b.element, b.occupancy, b.b_iso, b.cartesian)
+        );
     }
 }
 
@@ -50,7 +63,10 @@ END
 
 fn with_anisou(b: f64) -> String {
     let u = (b / (8.0 * PI * PI) * 1e4).round() as i64;
-    let record = format!("ANISOU    1  SG  CYS A   1  {u:>7}{u:>7}{u:>7}{:>7}{:>7}{:>7}       S", 0, 0, 0);
+    let record = format!(
+        "ANISOU    1  SG  CYS A   1  {u:>7}{u:>7}{u:>7}{:>7}{:>7}{:>7}       S",
+        0, 0, 0
+    );
     TWO_ATOMS.replacen("           S\n", &format!("           S\n{record}\n"), 1)
 }
 
@@ -66,7 +82,10 @@ fn anisotropic_u_equal_to_b_over_8pi2_gives_the_isotropic_structure_factor() {
     let hkl = [[1, 0, 0], [2, 3, -1], [-3, 4, 5], [0, 6, 2]];
     let f = |c| {
         let model = StructureFactorModel::new(c, &hkl, &wk, &["Fe"]).unwrap();
-        model.fixed_part(&[7000.0], |_, _| Ok((0.0, 0.0))).unwrap().f_fixed
+        model
+            .fixed_part(&[7000.0], |_, _| Ok((0.0, 0.0)))
+            .unwrap()
+            .f_fixed
     };
     let (fa, fi) = (f(&aniso), f(&iso));
     for (a, i) in fa.iter().zip(fi.iter()) {
@@ -77,9 +96,25 @@ fn anisotropic_u_equal_to_b_over_8pi2_gives_the_isotropic_structure_factor() {
 #[test]
 fn errors_name_the_file() {
     let missing = atoms::read(Path::new("no/such/model.pdb")).unwrap_err();
-    assert!(matches!(missing, AtomsError::Io { .. }) && missing.to_string().starts_with("no/such/model.pdb"));
-    let no_cell = atoms::parse("nocell.pdb", &TWO_ATOMS.replacen("CRYST1", "REMARK", 1), false).unwrap_err();
-    assert!(no_cell.to_string().starts_with("nocell.pdb: no unit cell"), "{no_cell}");
-    let bad_group = atoms::parse("bad.pdb", &TWO_ATOMS.replacen("P 1 21 1", "Q 9    ", 1), false).unwrap_err();
+    assert!(
+        matches!(missing, AtomsError::Io { .. })
+            && missing.to_string().starts_with("no/such/model.pdb")
+    );
+    let no_cell = atoms::parse(
+        "nocell.pdb",
+        &TWO_ATOMS.replacen("CRYST1", "REMARK", 1),
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        no_cell.to_string().starts_with("nocell.pdb: no unit cell"),
+        "{no_cell}"
+    );
+    let bad_group = atoms::parse(
+        "bad.pdb",
+        &TWO_ATOMS.replacen("P 1 21 1", "Q 9    ", 1),
+        false,
+    )
+    .unwrap_err();
     assert!(bad_group.to_string().starts_with("bad.pdb"), "{bad_group}");
 }

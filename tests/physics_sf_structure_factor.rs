@@ -8,11 +8,15 @@ use spread::physics::atoms;
 use spread::physics::form_factor::FormFactors;
 use spread::physics::scattering_tables::henke::HenkeTable;
 use spread::physics::scattering_tables::wk1995::GaussianSet;
-use spread::physics::structure_factor::{StructureFactorModel, intensities, intensity_vjp, structure_factor_vjp, structure_factors};
+use spread::physics::structure_factor::{
+    StructureFactorModel, intensities, intensity_vjp, structure_factor_vjp, structure_factors,
+};
 use std::path::Path;
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 struct Reference {
@@ -24,8 +28,17 @@ struct Reference {
 
 fn read_reference(name: &str) -> Reference {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
-    let header = text.lines().filter(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n");
-    let mut r = Reference { header, hkl: vec![], d: vec![], f: vec![] };
+    let header = text
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut r = Reference {
+        header,
+        hkl: vec![],
+        d: vec![],
+        f: vec![],
+    };
     for line in text.lines().filter(|l| !l.starts_with('#')).skip(1) {
         let v: Vec<&str> = line.split(',').collect();
         r.hkl.push([0, 1, 2].map(|i| v[i].parse().unwrap()));
@@ -39,7 +52,12 @@ fn read_reference(name: &str) -> Reference {
 fn assert_matches(ours: &[Complex64], reference: &Reference, what: &str) {
     for (i, (f, r)) in ours.iter().zip(&reference.f).enumerate() {
         let tol = 1e-6 * r.norm() + 1e-6;
-        assert!((f - r).norm() <= tol, "{what} hkl {:?}: ours {f} cctbx {r} (|diff| {:.3e} > {tol:.3e})", reference.hkl[i], (f - r).norm());
+        assert!(
+            (f - r).norm() <= tol,
+            "{what} hkl {:?}: ours {f} cctbx {r} (|diff| {:.3e} > {tol:.3e})",
+            reference.hkl[i],
+            (f - r).norm()
+        );
     }
 }
 
@@ -59,10 +77,22 @@ fn rubredoxin_matches_cctbx_at_three_energies() {
         for (d, r) in model.d_spacing.iter().zip(&reference.d) {
             assert!((d - r).abs() < 1e-5, "d spacing {d} vs {r}");
         }
-        let fixed = model.fixed_part(&[energy], |el, e| HenkeTable::embedded(el)?.at_ev_f32(e)).unwrap();
+        let fixed = model
+            .fixed_part(&[energy], |el, e| HenkeTable::embedded(el)?.at_ev_f32(e))
+            .unwrap();
         let (fp, fdp) = fe_values_from_header(&reference.header);
-        let f = structure_factors(&model, &fixed, Array2::from_elem((1, 1), fp).view(), Array2::from_elem((1, 1), fdp).view()).unwrap();
-        assert_matches(f.as_slice().unwrap(), &reference, &format!("1brf {energy} eV"));
+        let f = structure_factors(
+            &model,
+            &fixed,
+            Array2::from_elem((1, 1), fp).view(),
+            Array2::from_elem((1, 1), fdp).view(),
+        )
+        .unwrap();
+        assert_matches(
+            f.as_slice().unwrap(),
+            &reference,
+            &format!("1brf {energy} eV"),
+        );
     }
 }
 
@@ -75,7 +105,13 @@ fn oec_fixture_matches_cctbx() {
     let model = StructureFactorModel::new(&crystal, &reference.hkl, &it, &["Mn"]).unwrap();
     assert_eq!(model.n_sites(), 4);
     let fixed = model.fixed_part(&[6550.0], |_, _| Ok((0.0, 0.0))).unwrap();
-    let f = structure_factors(&model, &fixed, Array2::from_elem((4, 1), -7.0).view(), Array2::from_elem((4, 1), 3.5).view()).unwrap();
+    let f = structure_factors(
+        &model,
+        &fixed,
+        Array2::from_elem((4, 1), -7.0).view(),
+        Array2::from_elem((4, 1), 3.5).view(),
+    )
+    .unwrap();
     assert_matches(f.as_slice().unwrap(), &reference, "OEC");
 }
 
@@ -87,7 +123,9 @@ fn adjoints_match_central_differences() {
     let hkl = [[1, 2, 3], [-2, 3, 5], [5, -7, 11], [4, 0, 6], [3, 3, 3]];
     let model = StructureFactorModel::new(&crystal, &hkl, &it, &["Mn"]).unwrap();
     let energies = [6540.0, 6550.0, 6560.0];
-    let fixed = model.fixed_part(&energies, |_, e| Ok((0.1 * (e - 6550.0) / 10.0, 0.3))).unwrap();
+    let fixed = model
+        .fixed_part(&energies, |_, e| Ok((0.1 * (e - 6550.0) / 10.0, 0.3)))
+        .unwrap();
     let fp = Array2::from_shape_fn((4, 3), |(m, e)| -7.0 + 0.3 * m as f64 - 0.2 * e as f64);
     let fdp = Array2::from_shape_fn((4, 3), |(m, e)| 3.5 + 0.1 * m as f64 + 0.4 * e as f64);
     let weights = Array2::from_shape_fn((5, 3), |(i, e)| 1.0 + 0.37 * i as f64 - 0.21 * e as f64);
@@ -103,9 +141,18 @@ fn adjoints_match_central_differences() {
         for e in 0..3 {
             for (which, analytic) in [(0, g_fp[(m, e)]), (1, g_fdp[(m, e)])] {
                 let (mut plus, mut minus) = ((fp.clone(), fdp.clone()), (fp.clone(), fdp.clone()));
-                if which == 0 { plus.0[(m, e)] += h; minus.0[(m, e)] -= h; } else { plus.1[(m, e)] += h; minus.1[(m, e)] -= h; }
+                if which == 0 {
+                    plus.0[(m, e)] += h;
+                    minus.0[(m, e)] -= h;
+                } else {
+                    plus.1[(m, e)] += h;
+                    minus.1[(m, e)] -= h;
+                }
                 let numeric = (loss(&plus.0, &plus.1) - loss(&minus.0, &minus.1)) / (2.0 * h);
-                assert!((numeric - analytic).abs() <= 1e-6 * analytic.abs().max(1.0), "site {m} channel {e} param {which}: FD {numeric} vs adjoint {analytic}");
+                assert!(
+                    (numeric - analytic).abs() <= 1e-6 * analytic.abs().max(1.0),
+                    "site {m} channel {e} param {which}: FD {numeric} vs adjoint {analytic}"
+                );
             }
         }
     }

@@ -8,12 +8,19 @@ use std::collections::BTreeSet;
 fn op_key(op: &SymOp) -> String {
     let r = op.rot;
     let v: Vec<i32> = r.iter().flatten().copied().chain(op.tran).collect();
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
 fn every_setting_matches_gemmi() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ref/spacegroup_ops.csv")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ref/spacegroup_ops.csv"
+    ))
+    .unwrap();
     let mut checked = 0;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let fields: Vec<&str> = line.split(';').collect();
@@ -42,11 +49,20 @@ fn table_is_complete() {
 #[test]
 fn hermann_mauguin_lookups() {
     let p212121 = SpaceGroup::from_hm("P 21 21 21").unwrap();
-    assert_eq!((p212121.hall.as_str(), p212121.order(), p212121.number), ("P 2ac 2ab", 4, Some(19)));
+    assert_eq!(
+        (p212121.hall.as_str(), p212121.order(), p212121.number),
+        ("P 2ac 2ab", 4, Some(19))
+    );
     assert_eq!(SpaceGroup::from_hm("p212121").unwrap().ops, p212121.ops);
     assert_eq!(SpaceGroup::from_hm("P 21").unwrap().hall, "P 2yb");
-    assert_eq!(SpaceGroup::from_hm("R 3").unwrap().hm.as_deref(), Some("R 3 :H"));
-    assert_eq!(SpaceGroup::from_hm("H 3").unwrap().hm.as_deref(), Some("R 3 :H"));
+    assert_eq!(
+        SpaceGroup::from_hm("R 3").unwrap().hm.as_deref(),
+        Some("R 3 :H")
+    );
+    assert_eq!(
+        SpaceGroup::from_hm("H 3").unwrap().hm.as_deref(),
+        Some("R 3 :H")
+    );
     assert_eq!(SpaceGroup::from_hm("R 3 :R").unwrap().order(), 3);
     assert_eq!(SpaceGroup::from_hm("F d -3 m :2").unwrap().order(), 192);
     assert_eq!(SpaceGroup::from_hm("P 43 21 2").unwrap().number, Some(96));
@@ -59,5 +75,8 @@ fn bad_hall_symbols_are_errors() {
         assert!(SpaceGroup::from_hall(bad).is_err(), "'{bad}' should fail");
     }
     let p21 = SpaceGroup::from_hall("P 2yb").unwrap();
-    assert_eq!(p21.ops.iter().map(|o| o.triplet()).collect::<Vec<_>>(), ["x,y,z", "-x,y+1/2,-z"]);
+    assert_eq!(
+        p21.ops.iter().map(|o| o.triplet()).collect::<Vec<_>>(),
+        ["x,y,z", "-x,y+1/2,-z"]
+    );
 }

@@ -9,12 +9,18 @@ use spread::physics::scattering_tables::{TableError, sasaki, sherrell, spectrum}
 use std::path::Path;
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 fn csv_rows(name: &str) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
-    text.lines().filter(|l| !l.starts_with('#')).skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
 }
 
 #[test]
@@ -24,10 +30,16 @@ fn henke_matches_cctbx_values() {
         let energy: f64 = row[1].parse().unwrap();
         let (fp_ref, fdp_ref): (f64, f64) = (row[2].parse().unwrap(), row[3].parse().unwrap());
         let (fp, fdp) = table.at_ev_f32(energy).unwrap();
-        assert!((fp - fp_ref).abs() <= 5e-7 && (fdp - fdp_ref).abs() <= 5e-7, "{row:?}: f32 path gives {fp} {fdp}");
+        assert!(
+            (fp - fp_ref).abs() <= 5e-7 && (fdp - fdp_ref).abs() <= 5e-7,
+            "{row:?}: f32 path gives {fp} {fdp}"
+        );
         // The f64 path differs from CCTBX's f32 arithmetic only by f32 rounding of f1 (~|f1| 1e-7 * few).
         let (fp64, fdp64) = table.at_ev(energy).unwrap();
-        assert!((fp64 - fp_ref).abs() <= 3e-5 && (fdp64 - fdp_ref).abs() <= 1e-6, "{row:?}: f64 path gives {fp64} {fdp64}");
+        assert!(
+            (fp64 - fp_ref).abs() <= 3e-5 && (fdp64 - fdp_ref).abs() <= 1e-6,
+            "{row:?}: f64 path gives {fp64} {fdp64}"
+        );
     }
 }
 
@@ -35,7 +47,10 @@ fn henke_matches_cctbx_values() {
 fn henke_file_reader_and_interpolation_convention() {
     let table = HenkeTable::read(&fixture("tables/fe.nff")).unwrap();
     assert_eq!((table.element.as_str(), table.z), ("Fe", 26));
-    let missing = std::fs::read_to_string(fixture("tables/fe.nff")).unwrap().matches("-9999.").count();
+    let missing = std::fs::read_to_string(fixture("tables/fe.nff"))
+        .unwrap()
+        .matches("-9999.")
+        .count();
     assert_eq!(table.skipped_rows, missing);
     // At a tabulated energy: f' = f1 - Z exactly; midway: the mean of the neighbours (linear in E).
     let t = &table.table;
@@ -45,7 +60,10 @@ fn henke_file_reader_and_interpolation_convention() {
     let mid = 0.5 * (t.energy_ev[i] + t.energy_ev[i + 1]);
     let (fp_mid, _) = table.at_ev(mid).unwrap();
     assert!((fp_mid - 0.5 * (t.fp[i] + t.fp[i + 1])).abs() < 1e-12);
-    assert!(matches!(table.at_ev(40000.0), Err(TableError::OutOfRange { .. })));
+    assert!(matches!(
+        table.at_ev(40000.0),
+        Err(TableError::OutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -56,14 +74,22 @@ fn wk1995_coefficients_and_values_match_cctbx() {
         let numbers: Vec<f64> = row[1..].iter().map(|x| x.parse().unwrap()).collect();
         let ours: Vec<f64> = c.a.iter().chain(&c.b).copied().chain([c.c]).collect();
         for (a, b) in ours.iter().zip(&numbers) {
-            assert!((a - b).abs() <= 5e-7 * b.abs().max(1.0), "{}: {a} vs {b}", row[0]);
+            assert!(
+                (a - b).abs() <= 5e-7 * b.abs().max(1.0),
+                "{}: {a} vs {b}",
+                row[0]
+            );
         }
     }
     for row in csv_rows("ref/f0_wk1995_values.csv") {
         let s: f64 = row[1].parse().unwrap();
         let f0 = wk.get(&row[0]).unwrap().f0(s * s);
         let reference: f64 = row[2].parse().unwrap();
-        assert!((f0 - reference).abs() <= 1e-6, "{} at s={s}: {f0} vs {reference}", row[0]);
+        assert!(
+            (f0 - reference).abs() <= 1e-6,
+            "{} at s={s}: {f0} vs {reference}",
+            row[0]
+        );
     }
 }
 
@@ -72,12 +98,19 @@ fn wk1995_covers_every_element_and_common_ions() {
     let set = wk1995::embedded(GaussianSet::Wk1995).unwrap();
     assert_eq!(set.len(), 213);
     let wk = FormFactors::new(set);
-    for element in ["H", "C", "N", "O", "S", "P", "Ca", "Mg", "Mn", "Fe", "Cu", "Zn", "Se", "I", "Hg", "U", "Cf"] {
+    for element in [
+        "H", "C", "N", "O", "S", "P", "Ca", "Mg", "Mn", "Fe", "Cu", "Zn", "Se", "I", "Hg", "U",
+        "Cf",
+    ] {
         assert_eq!(wk.resolve(element, 0).unwrap(), element);
     }
     assert_eq!(wk.resolve("FE", 3).unwrap(), "Fe3+");
     assert_eq!(wk.resolve("O", -1).unwrap(), "O1-");
-    assert_eq!(wk.resolve("C", 2).unwrap(), "C", "an untabulated ion falls back to the element");
+    assert_eq!(
+        wk.resolve("C", 2).unwrap(),
+        "C",
+        "an untabulated ion falls back to the element"
+    );
     // f0(0) = sum a + c = Z for neutral atoms (to the fit's accuracy).
     for (label, z) in [("C", 6.0), ("Fe", 26.0), ("Mn4+", 21.0)] {
         let f0 = wk.get(label).unwrap().f0(0.0);

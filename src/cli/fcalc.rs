@@ -68,26 +68,58 @@ fn compute(args: &Args) -> Result<(), Failure> {
     })?;
     let hkl = match (&args.hkl, args.dmin) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Failure(2, format!("{}: {e}", path.display())))?;
-            miller::parse_hkl(&path.display().to_string(), &text).map_err(|e| Failure(1, e.to_string()))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure(2, format!("{}: {e}", path.display())))?;
+            miller::parse_hkl(&path.display().to_string(), &text)
+                .map_err(|e| Failure(1, e.to_string()))?
         }
-        (None, Some(d)) if d > 0.0 => miller::unique_to_d_min(&crystal.cell, &crystal.space_group, d),
+        (None, Some(d)) if d > 0.0 => {
+            miller::unique_to_d_min(&crystal.cell, &crystal.space_group, d)
+        }
         _ => return Err(Failure(2, "give --hkl FILE or --dmin D (D > 0)".into())),
     };
-    let form_factors = FormFactors::embedded(GaussianSet::Wk1995).map_err(|e| Failure(1, e.to_string()))?;
-    let metals: Vec<&str> = overrides.iter().map(|(element, _)| element.as_str()).collect();
-    let model = StructureFactorModel::new(&crystal, &hkl, &form_factors, &metals).map_err(|e| Failure(1, e.to_string()))?;
-    let fixed = model.fixed_part(&args.energy_ev, |element, e| HenkeTable::embedded(element)?.at_ev_f32(e)).map_err(|e| Failure(1, e.to_string()))?;
-    if let Some((element, _)) = overrides.iter().find(|(e, _)| !crystal.atoms.iter().any(|a| &a.element == e)) {
-        return Err(Failure(1, format!("{}: no atom of element {element} for --fp-fdp/--fp-fdp-table", args.model.display())));
+    let form_factors =
+        FormFactors::embedded(GaussianSet::Wk1995).map_err(|e| Failure(1, e.to_string()))?;
+    let metals: Vec<&str> = overrides
+        .iter()
+        .map(|(element, _)| element.as_str())
+        .collect();
+    let model = StructureFactorModel::new(&crystal, &hkl, &form_factors, &metals)
+        .map_err(|e| Failure(1, e.to_string()))?;
+    let fixed = model
+        .fixed_part(&args.energy_ev, |element, e| {
+            HenkeTable::embedded(element)?.at_ev_f32(e)
+        })
+        .map_err(|e| Failure(1, e.to_string()))?;
+    if let Some((element, _)) = overrides
+        .iter()
+        .find(|(e, _)| !crystal.atoms.iter().any(|a| &a.element == e))
+    {
+        return Err(Failure(
+            1,
+            format!(
+                "{}: no atom of element {element} for --fp-fdp/--fp-fdp-table",
+                args.model.display()
+            ),
+        ));
     }
     let (fp, fdp) = site_values(&model, &crystal, &overrides, &args.energy_ev)?;
-    let f = structure_factors(&model, &fixed, fp.view(), fdp.view()).map_err(|e| Failure(1, e.to_string()))?;
+    let f = structure_factors(&model, &fixed, fp.view(), fdp.view())
+        .map_err(|e| Failure(1, e.to_string()))?;
     let mut csv = String::from("h,k,l,energy_ev,d_spacing_A,ReF,ImF,absF\n");
     for (i, h) in hkl.iter().enumerate() {
         for (e, energy) in args.energy_ev.iter().enumerate() {
             let value = f[(i, e)];
-            csv += &format!("{},{},{},{energy},{:.5},{:.6},{:.6},{:.6}\n", h[0], h[1], h[2], model.d_spacing[i], value.re, value.im, value.norm());
+            csv += &format!(
+                "{},{},{},{energy},{:.5},{:.6},{:.6},{:.6}\n",
+                h[0],
+                h[1],
+                h[2],
+                model.d_spacing[i],
+                value.re,
+                value.im,
+                value.norm()
+            );
         }
     }
     write_output(args, &csv)
@@ -97,30 +129,61 @@ fn compute(args: &Args) -> Result<(), Failure> {
 fn parse_overrides(args: &Args) -> Result<Vec<(String, Override)>, Failure> {
     let mut out = Vec::new();
     for option in &args.fp_fdp {
-        let (element, values) = option.split_once('=').ok_or_else(|| Failure(2, format!("--fp-fdp '{option}': expected ELEMENT=FP,FDP")))?;
-        let numbers: Vec<f64> = values.split(',').map(|v| v.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| Failure(2, format!("--fp-fdp '{option}': expected two numbers FP,FDP")))?;
-        let [fp, fdp] = numbers[..] else { return Err(Failure(2, format!("--fp-fdp '{option}': expected two numbers FP,FDP"))) };
+        let (element, values) = option
+            .split_once('=')
+            .ok_or_else(|| Failure(2, format!("--fp-fdp '{option}': expected ELEMENT=FP,FDP")))?;
+        let numbers: Vec<f64> = values
+            .split(',')
+            .map(|v| v.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                Failure(
+                    2,
+                    format!("--fp-fdp '{option}': expected two numbers FP,FDP"),
+                )
+            })?;
+        let [fp, fdp] = numbers[..] else {
+            return Err(Failure(
+                2,
+                format!("--fp-fdp '{option}': expected two numbers FP,FDP"),
+            ));
+        };
         out.push((normalize_element(element), Override::Fixed(fp, fdp)));
     }
     for option in &args.fp_fdp_table {
-        let (element, file) = option.split_once('=').ok_or_else(|| Failure(2, format!("--fp-fdp-table '{option}': expected ELEMENT=FILE")))?;
-        let table = sherrell::read(std::path::Path::new(file)).map_err(|e| Failure(1, e.to_string()))?;
+        let (element, file) = option.split_once('=').ok_or_else(|| {
+            Failure(
+                2,
+                format!("--fp-fdp-table '{option}': expected ELEMENT=FILE"),
+            )
+        })?;
+        let table =
+            sherrell::read(std::path::Path::new(file)).map_err(|e| Failure(1, e.to_string()))?;
         out.push((normalize_element(element), Override::Table(table)));
     }
     Ok(out)
 }
 
 /// f'/f'' of each metal site (site, channel) from the overrides.
-fn site_values(model: &StructureFactorModel, crystal: &atoms::Crystal, overrides: &[(String, Override)], energies: &[f64]) -> Result<(ndarray::Array2<f64>, ndarray::Array2<f64>), Failure> {
+fn site_values(
+    model: &StructureFactorModel,
+    crystal: &atoms::Crystal,
+    overrides: &[(String, Override)],
+    energies: &[f64],
+) -> Result<(ndarray::Array2<f64>, ndarray::Array2<f64>), Failure> {
     let shape = (model.n_sites(), energies.len());
     let (mut fp, mut fdp) = (ndarray::Array2::zeros(shape), ndarray::Array2::zeros(shape));
     for (m, &atom) in model.metal_atoms.iter().enumerate() {
         let element = &crystal.atoms[atom].element;
-        let Some((_, source)) = overrides.iter().find(|(e, _)| e == element) else { continue };
+        let Some((_, source)) = overrides.iter().find(|(e, _)| e == element) else {
+            continue;
+        };
         for (e, &energy) in energies.iter().enumerate() {
             let (a, b) = match source {
                 Override::Fixed(a, b) => (*a, *b),
-                Override::Table(table) => table.at_ev(energy).map_err(|e| Failure(1, e.to_string()))?,
+                Override::Table(table) => {
+                    table.at_ev(energy).map_err(|e| Failure(1, e.to_string()))?
+                }
             };
             fp[(m, e)] = a;
             fdp[(m, e)] = b;
@@ -132,7 +195,11 @@ fn site_values(model: &StructureFactorModel, crystal: &atoms::Crystal, overrides
 /// Write the CSV to --out or standard output.
 fn write_output(args: &Args, csv: &str) -> Result<(), Failure> {
     match &args.out {
-        Some(path) => std::fs::write(path, csv).map_err(|e| Failure(2, format!("{}: {e}", path.display()))),
-        None => std::io::stdout().write_all(csv.as_bytes()).map_err(|e| Failure(2, format!("standard output: {e}"))),
+        Some(path) => {
+            std::fs::write(path, csv).map_err(|e| Failure(2, format!("{}: {e}", path.display())))
+        }
+        None => std::io::stdout()
+            .write_all(csv.as_bytes())
+            .map_err(|e| Failure(2, format!("standard output: {e}"))),
     }
 }

@@ -27,7 +27,11 @@ pub struct Curves {
 
 /// The smoothness restraint's log density, -sum (x_{e+1} - x_e)^2 / (2 sigma^2).
 pub fn smoothness_log_density(values: &[f64], sigma: f64) -> f64 {
-    -values.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum::<f64>() / (2.0 * sigma * sigma)
+    -values
+        .windows(2)
+        .map(|w| (w[1] - w[0]).powi(2))
+        .sum::<f64>()
+        / (2.0 * sigma * sigma)
 }
 
 /// VJP of [`smoothness_log_density`]: d(upstream * log p)/dx.
@@ -70,24 +74,43 @@ pub struct SigmoidEdgeGrad {
 
 /// Logistic function.
 fn logistic(x: f64) -> f64 {
-    if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) }
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        x.exp() / (1.0 + x.exp())
+    }
 }
 
 impl SigmoidEdge {
     /// f'' at each energy.
     pub fn fdp(&self, energy_ev: &[f64]) -> Vec<f64> {
-        energy_ev.iter().map(|e| self.fdp_low + (self.fdp_high - self.fdp_low) * logistic((e - self.edge_ev) / self.width_ev)).collect()
+        energy_ev
+            .iter()
+            .map(|e| {
+                self.fdp_low
+                    + (self.fdp_high - self.fdp_low) * logistic((e - self.edge_ev) / self.width_ev)
+            })
+            .collect()
     }
 
     /// f'' from the sigmoid and f' = f'_ref + KK[f'' - f''_ref] on the KK operator's grid.
-    pub fn curves(&self, kk: &KramersKronig, reference: &Curves) -> Result<Curves, KramersKronigError> {
+    pub fn curves(
+        &self,
+        kk: &KramersKronig,
+        reference: &Curves,
+    ) -> Result<Curves, KramersKronigError> {
         let fdp = self.fdp(&kk.energy_ev());
         let fp = kk.apply_with_reference(&fdp, &reference.fp, &reference.fdp)?;
         Ok(Curves { fp, fdp })
     }
 
     /// VJP of [`SigmoidEdge::curves`]: upstream gradients on f' and f'' to the four parameters.
-    pub fn curves_vjp(&self, kk: &KramersKronig, grad_fp: &[f64], grad_fdp: &[f64]) -> Result<SigmoidEdgeGrad, KramersKronigError> {
+    pub fn curves_vjp(
+        &self,
+        kk: &KramersKronig,
+        grad_fp: &[f64],
+        grad_fdp: &[f64],
+    ) -> Result<SigmoidEdgeGrad, KramersKronigError> {
         let through_kk = kk.adjoint(grad_fp)?;
         let mut grad = SigmoidEdgeGrad::default();
         for ((e, g_kk), g_direct) in kk.energy_ev().iter().zip(&through_kk).zip(grad_fdp) {
@@ -105,13 +128,29 @@ impl SigmoidEdge {
 }
 
 /// A reference curve read at E - shift: the edge moves up by `shift_ev`.
-pub fn shifted_reference(table: &SpectralTable, energy_ev: &[f64], shift_ev: f64) -> Result<Curves, TableError> {
-    let values = energy_ev.iter().map(|e| table.at_ev(e - shift_ev)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Curves { fp: values.iter().map(|v| v.0).collect(), fdp: values.iter().map(|v| v.1).collect() })
+pub fn shifted_reference(
+    table: &SpectralTable,
+    energy_ev: &[f64],
+    shift_ev: f64,
+) -> Result<Curves, TableError> {
+    let values = energy_ev
+        .iter()
+        .map(|e| table.at_ev(e - shift_ev))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Curves {
+        fp: values.iter().map(|v| v.0).collect(),
+        fdp: values.iter().map(|v| v.1).collect(),
+    })
 }
 
 /// VJP of [`shifted_reference`] with respect to the shift: -sum (g' slope' + g'' slope'').
-pub fn shifted_reference_vjp(table: &SpectralTable, energy_ev: &[f64], shift_ev: f64, grad_fp: &[f64], grad_fdp: &[f64]) -> Result<f64, TableError> {
+pub fn shifted_reference_vjp(
+    table: &SpectralTable,
+    energy_ev: &[f64],
+    shift_ev: f64,
+    grad_fp: &[f64],
+    grad_fdp: &[f64],
+) -> Result<f64, TableError> {
     let mut grad = 0.0;
     for ((e, gp), gdp) in energy_ev.iter().zip(grad_fp).zip(grad_fdp) {
         let (i, _) = table.bracket(e - shift_ev)?;
@@ -134,30 +173,53 @@ pub fn softmax(logits: &[f64]) -> Vec<f64> {
 /// VJP of [`softmax`]: dL/dz_k = p_k (g_k - sum_j p_j g_j).
 pub fn softmax_vjp(probabilities: &[f64], grad: &[f64]) -> Vec<f64> {
     let mean: f64 = probabilities.iter().zip(grad).map(|(p, g)| p * g).sum();
-    probabilities.iter().zip(grad).map(|(p, g)| p * (g - mean)).collect()
+    probabilities
+        .iter()
+        .zip(grad)
+        .map(|(p, g)| p * (g - mean))
+        .collect()
 }
 
 /// The mixed curve sum_k p_k curve_k with p = softmax(logits).
 pub fn mixture_curves(logits: &[f64], states: &[Curves]) -> Curves {
     let p = softmax(logits);
     let n = states.first().map_or(0, |s| s.fp.len());
-    let mix = |pick: fn(&Curves) -> &Vec<f64>| (0..n).map(|e| states.iter().zip(&p).map(|(s, w)| w * pick(s)[e]).sum()).collect();
-    Curves { fp: mix(|c| &c.fp), fdp: mix(|c| &c.fdp) }
+    let mix = |pick: fn(&Curves) -> &Vec<f64>| {
+        (0..n)
+            .map(|e| states.iter().zip(&p).map(|(s, w)| w * pick(s)[e]).sum())
+            .collect()
+    };
+    Curves {
+        fp: mix(|c| &c.fp),
+        fdp: mix(|c| &c.fdp),
+    }
 }
 
 /// VJP of [`mixture_curves`] with respect to the logits.
-pub fn mixture_curves_vjp(logits: &[f64], states: &[Curves], grad_fp: &[f64], grad_fdp: &[f64]) -> Vec<f64> {
+pub fn mixture_curves_vjp(
+    logits: &[f64],
+    states: &[Curves],
+    grad_fp: &[f64],
+    grad_fdp: &[f64],
+) -> Vec<f64> {
     let p = softmax(logits);
     let grad_p: Vec<f64> = states
         .iter()
-        .map(|s| s.fp.iter().zip(grad_fp).map(|(f, g)| f * g).sum::<f64>() + s.fdp.iter().zip(grad_fdp).map(|(f, g)| f * g).sum::<f64>())
+        .map(|s| {
+            s.fp.iter().zip(grad_fp).map(|(f, g)| f * g).sum::<f64>()
+                + s.fdp.iter().zip(grad_fdp).map(|(f, g)| f * g).sum::<f64>()
+        })
         .collect();
     softmax_vjp(&p, &grad_p)
 }
 
 /// log sum_k exp(log_prior_k + log_likelihood_k): the marginal log-likelihood over states.
 pub fn log_marginal(log_prior: &[f64], log_likelihood: &[f64]) -> f64 {
-    let joint: Vec<f64> = log_prior.iter().zip(log_likelihood).map(|(a, b)| a + b).collect();
+    let joint: Vec<f64> = log_prior
+        .iter()
+        .zip(log_likelihood)
+        .map(|(a, b)| a + b)
+        .collect();
     let max = joint.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max == f64::NEG_INFINITY {
         return max;
@@ -168,6 +230,10 @@ pub fn log_marginal(log_prior: &[f64], log_likelihood: &[f64]) -> f64 {
 /// P(state | data) = softmax(log prior + log likelihood); also the VJP of [`log_marginal`] with
 /// respect to each state's log-likelihood.
 pub fn state_posterior(log_prior: &[f64], log_likelihood: &[f64]) -> Vec<f64> {
-    let joint: Vec<f64> = log_prior.iter().zip(log_likelihood).map(|(a, b)| a + b).collect();
+    let joint: Vec<f64> = log_prior
+        .iter()
+        .zip(log_likelihood)
+        .map(|(a, b)| a + b)
+        .collect();
     softmax(&joint)
 }

@@ -17,7 +17,12 @@ pub struct FormFactors {
 impl FormFactors {
     /// Index a list of coefficients by label.
     pub fn new(coefficients: Vec<GaussianCoefficients>) -> Self {
-        Self { by_label: coefficients.into_iter().map(|c| (c.label.clone(), c)).collect() }
+        Self {
+            by_label: coefficients
+                .into_iter()
+                .map(|c| (c.label.clone(), c))
+                .collect(),
+        }
     }
 
     /// The embedded WK1995 or IT1992 set.
@@ -27,7 +32,10 @@ impl FormFactors {
 
     /// Coefficients of an exact label ("Fe3+", "O").
     pub fn get(&self, label: &str) -> Result<&GaussianCoefficients, TableError> {
-        self.by_label.get(label).ok_or_else(|| TableError::Unknown { kind: "form-factor", label: label.to_string() })
+        self.by_label.get(label).ok_or_else(|| TableError::Unknown {
+            kind: "form-factor",
+            label: label.to_string(),
+        })
     }
 
     /// The label for `element` with formal `charge`: the ion if tabulated, else the element.
@@ -38,16 +46,24 @@ impl FormFactors {
             q if q > 0 => format!("{symbol}{q}+"),
             q => format!("{symbol}{}-", -q),
         };
-        [ion, symbol].into_iter().find(|l| self.by_label.contains_key(l)).ok_or_else(|| TableError::Unknown {
-            kind: "form-factor",
-            label: element.to_string(),
-        })
+        [ion, symbol]
+            .into_iter()
+            .find(|l| self.by_label.contains_key(l))
+            .ok_or_else(|| TableError::Unknown {
+                kind: "form-factor",
+                label: element.to_string(),
+            })
     }
 }
 
 impl GaussianCoefficients {
     /// f0 at s^2 = (sin(theta)/lambda)^2, in electrons.
     pub fn f0(&self, stol_sq: f64) -> f64 {
-        self.a.iter().zip(&self.b).map(|(a, b)| a * (-b * stol_sq).exp()).sum::<f64>() + self.c
+        self.a
+            .iter()
+            .zip(&self.b)
+            .map(|(a, b)| a * (-b * stol_sq).exp())
+            .sum::<f64>()
+            + self.c
     }
 }

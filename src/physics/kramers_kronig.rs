@@ -67,12 +67,22 @@ pub fn hat_kernel(a: f64) -> f64 {
 impl KramersKronig {
     /// The operator on the grid E_i = `start_ev` + i `step_ev`, i < `n`.
     pub fn new(start_ev: f64, step_ev: f64, n: usize) -> Result<Self, KramersKronigError> {
-        if n < 2 || step_ev <= 0.0 || start_ev <= 0.0 || !step_ev.is_finite() || !start_ev.is_finite() {
-            return Err(KramersKronigError::Grid(format!("need n >= 2, E_0 > 0, dE > 0; got n={n}, E_0={start_ev}, dE={step_ev}")));
+        if n < 2
+            || step_ev <= 0.0
+            || start_ev <= 0.0
+            || !step_ev.is_finite()
+            || !start_ev.is_finite()
+        {
+            return Err(KramersKronigError::Grid(format!(
+                "need n >= 2, E_0 > 0, dE > 0; got n={n}, E_0={start_ev}, dE={step_ev}"
+            )));
         }
         let padded = (2 * n).next_power_of_two();
         let mut planner = FftPlanner::new();
-        let (forward, inverse) = (planner.plan_fft_forward(padded), planner.plan_fft_inverse(padded));
+        let (forward, inverse) = (
+            planner.plan_fft_forward(padded),
+            planner.plan_fft_inverse(padded),
+        );
         let a0 = 2.0 * start_ev / step_ev;
         let mut toeplitz = vec![Complex64::new(0.0, 0.0); padded];
         for m in 0..n {
@@ -87,18 +97,34 @@ impl KramersKronig {
         }
         forward.process(&mut toeplitz);
         forward.process(&mut hankel);
-        Ok(Self { n, padded, start_ev, step_ev, toeplitz_spectrum: toeplitz, hankel_spectrum: hankel, forward, inverse })
+        Ok(Self {
+            n,
+            padded,
+            start_ev,
+            step_ev,
+            toeplitz_spectrum: toeplitz,
+            hankel_spectrum: hankel,
+            forward,
+            inverse,
+        })
     }
 
     /// The operator on a uniform grid given by its energies (checked to be uniform to 1e-6 dE).
     pub fn on_grid(energy_ev: &[f64]) -> Result<Self, KramersKronigError> {
         let n = energy_ev.len();
         if n < 2 {
-            return Err(KramersKronigError::Grid("need at least two energies".into()));
+            return Err(KramersKronigError::Grid(
+                "need at least two energies".into(),
+            ));
         }
         let step = (energy_ev[n - 1] - energy_ev[0]) / (n - 1) as f64;
-        if let Some(i) = (0..n).find(|&i| (energy_ev[i] - energy_ev[0] - i as f64 * step).abs() > 1e-6 * step) {
-            return Err(KramersKronigError::Grid(format!("energies must be uniformly spaced; point {i} ({} eV) is off the grid", energy_ev[i])));
+        if let Some(i) =
+            (0..n).find(|&i| (energy_ev[i] - energy_ev[0] - i as f64 * step).abs() > 1e-6 * step)
+        {
+            return Err(KramersKronigError::Grid(format!(
+                "energies must be uniformly spaced; point {i} ({} eV) is off the grid",
+                energy_ev[i]
+            )));
         }
         Self::new(energy_ev[0], step, n)
     }
@@ -115,7 +141,9 @@ impl KramersKronig {
 
     /// Grid energies, eV.
     pub fn energy_ev(&self) -> Vec<f64> {
-        (0..self.n).map(|i| self.start_ev + i as f64 * self.step_ev).collect()
+        (0..self.n)
+            .map(|i| self.start_ev + i as f64 * self.step_ev)
+            .collect()
     }
 
     /// f' from f'' (f'' zero outside the grid).
@@ -123,7 +151,9 @@ impl KramersKronig {
         self.check(fdp)?;
         let toeplitz = self.convolve(fdp.iter().copied(), &self.toeplitz_spectrum);
         let hankel = self.convolve(fdp.iter().rev().copied(), &self.hankel_spectrum);
-        Ok((0..self.n).map(|j| (toeplitz[j] - hankel[self.n - 1 + j]) / PI).collect())
+        Ok((0..self.n)
+            .map(|j| (toeplitz[j] - hankel[self.n - 1 + j]) / PI)
+            .collect())
     }
 
     /// The adjoint (transpose): dL/df'' from dL/df'.
@@ -132,11 +162,18 @@ impl KramersKronig {
         let toeplitz = self.convolve(grad_fp.iter().copied(), &self.toeplitz_spectrum);
         let hankel = self.convolve(grad_fp.iter().rev().copied(), &self.hankel_spectrum);
         // K is odd, so the Toeplitz part's transpose is its negative; the Hankel part is symmetric.
-        Ok((0..self.n).map(|i| (-toeplitz[i] - hankel[self.n - 1 + i]) / PI).collect())
+        Ok((0..self.n)
+            .map(|i| (-toeplitz[i] - hankel[self.n - 1 + i]) / PI)
+            .collect())
     }
 
     /// f' = f'_ref + KK[f'' - f''_ref]: the tail-safe form for a measured window.
-    pub fn apply_with_reference(&self, fdp: &[f64], fp_ref: &[f64], fdp_ref: &[f64]) -> Result<Vec<f64>, KramersKronigError> {
+    pub fn apply_with_reference(
+        &self,
+        fdp: &[f64],
+        fp_ref: &[f64],
+        fdp_ref: &[f64],
+    ) -> Result<Vec<f64>, KramersKronigError> {
         self.check(fp_ref)?;
         self.check(fdp_ref)?;
         let difference: Vec<f64> = fdp.iter().zip(fdp_ref).map(|(a, b)| a - b).collect();
@@ -158,7 +195,10 @@ impl KramersKronig {
     /// Check an input's length.
     fn check(&self, values: &[f64]) -> Result<(), KramersKronigError> {
         if values.len() != self.n {
-            return Err(KramersKronigError::Length { expected: self.n, got: values.len() });
+            return Err(KramersKronigError::Length {
+                expected: self.n,
+                got: values.len(),
+            });
         }
         Ok(())
     }

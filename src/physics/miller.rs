@@ -16,10 +16,16 @@ pub fn parse_hkl(file: &str, text: &str) -> Result<Vec<[i32; 3]>, TableError> {
         }
         let numbers = row.fields.iter().take(3).map(|f| match f {
             Field::Number(x) if x.fract() == 0.0 && x.abs() < 1e6 => Ok(*x as i32),
-            _ => Err(syntax(file, row.line, "expected integer h, k, l in the first three columns".into())),
+            _ => Err(syntax(
+                file,
+                row.line,
+                "expected integer h, k, l in the first three columns".into(),
+            )),
         });
         let hkl: Vec<i32> = numbers.collect::<Result<_, _>>()?;
-        let hkl: [i32; 3] = hkl.try_into().map_err(|_| syntax(file, row.line, "expected three indices h k l".into()))?;
+        let hkl: [i32; 3] = hkl
+            .try_into()
+            .map_err(|_| syntax(file, row.line, "expected three indices h k l".into()))?;
         out.push(hkl);
     }
     Ok(out)
@@ -43,7 +49,11 @@ pub fn unique_to_d_min(cell: &UnitCell, group: &SpaceGroup, d_min: f64) -> Vec<[
         for k in -limits[1]..=limits[1] {
             for l in -limits[2]..=limits[2] {
                 let hkl = [h, k, l];
-                if hkl != [0, 0, 0] && cell.stol_sq(hkl) <= max_stol_sq && is_orbit_representative(group, hkl) && !is_systematically_absent(group, hkl) {
+                if hkl != [0, 0, 0]
+                    && cell.stol_sq(hkl) <= max_stol_sq
+                    && is_orbit_representative(group, hkl)
+                    && !is_systematically_absent(group, hkl)
+                {
                     out.push(hkl);
                 }
             }

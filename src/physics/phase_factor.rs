@@ -37,7 +37,11 @@ const fn taylor_coefficients<const N: usize>(offset: usize) -> [f64; N] {
             factorial *= k as f64;
             k += 1;
         }
-        out[n] = if n % 2 == 0 { 1.0 / factorial } else { -1.0 / factorial };
+        out[n] = if n % 2 == 0 {
+            1.0 / factorial
+        } else {
+            -1.0 / factorial
+        };
         n += 1;
     }
     out
@@ -51,8 +55,14 @@ pub fn sin_cos_turns(t: f64) -> (f64, f64) {
     let r = t - ((t + ROUNDING_MAGIC) - ROUNDING_MAGIC);
     let u = PI * r;
     let u2 = u * u;
-    let sin_u = u * SIN_COEFFICIENTS.iter().rev().fold(0.0, |acc, c| acc * u2 + c);
-    let cos_u = COS_COEFFICIENTS.iter().rev().fold(0.0, |acc, c| acc * u2 + c);
+    let sin_u = u * SIN_COEFFICIENTS
+        .iter()
+        .rev()
+        .fold(0.0, |acc, c| acc * u2 + c);
+    let cos_u = COS_COEFFICIENTS
+        .iter()
+        .rev()
+        .fold(0.0, |acc, c| acc * u2 + c);
     (2.0 * sin_u * cos_u, 1.0 - 2.0 * sin_u * sin_u)
 }
 
@@ -78,11 +88,20 @@ impl AtomTable {
             .atoms
             .iter()
             .map(|a| {
-                let site_order = ops.iter().filter(|op| is_same_site(&crystal.cell, a.fractional, op.apply(a.fractional))).count().max(1);
+                let site_order = ops
+                    .iter()
+                    .filter(|op| is_same_site(&crystal.cell, a.fractional, op.apply(a.fractional)))
+                    .count()
+                    .max(1);
                 a.occupancy / site_order as f64
             })
             .collect();
-        let aniso = crystal.atoms.iter().enumerate().filter_map(|(i, a)| a.u_aniso.map(|u| (i, u))).collect();
+        let aniso = crystal
+            .atoms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.u_aniso.map(|u| (i, u)))
+            .collect();
         Self {
             x: frac.iter().map(|f| f[0]).collect(),
             y: frac.iter().map(|f| f[1]).collect(),
@@ -111,7 +130,8 @@ fn is_same_site(cell: &UnitCell, a: [f64; 3], b: [f64; 3]) -> bool {
         d - d.round()
     });
     let cart = cell.orthogonalize(delta);
-    (cart[0] * cart[0] + cart[1] * cart[1] + cart[2] * cart[2]).sqrt() < SPECIAL_POSITION_TOLERANCE_A
+    (cart[0] * cart[0] + cart[1] * cart[1] + cart[2] * cart[2]).sqrt()
+        < SPECIAL_POSITION_TOLERANCE_A
 }
 
 /// Per-thread scratch: running cos and sin sums per atom.
@@ -122,7 +142,14 @@ pub struct Workspace {
 }
 
 /// G_a(h) of every atom into `out` (length = number of atoms).
-pub fn phase_factors(atoms: &AtomTable, ops: &[SymOp], cell: &UnitCell, h: [i32; 3], workspace: &mut Workspace, out: &mut [Complex64]) {
+pub fn phase_factors(
+    atoms: &AtomTable,
+    ops: &[SymOp],
+    cell: &UnitCell,
+    h: [i32; 3],
+    workspace: &mut Workspace,
+    out: &mut [Complex64],
+) {
     let n = atoms.len();
     workspace.re.clear();
     workspace.re.resize(n, 0.0);
@@ -132,15 +159,21 @@ pub fn phase_factors(atoms: &AtomTable, ops: &[SymOp], cell: &UnitCell, h: [i32;
         let (r, shift) = rotated_index(op, h);
         let (re, im) = (&mut workspace.re[..n], &mut workspace.im[..n]);
         for i in 0..n {
-            let (s, c) = sin_cos_turns(r[0] * atoms.x[i] + r[1] * atoms.y[i] + r[2] * atoms.z[i] + shift);
+            let (s, c) =
+                sin_cos_turns(r[0] * atoms.x[i] + r[1] * atoms.y[i] + r[2] * atoms.z[i] + shift);
             re[i] += c;
             im[i] += s;
         }
     }
     let stol_sq = cell.stol_sq(h);
-    for i in 0..n {
-        let scale = atoms.weight[i] * (-atoms.b_iso[i] * stol_sq).exp();
-        out[i] = Complex64::new(workspace.re[i] * scale, workspace.im[i] * scale);
+    let sums = workspace.re.iter().zip(&workspace.im);
+    for ((g, (re, im)), (weight, b)) in out
+        .iter_mut()
+        .zip(sums)
+        .zip(atoms.weight.iter().zip(&atoms.b_iso))
+    {
+        let scale = weight * (-b * stol_sq).exp();
+        *g = Complex64::new(re * scale, im * scale);
     }
     for (i, u) in &atoms.aniso {
         out[*i] = aniso_phase_factor(atoms, *i, u, ops, cell, h);
@@ -155,13 +188,23 @@ fn rotated_index(op: &SymOp, h: [i32; 3]) -> ([f64; 3], f64) {
 }
 
 /// G of an anisotropic atom: each image has DW = exp(-2 pi^2 s^T U s), s the cartesian h R.
-fn aniso_phase_factor(atoms: &AtomTable, i: usize, u: &[[f64; 3]; 3], ops: &[SymOp], cell: &UnitCell, h: [i32; 3]) -> Complex64 {
+fn aniso_phase_factor(
+    atoms: &AtomTable,
+    i: usize,
+    u: &[[f64; 3]; 3],
+    ops: &[SymOp],
+    cell: &UnitCell,
+    h: [i32; 3],
+) -> Complex64 {
     let mut sum = Complex64::new(0.0, 0.0);
     for op in ops {
         let (r, shift) = rotated_index(op, h);
         let s = cell.reciprocal_cartesian(r);
-        let q: f64 = (0..3).map(|a| (0..3).map(|b| s[a] * u[a][b] * s[b]).sum::<f64>()).sum();
-        let (sin, cos) = sin_cos_turns(r[0] * atoms.x[i] + r[1] * atoms.y[i] + r[2] * atoms.z[i] + shift);
+        let q: f64 = (0..3)
+            .map(|a| (0..3).map(|b| s[a] * u[a][b] * s[b]).sum::<f64>())
+            .sum();
+        let (sin, cos) =
+            sin_cos_turns(r[0] * atoms.x[i] + r[1] * atoms.y[i] + r[2] * atoms.z[i] + shift);
         sum += Complex64::new(cos, sin) * (-2.0 * PI * PI * q).exp();
     }
     sum * atoms.weight[i]
@@ -183,9 +226,19 @@ mod tests {
         // libm's own argument 2 pi t carries a rounding error of |2 pi t| * 1.1e-16 (t up to 146 here).
         assert!(worst < 2e-13, "worst {worst}");
         // Exact values at quarter turns, where libm's rounded argument is itself off.
-        for (t, s_exact, c_exact) in [(0.0, 0.0, 1.0), (0.25, 1.0, 0.0), (0.5, 0.0, -1.0), (-0.25, -1.0, 0.0), (1.0, 0.0, 1.0), (3.75, -1.0, 0.0)] {
+        for (t, s_exact, c_exact) in [
+            (0.0, 0.0, 1.0),
+            (0.25, 1.0, 0.0),
+            (0.5, 0.0, -1.0),
+            (-0.25, -1.0, 0.0),
+            (1.0, 0.0, 1.0),
+            (3.75, -1.0, 0.0),
+        ] {
             let (s, c) = sin_cos_turns(t);
-            assert!((s - s_exact).abs() < 3e-16 && (c - c_exact).abs() < 3e-16, "t={t}: {s} {c}");
+            assert!(
+                (s - s_exact).abs() < 3e-16 && (c - c_exact).abs() < 3e-16,
+                "t={t}: {s} {c}"
+            );
         }
     }
 }

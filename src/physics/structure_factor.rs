@@ -17,9 +17,9 @@
 
 use crate::physics::atoms::{Atom, Crystal};
 use crate::physics::form_factor::FormFactors;
+use crate::physics::phase_factor::{AtomTable, Workspace, phase_factors};
 use crate::physics::scattering_tables::TableError;
 use crate::physics::scattering_tables::wk1995::GaussianCoefficients;
-use crate::physics::phase_factor::{AtomTable, Workspace, phase_factors};
 use ndarray::{Array2, ArrayView2};
 use num_complex::Complex64;
 use rayon::prelude::*;
@@ -65,9 +65,20 @@ pub struct FixedPart {
 
 impl StructureFactorModel {
     /// Precompute per hkl; atoms whose element is in `metal_elements` become metal sites.
-    pub fn new(crystal: &Crystal, hkl: &[[i32; 3]], form_factors: &FormFactors, metal_elements: &[&str]) -> Result<Self, StructureFactorError> {
-        let is_metal = |a: &Atom| metal_elements.iter().any(|m| m.eq_ignore_ascii_case(&a.element));
-        let metal_atoms: Vec<usize> = (0..crystal.atoms.len()).filter(|&i| is_metal(&crystal.atoms[i])).collect();
+    pub fn new(
+        crystal: &Crystal,
+        hkl: &[[i32; 3]],
+        form_factors: &FormFactors,
+        metal_elements: &[&str],
+    ) -> Result<Self, StructureFactorError> {
+        let is_metal = |a: &Atom| {
+            metal_elements
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&a.element))
+        };
+        let metal_atoms: Vec<usize> = (0..crystal.atoms.len())
+            .filter(|&i| is_metal(&crystal.atoms[i]))
+            .collect();
         let mut types: Vec<String> = Vec::new();
         for atom in crystal.atoms.iter().filter(|a| !is_metal(a)) {
             if !types.contains(&atom.element) {
@@ -76,18 +87,49 @@ impl StructureFactorModel {
         }
         let (labels, label_of) = form_factor_labels(crystal, form_factors)?;
         let table = AtomTable::new(crystal);
-        let type_of: Vec<Option<usize>> = crystal.atoms.iter().map(|a| if is_metal(a) { None } else { types.iter().position(|t| *t == a.element) }).collect();
-        let site_of: Vec<Option<usize>> = (0..crystal.atoms.len()).map(|i| metal_atoms.iter().position(|&m| m == i)).collect();
+        let type_of: Vec<Option<usize>> = crystal
+            .atoms
+            .iter()
+            .map(|a| {
+                if is_metal(a) {
+                    None
+                } else {
+                    types.iter().position(|t| *t == a.element)
+                }
+            })
+            .collect();
+        let site_of: Vec<Option<usize>> = (0..crystal.atoms.len())
+            .map(|i| metal_atoms.iter().position(|&m| m == i))
+            .collect();
         let (n_types, n_sites, n_atoms) = (types.len(), metal_atoms.len(), crystal.atoms.len());
         let rows: Vec<(Complex64, Vec<Complex64>, Vec<Complex64>)> = hkl
             .par_iter()
             .map_init(
-                || (Workspace::default(), vec![Complex64::new(0.0, 0.0); n_atoms], vec![0.0; labels.len()]),
+                || {
+                    (
+                        Workspace::default(),
+                        vec![Complex64::new(0.0, 0.0); n_atoms],
+                        vec![0.0; labels.len()],
+                    )
+                },
                 |(workspace, g, f0), &h| {
                     let stol_sq = crystal.cell.stol_sq(h);
-                    phase_factors(&table, &crystal.space_group.ops, &crystal.cell, h, workspace, g);
-                    f0.iter_mut().zip(&labels).for_each(|(f, c)| *f = c.f0(stol_sq));
-                    let (mut f0_sum, mut g_type, mut g_metal) = (Complex64::new(0.0, 0.0), vec![Complex64::new(0.0, 0.0); n_types], vec![Complex64::new(0.0, 0.0); n_sites]);
+                    phase_factors(
+                        &table,
+                        &crystal.space_group.ops,
+                        &crystal.cell,
+                        h,
+                        workspace,
+                        g,
+                    );
+                    f0.iter_mut()
+                        .zip(&labels)
+                        .for_each(|(f, c)| *f = c.f0(stol_sq));
+                    let (mut f0_sum, mut g_type, mut g_metal) = (
+                        Complex64::new(0.0, 0.0),
+                        vec![Complex64::new(0.0, 0.0); n_types],
+                        vec![Complex64::new(0.0, 0.0); n_sites],
+                    );
                     for (i, g) in g.iter().enumerate() {
                         f0_sum += f0[label_of[i]] * g;
                         if let Some(t) = type_of[i] {
@@ -105,7 +147,15 @@ impl StructureFactorModel {
         let g_type = Array2::from_shape_fn((hkl.len(), n_types), |(i, t)| rows[i].1[t]);
         let g_metal = Array2::from_shape_fn((hkl.len(), n_sites), |(i, m)| rows[i].2[m]);
         let d_spacing = hkl.iter().map(|&h| crystal.cell.d_spacing(h)).collect();
-        Ok(Self { hkl: hkl.to_vec(), d_spacing, types, metal_atoms, f0_part, g_type, g_metal })
+        Ok(Self {
+            hkl: hkl.to_vec(),
+            d_spacing,
+            types,
+            metal_atoms,
+            f0_part,
+            g_type,
+            g_metal,
+        })
     }
 
     /// Number of metal sites.
@@ -119,11 +169,18 @@ impl StructureFactorModel {
     }
 
     /// F_fixed for channels `energy_ev`, with f'/f'' of each non-metal element from `anomalous`.
-    pub fn fixed_part<F>(&self, energy_ev: &[f64], anomalous: F) -> Result<FixedPart, StructureFactorError>
+    pub fn fixed_part<F>(
+        &self,
+        energy_ev: &[f64],
+        anomalous: F,
+    ) -> Result<FixedPart, StructureFactorError>
     where
         F: Fn(&str, f64) -> Result<(f64, f64), TableError>,
     {
-        let mut fp_fdp = Array2::from_elem((self.types.len(), energy_ev.len()), Complex64::new(0.0, 0.0));
+        let mut fp_fdp = Array2::from_elem(
+            (self.types.len(), energy_ev.len()),
+            Complex64::new(0.0, 0.0),
+        );
         for (t, element) in self.types.iter().enumerate() {
             for (e, &energy) in energy_ev.iter().enumerate() {
                 let (fp, fdp) = anomalous(element, energy)?;
@@ -131,19 +188,34 @@ impl StructureFactorModel {
             }
         }
         let n_channels = energy_ev.len().max(1);
-        let mut out: Vec<Complex64> = self.f0_part.iter().flat_map(|&f| std::iter::repeat_n(f, energy_ev.len())).collect();
-        out.par_chunks_mut(n_channels).enumerate().for_each(|(i, row)| {
-            for (t, g) in self.g_type.row(i).iter().enumerate() {
-                row.iter_mut().zip(fp_fdp.row(t)).for_each(|(f, anomalous)| *f += anomalous * g);
-            }
-        });
-        let f_fixed = Array2::from_shape_vec((self.hkl.len(), energy_ev.len()), out).map_err(|e| StructureFactorError::Shape(e.to_string()))?;
-        Ok(FixedPart { energy_ev: energy_ev.to_vec(), f_fixed })
+        let mut out: Vec<Complex64> = self
+            .f0_part
+            .iter()
+            .flat_map(|&f| std::iter::repeat_n(f, energy_ev.len()))
+            .collect();
+        out.par_chunks_mut(n_channels)
+            .enumerate()
+            .for_each(|(i, row)| {
+                for (t, g) in self.g_type.row(i).iter().enumerate() {
+                    row.iter_mut()
+                        .zip(fp_fdp.row(t))
+                        .for_each(|(f, anomalous)| *f += anomalous * g);
+                }
+            });
+        let f_fixed = Array2::from_shape_vec((self.hkl.len(), energy_ev.len()), out)
+            .map_err(|e| StructureFactorError::Shape(e.to_string()))?;
+        Ok(FixedPart {
+            energy_ev: energy_ev.to_vec(),
+            f_fixed,
+        })
     }
 }
 
 /// The distinct form-factor coefficient sets of the crystal and each atom's index into them.
-fn form_factor_labels(crystal: &Crystal, form_factors: &FormFactors) -> Result<(Vec<GaussianCoefficients>, Vec<usize>), StructureFactorError> {
+fn form_factor_labels(
+    crystal: &Crystal,
+    form_factors: &FormFactors,
+) -> Result<(Vec<GaussianCoefficients>, Vec<usize>), StructureFactorError> {
     let mut names: Vec<String> = Vec::new();
     let mut label_of = Vec::with_capacity(crystal.atoms.len());
     for atom in &crystal.atoms {
@@ -154,44 +226,76 @@ fn form_factor_labels(crystal: &Crystal, form_factors: &FormFactors) -> Result<(
         });
         label_of.push(index);
     }
-    let labels = names.iter().map(|n| form_factors.get(n).cloned()).collect::<Result<Vec<_>, _>>()?;
+    let labels = names
+        .iter()
+        .map(|n| form_factors.get(n).cloned())
+        .collect::<Result<Vec<_>, _>>()?;
     Ok((labels, label_of))
 }
 
 /// F(h, E) = F_fixed + sum_m (f'[m, E] + i f''[m, E]) G_m(h); `fp`, `fdp` have shape (site, channel).
-pub fn structure_factors(model: &StructureFactorModel, fixed: &FixedPart, fp: ArrayView2<f64>, fdp: ArrayView2<f64>) -> Result<Array2<Complex64>, StructureFactorError> {
+pub fn structure_factors(
+    model: &StructureFactorModel,
+    fixed: &FixedPart,
+    fp: ArrayView2<f64>,
+    fdp: ArrayView2<f64>,
+) -> Result<Array2<Complex64>, StructureFactorError> {
     let mut out = Array2::zeros(fixed.f_fixed.dim());
     structure_factors_into(model, fixed, fp, fdp, &mut out)?;
     Ok(out)
 }
 
 /// [`structure_factors`] into a caller-owned array of shape (hkl, channel): no allocation.
-pub fn structure_factors_into(model: &StructureFactorModel, fixed: &FixedPart, fp: ArrayView2<f64>, fdp: ArrayView2<f64>, out: &mut Array2<Complex64>) -> Result<(), StructureFactorError> {
+pub fn structure_factors_into(
+    model: &StructureFactorModel,
+    fixed: &FixedPart,
+    fp: ArrayView2<f64>,
+    fdp: ArrayView2<f64>,
+    out: &mut Array2<Complex64>,
+) -> Result<(), StructureFactorError> {
     check_site_shape(model, fixed, fp)?;
     check_site_shape(model, fixed, fdp)?;
     if out.dim() != fixed.f_fixed.dim() {
-        return Err(StructureFactorError::Shape(format!("output must be {:?}, got {:?}", fixed.f_fixed.dim(), out.dim())));
+        return Err(StructureFactorError::Shape(format!(
+            "output must be {:?}, got {:?}",
+            fixed.f_fixed.dim(),
+            out.dim()
+        )));
     }
     let n_channels = fixed.energy_ev.len().max(1);
     let (fp, fdp) = (fp.as_standard_layout(), fdp.as_standard_layout());
-    let sites: Vec<(&[f64], &[f64])> = fp.outer_iter().zip(fdp.outer_iter()).filter_map(|(a, b)| Some((a.to_slice()?, b.to_slice()?))).collect();
-    let (Some(out_slice), Some(fixed_slice)) = (out.as_slice_mut(), fixed.f_fixed.as_slice()) else {
-        return Err(StructureFactorError::Shape("arrays must be in standard layout".into()));
+    let sites: Vec<(&[f64], &[f64])> = fp
+        .outer_iter()
+        .zip(fdp.outer_iter())
+        .filter_map(|(a, b)| Some((a.to_slice()?, b.to_slice()?)))
+        .collect();
+    let (Some(out_slice), Some(fixed_slice)) = (out.as_slice_mut(), fixed.f_fixed.as_slice())
+    else {
+        return Err(StructureFactorError::Shape(
+            "arrays must be in standard layout".into(),
+        ));
     };
-    out_slice.par_chunks_mut(n_channels).zip(fixed_slice.par_chunks(n_channels)).enumerate().for_each(|(i, (row, fixed_row))| {
-        row.copy_from_slice(fixed_row);
-        for (g, (fp, fdp)) in model.g_metal.row(i).iter().zip(&sites) {
-            for ((f, a), b) in row.iter_mut().zip(*fp).zip(*fdp) {
-                *f += Complex64::new(a * g.re - b * g.im, a * g.im + b * g.re);
+    out_slice
+        .par_chunks_mut(n_channels)
+        .zip(fixed_slice.par_chunks(n_channels))
+        .enumerate()
+        .for_each(|(i, (row, fixed_row))| {
+            row.copy_from_slice(fixed_row);
+            for (g, (fp, fdp)) in model.g_metal.row(i).iter().zip(&sites) {
+                for ((f, a), b) in row.iter_mut().zip(*fp).zip(*fdp) {
+                    *f += Complex64::new(a * g.re - b * g.im, a * g.im + b * g.re);
+                }
             }
-        }
-    });
+        });
     Ok(())
 }
 
 /// Adjoint of [`structure_factors`]: from dL/dF = dL/dReF + i dL/dImF (shape (hkl, channel)) to
 /// (dL/df', dL/df'') of shape (site, channel).
-pub fn structure_factor_vjp(model: &StructureFactorModel, grad_f: ArrayView2<Complex64>) -> (Array2<f64>, Array2<f64>) {
+pub fn structure_factor_vjp(
+    model: &StructureFactorModel,
+    grad_f: ArrayView2<Complex64>,
+) -> (Array2<f64>, Array2<f64>) {
     let (n_sites, n_channels) = (model.n_sites(), grad_f.ncols());
     let per_site: Vec<(Vec<f64>, Vec<f64>)> = (0..n_sites)
         .into_par_iter()
@@ -219,14 +323,23 @@ pub fn intensities(f: ArrayView2<Complex64>) -> Array2<f64> {
 
 /// Adjoint of [`intensities`]: dL/dF = 2 dL/dI F (as dL/dReF + i dL/dImF).
 pub fn intensity_vjp(f: ArrayView2<Complex64>, grad_i: ArrayView2<f64>) -> Array2<Complex64> {
-    ndarray::Zip::from(f).and(grad_i).map_collect(|f, g| 2.0 * g * f)
+    ndarray::Zip::from(f)
+        .and(grad_i)
+        .map_collect(|f, g| 2.0 * g * f)
 }
 
 /// Check that a per-site array has shape (site, channel).
-fn check_site_shape(model: &StructureFactorModel, fixed: &FixedPart, a: ArrayView2<f64>) -> Result<(), StructureFactorError> {
+fn check_site_shape(
+    model: &StructureFactorModel,
+    fixed: &FixedPart,
+    a: ArrayView2<f64>,
+) -> Result<(), StructureFactorError> {
     let expected = (model.n_sites(), fixed.energy_ev.len());
     if a.dim() != expected {
-        return Err(StructureFactorError::Shape(format!("f'/f'' per site and channel must be {expected:?}, got {:?}", a.dim())));
+        return Err(StructureFactorError::Shape(format!(
+            "f'/f'' per site and channel must be {expected:?}, got {:?}",
+            a.dim()
+        )));
     }
     Ok(())
 }

@@ -32,12 +32,27 @@ impl UnitCell {
         let [ca, cb, cg] = angles_deg.map(|x| x.to_radians().cos());
         let sg = angles_deg[2].to_radians().sin();
         let volume_factor = 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg;
-        if volume_factor <= 0.0 || lengths.iter().any(|&l| l.is_nan() || l <= 0.0) || sg.abs() < 1e-12 {
-            return Err(CellError { lengths, angles_deg });
+        if volume_factor <= 0.0
+            || lengths.iter().any(|&l| l.is_nan() || l <= 0.0)
+            || sg.abs() < 1e-12
+        {
+            return Err(CellError {
+                lengths,
+                angles_deg,
+            });
         }
         let volume = a * b * c * volume_factor.sqrt();
-        let o = [[a, b * cg, c * cb], [0.0, b * sg, c * (ca - cb * cg) / sg], [0.0, 0.0, volume / (a * b * sg)]];
-        Ok(Self { lengths, angles_deg, orthogonalization: o, fractionalization: invert_upper(o) })
+        let o = [
+            [a, b * cg, c * cb],
+            [0.0, b * sg, c * (ca - cb * cg) / sg],
+            [0.0, 0.0, volume / (a * b * sg)],
+        ];
+        Ok(Self {
+            lengths,
+            angles_deg,
+            orthogonalization: o,
+            fractionalization: invert_upper(o),
+        })
     }
 
     /// Cell volume in Angstrom^3.
@@ -83,7 +98,11 @@ pub(crate) fn mat_vec(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
 fn invert_upper(o: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
     let (a, b, c) = (o[0][0], o[1][1], o[2][2]);
     [
-        [1.0 / a, -o[0][1] / (a * b), (o[0][1] * o[1][2] - o[0][2] * b) / (a * b * c)],
+        [
+            1.0 / a,
+            -o[0][1] / (a * b),
+            (o[0][1] * o[1][2] - o[0][2] * b) / (a * b * c),
+        ],
         [0.0, 1.0 / b, -o[1][2] / (b * c)],
         [0.0, 0.0, 1.0 / c],
     ]

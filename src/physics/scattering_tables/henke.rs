@@ -7,7 +7,7 @@
 //! the same arithmetic in f32, which [`HenkeTable::at_ev_f32`] reproduces bit for bit.
 //! Tables for 49 elements (H-Kr and common heavier ones) are embedded; others load from a file.
 
-use super::{SpectralTable, TableError, lex_rows, normalize_element, read_text, syntax, Field};
+use super::{Field, SpectralTable, TableError, lex_rows, normalize_element, read_text, syntax};
 use std::path::Path;
 
 /// Marker of a missing f1 value in the Henke files.
@@ -30,13 +30,20 @@ impl HenkeTable {
     /// Parse the text of an `.nff` file; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, TableError> {
         let rows = lex_rows(file, text)?;
-        let header = rows.first().ok_or_else(|| syntax(file, 1, "empty Henke file".into()))?;
+        let header = rows
+            .first()
+            .ok_or_else(|| syntax(file, 1, "empty Henke file".into()))?;
         let (element, z) = parse_header(file, header.line, &header.fields)?;
-        let (mut energy, mut fp, mut fdp, mut skipped_rows) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut energy, mut fp, mut fdp, mut skipped_rows) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
         for row in &rows[1..] {
             let values = row.numbers();
             if !row.is_numeric() || values.len() != 3 {
-                return Err(syntax(file, row.line, format!("expected 'E f1 f2', got {} fields", row.fields.len())));
+                return Err(syntax(
+                    file,
+                    row.line,
+                    format!("expected 'E f1 f2', got {} fields", row.fields.len()),
+                ));
             }
             if values[1] == MISSING_F1 {
                 skipped_rows += 1;
@@ -47,7 +54,12 @@ impl HenkeTable {
             fdp.push(values[2]);
         }
         let table = SpectralTable::new(file, energy, fp, fdp)?;
-        Ok(Self { element, z, table, skipped_rows })
+        Ok(Self {
+            element,
+            z,
+            table,
+            skipped_rows,
+        })
     }
 
     /// Read an `.nff` file from disk.
@@ -59,8 +71,14 @@ impl HenkeTable {
     pub fn embedded(element: &str) -> Result<Self, TableError> {
         let symbol = normalize_element(element);
         let lower = symbol.to_ascii_lowercase();
-        let text = EMBEDDED.iter().find(|(name, _)| *name == lower).map(|(_, text)| *text);
-        let text = text.ok_or(TableError::Unknown { kind: "Henke", label: symbol })?;
+        let text = EMBEDDED
+            .iter()
+            .find(|(name, _)| *name == lower)
+            .map(|(_, text)| *text);
+        let text = text.ok_or(TableError::Unknown {
+            kind: "Henke",
+            label: symbol,
+        })?;
         Self::parse(&format!("henke/{lower}.nff"), text)
     }
 
@@ -77,7 +95,10 @@ impl HenkeTable {
         let (e0, e1) = (t.energy_ev[i] as f32, t.energy_ev[i + 1] as f32);
         let lerp = |y0: f32, y1: f32| y0 + (e - e0) * (y1 - y0) / (e1 - e0);
         let z = self.z as f32;
-        let f1 = lerp((t.fp[i] + f64::from(self.z)) as f32, (t.fp[i + 1] + f64::from(self.z)) as f32);
+        let f1 = lerp(
+            (t.fp[i] + f64::from(self.z)) as f32,
+            (t.fp[i + 1] + f64::from(self.z)) as f32,
+        );
         let f2 = lerp(t.fdp[i] as f32, t.fdp[i + 1] as f32);
         Ok((f64::from(f1 - z), f64::from(f2)))
     }
@@ -85,17 +106,26 @@ impl HenkeTable {
 
 /// Element and Z from the header fields `fe Z=26 Energy eV f1 f2`.
 fn parse_header(file: &str, line: usize, fields: &[Field]) -> Result<(String, u32), TableError> {
-    let bad = || syntax(file, line, "expected a header like 'fe, Z=26, (Energy (eV),f1,f2)'".into());
+    let bad = || {
+        syntax(
+            file,
+            line,
+            "expected a header like 'fe, Z=26, (Energy (eV),f1,f2)'".into(),
+        )
+    };
     let element = match fields.first() {
         Some(Field::Word(w)) => normalize_element(w),
         _ => return Err(bad()),
     };
     // "Z=26" lexes as one word, "Z= 7" as the word "Z=" and the number 7.
-    let z = fields.iter().zip(fields.iter().skip(1).map(Some).chain([None])).find_map(|(f, next)| match (f, next) {
-        (Field::Word("Z="), Some(Field::Number(z))) => Some(*z as u32),
-        (Field::Word(w), _) => w.strip_prefix("Z=").and_then(|z| z.parse::<u32>().ok()),
-        _ => None,
-    });
+    let z = fields
+        .iter()
+        .zip(fields.iter().skip(1).map(Some).chain([None]))
+        .find_map(|(f, next)| match (f, next) {
+            (Field::Word("Z="), Some(Field::Number(z))) => Some(*z as u32),
+            (Field::Word(w), _) => w.strip_prefix("Z=").and_then(|z| z.parse::<u32>().ok()),
+            _ => None,
+        });
     Ok((element, z.ok_or_else(bad)?))
 }
 
@@ -108,7 +138,7 @@ macro_rules! embedded_tables {
 
 /// Lower-case symbol and file text of each embedded table.
 static EMBEDDED: &[(&str, &str)] = embedded_tables!(
-    "h", "he", "li", "be", "b", "c", "n", "o", "f", "ne", "na", "mg", "al", "si", "p", "s", "cl", "ar",
-    "k", "ca", "sc", "ti", "v", "cr", "mn", "fe", "co", "ni", "cu", "zn", "ga", "ge", "as", "se", "br",
-    "kr", "rb", "sr", "mo", "cd", "i", "xe", "cs", "ba", "pt", "au", "hg", "pb", "u"
+    "h", "he", "li", "be", "b", "c", "n", "o", "f", "ne", "na", "mg", "al", "si", "p", "s", "cl",
+    "ar", "k", "ca", "sc", "ti", "v", "cr", "mn", "fe", "co", "ni", "cu", "zn", "ga", "ge", "as",
+    "se", "br", "kr", "rb", "sr", "mo", "cd", "i", "xe", "cs", "ba", "pt", "au", "hg", "pb", "u"
 );

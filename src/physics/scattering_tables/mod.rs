@@ -124,13 +124,18 @@ pub fn lex_rows<'a>(file: &str, text: &'a str) -> Result<Vec<Row<'a>>, TableErro
         match token {
             Ok(Token::Newline) => {
                 if !fields.is_empty() {
-                    rows.push(Row { line, fields: std::mem::take(&mut fields) });
+                    rows.push(Row {
+                        line,
+                        fields: std::mem::take(&mut fields),
+                    });
                 }
                 line += 1;
             }
             Ok(Token::Comment | Token::Separator) => {}
             Ok(Token::Number) => {
-                let value = slice.parse::<f64>().map_err(|e| syntax(file, line, format!("bad number '{slice}': {e}")))?;
+                let value = slice
+                    .parse::<f64>()
+                    .map_err(|e| syntax(file, line, format!("bad number '{slice}': {e}")))?;
                 fields.push(Field::Number(value));
             }
             Ok(Token::Word) => fields.push(Field::Word(slice)),
@@ -145,12 +150,19 @@ pub fn lex_rows<'a>(file: &str, text: &'a str) -> Result<Vec<Row<'a>>, TableErro
 
 /// A syntax error at `file:line`.
 pub(crate) fn syntax(file: &str, line: usize, message: String) -> TableError {
-    TableError::Syntax { file: file.to_string(), line, message }
+    TableError::Syntax {
+        file: file.to_string(),
+        line,
+        message,
+    }
 }
 
 /// Read a whole file, mapping IO errors to [`TableError::Io`] naming the file.
 pub fn read_text(path: &Path) -> Result<String, TableError> {
-    std::fs::read_to_string(path).map_err(|source| TableError::Io { file: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| TableError::Io {
+        file: path.display().to_string(),
+        source,
+    })
 }
 
 /// f'(E) and f''(E) (electrons) on an increasing energy grid (eV).
@@ -168,14 +180,40 @@ pub struct SpectralTable {
 
 impl SpectralTable {
     /// Build a table, checking lengths and that energies strictly increase.
-    pub fn new(name: &str, energy_ev: Vec<f64>, fp: Vec<f64>, fdp: Vec<f64>) -> Result<Self, TableError> {
+    pub fn new(
+        name: &str,
+        energy_ev: Vec<f64>,
+        fp: Vec<f64>,
+        fdp: Vec<f64>,
+    ) -> Result<Self, TableError> {
         if energy_ev.len() != fp.len() || energy_ev.len() != fdp.len() || energy_ev.len() < 2 {
-            return Err(syntax(name, 0, format!("need at least two rows of equal length, got {}", energy_ev.len())));
+            return Err(syntax(
+                name,
+                0,
+                format!(
+                    "need at least two rows of equal length, got {}",
+                    energy_ev.len()
+                ),
+            ));
         }
         if let Some(i) = energy_ev.windows(2).position(|w| w[1] <= w[0]) {
-            return Err(syntax(name, 0, format!("energies must increase: row {} ({} eV) then {} eV", i + 1, energy_ev[i], energy_ev[i + 1])));
+            return Err(syntax(
+                name,
+                0,
+                format!(
+                    "energies must increase: row {} ({} eV) then {} eV",
+                    i + 1,
+                    energy_ev[i],
+                    energy_ev[i + 1]
+                ),
+            ));
         }
-        Ok(Self { name: name.to_string(), energy_ev, fp, fdp })
+        Ok(Self {
+            name: name.to_string(),
+            energy_ev,
+            fp,
+            fdp,
+        })
     }
 
     /// (f', f'') at `energy_ev` by linear interpolation in energy; an error outside the table.
@@ -191,17 +229,33 @@ impl SpectralTable {
         let n = self.energy_ev.len();
         let (lo, hi) = (self.energy_ev[0], self.energy_ev[n - 1]);
         if !(lo..=hi).contains(&energy_ev) {
-            return Err(TableError::OutOfRange { table: self.name.clone(), energy_ev, min_ev: lo, max_ev: hi });
+            return Err(TableError::OutOfRange {
+                table: self.name.clone(),
+                energy_ev,
+                min_ev: lo,
+                max_ev: hi,
+            });
         }
-        let upper = self.energy_ev.partition_point(|&e| e <= energy_ev).clamp(1, n - 1);
+        let upper = self
+            .energy_ev
+            .partition_point(|&e| e <= energy_ev)
+            .clamp(1, n - 1);
         let i = upper - 1;
-        Ok((i, (energy_ev - self.energy_ev[i]) / (self.energy_ev[i + 1] - self.energy_ev[i])))
+        Ok((
+            i,
+            (energy_ev - self.energy_ev[i]) / (self.energy_ev[i + 1] - self.energy_ev[i]),
+        ))
     }
 
     /// The table with every energy moved by `shift_ev` (an edge offset).
     pub fn shifted(&self, shift_ev: f64) -> Self {
         let energy_ev = self.energy_ev.iter().map(|e| e + shift_ev).collect();
-        Self { name: format!("{} shifted {shift_ev:+} eV", self.name), energy_ev, fp: self.fp.clone(), fdp: self.fdp.clone() }
+        Self {
+            name: format!("{} shifted {shift_ev:+} eV", self.name),
+            energy_ev,
+            fp: self.fp.clone(),
+            fdp: self.fdp.clone(),
+        }
     }
 }
 
@@ -209,7 +263,9 @@ impl SpectralTable {
 pub fn normalize_element(symbol: &str) -> String {
     let mut chars = symbol.trim().chars();
     match chars.next() {
-        Some(first) => first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
+        Some(first) => {
+            first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+        }
         None => String::new(),
     }
 }

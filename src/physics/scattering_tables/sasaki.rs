@@ -12,7 +12,14 @@ pub fn parse(file: &str, text: &str) -> Result<SpectralTable, TableError> {
     for row in lex_rows(file, text)? {
         let values = row.numbers();
         if !row.is_numeric() || values.len() != 4 {
-            return Err(syntax(file, row.line, format!("expected 'wavelength_A energy_eV fp fdp', got {} fields", row.fields.len())));
+            return Err(syntax(
+                file,
+                row.line,
+                format!(
+                    "expected 'wavelength_A energy_eV fp fdp', got {} fields",
+                    row.fields.len()
+                ),
+            ));
         }
         points.push((values[1], values[2], values[3]));
     }

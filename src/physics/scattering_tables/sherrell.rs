@@ -19,7 +19,13 @@ impl Columns {
     /// The column called `name`.
     pub fn column(&self, file: &str, name: &str) -> Result<&[f64], TableError> {
         let index = self.names.iter().position(|n| n == name);
-        let index = index.ok_or_else(|| syntax(file, 1, format!("no column '{name}' (have {})", self.names.join(", "))))?;
+        let index = index.ok_or_else(|| {
+            syntax(
+                file,
+                1,
+                format!("no column '{name}' (have {})", self.names.join(", ")),
+            )
+        })?;
         Ok(&self.values[index])
     }
 }
@@ -31,10 +37,14 @@ pub fn parse_columns(file: &str, text: &str) -> Result<Columns, TableError> {
     let mut values: Vec<Vec<f64>> = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         if index == 0 && !row.is_numeric() {
-            names = row.fields.iter().map(|f| match f {
-                Field::Word(w) => w.to_string(),
-                Field::Number(x) => x.to_string(),
-            }).collect();
+            names = row
+                .fields
+                .iter()
+                .map(|f| match f {
+                    Field::Word(w) => w.to_string(),
+                    Field::Number(x) => x.to_string(),
+                })
+                .collect();
             continue;
         }
         let numbers = row.numbers();
@@ -45,9 +55,16 @@ pub fn parse_columns(file: &str, text: &str) -> Result<Columns, TableError> {
             values = vec![Vec::new(); numbers.len()];
         }
         if numbers.len() != values.len() {
-            return Err(syntax(file, row.line, format!("expected {} fields, got {}", values.len(), numbers.len())));
+            return Err(syntax(
+                file,
+                row.line,
+                format!("expected {} fields, got {}", values.len(), numbers.len()),
+            ));
         }
-        values.iter_mut().zip(numbers).for_each(|(column, x)| column.push(x));
+        values
+            .iter_mut()
+            .zip(numbers)
+            .for_each(|(column, x)| column.push(x));
     }
     Ok(Columns { names, values })
 }
@@ -56,7 +73,14 @@ pub fn parse_columns(file: &str, text: &str) -> Result<Columns, TableError> {
 pub fn parse(file: &str, text: &str) -> Result<SpectralTable, TableError> {
     let columns = parse_columns(file, text)?;
     if columns.values.len() != 3 {
-        return Err(syntax(file, 1, format!("expected three columns (energy_eV fp fdp), got {}", columns.values.len())));
+        return Err(syntax(
+            file,
+            1,
+            format!(
+                "expected three columns (energy_eV fp fdp), got {}",
+                columns.values.len()
+            ),
+        ));
     }
     let [energy, fp, fdp] = [0, 1, 2].map(|i| columns.values[i].clone());
     SpectralTable::new(file, energy, fp, fdp)

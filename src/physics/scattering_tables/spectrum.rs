@@ -24,15 +24,26 @@ pub fn parse(file: &str, text: &str) -> Result<Spectrum, TableError> {
         }
         let values = row.numbers();
         if !row.is_numeric() || values.len() != 2 {
-            return Err(syntax(file, row.line, "expected 'wavelength_A, weight'".into()));
+            return Err(syntax(
+                file,
+                row.line,
+                "expected 'wavelength_A, weight'".into(),
+            ));
         }
         if values[0] <= 0.0 || !values[1].is_finite() || values[1] < 0.0 {
-            return Err(syntax(file, row.line, format!("need wavelength > 0 and weight >= 0, got {values:?}")));
+            return Err(syntax(
+                file,
+                row.line,
+                format!("need wavelength > 0 and weight >= 0, got {values:?}"),
+            ));
         }
         channels.push((energy_ev(values[0]), values[1]));
     }
     channels.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(Spectrum { energy_ev: channels.iter().map(|c| c.0).collect(), weight: channels.iter().map(|c| c.1).collect() })
+    Ok(Spectrum {
+        energy_ev: channels.iter().map(|c| c.0).collect(),
+        weight: channels.iter().map(|c| c.1).collect(),
+    })
 }
 
 /// Read a `.lam` spectrum from disk.

@@ -36,25 +36,55 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<GaussianCoefficients>, TableE
         let label = match row.fields.first() {
             Some(Field::Word(w)) if *w == "label" || *w == "type" => continue,
             Some(Field::Word(w)) => w.to_string(),
-            _ => return Err(syntax(file, row.line, "expected a scattering-type label first".into())),
+            _ => {
+                return Err(syntax(
+                    file,
+                    row.line,
+                    "expected a scattering-type label first".into(),
+                ));
+            }
         };
-        let numbers: Vec<f64> = row.fields[1..].iter().map(|f| match f {
-            Field::Number(x) => Ok(*x),
-            Field::Word(w) => Err(syntax(file, row.line, format!("expected a number, got '{w}'"))),
-        }).collect::<Result<_, _>>()?;
+        let numbers: Vec<f64> = row.fields[1..]
+            .iter()
+            .map(|f| match f {
+                Field::Number(x) => Ok(*x),
+                Field::Word(w) => Err(syntax(
+                    file,
+                    row.line,
+                    format!("expected a number, got '{w}'"),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
         out.push(coefficients(file, row.line, label, &numbers)?);
     }
     Ok(out)
 }
 
 /// One row's numbers `n, a.., b.., c` as coefficients.
-fn coefficients(file: &str, line: usize, label: String, numbers: &[f64]) -> Result<GaussianCoefficients, TableError> {
+fn coefficients(
+    file: &str,
+    line: usize,
+    label: String,
+    numbers: &[f64],
+) -> Result<GaussianCoefficients, TableError> {
     let n = numbers.first().copied().unwrap_or(-1.0);
     if n < 0.0 || n.fract() != 0.0 || numbers.len() != 2 * n as usize + 2 {
-        return Err(syntax(file, line, format!("'{label}': expected n then 2n+1 numbers, got {} numbers", numbers.len())));
+        return Err(syntax(
+            file,
+            line,
+            format!(
+                "'{label}': expected n then 2n+1 numbers, got {} numbers",
+                numbers.len()
+            ),
+        ));
     }
     let n = n as usize;
-    Ok(GaussianCoefficients { label, a: numbers[1..=n].to_vec(), b: numbers[n + 1..=2 * n].to_vec(), c: numbers[2 * n + 1] })
+    Ok(GaussianCoefficients {
+        label,
+        a: numbers[1..=n].to_vec(),
+        b: numbers[n + 1..=2 * n].to_vec(),
+        c: numbers[2 * n + 1],
+    })
 }
 
 /// Read a coefficient file from disk.

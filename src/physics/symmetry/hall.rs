@@ -8,7 +8,10 @@ use super::{SymOp, SymmetryError, TDEN};
 
 /// Parse a Hall symbol into generators of its group.
 pub fn generators(symbol: &str) -> Result<Vec<SymOp>, SymmetryError> {
-    let err = |message: String| SymmetryError::Hall { symbol: symbol.to_string(), message };
+    let err = |message: String| SymmetryError::Hall {
+        symbol: symbol.to_string(),
+        message,
+    };
     let (body, shift) = split_origin_shift(symbol).map_err(err)?;
     let mut tokens = body.split_whitespace();
     let lattice = tokens.next().ok_or_else(|| err("empty symbol".into()))?;
@@ -19,7 +22,10 @@ pub fn generators(symbol: &str) -> Result<Vec<SymOp>, SymmetryError> {
         previous = Some((matrix.order, matrix.axis));
         generators.push(matrix.op);
     }
-    Ok(generators.iter().map(|op| shift_origin(op, shift)).collect())
+    Ok(generators
+        .iter()
+        .map(|op| shift_origin(op, shift))
+        .collect())
 }
 
 /// A rotation axis: along a basis vector, a face diagonal (' or ") of a principal axis, or a+b+c.
@@ -42,13 +48,22 @@ struct Matrix {
 
 /// The body and the origin shift (in 1/24) of `P 31 2 (0 0 4)`.
 fn split_origin_shift(symbol: &str) -> Result<(&str, [i32; 3]), String> {
-    let Some(open) = symbol.find('(') else { return Ok((symbol, [0; 3])) };
-    let close = symbol.rfind(')').ok_or("unclosed '(' in the origin shift")?;
+    let Some(open) = symbol.find('(') else {
+        return Ok((symbol, [0; 3]));
+    };
+    let close = symbol
+        .rfind(')')
+        .ok_or("unclosed '(' in the origin shift")?;
     let numbers: Vec<i32> = symbol[open + 1..close]
         .split_whitespace()
-        .map(|n| n.parse::<i32>().map_err(|_| format!("origin shift '{n}' is not an integer (twelfths)")))
+        .map(|n| {
+            n.parse::<i32>()
+                .map_err(|_| format!("origin shift '{n}' is not an integer (twelfths)"))
+        })
         .collect::<Result<_, _>>()?;
-    let shift: [i32; 3] = numbers.try_into().map_err(|_| "origin shift needs three integers".to_string())?;
+    let shift: [i32; 3] = numbers
+        .try_into()
+        .map_err(|_| "origin shift needs three integers".to_string())?;
     Ok((&symbol[..open], shift.map(|v| v * TDEN / 12)))
 }
 
@@ -72,7 +87,10 @@ fn lattice_generators(lattice: &str) -> Result<Vec<SymOp>, String> {
         "F" => vec![[0, h, h], [h, 0, h], [h, h, 0]],
         other => return Err(format!("unknown lattice symbol '{other}'")),
     };
-    let mut out: Vec<SymOp> = translations.into_iter().map(|t| SymOp::new(SymOp::IDENTITY.rot, t)).collect();
+    let mut out: Vec<SymOp> = translations
+        .into_iter()
+        .map(|t| SymOp::new(SymOp::IDENTITY.rot, t))
+        .collect();
     if centric {
         out.push(SymOp::new(negate(SymOp::IDENTITY.rot), [0; 3]));
     }
@@ -80,7 +98,11 @@ fn lattice_generators(lattice: &str) -> Result<Vec<SymOp>, String> {
 }
 
 /// Parse one matrix symbol such as `-2xc`, `31`, `2"`, `3*`, `-1ab`.
-fn parse_matrix(token: &str, index: usize, previous: Option<(i32, Axis)>) -> Result<Matrix, String> {
+fn parse_matrix(
+    token: &str,
+    index: usize,
+    previous: Option<(i32, Axis)>,
+) -> Result<Matrix, String> {
     let (improper, rest) = match token.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, token),
@@ -88,30 +110,45 @@ fn parse_matrix(token: &str, index: usize, previous: Option<(i32, Axis)>) -> Res
     let mut chars = rest.chars();
     let order = match chars.next() {
         Some(c @ ('1' | '2' | '3' | '4' | '6')) => c as i32 - '0' as i32,
-        _ => return Err(format!("'{token}': expected a rotation order 1, 2, 3, 4 or 6")),
+        _ => {
+            return Err(format!(
+                "'{token}': expected a rotation order 1, 2, 3, 4 or 6"
+            ));
+        }
     };
     let (mut axis, mut screw, mut tran) = (None, 0, [0; 3]);
     for c in chars {
         match c {
-            'x' | 'y' | 'z' | '\'' | '"' | '*' if axis.is_none() => axis = Some(explicit_axis(c, previous)?),
-            '1'..='5' if screw == 0 && (c as i32 - '0' as i32) < order => screw = c as i32 - '0' as i32,
+            'x' | 'y' | 'z' | '\'' | '"' | '*' if axis.is_none() => {
+                axis = Some(explicit_axis(c, previous)?)
+            }
+            '1'..='5' if screw == 0 && (c as i32 - '0' as i32) < order => {
+                screw = c as i32 - '0' as i32
+            }
             'a' | 'b' | 'c' | 'n' | 'u' | 'v' | 'w' | 'd' => add_translation(&mut tran, c),
             _ => return Err(format!("'{token}': unexpected '{c}'")),
         }
     }
     let axis = match axis {
         Some(axis) => axis,
-        None => default_axis(order, index, previous).ok_or_else(|| format!("'{token}': cannot infer its axis"))?,
+        None => default_axis(order, index, previous)
+            .ok_or_else(|| format!("'{token}': cannot infer its axis"))?,
     };
-    let mut rot = rotation(order, axis).ok_or_else(|| format!("'{token}': no {order}-fold along this axis"))?;
+    let mut rot = rotation(order, axis)
+        .ok_or_else(|| format!("'{token}': no {order}-fold along this axis"))?;
     if screw != 0 {
-        let unit = principal_index(axis).ok_or_else(|| format!("'{token}': screw along a diagonal axis"))?;
+        let unit = principal_index(axis)
+            .ok_or_else(|| format!("'{token}': screw along a diagonal axis"))?;
         tran[unit] += screw * TDEN / order;
     }
     if improper {
         rot = negate(rot);
     }
-    Ok(Matrix { order, axis, op: SymOp::new(rot, tran) })
+    Ok(Matrix {
+        order,
+        axis,
+        op: SymOp::new(rot, tran),
+    })
 }
 
 /// An axis written out: x, y, z, or ', " relative to the preceding axis, or *.
@@ -181,8 +218,12 @@ fn rotation(order: i32, axis: Axis) -> Option<[[i32; 3]; 3]> {
         Axis::Z => Some(about_z),
         Axis::X => Some(relabel(about_z, 1)),
         Axis::Y => Some(relabel(about_z, 2)),
-        Axis::Prime(p) if order == 2 => Some(relabel([[0, -1, 0], [-1, 0, 0], [0, 0, -1]], (p + 1) % 3)),
-        Axis::DoublePrime(p) if order == 2 => Some(relabel([[0, 1, 0], [1, 0, 0], [0, 0, -1]], (p + 1) % 3)),
+        Axis::Prime(p) if order == 2 => {
+            Some(relabel([[0, -1, 0], [-1, 0, 0], [0, 0, -1]], (p + 1) % 3))
+        }
+        Axis::DoublePrime(p) if order == 2 => {
+            Some(relabel([[0, 1, 0], [1, 0, 0], [0, 0, -1]], (p + 1) % 3))
+        }
         Axis::BodyDiagonal if order == 3 => Some([[0, 0, 1], [1, 0, 0], [0, 1, 0]]),
         _ => None,
     }
@@ -206,6 +247,8 @@ fn negate(m: [[i32; 3]; 3]) -> [[i32; 3]; 3] {
 
 /// The operator seen from an origin shifted by v: (R, t + (I - R) v).
 fn shift_origin(op: &SymOp, v: [i32; 3]) -> SymOp {
-    let tran = std::array::from_fn(|i| op.tran[i] + v[i] - (0..3).map(|j| op.rot[i][j] * v[j]).sum::<i32>());
+    let tran = std::array::from_fn(|i| {
+        op.tran[i] + v[i] - (0..3).map(|j| op.rot[i][j] * v[j]).sum::<i32>()
+    });
     SymOp::new(op.rot, tran)
 }

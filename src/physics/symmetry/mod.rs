@@ -45,35 +45,46 @@ pub struct SymOp {
 
 impl SymOp {
     /// The identity.
-    pub const IDENTITY: SymOp = SymOp { rot: [[1, 0, 0], [0, 1, 0], [0, 0, 1]], tran: [0, 0, 0] };
+    pub const IDENTITY: SymOp = SymOp {
+        rot: [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+        tran: [0, 0, 0],
+    };
 
     /// An operator with its translation reduced mod 1.
     pub fn new(rot: [[i32; 3]; 3], tran: [i32; 3]) -> Self {
-        Self { rot, tran: tran.map(|t| t.rem_euclid(TDEN)) }
+        Self {
+            rot,
+            tran: tran.map(|t| t.rem_euclid(TDEN)),
+        }
     }
 
     /// self ∘ other: x -> R_s (R_o x + t_o) + t_s, reduced mod 1.
     pub fn compose(&self, other: &SymOp) -> SymOp {
-        let mut rot = [[0; 3]; 3];
-        let mut tran = self.tran;
-        for i in 0..3 {
-            for j in 0..3 {
-                rot[i][j] = (0..3).map(|k| self.rot[i][k] * other.rot[k][j]).sum();
-                tran[i] += self.rot[i][j] * other.tran[j];
-            }
-        }
+        let rot = std::array::from_fn(|i| {
+            std::array::from_fn(|j| (0..3).map(|k| self.rot[i][k] * other.rot[k][j]).sum())
+        });
+        let tran = std::array::from_fn(|i| {
+            self.tran[i] + (0..3).map(|j| self.rot[i][j] * other.tran[j]).sum::<i32>()
+        });
         SymOp::new(rot, tran)
     }
 
     /// The image of fractional coordinates `x`.
     pub fn apply(&self, x: [f64; 3]) -> [f64; 3] {
         let t = self.tran.map(|t| f64::from(t) / f64::from(TDEN));
-        std::array::from_fn(|i| (0..3).map(|j| f64::from(self.rot[i][j]) * x[j]).sum::<f64>() + t[i])
+        std::array::from_fn(|i| {
+            (0..3)
+                .map(|j| f64::from(self.rot[i][j]) * x[j])
+                .sum::<f64>()
+                + t[i]
+        })
     }
 
     /// The operator as an `x,y,z` triplet, e.g. `-x+1/2,-y,z+1/2`.
     pub fn triplet(&self) -> String {
-        let parts: Vec<String> = (0..3).map(|i| row_triplet(self.rot[i], self.tran[i])).collect();
+        let parts: Vec<String> = (0..3)
+            .map(|i| row_triplet(self.rot[i], self.tran[i]))
+            .collect();
         parts.join(",")
     }
 }
@@ -91,7 +102,12 @@ fn row_triplet(row: [i32; 3], tran: i32) -> String {
     }
     if tran != 0 {
         let g = gcd(tran, TDEN);
-        s += &format!("{}{}/{}", if s.is_empty() { "" } else { "+" }, tran / g, TDEN / g);
+        s += &format!(
+            "{}{}/{}",
+            if s.is_empty() { "" } else { "+" },
+            tran / g,
+            TDEN / g
+        );
     }
     s
 }
@@ -119,14 +135,21 @@ impl SpaceGroup {
     /// The group of a Hall symbol, e.g. `P 2ac 2ab` or `-P 4a 2b (0 0 1)`.
     pub fn from_hall(symbol: &str) -> Result<Self, SymmetryError> {
         let generators = hall::generators(symbol)?;
-        let ops = closure(&generators).ok_or_else(|| SymmetryError::NotAGroup(symbol.to_string()))?;
+        let ops =
+            closure(&generators).ok_or_else(|| SymmetryError::NotAGroup(symbol.to_string()))?;
         let entry = table::by_hall(symbol);
-        Ok(Self { hall: symbol.trim().to_string(), hm: entry.map(|e| e.hm_full()), number: entry.map(|e| e.number), ops })
+        Ok(Self {
+            hall: symbol.trim().to_string(),
+            hm: entry.map(|e| e.hm_full()),
+            number: entry.map(|e| e.number),
+            ops,
+        })
     }
 
     /// The group of a Hermann-Mauguin symbol, e.g. `P 21 21 21`, `P212121`, `R 3 :H`, `P 21`.
     pub fn from_hm(symbol: &str) -> Result<Self, SymmetryError> {
-        let entry = table::by_hm(symbol).ok_or_else(|| SymmetryError::Unknown(symbol.to_string()))?;
+        let entry =
+            table::by_hm(symbol).ok_or_else(|| SymmetryError::Unknown(symbol.to_string()))?;
         let mut group = Self::from_hall(&entry.hall)?;
         group.hm = Some(entry.hm_full());
         Ok(group)
@@ -134,7 +157,8 @@ impl SpaceGroup {
 
     /// The reference setting of space group `number` (1-230).
     pub fn from_number(number: u32) -> Result<Self, SymmetryError> {
-        let entry = table::by_number(number).ok_or_else(|| SymmetryError::Unknown(number.to_string()))?;
+        let entry =
+            table::by_number(number).ok_or_else(|| SymmetryError::Unknown(number.to_string()))?;
         Self::from_hall(&entry.hall)
     }
 

@@ -22,7 +22,11 @@ pub struct Entry {
 impl Entry {
     /// The HM symbol with its extension, e.g. `R 3 :H`.
     pub fn hm_full(&self) -> String {
-        if self.ext.is_empty() { self.hm.clone() } else { format!("{} :{}", self.hm, self.ext) }
+        if self.ext.is_empty() {
+            self.hm.clone()
+        } else {
+            format!("{} :{}", self.hm, self.ext)
+        }
     }
 }
 
@@ -43,20 +47,34 @@ fn parse(text: &str) -> Vec<Entry> {
             let ext = fields.next()?.to_string();
             let hm = fields.next()?.to_string();
             let hall = fields.next()?.to_string();
-            Some(Entry { number, ext, hm, hall })
+            Some(Entry {
+                number,
+                ext,
+                hm,
+                hall,
+            })
         })
         .collect()
 }
 
 /// Upper-case with all white space removed.
 fn squash(symbol: &str) -> String {
-    symbol.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase()
+    symbol
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase()
 }
 
 /// The setting whose Hall symbol is `hall` (runs of white space and case ignored; spaces
 /// themselves separate matrix symbols, `P 32` is not `P 3 2`).
 pub fn by_hall(hall: &str) -> Option<&'static Entry> {
-    let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+    let normalize = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_uppercase()
+    };
     let key = normalize(hall);
     entries().iter().find(|e| normalize(&e.hall) == key)
 }
@@ -74,10 +92,15 @@ pub fn by_hm(symbol: &str) -> Option<&'static Entry> {
     };
     let name = squash(name);
     let find = |name: &str| {
-        entries().iter().find(|e| squash(&e.hm) == name && (ext.is_empty() || squash(&e.ext) == ext))
+        entries()
+            .iter()
+            .find(|e| squash(&e.hm) == name && (ext.is_empty() || squash(&e.ext) == ext))
     };
     find(&name)
-        .or_else(|| name.strip_prefix('H').and_then(|rest| find(&format!("R{rest}"))))
+        .or_else(|| {
+            name.strip_prefix('H')
+                .and_then(|rest| find(&format!("R{rest}")))
+        })
         .or_else(|| monoclinic_short(&name).and_then(|full| find(&full)))
 }
 
@@ -86,5 +109,6 @@ fn monoclinic_short(name: &str) -> Option<String> {
     let mut chars = name.chars();
     let lattice = chars.next()?;
     let rest = chars.as_str();
-    (!rest.is_empty() && rest.len() <= 4 && !rest.contains(' ')).then(|| format!("{lattice}1{rest}1"))
+    (!rest.is_empty() && rest.len() <= 4 && !rest.contains(' '))
+        .then(|| format!("{lattice}1{rest}1"))
 }
