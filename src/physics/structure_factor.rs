@@ -71,88 +71,34 @@ impl StructureFactorModel {
         form_factors: &FormFactors,
         metal_elements: &[&str],
     ) -> Result<Self, StructureFactorError> {
-        let is_metal = |a: &Atom| {
-            metal_elements
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(&a.element))
-        };
-        let metal_atoms: Vec<usize> = (0..crystal.atoms.len())
-            .filter(|&i| is_metal(&crystal.atoms[i]))
-            .collect();
-        let mut types: Vec<String> = Vec::new();
-        for atom in crystal.atoms.iter().filter(|a| !is_metal(a)) {
-            if !types.contains(&atom.element) {
-                types.push(atom.element.clone());
-            }
-        }
-        let (labels, label_of) = form_factor_labels(crystal, form_factors)?;
+        let roles = AtomRoles::new(crystal, form_factors, metal_elements)?;
         let table = AtomTable::new(crystal);
-        let type_of: Vec<Option<usize>> = crystal
-            .atoms
-            .iter()
-            .map(|a| {
-                if is_metal(a) {
-                    None
-                } else {
-                    types.iter().position(|t| *t == a.element)
-                }
-            })
-            .collect();
-        let site_of: Vec<Option<usize>> = (0..crystal.atoms.len())
-            .map(|i| metal_atoms.iter().position(|&m| m == i))
-            .collect();
-        let (n_types, n_sites, n_atoms) = (types.len(), metal_atoms.len(), crystal.atoms.len());
-        let rows: Vec<(Complex64, Vec<Complex64>, Vec<Complex64>)> = hkl
+        let n_atoms = crystal.atoms.len();
+        let rows: Vec<HklSums> = hkl
             .par_iter()
             .map_init(
                 || {
                     (
                         Workspace::default(),
                         vec![Complex64::new(0.0, 0.0); n_atoms],
-                        vec![0.0; labels.len()],
                     )
                 },
-                |(workspace, g, f0), &h| {
-                    let stol_sq = crystal.cell.stol_sq(h);
-                    phase_factors(
-                        &table,
-                        &crystal.space_group.ops,
-                        &crystal.cell,
-                        h,
-                        workspace,
-                        g,
-                    );
-                    f0.iter_mut()
-                        .zip(&labels)
-                        .for_each(|(f, c)| *f = c.f0(stol_sq));
-                    let (mut f0_sum, mut g_type, mut g_metal) = (
-                        Complex64::new(0.0, 0.0),
-                        vec![Complex64::new(0.0, 0.0); n_types],
-                        vec![Complex64::new(0.0, 0.0); n_sites],
-                    );
-                    for (i, g) in g.iter().enumerate() {
-                        f0_sum += f0[label_of[i]] * g;
-                        if let Some(t) = type_of[i] {
-                            g_type[t] += g;
-                        }
-                        if let Some(m) = site_of[i] {
-                            g_metal[m] = *g;
-                        }
-                    }
-                    (f0_sum, g_type, g_metal)
+                |(workspace, g), &h| {
+                    let ops = &crystal.space_group.ops;
+                    phase_factors(&table, ops, &crystal.cell, h, workspace, g);
+                    roles.sums(g, crystal.cell.stol_sq(h))
                 },
             )
             .collect();
-        let f0_part = rows.iter().map(|r| r.0).collect();
-        let g_type = Array2::from_shape_fn((hkl.len(), n_types), |(i, t)| rows[i].1[t]);
-        let g_metal = Array2::from_shape_fn((hkl.len(), n_sites), |(i, m)| rows[i].2[m]);
-        let d_spacing = hkl.iter().map(|&h| crystal.cell.d_spacing(h)).collect();
+        let (n_types, n_sites) = (roles.types.len(), roles.metal_atoms.len());
+        let g_type = Array2::from_shape_fn((hkl.len(), n_types), |(i, t)| rows[i].g_type[t]);
+        let g_metal = Array2::from_shape_fn((hkl.len(), n_sites), |(i, m)| rows[i].g_metal[m]);
         Ok(Self {
             hkl: hkl.to_vec(),
-            d_spacing,
-            types,
-            metal_atoms,
-            f0_part,
+            d_spacing: hkl.iter().map(|&h| crystal.cell.d_spacing(h)).collect(),
+            types: roles.types,
+            metal_atoms: roles.metal_atoms,
+            f0_part: rows.iter().map(|r| r.f0_part).collect(),
             g_type,
             g_metal,
         })
@@ -211,26 +157,105 @@ impl StructureFactorModel {
     }
 }
 
-/// The distinct form-factor coefficient sets of the crystal and each atom's index into them.
-fn form_factor_labels(
-    crystal: &Crystal,
-    form_factors: &FormFactors,
-) -> Result<(Vec<GaussianCoefficients>, Vec<usize>), StructureFactorError> {
-    let mut names: Vec<String> = Vec::new();
-    let mut label_of = Vec::with_capacity(crystal.atoms.len());
-    for atom in &crystal.atoms {
-        let label = form_factors.resolve(&atom.element, atom.charge)?;
-        let index = names.iter().position(|n| *n == label).unwrap_or_else(|| {
-            names.push(label);
-            names.len() - 1
-        });
-        label_of.push(index);
+/// What each atom contributes to: its f0 coefficients, its anomalous type or its metal site.
+struct AtomRoles {
+    metal_atoms: Vec<usize>,
+    types: Vec<String>,
+    labels: Vec<GaussianCoefficients>,
+    label_of: Vec<usize>,
+    type_of: Vec<Option<usize>>,
+    site_of: Vec<Option<usize>>,
+}
+
+/// The per-hkl sums of one reflection.
+struct HklSums {
+    f0_part: Complex64,
+    g_type: Vec<Complex64>,
+    g_metal: Vec<Complex64>,
+}
+
+impl AtomRoles {
+    /// Assign roles; every atom's form factor must resolve.
+    fn new(
+        crystal: &Crystal,
+        form_factors: &FormFactors,
+        metal_elements: &[&str],
+    ) -> Result<Self, StructureFactorError> {
+        let is_metal = |a: &Atom| {
+            metal_elements
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&a.element))
+        };
+        let metal_atoms: Vec<usize> = (0..crystal.atoms.len())
+            .filter(|&i| is_metal(&crystal.atoms[i]))
+            .collect();
+        let mut types: Vec<String> = Vec::new();
+        for atom in crystal.atoms.iter().filter(|a| !is_metal(a)) {
+            if !types.contains(&atom.element) {
+                types.push(atom.element.clone());
+            }
+        }
+        let type_of = crystal
+            .atoms
+            .iter()
+            .map(|a| {
+                if is_metal(a) {
+                    None
+                } else {
+                    types.iter().position(|t| *t == a.element)
+                }
+            })
+            .collect();
+        let site_of = (0..crystal.atoms.len())
+            .map(|i| metal_atoms.iter().position(|&m| m == i))
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        let mut label_of = Vec::with_capacity(crystal.atoms.len());
+        for atom in &crystal.atoms {
+            let label = form_factors.resolve(&atom.element, atom.charge)?;
+            label_of.push(
+                names
+                    .iter()
+                    .position(|n| *n == label)
+                    .unwrap_or(names.len()),
+            );
+            if !names.contains(&label) {
+                names.push(label);
+            }
+        }
+        let labels = names
+            .iter()
+            .map(|n| form_factors.get(n).cloned())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            metal_atoms,
+            types,
+            labels,
+            label_of,
+            type_of,
+            site_of,
+        })
     }
-    let labels = names
-        .iter()
-        .map(|n| form_factors.get(n).cloned())
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((labels, label_of))
+
+    /// Sum the atoms' G into sum f0 G (all atoms), G per anomalous type, and G per metal site.
+    fn sums(&self, g: &[Complex64], stol_sq: f64) -> HklSums {
+        let f0: Vec<f64> = self.labels.iter().map(|c| c.f0(stol_sq)).collect();
+        let mut sums = HklSums {
+            f0_part: Complex64::new(0.0, 0.0),
+            g_type: vec![Complex64::new(0.0, 0.0); self.types.len()],
+            g_metal: vec![Complex64::new(0.0, 0.0); self.metal_atoms.len()],
+        };
+        for (i, g) in g.iter().enumerate() {
+            sums.f0_part += f0[self.label_of[i]] * g;
+            if let Some(t) = self.type_of[i] {
+                sums.g_type[t] += g;
+            }
+            if let Some(m) = self.site_of[i] {
+                sums.g_metal[m] = *g;
+            }
+        }
+        sums
+    }
 }
 
 /// F(h, E) = F_fixed + sum_m (f'[m, E] + i f''[m, E]) G_m(h); `fp`, `fdp` have shape (site, channel).
