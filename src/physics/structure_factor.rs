@@ -321,23 +321,54 @@ pub fn structure_factor_vjp(
     model: &StructureFactorModel,
     grad_f: ArrayView2<Complex64>,
 ) -> (Array2<f64>, Array2<f64>) {
-    let (n_sites, n_channels) = (model.n_sites(), grad_f.ncols());
-    let per_site: Vec<(Vec<f64>, Vec<f64>)> = (0..n_sites)
-        .into_par_iter()
-        .map(|m| {
-            let (mut g_fp, mut g_fdp) = (vec![0.0; n_channels], vec![0.0; n_channels]);
-            for (i, grad_row) in grad_f.outer_iter().enumerate() {
-                let g = model.g_metal[(i, m)];
-                for (e, gf) in grad_row.iter().enumerate() {
-                    g_fp[e] += gf.re * g.re + gf.im * g.im;
-                    g_fdp[e] += gf.im * g.re - gf.re * g.im;
+    site_gradients(model, grad_f.ncols(), |i, e| grad_f[(i, e)])
+}
+
+/// Fused adjoint of I = |F|^2 through [`structure_factors`]: from dL/dI (hkl, channel) to
+/// (dL/df', dL/df'') of shape (site, channel), without materializing dL/dF.
+pub fn intensity_site_vjp(
+    model: &StructureFactorModel,
+    f: ArrayView2<Complex64>,
+    grad_i: ArrayView2<f64>,
+) -> (Array2<f64>, Array2<f64>) {
+    site_gradients(model, f.ncols(), |i, e| 2.0 * grad_i[(i, e)] * f[(i, e)])
+}
+
+/// Rows of hkl per parallel task of the adjoint; partial sums are added in chunk order, so the
+/// result is bit-identical for any number of threads.
+const HKL_CHUNK: usize = 256;
+
+/// sum over hkl of dL/dF(h, e) against G_m(h): the transpose of F += (f' + i f'') G.
+fn site_gradients<G>(
+    model: &StructureFactorModel,
+    n_channels: usize,
+    grad_f: G,
+) -> (Array2<f64>, Array2<f64>)
+where
+    G: Fn(usize, usize) -> Complex64 + Sync,
+{
+    let n_sites = model.n_sites();
+    let starts: Vec<usize> = (0..model.hkl.len()).step_by(HKL_CHUNK).collect();
+    let partials: Vec<Array2<f64>> = starts
+        .par_iter()
+        .map(|&start| {
+            let mut partial = Array2::zeros((2 * n_sites, n_channels));
+            for i in start..(start + HKL_CHUNK).min(model.hkl.len()) {
+                for (m, g) in model.g_metal.row(i).iter().enumerate() {
+                    for e in 0..n_channels {
+                        let gf = grad_f(i, e);
+                        partial[(2 * m, e)] += gf.re * g.re + gf.im * g.im;
+                        partial[(2 * m + 1, e)] += gf.im * g.re - gf.re * g.im;
+                    }
                 }
             }
-            (g_fp, g_fdp)
+            partial
         })
         .collect();
-    let g_fp = Array2::from_shape_fn((n_sites, n_channels), |(m, e)| per_site[m].0[e]);
-    let g_fdp = Array2::from_shape_fn((n_sites, n_channels), |(m, e)| per_site[m].1[e]);
+    let mut total = Array2::zeros((2 * n_sites, n_channels));
+    partials.iter().for_each(|p| total += p);
+    let g_fp = Array2::from_shape_fn((n_sites, n_channels), |(m, e)| total[(2 * m, e)]);
+    let g_fdp = Array2::from_shape_fn((n_sites, n_channels), |(m, e)| total[(2 * m + 1, e)]);
     (g_fp, g_fdp)
 }
 
