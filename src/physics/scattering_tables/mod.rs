@@ -28,6 +28,14 @@ pub enum TableError {
         /// What is wrong.
         message: String,
     },
+    /// A table whose rows are fine one by one but not together (lengths, ordering).
+    #[error("{file}: {message}")]
+    Shape {
+        /// File name.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The file could not be read.
     #[error("{file}: {source}")]
     Io {
@@ -187,26 +195,26 @@ impl SpectralTable {
         fdp: Vec<f64>,
     ) -> Result<Self, TableError> {
         if energy_ev.len() != fp.len() || energy_ev.len() != fdp.len() || energy_ev.len() < 2 {
-            return Err(syntax(
-                name,
-                0,
-                format!(
-                    "need at least two rows of equal length, got {}",
-                    energy_ev.len()
-                ),
-            ));
+            let message = format!(
+                "need at least two rows of equal length, got {}",
+                energy_ev.len()
+            );
+            return Err(TableError::Shape {
+                file: name.to_string(),
+                message,
+            });
         }
         if let Some(i) = energy_ev.windows(2).position(|w| w[1] <= w[0]) {
-            return Err(syntax(
-                name,
-                0,
-                format!(
-                    "energies must increase: row {} ({} eV) then {} eV",
-                    i + 1,
-                    energy_ev[i],
-                    energy_ev[i + 1]
-                ),
-            ));
+            let message = format!(
+                "energies must increase: data row {} ({} eV) then {} eV",
+                i + 1,
+                energy_ev[i],
+                energy_ev[i + 1]
+            );
+            return Err(TableError::Shape {
+                file: name.to_string(),
+                message,
+            });
         }
         Ok(Self {
             name: name.to_string(),

@@ -11,6 +11,8 @@ use std::path::Path;
 pub struct Columns {
     /// Column names (empty when the file has no header row).
     pub names: Vec<String>,
+    /// 1-based line of the header row (0 without one).
+    pub header_line: usize,
     /// The columns, each as long as the table.
     pub values: Vec<Vec<f64>>,
 }
@@ -22,7 +24,7 @@ impl Columns {
         let index = index.ok_or_else(|| {
             syntax(
                 file,
-                1,
+                self.header_line,
                 format!("no column '{name}' (have {})", self.names.join(", ")),
             )
         })?;
@@ -33,7 +35,7 @@ impl Columns {
 /// Parse a numeric table whose rows all have the same number of fields.
 pub fn parse_columns(file: &str, text: &str) -> Result<Columns, TableError> {
     let rows = lex_rows(file, text)?;
-    let mut names = Vec::new();
+    let (mut names, mut header_line) = (Vec::new(), 0);
     let mut values: Vec<Vec<f64>> = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         if index == 0 && !row.is_numeric() {
@@ -45,6 +47,7 @@ pub fn parse_columns(file: &str, text: &str) -> Result<Columns, TableError> {
                     Field::Number(x) => x.to_string(),
                 })
                 .collect();
+            header_line = row.line;
             continue;
         }
         let numbers = row.numbers();
@@ -66,21 +69,25 @@ pub fn parse_columns(file: &str, text: &str) -> Result<Columns, TableError> {
             .zip(numbers)
             .for_each(|(column, x)| column.push(x));
     }
-    Ok(Columns { names, values })
+    Ok(Columns {
+        names,
+        header_line,
+        values,
+    })
 }
 
 /// Parse a three-column `energy_eV fp fdp` curve.
 pub fn parse(file: &str, text: &str) -> Result<SpectralTable, TableError> {
     let columns = parse_columns(file, text)?;
     if columns.values.len() != 3 {
-        return Err(syntax(
-            file,
-            1,
-            format!(
-                "expected three columns (energy_eV fp fdp), got {}",
-                columns.values.len()
-            ),
-        ));
+        let message = format!(
+            "expected three columns (energy_eV fp fdp), got {}",
+            columns.values.len()
+        );
+        return Err(TableError::Shape {
+            file: file.to_string(),
+            message,
+        });
     }
     let [energy, fp, fdp] = [0, 1, 2].map(|i| columns.values[i].clone());
     SpectralTable::new(file, energy, fp, fdp)
