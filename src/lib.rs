@@ -11,3 +11,4 @@ pub mod check;
 pub mod ir;
 pub mod formats;
 pub mod report;
+pub mod physics;

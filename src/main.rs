@@ -22,6 +22,8 @@ enum Command {
     Explain(cli::explain::Args),
     /// Show what DIALS .expt/.refl files and .lam spectra contain.
     Inspect(cli::inspect::Args),
+    /// Structure factors of an atomic model as CSV (h,k,l,energy_ev,d_spacing_A,ReF,ImF,absF).
+    Fcalc(cli::fcalc::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +32,6 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Explain(args) => cli::explain::run(&args),
         Command::Inspect(args) => cli::inspect::run(&args),
+        Command::Fcalc(args) => cli::fcalc::run(&args),
     }
 }
