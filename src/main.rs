@@ -15,9 +15,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// nanoBragg-compatible image simulation (nanoBragg's own single-dash options).
+    #[command(disable_help_flag = true)]
+    Nanobragg(cli::nanobragg::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Nanobragg(args) => cli::nanobragg::run(&args),
+    }
 }

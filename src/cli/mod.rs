@@ -1,2 +1,4 @@
 //! One module per `spreadc` subcommand: each parses nothing (clap does), calls the library,
 //! prints, and returns the exit code.
+
+pub mod nanobragg;

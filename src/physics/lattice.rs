@@ -1,0 +1,279 @@
+//! Lattice shape transforms F_latt(h) of a crystal domain of Na×Nb×Nc unit cells, with gradients.
+//!
+//! In: the fractional Miller index h = A·S, its nearest integer index h0 = ceil(h − ½), and the domain
+//! size N (per axis). Out: F_latt, and for the adjoint ∂F_latt/∂h and ∂F_latt/∂N. Guarantees: the four
+//! nanoBragg shapes exactly as it evaluates them (fudge = 1):
+//! SQUARE Π sin(Nπh)/sin(πh) over the full h (axis skipped when N ≤ 1, N when πh == 0);
+//! ROUND NaNbNc·0.723601254558268·sinc3(π·hrad); GAUSS NaNbNc·exp(−hrad²/0.63);
+//! TOPHAT NaNbNc·[hrad² < 0.3969], with hrad² = Σ N²(h − h0)².
+//! Each shape is a zero-sized type so the spot kernel is monomorphized per shape (no branch per pixel).
+
+use super::geometry::Vec3;
+use std::f64::consts::PI;
+
+/// Normalisation of the ROUND transform (nanoBragg's constant).
+const ROUND_NORM: f64 = 0.723601254558268;
+/// Width of the GAUSS transform in hrad² units.
+const GAUSS_WIDTH: f64 = 0.63;
+/// TOPHAT cut-off on hrad² (0.63²).
+const TOPHAT_CUTOFF: f64 = 0.3969;
+
+/// Which lattice shape transform (the model's `variant shape`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Parallelepiped domain: product of Dirichlet kernels.
+    Square,
+    /// Spherical domain: sinc3 of the radial index distance.
+    Round,
+    /// Gaussian domain.
+    Gauss,
+    /// Hard sphere in reciprocal space.
+    Tophat,
+}
+
+/// F_latt and its partial derivatives at one h.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatticeGradient {
+    /// F_latt.
+    pub value: f64,
+    /// ∂F_latt/∂h (per axis).
+    pub d_h: Vec3,
+    /// ∂F_latt/∂N (per axis).
+    pub d_n: Vec3,
+}
+
+/// A lattice shape transform evaluated inside the spot kernel.
+pub trait ShapeTransform: Copy + Send + Sync {
+    /// F_latt at fractional index `h` with nearest index `h0`, domain size `n`.
+    fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64;
+    /// F_latt with ∂/∂h and ∂/∂N.
+    fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient;
+    /// Floating-point operations of one `value` call (sin/cos/exp counted as one each).
+    const FLOPS: u32;
+}
+
+/// SQUARE transform.
+#[derive(Debug, Clone, Copy)]
+pub struct SquareShape;
+/// ROUND transform.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundShape;
+/// GAUSS transform.
+#[derive(Debug, Clone, Copy)]
+pub struct GaussShape;
+/// TOPHAT transform.
+#[derive(Debug, Clone, Copy)]
+pub struct TophatShape;
+
+/// nanoBragg's sincg: sin(N x)/sin(x), N at x == 0.
+#[inline]
+fn sincg(x: f64, n: f64) -> f64 {
+    if x == 0.0 { n } else { (n * x).sin() / x.sin() }
+}
+
+/// sincg and its derivatives with respect to x and N.
+#[inline]
+fn sincg_gradient(x: f64, n: f64) -> (f64, f64, f64) {
+    let s = x.sin();
+    if s == 0.0 || x == 0.0 {
+        // A maximum of the Dirichlet kernel: zero slope in x, value ±N with slope ±1 in N.
+        let value = if x == 0.0 { n } else { (n * x).cos() / x.cos() * n };
+        return (value, 0.0, value / n);
+    }
+    let (snx, cnx) = (n * x).sin_cos();
+    let c = x.cos();
+    (snx / s, (n * cnx * s - snx * c) / (s * s), x * cnx / s)
+}
+
+/// sinc3(x) = 3(sin x/x − cos x)/x², 1 at 0 (nanoBragg's form).
+#[inline]
+fn sinc3(x: f64) -> f64 {
+    if x == 0.0 { 1.0 } else { 3.0 * (x.sin() / x - x.cos()) / (x * x) }
+}
+
+/// sinc3'(x)/x, finite at 0 (−1/5), used for the chain rule through x = π·hrad.
+#[inline]
+fn sinc3_slope_over_x(x: f64) -> f64 {
+    if x.abs() < 1e-3 {
+        -0.2 + x * x / 70.0
+    } else {
+        (3.0 * x.sin() / (x * x) - 3.0 * sinc3(x) / x) / x
+    }
+}
+
+#[inline]
+fn hrad_sq(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
+    let d = [h[0] - h0[0], h[1] - h0[1], h[2] - h0[2]];
+    n[0] * n[0] * d[0] * d[0] + n[1] * n[1] * d[1] * d[1] + n[2] * n[2] * d[2] * d[2]
+}
+
+impl ShapeTransform for SquareShape {
+    const FLOPS: u32 = 15;
+    #[inline]
+    fn value(h: Vec3, _h0: Vec3, n: Vec3) -> f64 {
+        let mut f = 1.0;
+        for i in 0..3 {
+            if n[i] > 1.0 {
+                f *= sincg(PI * h[i], n[i]);
+            }
+        }
+        f
+    }
+    fn gradient(h: Vec3, _h0: Vec3, n: Vec3) -> LatticeGradient {
+        let mut f = [1.0; 3];
+        let mut dx = [0.0; 3];
+        let mut dn = [0.0; 3];
+        for i in 0..3 {
+            if n[i] > 1.0 {
+                let (v, gx, gn) = sincg_gradient(PI * h[i], n[i]);
+                (f[i], dx[i], dn[i]) = (v, gx * PI, gn);
+            }
+        }
+        let others = [f[1] * f[2], f[0] * f[2], f[0] * f[1]];
+        LatticeGradient {
+            value: f[0] * f[1] * f[2],
+            d_h: [dx[0] * others[0], dx[1] * others[1], dx[2] * others[2]],
+            d_n: [dn[0] * others[0], dn[1] * others[1], dn[2] * others[2]],
+        }
+    }
+}
+
+/// ∂hrad²/∂h and ∂hrad²/∂N.
+#[inline]
+fn hrad_sq_gradient(h: Vec3, h0: Vec3, n: Vec3) -> (Vec3, Vec3) {
+    let d = [h[0] - h0[0], h[1] - h0[1], h[2] - h0[2]];
+    (
+        [2.0 * n[0] * n[0] * d[0], 2.0 * n[1] * n[1] * d[1], 2.0 * n[2] * n[2] * d[2]],
+        [2.0 * n[0] * d[0] * d[0], 2.0 * n[1] * d[1] * d[1], 2.0 * n[2] * d[2] * d[2]],
+    )
+}
+
+/// Gradient of V·g(hrad²) with V = NaNbNc, given g and dg/dhrad².
+#[inline]
+fn radial_gradient(h: Vec3, h0: Vec3, n: Vec3, g: f64, dg: f64) -> LatticeGradient {
+    let vol = n[0] * n[1] * n[2];
+    let (dr_h, dr_n) = hrad_sq_gradient(h, h0, n);
+    let dvol = [n[1] * n[2], n[0] * n[2], n[0] * n[1]];
+    LatticeGradient {
+        value: vol * g,
+        d_h: [vol * dg * dr_h[0], vol * dg * dr_h[1], vol * dg * dr_h[2]],
+        d_n: [
+            dvol[0] * g + vol * dg * dr_n[0],
+            dvol[1] * g + vol * dg * dr_n[1],
+            dvol[2] * g + vol * dg * dr_n[2],
+        ],
+    }
+}
+
+impl ShapeTransform for GaussShape {
+    const FLOPS: u32 = 17;
+    #[inline]
+    fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
+        n[0] * n[1] * n[2] * (-(hrad_sq(h, h0, n) / GAUSS_WIDTH)).exp()
+    }
+    fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
+        let g = (-(hrad_sq(h, h0, n) / GAUSS_WIDTH)).exp();
+        radial_gradient(h, h0, n, g, -g / GAUSS_WIDTH)
+    }
+}
+
+impl ShapeTransform for RoundShape {
+    const FLOPS: u32 = 24;
+    #[inline]
+    fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
+        n[0] * n[1] * n[2] * ROUND_NORM * sinc3(PI * hrad_sq(h, h0, n).sqrt())
+    }
+    fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
+        let x = PI * hrad_sq(h, h0, n).sqrt();
+        // d sinc3(π r)/d(r²) = sinc3'(x)·π²/(2x)
+        let dg = ROUND_NORM * sinc3_slope_over_x(x) * PI * PI / 2.0;
+        radial_gradient(h, h0, n, ROUND_NORM * sinc3(x), dg)
+    }
+}
+
+impl ShapeTransform for TophatShape {
+    const FLOPS: u32 = 13;
+    #[inline]
+    fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
+        if hrad_sq(h, h0, n) < TOPHAT_CUTOFF { n[0] * n[1] * n[2] } else { 0.0 }
+    }
+    fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
+        let inside = if hrad_sq(h, h0, n) < TOPHAT_CUTOFF { 1.0 } else { 0.0 };
+        radial_gradient(h, h0, n, inside, 0.0)
+    }
+}
+
+/// nanoBragg's nearest integer index: ceil(h − ½) per axis (halves round up).
+#[inline]
+pub fn nearest_index(h: Vec3) -> Vec3 {
+    [(h[0] - 0.5).ceil(), (h[1] - 0.5).ceil(), (h[2] - 0.5).ceil()]
+}
+
+/// F_latt for a runtime-chosen shape (tests and one-off evaluations; the kernel is generic).
+pub fn lattice_factor(shape: Shape, h: Vec3, n: Vec3) -> LatticeGradient {
+    let h0 = nearest_index(h);
+    match shape {
+        Shape::Square => SquareShape::gradient(h, h0, n),
+        Shape::Round => RoundShape::gradient(h, h0, n),
+        Shape::Gauss => GaussShape::gradient(h, h0, n),
+        Shape::Tophat => TophatShape::gradient(h, h0, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd_check(shape: Shape, h: Vec3, n: Vec3) {
+        let g = lattice_factor(shape, h, n);
+        let eps = 1e-6;
+        for i in 0..3 {
+            let (mut hp, mut hm, mut np, mut nm) = (h, h, n, n);
+            hp[i] += eps;
+            hm[i] -= eps;
+            np[i] += eps;
+            nm[i] -= eps;
+            let fdh = (lattice_factor(shape, hp, n).value - lattice_factor(shape, hm, n).value) / (2.0 * eps);
+            let fdn = (lattice_factor(shape, h, np).value - lattice_factor(shape, h, nm).value) / (2.0 * eps);
+            let tol = 1e-6 * (1.0 + g.value.abs() * n[0] * n[1] * n[2]);
+            assert!((fdh - g.d_h[i]).abs() < tol, "{shape:?} d_h[{i}] fd {fdh} an {}", g.d_h[i]);
+            assert!((fdn - g.d_n[i]).abs() < tol, "{shape:?} d_n[{i}] fd {fdn} an {}", g.d_n[i]);
+        }
+        let value = match shape {
+            Shape::Square => SquareShape::value(h, nearest_index(h), n),
+            Shape::Round => RoundShape::value(h, nearest_index(h), n),
+            Shape::Gauss => GaussShape::value(h, nearest_index(h), n),
+            Shape::Tophat => TophatShape::value(h, nearest_index(h), n),
+        };
+        assert_eq!(value, g.value);
+    }
+
+    #[test]
+    fn gradients_match_central_differences() {
+        for shape in [Shape::Square, Shape::Round, Shape::Gauss] {
+            fd_check(shape, [2.03, -1.1, 0.97], [5.0, 6.0, 7.0]);
+            fd_check(shape, [0.2, 3.45, -4.02], [10.0, 4.0, 8.0]);
+        }
+        fd_check(Shape::Round, [1.0 + 1e-5, 2.0, -3.0 + 2e-5], [8.0; 3]);
+        fd_check(Shape::Tophat, [2.03, -1.1, 0.97], [5.0, 6.0, 7.0]);
+    }
+
+    #[test]
+    fn closed_forms_at_special_points() {
+        // At an integer index every shape peaks at Na·Nb·Nc (ROUND times its normalisation).
+        let n = [5.0, 6.0, 7.0];
+        assert!((lattice_factor(Shape::Square, [0.0; 3], n).value - 210.0).abs() < 1e-12);
+        assert!((lattice_factor(Shape::Square, [2.0, 1.0, 3.0], n).value.abs() - 210.0).abs() < 1e-9);
+        assert_eq!(lattice_factor(Shape::Gauss, [1.0, 2.0, 3.0], n).value, 210.0);
+        assert!((lattice_factor(Shape::Round, [1.0; 3], n).value - 210.0 * ROUND_NORM).abs() < 1e-12);
+        // SQUARE vanishes at h = 1/N; TOPHAT cuts at hrad = 0.63.
+        assert!(lattice_factor(Shape::Square, [0.2, 0.0, 0.0], [5.0, 1.0, 1.0]).value.abs() < 1e-15);
+        assert_eq!(lattice_factor(Shape::Tophat, [0.1259, 0.0, 0.0], [5.0, 1.0, 1.0]).value, 5.0);
+        assert_eq!(lattice_factor(Shape::Tophat, [0.1261, 0.0, 0.0], [5.0, 1.0, 1.0]).value, 0.0);
+    }
+
+    #[test]
+    fn halves_round_up() {
+        assert_eq!(nearest_index([0.5, -0.5, 1.49]), [1.0, 0.0, 1.0]);
+    }
+}
