@@ -170,10 +170,10 @@ impl ShapeTransform for GaussShape {
     const FLOPS: u32 = 17;
     #[inline]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
-        n[0] * n[1] * n[2] * (-(hrad_sq(h, h0, n) / GAUSS_WIDTH)).exp()
+        n[0] * n[1] * n[2] * exp_nonpositive(-(hrad_sq(h, h0, n) / GAUSS_WIDTH))
     }
     fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
-        let g = (-(hrad_sq(h, h0, n) / GAUSS_WIDTH)).exp();
+        let g = exp_nonpositive(-(hrad_sq(h, h0, n) / GAUSS_WIDTH));
         radial_gradient(h, h0, n, g, -g / GAUSS_WIDTH)
     }
 }
@@ -204,10 +204,54 @@ impl ShapeTransform for TophatShape {
     }
 }
 
+/// 1.5·2⁵²: adding and subtracting it rounds a double (|x| < 2⁵¹) to the nearest integer.
+const ROUND_MAGIC: f64 = 6755399441055744.0;
+
+/// ceil(x) for |x| < 2⁵¹ without a libm call (baseline x86-64 has no rounding instruction):
+/// round to nearest with the magic constant, then step up if that fell below x.
+#[inline(always)]
+fn ceil_small(x: f64) -> f64 {
+    let r = (x + ROUND_MAGIC) - ROUND_MAGIC;
+    if r < x { r + 1.0 } else { r }
+}
+
 /// nanoBragg's nearest integer index: ceil(h − ½) per axis (an exact half goes to the lower integer).
-#[inline]
+/// Exact for |h| < 2⁵¹, far beyond any Miller index.
+#[inline(always)]
 pub fn nearest_index(h: Vec3) -> Vec3 {
-    [(h[0] - 0.5).ceil(), (h[1] - 0.5).ceil(), (h[2] - 0.5).ceil()]
+    [ceil_small(h[0] - 0.5), ceil_small(h[1] - 0.5), ceil_small(h[2] - 0.5)]
+}
+
+/// e^x for x ≤ 0 to within 2 ulp (0 below −708, where e^x·N³ squared underflows anyway).
+/// Written out because libm's exp is an opaque call in the innermost loop; Cody–Waite reduction
+/// x = k·ln2 + r, |r| ≤ ln2/2, and the degree-13 Taylor polynomial (truncation < 5e-18).
+#[inline(always)]
+pub fn exp_nonpositive(x: f64) -> f64 {
+    const LN2_HI: f64 = 6.93147180369123816490e-01;
+    const LN2_LO: f64 = 1.90821492927058770002e-10;
+    let x = x.max(-708.0);
+    let k = (x * std::f64::consts::LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let mut p = 1.0 / 6227020800.0;
+    for c in [
+        1.0 / 479001600.0,
+        1.0 / 39916800.0,
+        1.0 / 3628800.0,
+        1.0 / 362880.0,
+        1.0 / 40320.0,
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + c;
+    }
+    // 2^k assembled from its exponent bits; k ∈ [−1022, 0] here.
+    p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
 }
 
 /// F_latt for a runtime-chosen shape (tests and one-off evaluations; the kernel is generic).
@@ -280,6 +324,28 @@ mod tests {
         assert!(lattice_factor(Shape::Square, [0.2, 0.0, 0.0], [5.0, 1.0, 1.0]).value.abs() < 1e-15);
         assert_eq!(lattice_factor(Shape::Tophat, [0.1259, 0.0, 0.0], [5.0, 1.0, 1.0]).value, 5.0);
         assert_eq!(lattice_factor(Shape::Tophat, [0.1261, 0.0, 0.0], [5.0, 1.0, 1.0]).value, 0.0);
+    }
+
+    #[test]
+    fn fast_exp_is_within_two_ulp() {
+        let mut worst = 0.0f64;
+        for i in 0..200_000 {
+            let x = -(i as f64) * 0.0035 - 1e-9 * i as f64;
+            let (a, b) = (exp_nonpositive(x), x.exp());
+            if b > 1e-300 {
+                worst = worst.max((a - b).abs() / b);
+            }
+        }
+        assert!(worst <= 2.0 * f64::EPSILON, "{worst:e}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-1e4), exp_nonpositive(-708.0));
+    }
+
+    #[test]
+    fn fast_ceil_matches_std() {
+        for x in [-2.5, -2.0, -1.7, -0.5, -0.0, 0.0, 0.3, 0.5, 1.0, 1.0000001, 2.5, 1e12 + 0.5] {
+            assert_eq!(ceil_small(x), x.ceil(), "{x}");
+        }
     }
 
     #[test]

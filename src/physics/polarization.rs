@@ -38,8 +38,11 @@ impl Polarization {
         }
         let cos2theta = dot(self.incident, d);
         let sin2theta_sq = 1.0 - cos2theta * cos2theta;
-        let psi = -dot(d, self.b_hat).atan2(dot(d, self.e_hat));
-        0.5 * (1.0 + cos2theta * cos2theta - self.kahn * (2.0 * psi).cos() * sin2theta_sq)
+        // cos 2ψ with ψ = −atan2(y, x) is (x² − y²)/(x² + y²): no atan2/cos in the pixel loop.
+        let (x, y) = (dot(d, self.e_hat), dot(d, self.b_hat));
+        let rho = x * x + y * y;
+        let cos2psi = if rho > 0.0 { (x * x - y * y) / rho } else { 1.0 };
+        0.5 * (1.0 + cos2theta * cos2theta - self.kahn * cos2psi * sin2theta_sq)
     }
 }
 
@@ -52,6 +55,18 @@ mod tests {
         let p = Polarization::new([1.0, 0.0, 0.0], [0.0, 0.0, 1.0], 1.0);
         let d = unit([0.9, 0.2, -0.3]);
         assert!((p.factor(d) - (1.0 - d[2] * d[2])).abs() < 1e-15);
+    }
+
+    #[test]
+    fn matches_the_atan2_form() {
+        let p = Polarization::new([1.0, 0.0, 0.0], [0.0, 0.0, 1.0], 0.6);
+        for d in [[0.9, 0.2, -0.3], [0.5, -0.7, 0.1], [0.99, 0.0, 0.05]] {
+            let d = unit(d);
+            let psi = -dot(d, p.b_hat).atan2(dot(d, p.e_hat));
+            let c = d[0];
+            let want = 0.5 * (1.0 + c * c - 0.6 * (2.0 * psi).cos() * (1.0 - c * c));
+            assert!((p.factor(d) - want).abs() < 1e-15);
+        }
     }
 
     #[test]

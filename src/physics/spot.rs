@@ -377,13 +377,20 @@ fn vjp_row<S: ShapeTransform>(
     grad
 }
 
-fn vjp_with<S: ShapeTransform>(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64]) -> SpotGradient {
+fn vjp_with<S: ShapeTransform>(
+    model: &SpotModel,
+    fsq: &[f64],
+    region: &Region,
+    upstream: &[f64],
+    parallel: bool,
+) -> SpotGradient {
     let prep = model.prepare();
-    let rows: Vec<SpotGradient> = upstream
-        .par_chunks(region.n_fast.max(1))
-        .enumerate()
-        .map(|(r, g)| vjp_row::<S>(model, &prep, fsq, region.slow0 + r, region, g))
-        .collect();
+    let row = |(r, g): (usize, &[f64])| vjp_row::<S>(model, &prep, fsq, region.slow0 + r, region, g);
+    let rows: Vec<SpotGradient> = if parallel {
+        upstream.par_chunks(region.n_fast.max(1)).enumerate().map(row).collect()
+    } else {
+        upstream.chunks(region.n_fast.max(1)).enumerate().map(row).collect()
+    };
     // Rows are summed in a fixed order so the result does not depend on the thread count.
     let mut total = SpotGradient::zeros(fsq.len(), prep.domain_matrices.len());
     for row in &rows {
@@ -396,13 +403,22 @@ fn vjp_with<S: ShapeTransform>(model: &SpotModel, fsq: &[f64], region: &Region, 
 /// Adjoint of `render` with `ChannelFsq(fsq)`: the gradient of Σ_p upstream_p·pixel_p.
 /// `fsq.len()` must equal the number of channels and `upstream.len()` the region's pixel count.
 pub fn spot_vjp(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64]) -> SpotGradient {
+    vjp_dispatch(model, fsq, region, upstream, true)
+}
+
+/// As `spot_vjp`, on the calling thread only (for callers that parallelize over shoeboxes).
+pub fn spot_vjp_serial(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64]) -> SpotGradient {
+    vjp_dispatch(model, fsq, region, upstream, false)
+}
+
+fn vjp_dispatch(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64], parallel: bool) -> SpotGradient {
     debug_assert_eq!(fsq.len(), model.beam.channels.len());
     debug_assert_eq!(upstream.len(), region.len());
     match model.shape {
-        Shape::Square => vjp_with::<SquareShape>(model, fsq, region, upstream),
-        Shape::Round => vjp_with::<RoundShape>(model, fsq, region, upstream),
-        Shape::Gauss => vjp_with::<GaussShape>(model, fsq, region, upstream),
-        Shape::Tophat => vjp_with::<TophatShape>(model, fsq, region, upstream),
+        Shape::Square => vjp_with::<SquareShape>(model, fsq, region, upstream, parallel),
+        Shape::Round => vjp_with::<RoundShape>(model, fsq, region, upstream, parallel),
+        Shape::Gauss => vjp_with::<GaussShape>(model, fsq, region, upstream, parallel),
+        Shape::Tophat => vjp_with::<TophatShape>(model, fsq, region, upstream, parallel),
     }
 }
 
