@@ -32,7 +32,11 @@ fn median_seconds<F: FnMut()>(repeats: usize, mut f: F) -> f64 {
 fn thread_cpu_seconds() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |ns| ns * 1e-9)
 }
 
@@ -63,7 +67,13 @@ fn clock_ghz() -> f64 {
 }
 
 fn simulation(argv: &str) -> Simulation {
-    let a = args::parse(&argv.split_whitespace().map(String::from).collect::<Vec<_>>()).expect("bench arguments");
+    let a = args::parse(
+        &argv
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    )
+    .expect("bench arguments");
     match Simulation::from_args(&a, None) {
         Ok(s) => s,
         Err(e) => panic!("bench setup: {e}"),
@@ -80,7 +90,14 @@ fn fit_workload() -> (SpotModel, Vec<Region>, Vec<f64>) {
     let wl: Vec<f64> = (0..100).map(|k| 0.995 + 0.0001 * k as f64).collect();
     m.beam.channels = spectrum_channels(&wl, &[0.01; 100]).expect("spectrum");
     m.domains = MosaicDomains::isotropic(0.05, 8, 1, true);
-    let regions = (0..64).map(|i| Region { slow0: 20 + (i / 8) * 28, fast0: 20 + (i % 8) * 28, n_slow: 11, n_fast: 11 }).collect();
+    let regions = (0..64)
+        .map(|i| Region {
+            slow0: 20 + (i / 8) * 28,
+            fast0: 20 + (i % 8) * 28,
+            n_slow: 11,
+            n_fast: 11,
+        })
+        .collect();
     let fsq = (0..100).map(|k| 9000.0 + k as f64).collect();
     (m, regions, fsq)
 }
@@ -96,7 +113,11 @@ fn forward(m: &SpotModel, regions: &[Region], fsq: &[f64], out: &mut [Vec<f64>],
 
 fn adjoint(m: &SpotModel, regions: &[Region], fsq: &[f64], up: &[f64], parallel: bool) -> f64 {
     let one = |r: &Region| spot_vjp_serial(m, fsq, r, up).scale;
-    if parallel { regions.par_iter().map(one).sum() } else { regions.iter().map(one).sum() }
+    if parallel {
+        regions.par_iter().map(one).sum()
+    } else {
+        regions.iter().map(one).sum()
+    }
 }
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
@@ -110,8 +131,12 @@ fn bench_fit_kernel(ghz: f64) {
     let (m, regions, fsq) = fit_workload();
     let evals = (regions.len() * 121 * 100 * 8) as f64;
     let flops = f64::from(m.flops_per_eval()) + 18.0 / 100.0;
-    println!("fit workload: 64 shoeboxes x 11x11 px x 100 channels x 8 domains = {evals:.3e} evaluations/call");
-    println!("  FLOPs per evaluation: {flops:.2} (shape GAUSS, exp counted as 1; + 18/n_channels for u_d = M_d(d-i))");
+    println!(
+        "fit workload: 64 shoeboxes x 11x11 px x 100 channels x 8 domains = {evals:.3e} evaluations/call"
+    );
+    println!(
+        "  FLOPs per evaluation: {flops:.2} (shape GAUSS, exp counted as 1; + 18/n_channels for u_d = M_d(d-i))"
+    );
     let mut out: Vec<Vec<f64>> = regions.iter().map(|r| vec![0.0; r.len()]).collect();
     let up = vec![1.0; 121];
     let peak1 = 16.0 * ghz * 1e9;
@@ -123,23 +148,46 @@ fn bench_fit_kernel(ghz: f64) {
     let rate = evals / t1;
     println!(
         "  1 thread (CPU time): forward {:.1} ms = {:.1} M eval/s = {:.2} GFLOP/s = {:.2}% of 1-core peak ({:.0} GFLOP/s)",
-        t1 * 1e3, rate / 1e6, rate * flops / 1e9, 100.0 * rate * flops / peak1, peak1 / 1e9
+        t1 * 1e3,
+        rate / 1e6,
+        rate * flops / 1e9,
+        100.0 * rate * flops / peak1,
+        peak1 / 1e9
     );
-    println!("  adjoint {:.1} ms; forward+adjoint / forward = {:.2}", ta1 * 1e3, (t1 + ta1) / t1);
-    let w1 = in_pool(1, || median_seconds(5, || forward(&m, &regions, &fsq, &mut out, true)));
-    let w2 = in_pool(2, || median_seconds(5, || forward(&m, &regions, &fsq, &mut out, true)));
+    println!(
+        "  adjoint {:.1} ms; forward+adjoint / forward = {:.2}",
+        ta1 * 1e3,
+        (t1 + ta1) / t1
+    );
+    let w1 = in_pool(1, || {
+        median_seconds(5, || forward(&m, &regions, &fsq, &mut out, true))
+    });
+    let w2 = in_pool(2, || {
+        median_seconds(5, || forward(&m, &regions, &fsq, &mut out, true))
+    });
     let rate2 = evals / w2;
     println!(
         "  2 threads (wall): forward {:.1} ms = {:.1} M eval/s = {:.2}% of 2-core peak; wall 1 -> 2 threads {:.2}x",
-        w2 * 1e3, rate2 / 1e6, 100.0 * rate2 * flops / (2.0 * peak1), w1 / w2
+        w2 * 1e3,
+        rate2 / 1e6,
+        100.0 * rate2 * flops / (2.0 * peak1),
+        w1 / w2
     );
     let r = in_pool(2, || ResponseMatrix::build(&m, &regions[0]));
-    let t_apply = median_seconds(50, || { std::hint::black_box(r.apply(&fsq)); });
+    let t_apply = median_seconds(50, || {
+        std::hint::black_box(r.apply(&fsq));
+    });
     let mut one = vec![0.0; 121];
-    let t_direct = in_pool(1, || median_seconds(5, || render_serial(&m, &ChannelFsq(&fsq), &regions[0], &mut one)));
+    let t_direct = in_pool(1, || {
+        median_seconds(5, || {
+            render_serial(&m, &ChannelFsq(&fsq), &regions[0], &mut one)
+        })
+    });
     println!(
         "  response matrix (121 x 100) apply {:.2} us vs direct kernel {:.2} ms per shoebox: {:.0}x faster while geometry is fixed",
-        t_apply * 1e6, t_direct * 1e3, t_direct / t_apply
+        t_apply * 1e6,
+        t_direct * 1e3,
+        t_direct / t_apply
     );
 }
 
@@ -149,18 +197,33 @@ fn bench_gauss_oversample() {
          -distance 60 -pixel 0.1 -detpixels 256 -oversample 3 -polar 0",
     );
     let steps = 256.0 * 256.0 * sim.steps as f64;
-    println!("gauss_oversample 256x256, {} steps/pixel = {steps} pixel-steps:", sim.steps);
+    println!(
+        "gauss_oversample 256x256, {} steps/pixel = {steps} pixel-steps:",
+        sim.steps
+    );
     let t1 = median_cpu_seconds(9, || {
         let mut out = vec![0.0; 65536];
-        render_serial(&sim.model, &spread::physics::spot::ConstantF(100.0), &Region::full(&sim.model.panel), &mut out);
+        render_serial(
+            &sim.model,
+            &spread::physics::spot::ConstantF(100.0),
+            &Region::full(&sim.model.panel),
+            &mut out,
+        );
         std::hint::black_box(out);
     });
-    let t2 = in_pool(2, || median_seconds(9, || { std::hint::black_box(sim.render()); }));
+    let t2 = in_pool(2, || {
+        median_seconds(9, || {
+            std::hint::black_box(sim.render());
+        })
+    });
     for (threads, t, how) in [(1, t1, "CPU time"), (2, t2, "wall")] {
         let rate = steps / t;
         println!(
             "  {threads} thread(s) ({how}): kernel {:.2} ms = {:.1} M pixel-steps/s; nanoBragg (whole process) {:.1} M/s; ratio {:.2}x",
-            t * 1e3, rate / 1e6, NANOBRAGG_STEPS_PER_S[threads - 1] / 1e6, rate / NANOBRAGG_STEPS_PER_S[threads - 1]
+            t * 1e3,
+            rate / 1e6,
+            NANOBRAGG_STEPS_PER_S[threads - 1] / 1e6,
+            rate / NANOBRAGG_STEPS_PER_S[threads - 1]
         );
     }
     bench_whole_process(steps);
@@ -191,7 +254,9 @@ fn bench_whole_process(steps: f64) {
         });
         println!(
             "  {threads} thread(s), whole process: {:.2} ms = {:.1} M pixel-steps/s = {:.2}x nanoBragg",
-            t * 1e3, steps / t / 1e6, steps / t / NANOBRAGG_STEPS_PER_S[threads - 1]
+            t * 1e3,
+            steps / t / 1e6,
+            steps / t / NANOBRAGG_STEPS_PER_S[threads - 1]
         );
     }
     let _ = std::fs::remove_dir_all(dir);

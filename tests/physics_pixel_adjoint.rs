@@ -39,11 +39,18 @@ fn model(shape: Shape) -> SpotModel {
 }
 
 /// The 11×11 shoebox around spot1 of oracle case square_mono.
-const REGION: Region = Region { slow0: 68, fast0: 103, n_slow: 11, n_fast: 11 };
+const REGION: Region = Region {
+    slow0: 68,
+    fast0: 103,
+    n_slow: 11,
+    n_fast: 11,
+};
 const FSQ: [f64; 3] = [9000.0, 10000.0, 11500.0];
 
 fn upstream() -> Vec<f64> {
-    (0..REGION.len()).map(|i| 1.0 + 0.5 * (i as f64 * 0.7).sin()).collect()
+    (0..REGION.len())
+        .map(|i| 1.0 + 0.5 * (i as f64 * 0.7).sin())
+        .collect()
 }
 
 fn loss(m: &SpotModel, fsq: &[f64]) -> f64 {
@@ -60,7 +67,10 @@ fn central<F: Fn(f64) -> f64>(f: F, x: f64, h: f64) -> f64 {
 fn close(name: &str, fd: f64, an: f64, loss: f64) {
     let err = (fd - an).abs();
     assert!(an != 0.0, "{name}: analytic gradient is exactly zero");
-    assert!(err <= 1e-4 * an.abs() + 1e-12 * loss, "{name}: fd {fd:.10e} analytic {an:.10e}");
+    assert!(
+        err <= 1e-4 * an.abs() + 1e-12 * loss,
+        "{name}: fd {fd:.10e} analytic {an:.10e}"
+    );
 }
 
 fn check_shape(shape: Shape, smooth: bool) {
@@ -69,27 +79,125 @@ fn check_shape(shape: Shape, smooth: bool) {
     let l0 = loss(&m, &FSQ);
     assert!(l0 > 0.0);
     for k in 0..3 {
-        let fd = central(|x| { let mut f = FSQ; f[k] = x; loss(&m, &f) }, FSQ[k], 1.0);
+        let fd = central(
+            |x| {
+                let mut f = FSQ;
+                f[k] = x;
+                loss(&m, &f)
+            },
+            FSQ[k],
+            1.0,
+        );
         close(&format!("{shape:?} fsq[{k}]"), fd, g.fsq[k], l0);
     }
-    let fd = central(|x| loss(&SpotModel { scale: x, ..m.clone() }, &FSQ), m.scale, 1e-4);
+    let fd = central(
+        |x| {
+            loss(
+                &SpotModel {
+                    scale: x,
+                    ..m.clone()
+                },
+                &FSQ,
+            )
+        },
+        m.scale,
+        1e-4,
+    );
     close(&format!("{shape:?} scale"), fd, g.scale, l0);
-    let fd = central(|x| loss(&SpotModel { background: x, ..m.clone() }, &FSQ), m.background, 10.0);
+    let fd = central(
+        |x| {
+            loss(
+                &SpotModel {
+                    background: x,
+                    ..m.clone()
+                },
+                &FSQ,
+            )
+        },
+        m.background,
+        10.0,
+    );
     close(&format!("{shape:?} background"), fd, g.background, l0);
     for a in 0..3 {
-        let fd = central(|x| { let mut n = m.n_cells; n[a] = x; loss(&SpotModel { n_cells: n, ..m.clone() }, &FSQ) }, m.n_cells[a], 1e-5);
+        let fd = central(
+            |x| {
+                let mut n = m.n_cells;
+                n[a] = x;
+                loss(
+                    &SpotModel {
+                        n_cells: n,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.n_cells[a],
+            1e-5,
+        );
         close(&format!("{shape:?} N[{a}]"), fd, g.n_cells[a], l0);
     }
     if !smooth {
         return;
     }
     for a in 0..3 {
-        let fd = central(|x| { let mut r = m.rotation; r[a] = x; loss(&SpotModel { rotation: r, ..m.clone() }, &FSQ) }, m.rotation[a], 1e-7);
+        let fd = central(
+            |x| {
+                let mut r = m.rotation;
+                r[a] = x;
+                loss(
+                    &SpotModel {
+                        rotation: r,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.rotation[a],
+            1e-7,
+        );
         close(&format!("{shape:?} rotation[{a}]"), fd, g.rotation[a], l0);
-        let fd = central(|x| { let mut d = m.domains.clone(); d.spread_rad[a] = x; loss(&SpotModel { domains: d, ..m.clone() }, &FSQ) }, m.domains.spread_rad[a], 1e-8);
-        close(&format!("{shape:?} spread[{a}]"), fd, g.mosaic_spread[a], l0);
-        let fd = central(|x| { let mut d = m.domains.clone(); d.draws[2][a] = x; loss(&SpotModel { domains: d, ..m.clone() }, &FSQ) }, m.domains.draws[2][a], 1e-5);
-        close(&format!("{shape:?} draw[2][{a}]"), fd, g.domain_draws[2][a], l0);
+        let fd = central(
+            |x| {
+                let mut d = m.domains.clone();
+                d.spread_rad[a] = x;
+                loss(
+                    &SpotModel {
+                        domains: d,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.domains.spread_rad[a],
+            1e-8,
+        );
+        close(
+            &format!("{shape:?} spread[{a}]"),
+            fd,
+            g.mosaic_spread[a],
+            l0,
+        );
+        let fd = central(
+            |x| {
+                let mut d = m.domains.clone();
+                d.draws[2][a] = x;
+                loss(
+                    &SpotModel {
+                        domains: d,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.domains.draws[2][a],
+            1e-5,
+        );
+        close(
+            &format!("{shape:?} draw[2][{a}]"),
+            fd,
+            g.domain_draws[2][a],
+            l0,
+        );
     }
 }
 
@@ -117,8 +225,14 @@ fn tophat_adjoint_matches_finite_differences() {
 #[test]
 fn gradient_does_not_depend_on_thread_count() {
     let m = model(Shape::Gauss);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     let g1 = one.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()));
     let g2 = two.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()));
     assert_eq!(g1, g2);

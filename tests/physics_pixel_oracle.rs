@@ -5,7 +5,6 @@
 
 use spread::physics::background::{AVOGADRO, AmorphousTable, WATER_F, WATER_MW, add_amorphous};
 use spread::physics::beam::{Beam, equal_weight_channels, spectrum_channels};
-use spread::physics::crystal::{UnitCell, nanobragg_real_space};
 use spread::physics::geometry::detector::Panel;
 use spread::physics::geometry::{Mat3, Vec3};
 use spread::physics::lattice::Shape;
@@ -13,16 +12,28 @@ use spread::physics::mosaic::MosaicDomains;
 use spread::physics::nanobragg::{Simulation, args};
 use spread::physics::polarization::Polarization;
 use spread::physics::response::ResponseMatrix;
-use spread::physics::spot::{ChannelFsq, ConstantF, Region, SpotModel, render, render_serial, spot_vjp};
+use spread::physics::spot::{
+    ChannelFsq, ConstantF, Region, SpotModel, render, render_serial, spot_vjp,
+};
 use std::path::Path;
 
 fn golden(case: &str) -> Vec<f64> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/oracle/{case}.f32"));
-    std::fs::read(p).unwrap().chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+    std::fs::read(p)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect()
 }
 
 fn case_sim(argv: &str) -> Simulation {
-    let a = args::parse(&argv.split_whitespace().map(String::from).collect::<Vec<_>>()).unwrap();
+    let a = args::parse(
+        &argv
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     Simulation::from_args(&a, None).unwrap()
 }
 
@@ -40,7 +51,14 @@ fn dials_frame_panel_reproduces_square_mono() {
     let m = &nb.model;
     let origin_mm = nb.model.panel.dials_origin_mm();
     assert_eq!(origin_mm, [-6.5, 6.5, -100.0]); // printed by nanoBragg as "dials origin"
-    let panel = Panel::from_dials(origin_mm, to_dials(m.panel.fast), to_dials(m.panel.slow), [0.1, 0.1], [128, 128]).unwrap();
+    let panel = Panel::from_dials(
+        origin_mm,
+        to_dials(m.panel.fast),
+        to_dials(m.panel.slow),
+        [0.1, 0.1],
+        [128, 128],
+    )
+    .unwrap();
     let mut beam = m.beam.clone();
     beam.incident = to_dials(beam.incident);
     beam.polar_vector = to_dials(beam.polar_vector);
@@ -58,7 +76,11 @@ fn dials_frame_panel_reproduces_square_mono() {
     let g = golden("square_mono");
     let max = g.iter().copied().fold(0.0, f64::max);
     for (a, b) in out.iter().zip(&g) {
-        let ok = if *b > 1e-6 * max { (a - b).abs() <= 1e-6 * b } else { (a - b).abs() <= 1e-6 * max };
+        let ok = if *b > 1e-6 * max {
+            (a - b).abs() <= 1e-6 * b
+        } else {
+            (a - b).abs() <= 1e-6 * max
+        };
         assert!(ok, "{a} vs {b}");
     }
 }
@@ -77,7 +99,12 @@ fn fit_model() -> SpotModel {
     m
 }
 
-const SHOEBOX: Region = Region { slow0: 66, fast0: 101, n_slow: 15, n_fast: 15 };
+const SHOEBOX: Region = Region {
+    slow0: 66,
+    fast0: 101,
+    n_slow: 15,
+    n_fast: 15,
+};
 
 #[test]
 fn response_matrix_equals_direct_kernel() {
@@ -125,11 +152,23 @@ fn amorphous_background_equals_nanobragg_water_term() {
     let beam = Beam::nanobragg(equal_weight_channels(&[1.0]).unwrap(), 0.0);
     let region = Region::full(&nb.model.panel);
     let mut bg = vec![0.0; region.len()];
-    add_amorphous(&nb.model.panel, &beam, &nb.model.polarization, &table, n_molecules, &region, &mut bg);
+    add_amorphous(
+        &nb.model.panel,
+        &beam,
+        &nb.model.polarization,
+        &table,
+        n_molecules,
+        &region,
+        &mut bg,
+    );
     let (water, spots) = (golden("water_bg"), golden("square_mono"));
     for ((b, wv), s) in bg.iter().zip(&water).zip(&spots) {
         // the float32 difference carries one rounding of the water_bg pixel
-        assert!((b - (wv - s)).abs() <= 2.0 * f64::from(f32::EPSILON) * wv, "{b} vs {}", wv - s);
+        assert!(
+            (b - (wv - s)).abs() <= 2.0 * f64::from(f32::EPSILON) * wv,
+            "{b} vs {}",
+            wv - s
+        );
     }
     assert!(bg[0] > 5.86 && bg[0] < 5.88 && bg[64 * 128 + 64] > 5.96);
 }

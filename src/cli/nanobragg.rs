@@ -70,7 +70,11 @@ fn simulate(a: &NanoBraggArgs) -> Result<(), ExitCode> {
     write(&a.intfile, &smv::encode(p, &header, &ints))?;
     let sum: f64 = image.iter().sum();
     let max = image.iter().copied().fold(0.0, f64::max);
-    println!("{} pixels, {} steps, sum {sum:.7e}, max {max:.7e}", image.len(), sim.steps);
+    println!(
+        "{} pixels, {} steps, sum {sum:.7e}, max {max:.7e}",
+        image.len(),
+        sim.steps
+    );
     if !a.nonoise {
         let expected: Vec<f32> = image.iter().map(|&v| v as f32).collect();
         let noise = NoiseModel {
@@ -82,14 +86,21 @@ fn simulate(a: &NanoBraggArgs) -> Result<(), ExitCode> {
         };
         let noisy = add_noise(&expected, &noise);
         write(&a.noisefile, &smv::encode(p, &header, &noisy.counts))?;
-        println!("{} photons on noise image ({} overloads)", noisy.photons, noisy.overloads);
+        println!(
+            "{} photons on noise image ({} overloads)",
+            noisy.photons, noisy.overloads
+        );
     }
     Ok(())
 }
 
 /// Run `spreadc nanobragg`.
 pub fn run(args: &Args) -> ExitCode {
-    if args.argv.iter().any(|a| a == "-help" || a == "-h" || a == "--help") {
+    if args
+        .argv
+        .iter()
+        .any(|a| a == "-help" || a == "-h" || a == "--help")
+    {
         usage();
         return ExitCode::SUCCESS;
     }

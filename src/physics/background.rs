@@ -61,7 +61,9 @@ impl BackgroundPlane {
         let (cf, cs) = plane_centre(region);
         for (r, row) in out.chunks_mut(region.n_fast.max(1)).enumerate() {
             for (c, v) in row.iter_mut().enumerate() {
-                *v += self.offset + self.slope_fast * (c as f64 - cf) + self.slope_slow * (r as f64 - cs);
+                *v += self.offset
+                    + self.slope_fast * (c as f64 - cf)
+                    + self.slope_slow * (r as f64 - cs);
             }
         }
     }
@@ -82,7 +84,10 @@ impl BackgroundPlane {
 }
 
 fn plane_centre(region: &Region) -> (f64, f64) {
-    ((region.n_fast as f64 - 1.0) / 2.0, (region.n_slow as f64 - 1.0) / 2.0)
+    (
+        (region.n_fast as f64 - 1.0) / 2.0,
+        (region.n_slow as f64 - 1.0) / 2.0,
+    )
 }
 
 /// Amorphous scattering factor of one scatterer against sin θ/λ.
@@ -99,8 +104,11 @@ impl AmorphousTable {
             return Err(BackgroundError::TooShort(stol_per_a.len().min(f_bg.len())));
         }
         for (row, w) in stol_per_a.windows(2).enumerate() {
-            if !(w[1] > w[0]) || !w[1].is_finite() {
-                return Err(BackgroundError::NotIncreasing { row: row + 1, stol: w[1] });
+            if w[1].partial_cmp(&w[0]) != Some(std::cmp::Ordering::Greater) || !w[1].is_finite() {
+                return Err(BackgroundError::NotIncreasing {
+                    row: row + 1,
+                    stol: w[1],
+                });
             }
         }
         Ok(Self { stol_per_a, f_bg })
@@ -137,7 +145,11 @@ pub fn add_amorphous(
             let p = panel.subpixel_position(region.slow0 + r, region.fast0 + c, 0, 0, 1);
             let rr = norm(p);
             let d = [p[0] / rr, p[1] / rr, p[2] / rr];
-            let s_len_m = norm([d[0] - beam.incident[0], d[1] - beam.incident[1], d[2] - beam.incident[2]]);
+            let s_len_m = norm([
+                d[0] - beam.incident[0],
+                d[1] - beam.incident[1],
+                d[2] - beam.incident[2],
+            ]);
             let sum: f64 = beam
                 .channels
                 .iter()
@@ -161,8 +173,17 @@ mod tests {
 
     #[test]
     fn plane_adjoint_is_its_transpose() {
-        let region = Region { slow0: 3, fast0: 5, n_slow: 4, n_fast: 5 };
-        let plane = BackgroundPlane { offset: 2.0, slope_fast: 0.3, slope_slow: -0.7 };
+        let region = Region {
+            slow0: 3,
+            fast0: 5,
+            n_slow: 4,
+            n_fast: 5,
+        };
+        let plane = BackgroundPlane {
+            offset: 2.0,
+            slope_fast: 0.3,
+            slope_slow: -0.7,
+        };
         let mut out = vec![0.0; region.len()];
         plane.add_to(&region, &mut out);
         let up: Vec<f64> = (0..region.len()).map(|i| (i as f64 * 0.37).sin()).collect();

@@ -22,7 +22,9 @@ pub enum BeamError {
     #[error("wavelength must be positive, got {0} Å")]
     BadWavelength(f64),
     /// A spectrum with no channels or a negative/non-finite weight.
-    #[error("spectrum channel {index}: weight {weight} must be finite and ≥ 0 (and the spectrum non-empty)")]
+    #[error(
+        "spectrum channel {index}: weight {weight} must be finite and ≥ 0 (and the spectrum non-empty)"
+    )]
     BadWeight {
         /// Index of the channel.
         index: usize,
@@ -59,7 +61,11 @@ pub struct Beam {
 }
 
 /// nanoBragg's source wavelengths for `-lambda`, `-dispersion D%` and `-dispsteps n`, in Å.
-pub fn dispersion_wavelengths(lambda_a: f64, dispersion_pct: f64, steps: usize) -> Result<Vec<f64>, BeamError> {
+pub fn dispersion_wavelengths(
+    lambda_a: f64,
+    dispersion_pct: f64,
+    steps: usize,
+) -> Result<Vec<f64>, BeamError> {
     if !(lambda_a > 0.0 && lambda_a.is_finite()) {
         return Err(BeamError::BadWavelength(lambda_a));
     }
@@ -83,9 +89,15 @@ pub fn equal_weight_channels(wavelengths_a: &[f64]) -> Result<Vec<Channel>, Beam
 }
 
 /// Channels from a measured spectrum (wavelength Å, weight), weights kept as given.
-pub fn spectrum_channels(wavelengths_a: &[f64], weights: &[f64]) -> Result<Vec<Channel>, BeamError> {
+pub fn spectrum_channels(
+    wavelengths_a: &[f64],
+    weights: &[f64],
+) -> Result<Vec<Channel>, BeamError> {
     if wavelengths_a.is_empty() || wavelengths_a.len() != weights.len() {
-        return Err(BeamError::BadWeight { index: 0, weight: f64::NAN });
+        return Err(BeamError::BadWeight {
+            index: 0,
+            weight: f64::NAN,
+        });
     }
     wavelengths_a
         .iter()
@@ -97,7 +109,10 @@ pub fn spectrum_channels(wavelengths_a: &[f64], weights: &[f64]) -> Result<Vec<C
             } else if !(weight >= 0.0 && weight.is_finite()) {
                 Err(BeamError::BadWeight { index, weight })
             } else {
-                Ok(Channel { wavelength_m: l * 1e-10, weight })
+                Ok(Channel {
+                    wavelength_m: l * 1e-10,
+                    weight,
+                })
             }
         })
         .collect()

@@ -44,8 +44,11 @@ impl UnitCell {
                 return Err(CellError::BadEdge { field, value });
             }
         }
-        let cell = Self { edges_a, angles_deg };
-        if !(cell.volume_factor_sq() > 0.0) {
+        let cell = Self {
+            edges_a,
+            angles_deg,
+        };
+        if cell.volume_factor_sq().partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(CellError::BadAngles(angles_deg));
         }
         Ok(cell)
@@ -67,7 +70,11 @@ impl UnitCell {
         let [a, b, c] = self.edges_a;
         let [al, be, ga] = self.angles_deg.map(f64::to_radians);
         let v = self.volume_a3();
-        let (a_s, b_s, c_s) = (b * c * al.sin() / v, c * a * be.sin() / v, a * b * ga.sin() / v);
+        let (a_s, b_s, c_s) = (
+            b * c * al.sin() / v,
+            c * a * be.sin() / v,
+            a * b * ga.sin() / v,
+        );
         let cos_al_s = (be.cos() * ga.cos() - al.cos()) / (be.sin() * ga.sin());
         let cos_be_s = (al.cos() * ga.cos() - be.cos()) / (al.sin() * ga.sin());
         let cos_ga_s = (al.cos() * be.cos() - ga.cos()) / (al.sin() * be.sin());
@@ -110,7 +117,11 @@ mod tests {
         let a = nanobragg_real_space(&cell, misset);
         for i in 0..3 {
             for j in 0..3 {
-                assert!((a[i][j] * 1e10 - want[i][j]).abs() < 1e-8, "{i} {j}: {}", a[i][j] * 1e10);
+                assert!(
+                    (a[i][j] * 1e10 - want[i][j]).abs() < 1e-8,
+                    "{i} {j}: {}",
+                    a[i][j] * 1e10
+                );
             }
         }
     }

@@ -78,7 +78,11 @@ fn sincg_gradient(x: f64, n: f64) -> (f64, f64, f64) {
     let s = x.sin();
     if s == 0.0 || x == 0.0 {
         // A maximum of the Dirichlet kernel: zero slope in x, value ±N with slope ±1 in N.
-        let value = if x == 0.0 { n } else { (n * x).cos() / x.cos() * n };
+        let value = if x == 0.0 {
+            n
+        } else {
+            (n * x).cos() / x.cos() * n
+        };
         return (value, 0.0, value / n);
     }
     let (snx, cnx) = (n * x).sin_cos();
@@ -89,7 +93,11 @@ fn sincg_gradient(x: f64, n: f64) -> (f64, f64, f64) {
 /// sinc3(x) = 3(sin x/x − cos x)/x², 1 at 0 (nanoBragg's form).
 #[inline]
 fn sinc3(x: f64) -> f64 {
-    if x == 0.0 { 1.0 } else { 3.0 * (x.sin() / x - x.cos()) / (x * x) }
+    if x == 0.0 {
+        1.0
+    } else {
+        3.0 * (x.sin() / x - x.cos()) / (x * x)
+    }
 }
 
 /// sinc3'(x)/x, finite at 0 (−1/5), used for the chain rule through x = π·hrad.
@@ -102,7 +110,7 @@ fn sinc3_slope_over_x(x: f64) -> f64 {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn hrad_sq(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
     let d = [h[0] - h0[0], h[1] - h0[1], h[2] - h0[2]];
     n[0] * n[0] * d[0] * d[0] + n[1] * n[1] * d[1] * d[1] + n[2] * n[2] * d[2] * d[2]
@@ -110,7 +118,7 @@ fn hrad_sq(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
 
 impl ShapeTransform for SquareShape {
     const FLOPS: u32 = 15;
-    #[inline]
+    #[inline(always)]
     fn value(h: Vec3, _h0: Vec3, n: Vec3) -> f64 {
         let mut f = 1.0;
         for i in 0..3 {
@@ -120,6 +128,7 @@ impl ShapeTransform for SquareShape {
         }
         f
     }
+    #[inline(always)]
     fn gradient(h: Vec3, _h0: Vec3, n: Vec3) -> LatticeGradient {
         let mut f = [1.0; 3];
         let mut dx = [0.0; 3];
@@ -140,17 +149,25 @@ impl ShapeTransform for SquareShape {
 }
 
 /// ∂hrad²/∂h and ∂hrad²/∂N.
-#[inline]
+#[inline(always)]
 fn hrad_sq_gradient(h: Vec3, h0: Vec3, n: Vec3) -> (Vec3, Vec3) {
     let d = [h[0] - h0[0], h[1] - h0[1], h[2] - h0[2]];
     (
-        [2.0 * n[0] * n[0] * d[0], 2.0 * n[1] * n[1] * d[1], 2.0 * n[2] * n[2] * d[2]],
-        [2.0 * n[0] * d[0] * d[0], 2.0 * n[1] * d[1] * d[1], 2.0 * n[2] * d[2] * d[2]],
+        [
+            2.0 * n[0] * n[0] * d[0],
+            2.0 * n[1] * n[1] * d[1],
+            2.0 * n[2] * n[2] * d[2],
+        ],
+        [
+            2.0 * n[0] * d[0] * d[0],
+            2.0 * n[1] * d[1] * d[1],
+            2.0 * n[2] * d[2] * d[2],
+        ],
     )
 }
 
 /// Gradient of V·g(hrad²) with V = NaNbNc, given g and dg/dhrad².
-#[inline]
+#[inline(always)]
 fn radial_gradient(h: Vec3, h0: Vec3, n: Vec3, g: f64, dg: f64) -> LatticeGradient {
     let vol = n[0] * n[1] * n[2];
     let (dr_h, dr_n) = hrad_sq_gradient(h, h0, n);
@@ -168,10 +185,11 @@ fn radial_gradient(h: Vec3, h0: Vec3, n: Vec3, g: f64, dg: f64) -> LatticeGradie
 
 impl ShapeTransform for GaussShape {
     const FLOPS: u32 = 17;
-    #[inline]
+    #[inline(always)]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
         n[0] * n[1] * n[2] * exp_nonpositive(-(hrad_sq(h, h0, n) / GAUSS_WIDTH))
     }
+    #[inline(always)]
     fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
         let g = exp_nonpositive(-(hrad_sq(h, h0, n) / GAUSS_WIDTH));
         radial_gradient(h, h0, n, g, -g / GAUSS_WIDTH)
@@ -180,10 +198,11 @@ impl ShapeTransform for GaussShape {
 
 impl ShapeTransform for RoundShape {
     const FLOPS: u32 = 24;
-    #[inline]
+    #[inline(always)]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
         n[0] * n[1] * n[2] * ROUND_NORM * sinc3(PI * hrad_sq(h, h0, n).sqrt())
     }
+    #[inline(always)]
     fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
         let x = PI * hrad_sq(h, h0, n).sqrt();
         // d sinc3(π r)/d(r²) = sinc3'(x)·π²/(2x)
@@ -194,12 +213,21 @@ impl ShapeTransform for RoundShape {
 
 impl ShapeTransform for TophatShape {
     const FLOPS: u32 = 13;
-    #[inline]
+    #[inline(always)]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
-        if hrad_sq(h, h0, n) < TOPHAT_CUTOFF { n[0] * n[1] * n[2] } else { 0.0 }
+        if hrad_sq(h, h0, n) < TOPHAT_CUTOFF {
+            n[0] * n[1] * n[2]
+        } else {
+            0.0
+        }
     }
+    #[inline(always)]
     fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient {
-        let inside = if hrad_sq(h, h0, n) < TOPHAT_CUTOFF { 1.0 } else { 0.0 };
+        let inside = if hrad_sq(h, h0, n) < TOPHAT_CUTOFF {
+            1.0
+        } else {
+            0.0
+        };
         radial_gradient(h, h0, n, inside, 0.0)
     }
 }
@@ -219,7 +247,11 @@ fn ceil_small(x: f64) -> f64 {
 /// Exact for |h| < 2⁵¹, far beyond any Miller index.
 #[inline(always)]
 pub fn nearest_index(h: Vec3) -> Vec3 {
-    [ceil_small(h[0] - 0.5), ceil_small(h[1] - 0.5), ceil_small(h[2] - 0.5)]
+    [
+        ceil_small(h[0] - 0.5),
+        ceil_small(h[1] - 0.5),
+        ceil_small(h[2] - 0.5),
+    ]
 }
 
 /// e^x for x ≤ 0 to within 2 ulp (0 below −708, where e^x·N³ squared underflows anyway).
@@ -227,10 +259,13 @@ pub fn nearest_index(h: Vec3) -> Vec3 {
 /// x = k·ln2 + r, |r| ≤ ln2/2, and the degree-13 Taylor polynomial (truncation < 5e-18).
 #[inline(always)]
 pub fn exp_nonpositive(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.93147180369123816490e-01;
-    const LN2_LO: f64 = 1.90821492927058770002e-10;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     let x = x.max(-708.0);
-    let k = (x * std::f64::consts::LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;
+    // k = round(x/ln2) sits in the low mantissa bits of `shifted`, which keeps the whole function
+    // free of float→int conversions (AVX2 has none for f64), so loops over channels vectorize.
+    let shifted = x * std::f64::consts::LOG2_E + ROUND_MAGIC;
+    let k = shifted - ROUND_MAGIC;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let mut p = 1.0 / 6227020800.0;
     for c in [
@@ -250,8 +285,9 @@ pub fn exp_nonpositive(x: f64) -> f64 {
     ] {
         p = p * r + c;
     }
-    // 2^k assembled from its exponent bits; k ∈ [−1022, 0] here.
-    p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
+    // 2^k assembled from its exponent bits; k + 1023 ∈ [1, 1023] here, and the shift drops the
+    // constant's own bits.
+    p * f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52)
 }
 
 /// F_latt for a runtime-chosen shape (tests and one-off evaluations; the kernel is generic).
@@ -278,11 +314,21 @@ mod tests {
             hm[i] -= eps;
             np[i] += eps;
             nm[i] -= eps;
-            let fdh = (lattice_factor(shape, hp, n).value - lattice_factor(shape, hm, n).value) / (2.0 * eps);
-            let fdn = (lattice_factor(shape, h, np).value - lattice_factor(shape, h, nm).value) / (2.0 * eps);
+            let fdh = (lattice_factor(shape, hp, n).value - lattice_factor(shape, hm, n).value)
+                / (2.0 * eps);
+            let fdn = (lattice_factor(shape, h, np).value - lattice_factor(shape, h, nm).value)
+                / (2.0 * eps);
             let tol = 1e-6 * (1.0 + g.value.abs() * n[0] * n[1] * n[2]);
-            assert!((fdh - g.d_h[i]).abs() < tol, "{shape:?} d_h[{i}] fd {fdh} an {}", g.d_h[i]);
-            assert!((fdn - g.d_n[i]).abs() < tol, "{shape:?} d_n[{i}] fd {fdn} an {}", g.d_n[i]);
+            assert!(
+                (fdh - g.d_h[i]).abs() < tol,
+                "{shape:?} d_h[{i}] fd {fdh} an {}",
+                g.d_h[i]
+            );
+            assert!(
+                (fdn - g.d_n[i]).abs() < tol,
+                "{shape:?} d_n[{i}] fd {fdn} an {}",
+                g.d_n[i]
+            );
         }
         let value = match shape {
             Shape::Square => SquareShape::value(h, nearest_index(h), n),
@@ -305,7 +351,11 @@ mod tests {
         let (h, n) = ([1.0 + 1e-5, 2.0, -3.0 + 2e-5], [8.0; 3]);
         let g = lattice_factor(Shape::Round, h, n);
         let want = -512.0 * ROUND_NORM * PI * PI * 64.0 * 2e-5 / 5.0;
-        assert!((g.d_h[2] - want).abs() < 1e-6 * want.abs(), "{} vs {want}", g.d_h[2]);
+        assert!(
+            (g.d_h[2] - want).abs() < 1e-6 * want.abs(),
+            "{} vs {want}",
+            g.d_h[2]
+        );
         fd_check(Shape::Tophat, [2.03, -1.1, 0.97], [5.0, 6.0, 7.0]);
     }
 
@@ -317,13 +367,33 @@ mod tests {
         // Near h = 2 the Dirichlet kernel is sin(Nπδ)/sin(πδ) with δ = h − 2 (N − 1 even: no sign flip).
         let d: f64 = 0.01;
         let want = (5.0 * PI * d).sin() / (PI * d).sin();
-        assert!((lattice_factor(Shape::Square, [2.0 + d, 0.0, 0.0], [5.0, 1.0, 1.0]).value - want).abs() < 1e-9 * want);
-        assert_eq!(lattice_factor(Shape::Gauss, [1.0, 2.0, 3.0], n).value, 210.0);
-        assert!((lattice_factor(Shape::Round, [1.0; 3], n).value - 210.0 * ROUND_NORM).abs() < 1e-12);
+        assert!(
+            (lattice_factor(Shape::Square, [2.0 + d, 0.0, 0.0], [5.0, 1.0, 1.0]).value - want)
+                .abs()
+                < 1e-9 * want
+        );
+        assert_eq!(
+            lattice_factor(Shape::Gauss, [1.0, 2.0, 3.0], n).value,
+            210.0
+        );
+        assert!(
+            (lattice_factor(Shape::Round, [1.0; 3], n).value - 210.0 * ROUND_NORM).abs() < 1e-12
+        );
         // SQUARE vanishes at h = 1/N; TOPHAT cuts at hrad = 0.63.
-        assert!(lattice_factor(Shape::Square, [0.2, 0.0, 0.0], [5.0, 1.0, 1.0]).value.abs() < 1e-15);
-        assert_eq!(lattice_factor(Shape::Tophat, [0.1259, 0.0, 0.0], [5.0, 1.0, 1.0]).value, 5.0);
-        assert_eq!(lattice_factor(Shape::Tophat, [0.1261, 0.0, 0.0], [5.0, 1.0, 1.0]).value, 0.0);
+        assert!(
+            lattice_factor(Shape::Square, [0.2, 0.0, 0.0], [5.0, 1.0, 1.0])
+                .value
+                .abs()
+                < 1e-15
+        );
+        assert_eq!(
+            lattice_factor(Shape::Tophat, [0.1259, 0.0, 0.0], [5.0, 1.0, 1.0]).value,
+            5.0
+        );
+        assert_eq!(
+            lattice_factor(Shape::Tophat, [0.1261, 0.0, 0.0], [5.0, 1.0, 1.0]).value,
+            0.0
+        );
     }
 
     #[test]
@@ -343,7 +413,20 @@ mod tests {
 
     #[test]
     fn fast_ceil_matches_std() {
-        for x in [-2.5, -2.0, -1.7, -0.5, -0.0, 0.0, 0.3, 0.5, 1.0, 1.0000001, 2.5, 1e12 + 0.5] {
+        for x in [
+            -2.5,
+            -2.0,
+            -1.7,
+            -0.5,
+            -0.0,
+            0.0,
+            0.3,
+            0.5,
+            1.0,
+            1.0000001,
+            2.5,
+            1e12 + 0.5,
+        ] {
             assert_eq!(ceil_small(x), x.ceil(), "{x}");
         }
     }

@@ -36,7 +36,10 @@ pub struct DomainRotation {
 impl MosaicDomains {
     /// One domain with no misorientation (nanoBragg without `-mosaic`).
     pub fn single() -> Self {
-        Self { spread_rad: [0.0; 3], draws: vec![[0.0; 3]] }
+        Self {
+            spread_rad: [0.0; 3],
+            draws: vec![[0.0; 3]],
+        }
     }
 
     /// Isotropic spread `spread_deg` (rms per axis), `n` domains drawn from `seed`.
@@ -49,18 +52,28 @@ impl MosaicDomains {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut draws = Vec::with_capacity(n);
         while draws.len() < n {
-            let e: Vec3 = [rng.sample(StandardNormal), rng.sample(StandardNormal), rng.sample(StandardNormal)];
+            let e: Vec3 = [
+                rng.sample(StandardNormal),
+                rng.sample(StandardNormal),
+                rng.sample(StandardNormal),
+            ];
             draws.push(e);
             if symmetric && draws.len() < n {
                 draws.push([-e[0], -e[1], -e[2]]);
             }
         }
-        Self { spread_rad: spread_deg.map(f64::to_radians), draws }
+        Self {
+            spread_rad: spread_deg.map(f64::to_radians),
+            draws,
+        }
     }
 
     /// Domains from explicit small-angle tilt vectors (radians), spread fixed at 1.
     pub fn from_tilts(tilts: Vec<Vec3>) -> Self {
-        Self { spread_rad: [1.0; 3], draws: tilts }
+        Self {
+            spread_rad: [1.0; 3],
+            draws: tilts,
+        }
     }
 
     /// Number of domains.
@@ -78,7 +91,11 @@ impl MosaicDomains {
         self.draws
             .iter()
             .map(|e| {
-                let v = [self.spread_rad[0] * e[0], self.spread_rad[1] * e[1], self.spread_rad[2] * e[2]];
+                let v = [
+                    self.spread_rad[0] * e[0],
+                    self.spread_rad[1] * e[1],
+                    self.spread_rad[2] * e[2],
+                ];
                 let (rotation, dv) = rotation_jacobian(v);
                 let mut d_spread = dv;
                 let mut d_draw = dv;
@@ -90,7 +107,11 @@ impl MosaicDomains {
                         }
                     }
                 }
-                DomainRotation { rotation, d_spread, d_draw }
+                DomainRotation {
+                    rotation,
+                    d_spread,
+                    d_draw,
+                }
             })
             .collect()
     }

@@ -33,7 +33,14 @@ pub struct NoiseModel {
 
 impl Default for NoiseModel {
     fn default() -> Self {
-        Self { seed: 1, calibration_seed: 123456789, calibration_sigma: 0.0, readout_sigma: 0.0, gain: 1.0, adc_offset: 40.0 }
+        Self {
+            seed: 1,
+            calibration_seed: 123456789,
+            calibration_sigma: 0.0,
+            readout_sigma: 0.0,
+            gain: 1.0,
+            adc_offset: 40.0,
+        }
     }
 }
 
@@ -83,7 +90,11 @@ pub fn add_noise(expected: &[f32], model: &NoiseModel) -> NoisyImage {
             adu.clamp(0.0, MAX_ADU) as u16
         })
         .collect();
-    NoisyImage { counts, overloads, photons }
+    NoisyImage {
+        counts,
+        overloads,
+        photons,
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +104,10 @@ mod tests {
     #[test]
     fn same_seed_same_image() {
         let e = vec![3.5f32; 100];
-        let m = NoiseModel { seed: 9, ..NoiseModel::default() };
+        let m = NoiseModel {
+            seed: 9,
+            ..NoiseModel::default()
+        };
         assert_eq!(add_noise(&e, &m), add_noise(&e, &m));
         let m2 = NoiseModel { seed: 10, ..m };
         assert_ne!(add_noise(&e, &m).counts, add_noise(&e, &m2).counts);
@@ -103,7 +117,11 @@ mod tests {
     fn readout_noise_has_its_variance() {
         // Zero photons: counts = 1000 + N(0, 5²); sample variance within 5σ of 25.
         let e = vec![0.0f32; 20000];
-        let m = NoiseModel { readout_sigma: 5.0, adc_offset: 1000.0, ..NoiseModel::default() };
+        let m = NoiseModel {
+            readout_sigma: 5.0,
+            adc_offset: 1000.0,
+            ..NoiseModel::default()
+        };
         let c = add_noise(&e, &m).counts;
         let n = c.len() as f64;
         let x: Vec<f64> = c.iter().map(|&v| f64::from(v) + 0.5 - 1000.0).collect();

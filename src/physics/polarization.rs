@@ -22,12 +22,24 @@ impl Polarization {
         let i = unit(incident);
         let b_hat = unit(cross(polar_vector, i));
         let e_hat = unit(cross(i, b_hat));
-        Self { incident: i, e_hat, b_hat, kahn, enabled: true }
+        Self {
+            incident: i,
+            e_hat,
+            b_hat,
+            kahn,
+            enabled: true,
+        }
     }
 
     /// P ≡ 1 (nanoBragg's `-nopolar`).
     pub fn disabled() -> Self {
-        Self { incident: [1.0, 0.0, 0.0], e_hat: [0.0; 3], b_hat: [0.0; 3], kahn: 0.0, enabled: false }
+        Self {
+            incident: [1.0, 0.0, 0.0],
+            e_hat: [0.0; 3],
+            b_hat: [0.0; 3],
+            kahn: 0.0,
+            enabled: false,
+        }
     }
 
     /// P for the scattered unit vector `d`.
@@ -41,7 +53,11 @@ impl Polarization {
         // cos 2ψ with ψ = −atan2(y, x) is (x² − y²)/(x² + y²): no atan2/cos in the pixel loop.
         let (x, y) = (dot(d, self.e_hat), dot(d, self.b_hat));
         let rho = x * x + y * y;
-        let cos2psi = if rho > 0.0 { (x * x - y * y) / rho } else { 1.0 };
+        let cos2psi = if rho > 0.0 {
+            (x * x - y * y) / rho
+        } else {
+            1.0
+        };
         0.5 * (1.0 + cos2theta * cos2theta - self.kahn * cos2psi * sin2theta_sq)
     }
 }

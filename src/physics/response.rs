@@ -26,7 +26,8 @@ impl ResponseMatrix {
         let mut b = vec![0.0; region.len()];
         response_rows(model, region, &mut r, &mut b);
         Self {
-            matrix: Array2::from_shape_vec((region.len(), n_ch), r).unwrap_or_else(|_| Array2::zeros((0, n_ch))),
+            matrix: Array2::from_shape_vec((region.len(), n_ch), r)
+                .unwrap_or_else(|_| Array2::zeros((0, n_ch))),
             background: Array1::from(b),
         }
     }

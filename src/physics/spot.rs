@@ -13,11 +13,13 @@
 //! Work per (pixel, channel, domain) evaluation: since d̂ − î does not depend on λ, u_d = M_d·(d̂ − î) is
 //! formed once per (sub-pixel, domain) and h = u_d/λ_k costs 3 multiplies per channel; see `flops_per_eval`.
 
-use super::beam::{Beam, Channel};
+use super::beam::Beam;
 use super::geometry::detector::Panel;
 use super::geometry::rotation::rotation_jacobian;
 use super::geometry::{Mat3, Vec3, frobenius, mat_mul, mat_vec, norm, transpose};
-use super::lattice::{GaussShape, RoundShape, Shape, ShapeTransform, SquareShape, TophatShape, nearest_index};
+use super::lattice::{
+    GaussShape, RoundShape, Shape, ShapeTransform, SquareShape, TophatShape, nearest_index,
+};
 use super::mosaic::{DomainRotation, MosaicDomains};
 use super::polarization::Polarization;
 use rayon::prelude::*;
@@ -26,6 +28,34 @@ use rayon::prelude::*;
 pub trait StructureFactorSq: Sync {
     /// |F(h0, λ_k)|² in electrons².
     fn fsq(&self, h0: Vec3, channel: usize) -> f64;
+
+    /// Σ_k w_k |F(h0_k, λ_k)|² l2_k over the channels of one (sub-pixel, domain), h_k = u/λ_k.
+    #[inline(always)]
+    fn weighted_sum(&self, u: Vec3, inv_lambda: &[f64], weights: &[f64], l2: &[f64]) -> f64 {
+        let mut total = 0.0;
+        for (k, ((&il, &w), &l)) in inv_lambda.iter().zip(weights).zip(l2).enumerate() {
+            total += w * self.fsq(nearest_index([u[0] * il, u[1] * il, u[2] * il]), k) * l;
+        }
+        total
+    }
+}
+
+/// Σ a_k b_k c_k with four partial sums (independent chains keep the FPU busy).
+#[inline(always)]
+fn dot3(a: &[f64], b: &[f64], c: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let n = a.len().min(b.len()).min(c.len());
+    let mut k = 0;
+    while k + 4 <= n {
+        for j in 0..4 {
+            acc[j] += a[k + j] * b[k + j] * c[k + j];
+        }
+        k += 4;
+    }
+    for j in k..n {
+        acc[0] += a[j] * b[j] * c[j];
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
 /// The same F for every reflection and channel (nanoBragg's `-default_F`).
@@ -37,6 +67,18 @@ impl StructureFactorSq for ConstantF {
     fn fsq(&self, _h0: Vec3, _channel: usize) -> f64 {
         self.0 * self.0
     }
+
+    #[inline(always)]
+    fn weighted_sum(&self, _u: Vec3, _inv_lambda: &[f64], weights: &[f64], l2: &[f64]) -> f64 {
+        if weights.len() == 1 {
+            return self.0 * self.0 * weights[0] * l2[0];
+        }
+        let mut total = 0.0;
+        for (w, l) in weights.iter().zip(l2) {
+            total += w * l;
+        }
+        self.0 * self.0 * total
+    }
 }
 
 /// Per-channel |F(h0, λ_k)|² of the one reflection a shoebox belongs to (the fit's parametrization).
@@ -47,6 +89,11 @@ impl StructureFactorSq for ChannelFsq<'_> {
     #[inline]
     fn fsq(&self, _h0: Vec3, channel: usize) -> f64 {
         self.0[channel]
+    }
+
+    #[inline(always)]
+    fn weighted_sum(&self, _u: Vec3, _inv_lambda: &[f64], weights: &[f64], l2: &[f64]) -> f64 {
+        dot3(weights, self.0, l2)
     }
 }
 
@@ -66,7 +113,12 @@ pub struct Region {
 impl Region {
     /// The whole panel.
     pub fn full(panel: &Panel) -> Self {
-        Self { slow0: 0, fast0: 0, n_slow: panel.n_slow, n_fast: panel.n_fast }
+        Self {
+            slow0: 0,
+            fast0: 0,
+            n_slow: panel.n_slow,
+            n_fast: panel.n_fast,
+        }
     }
 
     /// Number of pixels.
@@ -111,7 +163,7 @@ pub struct SpotModel {
 struct Prepared {
     /// M_d = U_d R(θ) A, so h = M_d·S.
     domain_matrices: Vec<Mat3>,
-    channels: Vec<Channel>,
+    weights: Vec<f64>,
     inv_lambda: Vec<f64>,
     /// r_e²Φ·scale
     prefactor: f64,
@@ -134,8 +186,13 @@ impl SpotModel {
         let n_sub = (self.oversample * self.oversample) as f64;
         Prepared {
             domain_matrices,
-            channels: self.beam.channels.clone(),
-            inv_lambda: self.beam.channels.iter().map(|c| 1.0 / c.wavelength_m).collect(),
+            weights: self.beam.channels.iter().map(|c| c.weight).collect(),
+            inv_lambda: self
+                .beam
+                .channels
+                .iter()
+                .map(|c| 1.0 / c.wavelength_m)
+                .collect(),
             prefactor: self.beam.thomson_prefactor() * self.scale,
             norm: 1.0 / (n_sub * self.domains.len() as f64),
             rotation,
@@ -157,7 +214,7 @@ impl SpotModel {
     }
 
     /// P·Ω and the lab direction d̂ − î of every sub-pixel of one pixel, written into `diff`.
-    #[inline]
+    #[inline(always)]
     fn pixel_geometry(&self, slow: usize, fast: usize, diff: &mut [Vec3]) -> f64 {
         let n = self.oversample;
         let incident = self.beam.incident;
@@ -177,29 +234,43 @@ impl SpotModel {
     }
 }
 
-/// Bracket sum Σ_sub Σ_k Σ_d w_k F² L² of one pixel (before normalization).
-#[inline]
+/// F_latt² for every channel at h_k = u/λ_k: a branch-free map with no calls for GAUSS and TOPHAT,
+/// so it vectorizes over channels when compiled with AVX2.
+#[inline(always)]
+fn lattice_sq_channels<S: ShapeTransform>(
+    u: Vec3,
+    inv_lambda: &[f64],
+    n_cells: Vec3,
+    l2: &mut [f64],
+) {
+    for (out, &il) in l2.iter_mut().zip(inv_lambda) {
+        let h = [u[0] * il, u[1] * il, u[2] * il];
+        let l = S::value(h, nearest_index(h), n_cells);
+        *out = l * l;
+    }
+}
+
+/// Bracket sum Σ_sub Σ_k Σ_d w_k F² L² of one pixel (before normalization); `l2` is channel scratch.
+#[inline(always)]
 fn pixel_bracket<S: ShapeTransform, F: StructureFactorSq>(
     prep: &Prepared,
     n_cells: Vec3,
     fsq: &F,
     diff: &[Vec3],
+    l2: &mut [f64],
 ) -> f64 {
     let mut total = 0.0;
     for &dv in diff {
         for m in &prep.domain_matrices {
             let u = mat_vec(m, dv);
-            for (k, (ch, &il)) in prep.channels.iter().zip(&prep.inv_lambda).enumerate() {
-                let h = [u[0] * il, u[1] * il, u[2] * il];
-                let h0 = nearest_index(h);
-                let l = S::value(h, h0, n_cells);
-                total += ch.weight * fsq.fsq(h0, k) * l * l;
-            }
+            lattice_sq_channels::<S>(u, &prep.inv_lambda, n_cells, l2);
+            total += fsq.weighted_sum(u, &prep.inv_lambda, &prep.weights, l2);
         }
     }
     total
 }
 
+#[inline(always)]
 fn render_row<S: ShapeTransform, F: StructureFactorSq>(
     model: &SpotModel,
     prep: &Prepared,
@@ -209,11 +280,56 @@ fn render_row<S: ShapeTransform, F: StructureFactorSq>(
     row: &mut [f64],
 ) {
     let mut diff = vec![[0.0; 3]; model.oversample * model.oversample];
+    let mut l2 = vec![0.0; prep.inv_lambda.len()];
     for (i, out) in row.iter_mut().enumerate() {
         let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
-        let bracket = pixel_bracket::<S, F>(prep, model.n_cells, fsq, &diff);
+        let bracket = pixel_bracket::<S, F>(prep, model.n_cells, fsq, &diff, &mut l2);
         *out = prep.prefactor * polar_omega * (model.background + bracket * prep.norm);
     }
+}
+
+/// `render_row` compiled for AVX2+FMA (no FMA contraction: results are bit-identical to the baseline).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn render_row_avx2<S: ShapeTransform, F: StructureFactorSq>(
+    model: &SpotModel,
+    prep: &Prepared,
+    fsq: &F,
+    slow: usize,
+    region: &Region,
+    row: &mut [f64],
+) {
+    render_row::<S, F>(model, prep, fsq, slow, region, row);
+}
+
+/// True when the AVX2 variants of the row loops may run.
+#[inline]
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn render_row_best<S: ShapeTransform, F: StructureFactorSq>(
+    model: &SpotModel,
+    prep: &Prepared,
+    fsq: &F,
+    slow: usize,
+    region: &Region,
+    row: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        unsafe { render_row_avx2::<S, F>(model, prep, fsq, slow, region, row) };
+        return;
+    }
+    render_row::<S, F>(model, prep, fsq, slow, region, row);
 }
 
 fn render_with<S: ShapeTransform, F: StructureFactorSq>(
@@ -224,7 +340,9 @@ fn render_with<S: ShapeTransform, F: StructureFactorSq>(
     parallel: bool,
 ) {
     let prep = model.prepare();
-    let body = |(r, row): (usize, &mut [f64])| render_row::<S, F>(model, &prep, fsq, region.slow0 + r, region, row);
+    let body = |(r, row): (usize, &mut [f64])| {
+        render_row_best::<S, F>(model, &prep, fsq, region.slow0 + r, region, row)
+    };
     if parallel {
         out.par_chunks_mut(region.n_fast).enumerate().for_each(body);
     } else {
@@ -239,11 +357,22 @@ pub fn render<F: StructureFactorSq>(model: &SpotModel, fsq: &F, region: &Region,
 }
 
 /// As `render`, on the calling thread only (for callers that parallelize over shoeboxes).
-pub fn render_serial<F: StructureFactorSq>(model: &SpotModel, fsq: &F, region: &Region, out: &mut [f64]) {
+pub fn render_serial<F: StructureFactorSq>(
+    model: &SpotModel,
+    fsq: &F,
+    region: &Region,
+    out: &mut [f64],
+) {
     dispatch(model, fsq, region, out, false);
 }
 
-fn dispatch<F: StructureFactorSq>(model: &SpotModel, fsq: &F, region: &Region, out: &mut [f64], parallel: bool) {
+fn dispatch<F: StructureFactorSq>(
+    model: &SpotModel,
+    fsq: &F,
+    region: &Region,
+    out: &mut [f64],
+    parallel: bool,
+) {
     debug_assert_eq!(out.len(), region.len());
     if region.is_empty() {
         return;
@@ -313,7 +442,12 @@ impl SpotGradient {
     fn chain_orientation(&mut self, model: &SpotModel, prep: &Prepared) {
         let a = &model.real_space_m;
         let a_rt = mat_mul(a, &transpose(&prep.rotation));
-        for (d, (g, u)) in self.domain_matrix.iter().zip(&prep.domain_rotations).enumerate() {
+        for (d, (g, u)) in self
+            .domain_matrix
+            .iter()
+            .zip(&prep.domain_rotations)
+            .enumerate()
+        {
             let ut = transpose(&u.rotation);
             for i in 0..3 {
                 let dm = mat_mul(&mat_mul(a, &transpose(&prep.rotation_jacobian[i])), &ut);
@@ -325,7 +459,80 @@ impl SpotGradient {
     }
 }
 
-/// Scratch of one row of the adjoint: per-domain running ∂/∂h·(1/λ) sums.
+/// Per-channel scratch and accumulators of the adjoint for one detector row. Accumulating per channel
+/// (and summing once per row) keeps the channel loop a branch-free map that vectorizes.
+struct VjpScratch {
+    diff: Vec<Vec3>,
+    /// ∂/∂h·(1/λ) contributions of the current (sub-pixel, domain), per channel.
+    dh: [Vec<f64>; 3],
+    fsq: Vec<f64>,
+    scale: Vec<f64>,
+    n_cells: [Vec<f64>; 3],
+}
+
+impl VjpScratch {
+    fn new(n_sub: usize, n_ch: usize) -> Self {
+        let z = || vec![0.0; n_ch];
+        Self {
+            diff: vec![[0.0; 3]; n_sub],
+            dh: [z(), z(), z()],
+            fsq: z(),
+            scale: z(),
+            n_cells: [z(), z(), z()],
+        }
+    }
+}
+
+/// Σ of a slice with four partial sums.
+#[inline(always)]
+fn sum4(a: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let mut chunks = a.chunks_exact(4);
+    for c in &mut chunks {
+        for j in 0..4 {
+            acc[j] += c[j];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + chunks.remainder().iter().sum::<f64>()
+}
+
+/// Channel loop of the adjoint for one (sub-pixel, domain): `cn` = g·prefactor·PΩ·norm, `cs` = cn/scale.
+#[inline(always)]
+fn vjp_channels<S: ShapeTransform>(
+    u: Vec3,
+    prep: &Prepared,
+    n_cells: Vec3,
+    wf: &[f64],
+    cn: f64,
+    cs: f64,
+    sc: &mut VjpScratch,
+) {
+    let n = wf.len();
+    let (il, w, wf) = (&prep.inv_lambda[..n], &prep.weights[..n], &wf[..n]);
+    let (acc_f, acc_s) = (&mut sc.fsq[..n], &mut sc.scale[..n]);
+    let [dh0, dh1, dh2] = &mut sc.dh;
+    let (dh0, dh1, dh2) = (&mut dh0[..n], &mut dh1[..n], &mut dh2[..n]);
+    let [n0, n1, n2] = &mut sc.n_cells;
+    let (n0, n1, n2) = (&mut n0[..n], &mut n1[..n], &mut n2[..n]);
+    for k in 0..n {
+        let h = [u[0] * il[k], u[1] * il[k], u[2] * il[k]];
+        let lg = S::gradient(h, nearest_index(h), n_cells);
+        let l2 = lg.value * lg.value;
+        acc_f[k] += cn * w[k] * l2;
+        acc_s[k] += cs * wf[k] * l2;
+        // ∂(w F² L²)/∂h = 2 w F² L ∂L/∂h, and ∂h/∂M = (d̂ − î)/λ
+        let t = 2.0 * wf[k] * lg.value * cn;
+        dh0[k] = t * lg.d_h[0] * il[k];
+        dh1[k] = t * lg.d_h[1] * il[k];
+        dh2[k] = t * lg.d_h[2] * il[k];
+        n0[k] += t * lg.d_n[0];
+        n1[k] += t * lg.d_n[1];
+        n2[k] += t * lg.d_n[2];
+    }
+}
+
+/// The adjoint of one detector row.
+#[inline(always)]
 fn vjp_row<S: ShapeTransform>(
     model: &SpotModel,
     prep: &Prepared,
@@ -336,7 +543,9 @@ fn vjp_row<S: ShapeTransform>(
 ) -> SpotGradient {
     let n_dom = prep.domain_matrices.len();
     let mut grad = SpotGradient::zeros(fsq.len(), n_dom);
-    let mut diff = vec![[0.0; 3]; model.oversample * model.oversample];
+    let wf: Vec<f64> = prep.weights.iter().zip(fsq).map(|(w, f)| w * f).collect();
+    let mut sc = VjpScratch::new(model.oversample * model.oversample, fsq.len());
+    let mut diff = std::mem::take(&mut sc.diff);
     for (i, &g) in upstream.iter().enumerate() {
         if g == 0.0 {
             continue;
@@ -344,24 +553,18 @@ fn vjp_row<S: ShapeTransform>(
         let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
         let c = g * prep.prefactor * polar_omega;
         let cn = c * prep.norm;
-        let mut bracket = 0.0;
         for &dv in &diff {
             for (d, m) in prep.domain_matrices.iter().enumerate() {
-                let u = mat_vec(m, dv);
-                let mut dh_sum = [0.0; 3];
-                for (k, (ch, &il)) in prep.channels.iter().zip(&prep.inv_lambda).enumerate() {
-                    let h = [u[0] * il, u[1] * il, u[2] * il];
-                    let lg = S::gradient(h, nearest_index(h), model.n_cells);
-                    let wl2 = ch.weight * lg.value * lg.value;
-                    bracket += wl2 * fsq[k];
-                    grad.fsq[k] += cn * wl2;
-                    // ∂(w F² L²)/∂h = 2 w F² L ∂L/∂h; ∂h/∂M = (d̂ − î)/λ
-                    let t = 2.0 * ch.weight * fsq[k] * lg.value * cn;
-                    for a in 0..3 {
-                        dh_sum[a] += t * lg.d_h[a] * il;
-                        grad.n_cells[a] += t * lg.d_n[a];
-                    }
-                }
+                vjp_channels::<S>(
+                    mat_vec(m, dv),
+                    prep,
+                    model.n_cells,
+                    &wf,
+                    cn,
+                    cn / model.scale,
+                    &mut sc,
+                );
+                let dh_sum = [sum4(&sc.dh[0]), sum4(&sc.dh[1]), sum4(&sc.dh[2])];
                 let gm = &mut grad.domain_matrix[d];
                 for a in 0..3 {
                     for b in 0..3 {
@@ -370,11 +573,47 @@ fn vjp_row<S: ShapeTransform>(
                 }
             }
         }
-        let value_over_scale = prep.prefactor / model.scale * polar_omega * (model.background + bracket * prep.norm);
-        grad.scale += g * value_over_scale;
+        grad.scale += c * model.background / model.scale;
         grad.background += c;
     }
+    grad.fsq.copy_from_slice(&sc.fsq);
+    grad.scale += sum4(&sc.scale);
+    grad.n_cells = [
+        sum4(&sc.n_cells[0]),
+        sum4(&sc.n_cells[1]),
+        sum4(&sc.n_cells[2]),
+    ];
     grad
+}
+
+/// `vjp_row` compiled for AVX2+FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn vjp_row_avx2<S: ShapeTransform>(
+    model: &SpotModel,
+    prep: &Prepared,
+    fsq: &[f64],
+    slow: usize,
+    region: &Region,
+    upstream: &[f64],
+) -> SpotGradient {
+    vjp_row::<S>(model, prep, fsq, slow, region, upstream)
+}
+
+fn vjp_row_best<S: ShapeTransform>(
+    model: &SpotModel,
+    prep: &Prepared,
+    fsq: &[f64],
+    slow: usize,
+    region: &Region,
+    upstream: &[f64],
+) -> SpotGradient {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        return unsafe { vjp_row_avx2::<S>(model, prep, fsq, slow, region, upstream) };
+    }
+    vjp_row::<S>(model, prep, fsq, slow, region, upstream)
 }
 
 fn vjp_with<S: ShapeTransform>(
@@ -385,11 +624,20 @@ fn vjp_with<S: ShapeTransform>(
     parallel: bool,
 ) -> SpotGradient {
     let prep = model.prepare();
-    let row = |(r, g): (usize, &[f64])| vjp_row::<S>(model, &prep, fsq, region.slow0 + r, region, g);
+    let row =
+        |(r, g): (usize, &[f64])| vjp_row_best::<S>(model, &prep, fsq, region.slow0 + r, region, g);
     let rows: Vec<SpotGradient> = if parallel {
-        upstream.par_chunks(region.n_fast.max(1)).enumerate().map(row).collect()
+        upstream
+            .par_chunks(region.n_fast.max(1))
+            .enumerate()
+            .map(row)
+            .collect()
     } else {
-        upstream.chunks(region.n_fast.max(1)).enumerate().map(row).collect()
+        upstream
+            .chunks(region.n_fast.max(1))
+            .enumerate()
+            .map(row)
+            .collect()
     };
     // Rows are summed in a fixed order so the result does not depend on the thread count.
     let mut total = SpotGradient::zeros(fsq.len(), prep.domain_matrices.len());
@@ -407,11 +655,22 @@ pub fn spot_vjp(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64
 }
 
 /// As `spot_vjp`, on the calling thread only (for callers that parallelize over shoeboxes).
-pub fn spot_vjp_serial(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64]) -> SpotGradient {
+pub fn spot_vjp_serial(
+    model: &SpotModel,
+    fsq: &[f64],
+    region: &Region,
+    upstream: &[f64],
+) -> SpotGradient {
     vjp_dispatch(model, fsq, region, upstream, false)
 }
 
-fn vjp_dispatch(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64], parallel: bool) -> SpotGradient {
+fn vjp_dispatch(
+    model: &SpotModel,
+    fsq: &[f64],
+    region: &Region,
+    upstream: &[f64],
+    parallel: bool,
+) -> SpotGradient {
     debug_assert_eq!(fsq.len(), model.beam.channels.len());
     debug_assert_eq!(upstream.len(), region.len());
     match model.shape {
@@ -423,45 +682,93 @@ fn vjp_dispatch(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64
 }
 
 /// Σ_sub Σ_d w_k L² per channel of one pixel, written into `per_channel` (the response row).
-#[inline]
-fn pixel_response<S: ShapeTransform>(prep: &Prepared, n_cells: Vec3, diff: &[Vec3], per_channel: &mut [f64]) {
+#[inline(always)]
+fn pixel_response<S: ShapeTransform>(
+    prep: &Prepared,
+    n_cells: Vec3,
+    diff: &[Vec3],
+    l2: &mut [f64],
+    per_channel: &mut [f64],
+) {
     per_channel.fill(0.0);
     for &dv in diff {
         for m in &prep.domain_matrices {
-            let u = mat_vec(m, dv);
-            for ((slot, ch), &il) in per_channel.iter_mut().zip(&prep.channels).zip(&prep.inv_lambda) {
-                let h = [u[0] * il, u[1] * il, u[2] * il];
-                let l = S::value(h, nearest_index(h), n_cells);
-                *slot += ch.weight * l * l;
+            lattice_sq_channels::<S>(mat_vec(m, dv), &prep.inv_lambda, n_cells, l2);
+            for ((slot, w), l) in per_channel.iter_mut().zip(&prep.weights).zip(l2.iter()) {
+                *slot += w * l;
             }
         }
     }
 }
 
-fn response_with<S: ShapeTransform>(model: &SpotModel, region: &Region, out: &mut [f64], background: &mut [f64]) {
+/// Response rows of one detector row: `rows` holds n_fast × n_channels, `bg` n_fast.
+#[inline(always)]
+fn response_row<S: ShapeTransform>(
+    model: &SpotModel,
+    prep: &Prepared,
+    slow: usize,
+    region: &Region,
+    rows: &mut [f64],
+    bg: &mut [f64],
+) {
+    let n_ch = prep.inv_lambda.len();
+    let mut diff = vec![[0.0; 3]; model.oversample * model.oversample];
+    let mut l2 = vec![0.0; n_ch];
+    for (i, (resp, b)) in rows.chunks_mut(n_ch).zip(bg.iter_mut()).enumerate() {
+        let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
+        let c = prep.prefactor * polar_omega;
+        *b = c * model.background;
+        pixel_response::<S>(prep, model.n_cells, &diff, &mut l2, resp);
+        for slot in resp.iter_mut() {
+            *slot *= c * prep.norm;
+        }
+    }
+}
+
+/// `response_row` compiled for AVX2+FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn response_row_avx2<S: ShapeTransform>(
+    model: &SpotModel,
+    prep: &Prepared,
+    slow: usize,
+    region: &Region,
+    rows: &mut [f64],
+    bg: &mut [f64],
+) {
+    response_row::<S>(model, prep, slow, region, rows, bg);
+}
+
+fn response_with<S: ShapeTransform>(
+    model: &SpotModel,
+    region: &Region,
+    out: &mut [f64],
+    background: &mut [f64],
+) {
     let n_ch = model.beam.channels.len();
     let prep = model.prepare();
     out.par_chunks_mut(region.n_fast * n_ch)
         .zip(background.par_chunks_mut(region.n_fast))
         .enumerate()
         .for_each(|(r, (rows, bg))| {
-            let slow = region.slow0 + r;
-            let mut diff = vec![[0.0; 3]; model.oversample * model.oversample];
-            for (i, (resp, b)) in rows.chunks_mut(n_ch).zip(bg.iter_mut()).enumerate() {
-                let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
-                let c = prep.prefactor * polar_omega;
-                *b = c * model.background;
-                pixel_response::<S>(&prep, model.n_cells, &diff, resp);
-                for slot in resp.iter_mut() {
-                    *slot *= c * prep.norm;
-                }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+                unsafe { response_row_avx2::<S>(model, &prep, region.slow0 + r, region, rows, bg) };
+                return;
             }
+            response_row::<S>(model, &prep, region.slow0 + r, region, rows, bg);
         });
 }
 
 /// Per-pixel response to each channel's |F|² for fixed geometry (used by `response`):
 /// `out[p·n_channels + k]` = ∂pixel_p/∂|F_k|², and `background[p]` the |F|²-independent part.
-pub(crate) fn response_rows(model: &SpotModel, region: &Region, out: &mut [f64], background: &mut [f64]) {
+pub(crate) fn response_rows(
+    model: &SpotModel,
+    region: &Region,
+    out: &mut [f64],
+    background: &mut [f64],
+) {
     match model.shape {
         Shape::Square => response_with::<SquareShape>(model, region, out, background),
         Shape::Round => response_with::<RoundShape>(model, region, out, background),

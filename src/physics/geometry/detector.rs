@@ -139,7 +139,14 @@ impl Panel {
 
     /// Lab position (m) of sub-pixel (js, jf) of an n×n grid in pixel (slow, fast).
     #[inline]
-    pub fn subpixel_position(&self, slow: usize, fast: usize, js: usize, jf: usize, n: usize) -> Vec3 {
+    pub fn subpixel_position(
+        &self,
+        slow: usize,
+        fast: usize,
+        js: usize,
+        jf: usize,
+        n: usize,
+    ) -> Vec3 {
         let nf = n as f64;
         let fdet = ((fast * n + jf) as f64 + 0.5) * self.pixel_size_m[0] / nf;
         let sdet = ((slow * n + js) as f64 + 0.5) * self.pixel_size_m[1] / nf;
@@ -188,8 +195,8 @@ mod tests {
         // pix0 (m) and "dials origin" (mm) printed for oracle case square_mono.
         let p = case1();
         let want = [0.1, 0.0065, -0.0065];
-        for i in 0..3 {
-            assert!((p.origin_m[i] - want[i]).abs() < 1e-15);
+        for (got, want) in p.origin_m.iter().zip(want) {
+            assert!((got - want).abs() < 1e-15);
         }
         let d = p.dials_origin_mm();
         let want = [-6.5, 6.5, -100.0];
@@ -205,14 +212,29 @@ mod tests {
         let a = p.subpixel_position(64, 64, 1, 1, 2);
         let b = p.subpixel_position(65, 65, 0, 0, 2);
         // the two sub-pixels straddle the beam axis symmetrically
-        assert!((a[1] + b[1]).abs() < 1e-15 && (a[2] + b[2]).abs() < 1e-15, "{a:?} {b:?}");
+        assert!(
+            (a[1] + b[1]).abs() < 1e-15 && (a[2] + b[2]).abs() < 1e-15,
+            "{a:?} {b:?}"
+        );
     }
 
     #[test]
     fn bad_panels_are_refused() {
-        let e = Panel::from_dials([0.0; 3], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.1, 0.1], [10, 10]);
+        let e = Panel::from_dials(
+            [0.0; 3],
+            [1.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [0.1, 0.1],
+            [10, 10],
+        );
         assert!(matches!(e, Err(DetectorError::BadAxes { .. })));
-        let e = Panel::from_dials([0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.1], [10, 10]);
+        let e = Panel::from_dials(
+            [0.0; 3],
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.1],
+            [10, 10],
+        );
         assert!(matches!(e, Err(DetectorError::NotPositive { .. })));
     }
 }

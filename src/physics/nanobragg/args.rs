@@ -203,13 +203,19 @@ fn number(option: &str, text: &str) -> Result<f64, ArgError> {
     text.parse::<f64>()
         .ok()
         .filter(|v| v.is_finite())
-        .ok_or_else(|| ArgError::NotANumber { option: option.into(), value: text.into() })
+        .ok_or_else(|| ArgError::NotANumber {
+            option: option.into(),
+            value: text.into(),
+        })
 }
 
 fn count(option: &str, text: &str) -> Result<usize, ArgError> {
     let v = number(option, text)?;
     if v < 1.0 || v.fract() != 0.0 {
-        return Err(ArgError::OutOfRange { option: option.into(), reason: format!("{text} is not a positive integer") });
+        return Err(ArgError::OutOfRange {
+            option: option.into(),
+            reason: format!("{text} is not a positive integer"),
+        });
     }
     Ok(v as usize)
 }
@@ -217,7 +223,10 @@ fn count(option: &str, text: &str) -> Result<usize, ArgError> {
 fn positive(option: &str, text: &str) -> Result<f64, ArgError> {
     let v = number(option, text)?;
     if v <= 0.0 {
-        return Err(ArgError::OutOfRange { option: option.into(), reason: format!("{text} must be positive") });
+        return Err(ArgError::OutOfRange {
+            option: option.into(),
+            reason: format!("{text} must be positive"),
+        });
     }
     Ok(v)
 }
@@ -242,7 +251,11 @@ pub fn parse(argv: &[String]) -> Result<NanoBraggArgs, ArgError> {
         };
         let values = &argv[(i + 1).min(argv.len())..(i + 1 + arity).min(argv.len())];
         if values.len() < arity {
-            return Err(ArgError::MissingValue { option: option.into(), expected: arity, got: values.len() });
+            return Err(ArgError::MissingValue {
+                option: option.into(),
+                expected: arity,
+                got: values.len(),
+            });
         }
         apply(&mut args, option, values)?;
         i += 1 + arity;
@@ -272,7 +285,9 @@ fn apply(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<(), Arg
         "-round_xtal" => args.shape = Shape::Round,
         "-tophat_spots" => args.shape = Shape::Tophat,
         "-lambda" => args.lambda_a = positive(option, &v[0])?,
-        "-energy" => args.lambda_a = crate::physics::beam::EV_ANGSTROM_NANOBRAGG / positive(option, &v[0])?,
+        "-energy" => {
+            args.lambda_a = crate::physics::beam::EV_ANGSTROM_NANOBRAGG / positive(option, &v[0])?
+        }
         "-dispersion" => args.dispersion_pct = num(0)?,
         "-dispsteps" => args.dispsteps = Some(count(option, &v[0])?),
         "-distance" => args.distance_mm = positive(option, &v[0])?,
@@ -325,10 +340,25 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        assert_eq!(parse(&argv("-tophat_xtal")), Err(ArgError::Unknown("-tophat_xtal".into())));
-        assert!(matches!(parse(&argv("-cell 1 2 3")), Err(ArgError::MissingValue { .. })));
-        assert!(matches!(parse(&argv("-N five")), Err(ArgError::NotANumber { .. })));
-        assert!(matches!(parse(&argv("-detpixels 0")), Err(ArgError::OutOfRange { .. })));
-        assert!(matches!(parse(&argv("stray")), Err(ArgError::Positional(_))));
+        assert_eq!(
+            parse(&argv("-tophat_xtal")),
+            Err(ArgError::Unknown("-tophat_xtal".into()))
+        );
+        assert!(matches!(
+            parse(&argv("-cell 1 2 3")),
+            Err(ArgError::MissingValue { .. })
+        ));
+        assert!(matches!(
+            parse(&argv("-N five")),
+            Err(ArgError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            parse(&argv("-detpixels 0")),
+            Err(ArgError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse(&argv("stray")),
+            Err(ArgError::Positional(_))
+        ));
     }
 }

@@ -72,7 +72,11 @@ impl HklTable {
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
-            let row = parse_line(t).ok_or_else(|| HklError::BadLine { file: file.into(), line: n + 1, text: t.into() })?;
+            let row = parse_line(t).ok_or_else(|| HklError::BadLine {
+                file: file.into(),
+                line: n + 1,
+                text: t.into(),
+            })?;
             rows.push(row);
         }
         if rows.is_empty() {
@@ -88,7 +92,10 @@ impl HklTable {
         }
         let size = [0, 1, 2].map(|a| (max[a] - min[a] + 1) as usize);
         if size.iter().product::<usize>() > 1 << 28 {
-            return Err(HklError::TooLarge { file: file.into(), size });
+            return Err(HklError::TooLarge {
+                file: file.into(),
+                size,
+            });
         }
         let default_fsq = default_f * default_f;
         let mut fsq = vec![default_fsq; size.iter().product()];
@@ -96,7 +103,13 @@ impl HklTable {
             let i = Self::offset(min, size, *hkl);
             fsq[i] = f * f;
         }
-        Ok(Self { min, size, fsq, default_fsq, n_lines: rows.len() })
+        Ok(Self {
+            min,
+            size,
+            fsq,
+            default_fsq,
+            n_lines: rows.len(),
+        })
     }
 
     fn offset(min: [i64; 3], size: [usize; 3], hkl: [i64; 3]) -> usize {
@@ -143,6 +156,9 @@ mod tests {
     #[test]
     fn bad_line_names_file_and_line() {
         let e = HklTable::parse("x.hkl", "0 0 0 1\n1 2 three 4\n", 0.0).unwrap_err();
-        assert_eq!(e.to_string(), "x.hkl:2: expected `h k l F` (integers h k l, number F), got `1 2 three 4`");
+        assert_eq!(
+            e.to_string(),
+            "x.hkl:2: expected `h k l F` (integers h k l, number F), got `1 2 three 4`"
+        );
     }
 }

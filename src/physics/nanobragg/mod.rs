@@ -63,15 +63,22 @@ pub struct Simulation {
 
 /// nanoBragg's automatic oversample: ceil(3 · max_axis(N·|a|) · pixel/(λ0 · distance)).
 fn auto_oversample(real_space_m: &[[f64; 3]; 3], n_cells: [f64; 3], args: &NanoBraggArgs) -> usize {
-    let size = (0..3).map(|i| norm(real_space_m[i]) * n_cells[i]).fold(0.0, f64::max);
+    let size = (0..3)
+        .map(|i| norm(real_space_m[i]) * n_cells[i])
+        .fold(0.0, f64::max);
     let reciprocal_pixel = args.pixel_mm * 1e-3 / (args.distance_mm * 1e-3 * args.lambda_a * 1e-10);
     ((3.0 * size * reciprocal_pixel).ceil() as usize).max(1)
 }
 
 impl Simulation {
     /// Build from parsed arguments; `hkl` is (file name, text) when `-hkl` was given.
-    pub fn from_args(args: &NanoBraggArgs, hkl: Option<(&str, &str)>) -> Result<Self, NanoBraggError> {
-        let c = args.cell.ok_or_else(|| NanoBraggError::Unsupported("-cell a b c alpha beta gamma is required".into()))?;
+    pub fn from_args(
+        args: &NanoBraggArgs,
+        hkl: Option<(&str, &str)>,
+    ) -> Result<Self, NanoBraggError> {
+        let c = args.cell.ok_or_else(|| {
+            NanoBraggError::Unsupported("-cell a b c alpha beta gamma is required".into())
+        })?;
         let cell = UnitCell::new([c[0], c[1], c[2]], [c[3], c[4], c[5]])?;
         let real_space_m = nanobragg_real_space(&cell, args.misset_deg);
         let table = match hkl {
@@ -85,10 +92,18 @@ impl Simulation {
         }
         let dispsteps = match (args.dispsteps, args.dispersion_pct) {
             (Some(n), _) => n,
-            (None, d) if d == 0.0 => 1,
-            _ => return Err(NanoBraggError::Unsupported("-dispersion needs -dispsteps".into())),
+            (None, 0.0) => 1,
+            _ => {
+                return Err(NanoBraggError::Unsupported(
+                    "-dispersion needs -dispsteps".into(),
+                ));
+            }
         };
-        let channels = equal_weight_channels(&dispersion_wavelengths(args.lambda_a, args.dispersion_pct, dispsteps)?)?;
+        let channels = equal_weight_channels(&dispersion_wavelengths(
+            args.lambda_a,
+            args.dispersion_pct,
+            dispsteps,
+        )?)?;
         let panel = Panel::mosflm(&MosflmDetector {
             distance_mm: args.distance_mm,
             pixel_mm: args.pixel_mm,
@@ -100,7 +115,9 @@ impl Simulation {
         let mut notes = Vec::new();
         let oversample = args.oversample.unwrap_or_else(|| {
             let n = auto_oversample(&real_space_m, args.n_cells, args);
-            notes.push(format!("oversample not given: using nanoBragg's recommended {n}"));
+            notes.push(format!(
+                "oversample not given: using nanoBragg's recommended {n}"
+            ));
             n
         });
         let mut beam = Beam::nanobragg(channels, args.kahn);
@@ -108,7 +125,9 @@ impl Simulation {
             beam.fluence = f;
         }
         let domains = match args.mosaic {
-            (spread, n, seed) if spread > 0.0 && n > 1 => MosaicDomains::isotropic(spread, n, seed, false),
+            (spread, n, seed) if spread > 0.0 && n > 1 => {
+                MosaicDomains::isotropic(spread, n, seed, false)
+            }
             _ => MosaicDomains::single(),
         };
         let steps = beam.channels.len() * domains.len() * oversample * oversample;
@@ -131,7 +150,13 @@ impl Simulation {
             scale: 1.0,
             background,
         };
-        Ok(Self { model, hkl: table, default_f: args.default_f, steps, notes })
+        Ok(Self {
+            model,
+            hkl: table,
+            default_f: args.default_f,
+            steps,
+            notes,
+        })
     }
 
     /// Photons per pixel over the whole detector (double precision).
@@ -147,6 +172,9 @@ impl Simulation {
 
     /// The `-floatfile` bytes: float32 little-endian, no header.
     pub fn float_file(image: &[f64]) -> Vec<u8> {
-        image.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect()
+        image
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect()
     }
 }

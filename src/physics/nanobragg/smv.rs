@@ -51,6 +51,15 @@ pub fn encode(panel: &Panel, header: &SmvHeader, pixels: &[u16]) -> Vec<u8> {
 /// nanoBragg's noiseless integer image: value·scale + adc, rounded, clamped; scale 0 = 55000/max.
 pub fn integer_image(image: &[f64], scale: f64, adc_offset: f64) -> Vec<u16> {
     let max = image.iter().copied().fold(0.0, f64::max);
-    let s = if scale > 0.0 { scale } else if max > 0.0 { 55000.0 / max } else { 1.0 };
-    image.iter().map(|&v| (v * s + adc_offset).round().clamp(0.0, 65535.0) as u16).collect()
+    let s = if scale > 0.0 {
+        scale
+    } else if max > 0.0 {
+        55000.0 / max
+    } else {
+        1.0
+    };
+    image
+        .iter()
+        .map(|&v| (v * s + adc_offset).round().clamp(0.0, 65535.0) as u16)
+        .collect()
 }
