@@ -49,7 +49,9 @@ pub trait ShapeTransform: Copy + Send + Sync {
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64;
     /// F_latt with ∂/∂h and ∂/∂N.
     fn gradient(h: Vec3, h0: Vec3, n: Vec3) -> LatticeGradient;
-    /// Floating-point operations of one `value` call (sin/cos/exp counted as one each).
+    /// Floating-point operations of one `value` call, given h0: +, −, ×, ÷, √, min/max and
+    /// compare-select count 1 each; libm sin/cos are counted as 20 (a typical polynomial evaluation);
+    /// the inlined exp as its 35 operations.
     const FLOPS: u32;
 }
 
@@ -117,7 +119,8 @@ fn hrad_sq(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
 }
 
 impl ShapeTransform for SquareShape {
-    const FLOPS: u32 = 15;
+    // per axis: N > 1 test, πh, x == 0 test, N·x, 2 sin, ÷, × into the product
+    const FLOPS: u32 = 3 * (6 + 2 * 20);
     #[inline(always)]
     fn value(h: Vec3, _h0: Vec3, n: Vec3) -> f64 {
         let mut f = 1.0;
@@ -184,7 +187,8 @@ fn radial_gradient(h: Vec3, h0: Vec3, n: Vec3, g: f64, dg: f64) -> LatticeGradie
 }
 
 impl ShapeTransform for GaussShape {
-    const FLOPS: u32 = 17;
+    // hrad² 11, ÷0.63, exp 35, NaNbNc·g 3
+    const FLOPS: u32 = 50;
     #[inline(always)]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
         n[0] * n[1] * n[2] * exp_nonpositive(-(hrad_sq(h, h0, n) / GAUSS_WIDTH))
@@ -197,7 +201,8 @@ impl ShapeTransform for GaussShape {
 }
 
 impl ShapeTransform for RoundShape {
-    const FLOPS: u32 = 24;
+    // hrad² 11, √, ×π, sinc3 (sin, cos and 6 more), NaNbNc·0.7236·s 4
+    const FLOPS: u32 = 11 + 2 + 46 + 4;
     #[inline(always)]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
         n[0] * n[1] * n[2] * ROUND_NORM * sinc3(PI * hrad_sq(h, h0, n).sqrt())
@@ -212,7 +217,8 @@ impl ShapeTransform for RoundShape {
 }
 
 impl ShapeTransform for TophatShape {
-    const FLOPS: u32 = 13;
+    // hrad² 11, compare-select, NaNbNc 2
+    const FLOPS: u32 = 14;
     #[inline(always)]
     fn value(h: Vec3, h0: Vec3, n: Vec3) -> f64 {
         if hrad_sq(h, h0, n) < TOPHAT_CUTOFF {

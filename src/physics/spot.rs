@@ -201,16 +201,20 @@ impl SpotModel {
         }
     }
 
-    /// Floating-point operations per (pixel, channel, domain) evaluation for this model's shape
-    /// (transcendentals counted as one), excluding the per-(sub-pixel, domain) work it amortizes.
-    pub fn flops_per_eval(&self) -> u32 {
-        // 3 (h = u/λ) + 3 (h0) + shape + 4 (F²·L²·accumulate)
-        10 + match self.shape {
+    /// Floating-point operations per (pixel, sub-pixel, channel, domain) evaluation of the forward
+    /// kernel, counted as in `ShapeTransform::FLOPS`, including its share of the work amortized over
+    /// channels (u_d = M_d·(d̂ − î): 15) and over domains and channels (sub-pixel position, R, d̂: 25).
+    pub fn flops_per_eval(&self) -> f64 {
+        // h = u/λ 3, h0 = ceil(h − ½) 3×5, L² 1, w·F²·L² accumulated 3
+        let per_eval = 22 + match self.shape {
             Shape::Square => SquareShape::FLOPS,
             Shape::Round => RoundShape::FLOPS,
             Shape::Gauss => GaussShape::FLOPS,
             Shape::Tophat => TophatShape::FLOPS,
-        }
+        };
+        let n_ch = self.beam.channels.len().max(1) as f64;
+        let n_dom = self.domains.len().max(1) as f64;
+        f64::from(per_eval) + 15.0 / n_ch + 25.0 / (n_ch * n_dom)
     }
 
     /// P·Ω and the lab direction d̂ − î of every sub-pixel of one pixel, written into `diff`.
