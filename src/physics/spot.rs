@@ -206,12 +206,13 @@ impl SpotModel {
     /// channels (u_d = M_d·(d̂ − î): 15) and over domains and channels (sub-pixel position, R, d̂: 25).
     pub fn flops_per_eval(&self) -> f64 {
         // h = u/λ 3, h0 = ceil(h − ½) 3×5, L² 1, w·F²·L² accumulated 3
-        let per_eval = 22 + match self.shape {
-            Shape::Square => SquareShape::FLOPS,
-            Shape::Round => RoundShape::FLOPS,
-            Shape::Gauss => GaussShape::FLOPS,
-            Shape::Tophat => TophatShape::FLOPS,
-        };
+        let per_eval = 22
+            + match self.shape {
+                Shape::Square => SquareShape::FLOPS,
+                Shape::Round => RoundShape::FLOPS,
+                Shape::Gauss => GaussShape::FLOPS,
+                Shape::Tophat => TophatShape::FLOPS,
+            };
         let n_ch = self.beam.channels.len().max(1) as f64;
         let n_dom = self.domains.len().max(1) as f64;
         f64::from(per_eval) + 15.0 / n_ch + 25.0 / (n_ch * n_dom)
