@@ -61,13 +61,15 @@ pub struct Simulation {
     pub notes: Vec<String>,
 }
 
-/// nanoBragg's automatic oversample: ceil(3 · max_axis(N·|a|) · pixel/(λ0 · distance)).
+/// nanoBragg's automatic oversample: ceil(3 · max_axis(N·|a|) / (λ0 · distance / pixel)).
 fn auto_oversample(real_space_m: &[[f64; 3]; 3], n_cells: [f64; 3], args: &NanoBraggArgs) -> usize {
     let size = (0..3)
         .map(|i| norm(real_space_m[i]) * n_cells[i])
         .fold(0.0, f64::max);
-    let reciprocal_pixel = args.pixel_mm * 1e-3 / (args.distance_mm * 1e-3 * args.lambda_a * 1e-10);
-    ((3.0 * size * reciprocal_pixel).ceil() as usize).max(1)
+    // nanoBragg's operation order: an exact tie (case gauss_oversample: 3·800 Å / 600 Å) rounds up to 5.
+    let reciprocal_pixel_m =
+        args.lambda_a * 1e-10 * (args.distance_mm * 1e-3) / (args.pixel_mm * 1e-3);
+    ((3.0 * size / reciprocal_pixel_m).ceil() as usize).max(1)
 }
 
 impl Simulation {
@@ -126,6 +128,10 @@ impl Simulation {
         }
         let domains = match args.mosaic {
             (spread, n, seed) if spread > 0.0 && n > 1 => {
+                notes.push(format!(
+                    "-mosaic {spread}: {n} domains with Gaussian tilts of {spread} deg rms per axis from seed {seed}; \
+                     nanoBragg draws its domains differently, so images agree in distribution only"
+                ));
                 MosaicDomains::isotropic(spread, n, seed, false)
             }
             _ => MosaicDomains::single(),
@@ -176,5 +182,49 @@ impl Simulation {
             .iter()
             .flat_map(|&v| (v as f32).to_le_bytes())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim(argv: &str) -> Result<Simulation, NanoBraggError> {
+        let a = args::parse(
+            &argv
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )?;
+        Simulation::from_args(&a, None)
+    }
+
+    #[test]
+    fn automatic_oversample_matches_the_oracle_readme() {
+        // README: nanoBragg would have picked 2 for gauss_mono and 5 for gauss_oversample.
+        let g = sim("-cell 50 50 50 90 90 90 -misset 10 20 30 -N 10 -gauss_xtal -lambda 1 -distance 100 -pixel 0.1 -detpixels 128").unwrap();
+        assert_eq!(g.model.oversample, 2);
+        let h = sim("-cell 40 55 70 90 90 90 -misset 5 -12 33 -N 6 -lambda 1.3 -distance 80 -pixel 0.1 -detpixels 200").unwrap();
+        assert_eq!(h.model.oversample, 2);
+        let e = sim("-cell 40 40 40 90 90 90 -misset 0 45 10 -N 10 -lambda 1.89 -distance 60 -pixel 0.11 -detpixels 128").unwrap();
+        assert_eq!(e.model.oversample, 2);
+        let o = sim("-cell 60 70 80 90 105 90 -misset 10 20 30 -N 10 -lambda 1 -distance 60 -pixel 0.1 -detpixels 256").unwrap();
+        assert_eq!(o.model.oversample, 5);
+        assert_eq!(o.steps, 25);
+    }
+
+    #[test]
+    fn unsupported_combinations_are_errors() {
+        assert!(matches!(sim("-N 5"), Err(NanoBraggError::Unsupported(_))));
+        assert!(matches!(
+            sim("-cell 50 50 50 90 90 90 -dispersion 1"),
+            Err(NanoBraggError::Unsupported(_))
+        ));
+        let a = args::parse(
+            &["-cell", "50", "50", "50", "90", "90", "90", "-N", "2"].map(String::from),
+        )
+        .unwrap();
+        let e = Simulation::from_args(&a, Some(("t.hkl", "0 0 0 1\n")));
+        assert!(matches!(e, Err(NanoBraggError::Unsupported(_))));
     }
 }
