@@ -17,19 +17,6 @@ use std::time::Instant;
 /// nanoBragg on gauss_oversample (oracle README): pixel-steps/s with 1 and 2 threads, whole process.
 const NANOBRAGG_STEPS_PER_S: [f64; 2] = [14.1e6, 21.5e6];
 
-fn median_seconds<F: FnMut()>(repeats: usize, mut f: F) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
-
 /// CPU seconds of `clock` (CLOCK_THREAD_CPUTIME_ID or CLOCK_PROCESS_CPUTIME_ID): time actually run,
 /// so the other processes sharing this VM do not inflate it.
 fn cpu_seconds(clock: libc::clockid_t) -> f64 {
