@@ -128,7 +128,9 @@ fn fit_workload() -> (SpotModel, Vec<Region>, Vec<f64>) {
 }
 
 fn forward(m: &SpotModel, regions: &[Region], fsq: &[f64], out: &mut [Vec<f64>], parallel: bool) {
-    let one = |(o, r): (&mut Vec<f64>, &Region)| render_serial(m, &ChannelFsq(fsq), r, o);
+    let one = |(o, r): (&mut Vec<f64>, &Region)| {
+        render_serial(m, &ChannelFsq(fsq), r, o).expect("render")
+    };
     if parallel {
         out.par_iter_mut().zip(regions).for_each(one);
     } else {
@@ -137,7 +139,7 @@ fn forward(m: &SpotModel, regions: &[Region], fsq: &[f64], out: &mut [Vec<f64>],
 }
 
 fn adjoint(m: &SpotModel, regions: &[Region], fsq: &[f64], up: &[f64], parallel: bool) -> f64 {
-    let one = |r: &Region| spot_vjp_serial(m, fsq, r, up).scale;
+    let one = |r: &Region| spot_vjp_serial(m, fsq, r, up).expect("adjoint").scale;
     if parallel {
         regions.par_iter().map(one).sum()
     } else {
@@ -198,13 +200,13 @@ fn bench_fit_kernel(ghz: f64) {
         100.0 * idle2 * flops / (2.0 * peak1),
         2.0 * t1 / c2
     );
-    let r = in_pool(1, || ResponseMatrix::build(&m, &regions[0]));
+    let r = ResponseMatrix::build(&m, &regions[0]).expect("response matrix");
     let t_apply = median_cpu_seconds(50, || {
-        std::hint::black_box(r.apply(&fsq));
+        std::hint::black_box(r.apply(&fsq).expect("apply"));
     });
     let mut one = vec![0.0; 121];
     let t_direct = median_cpu_seconds(5, || {
-        render_serial(&m, &ChannelFsq(&fsq), &regions[0], &mut one)
+        render_serial(&m, &ChannelFsq(&fsq), &regions[0], &mut one).expect("render")
     });
     println!(
         "  response matrix (121 x 100) apply {:.2} us vs direct kernel {:.2} ms per shoebox: {:.0}x faster while geometry is fixed",
@@ -231,7 +233,8 @@ fn bench_gauss_oversample() {
             &ConstantF(100.0),
             &Region::full(&sim.model.panel),
             &mut out,
-        );
+        )
+        .expect("render");
         std::hint::black_box(out);
     });
     let rate1 = steps / t1;
@@ -244,7 +247,7 @@ fn bench_gauss_oversample() {
     );
     let (w2, c2) = in_pool(2, || {
         median_wall_and_cpu(9, || {
-            std::hint::black_box(sim.render());
+            std::hint::black_box(sim.render().expect("render"));
         })
     });
     let idle2 = steps / (c2 / 2.0);

@@ -55,7 +55,7 @@ fn upstream() -> Vec<f64> {
 
 fn loss(m: &SpotModel, fsq: &[f64]) -> f64 {
     let mut out = vec![0.0; REGION.len()];
-    render(m, &ChannelFsq(fsq), &REGION, &mut out);
+    render(m, &ChannelFsq(fsq), &REGION, &mut out).unwrap();
     out.iter().zip(upstream()).map(|(a, b)| a * b).sum()
 }
 
@@ -75,7 +75,7 @@ fn close(name: &str, fd: f64, an: f64, loss: f64) {
 
 fn check_shape(shape: Shape, smooth: bool) {
     let m = model(shape);
-    let g = spot_vjp(&m, &FSQ, &REGION, &upstream());
+    let g = spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap();
     let l0 = loss(&m, &FSQ);
     assert!(l0 > 0.0);
     for k in 0..3 {
@@ -233,7 +233,7 @@ fn gradient_does_not_depend_on_thread_count() {
         .num_threads(2)
         .build()
         .unwrap();
-    let g1 = one.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()));
-    let g2 = two.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()));
+    let g1 = one.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap());
+    let g2 = two.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap());
     assert_eq!(g1, g2);
 }

@@ -54,7 +54,10 @@ fn simulate(a: &NanoBraggArgs) -> Result<(), ExitCode> {
     for note in &sim.notes {
         eprintln!("note: {note}");
     }
-    let image = sim.render();
+    let image = sim.render().map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })?;
     write(&a.floatfile, &Simulation::float_file(&image))?;
     let p = &sim.model.panel;
     let header = SmvHeader {

@@ -18,7 +18,7 @@ use crate::physics::geometry::detector::{DetectorError, MosflmDetector, Panel};
 use crate::physics::geometry::norm;
 use crate::physics::mosaic::MosaicDomains;
 use crate::physics::polarization::Polarization;
-use crate::physics::spot::{ConstantF, Region, SpotModel, render};
+use crate::physics::spot::{ConstantF, Region, SpotError, SpotModel, render};
 use args::NanoBraggArgs;
 use hkl::{HklError, HklTable};
 use thiserror::Error;
@@ -166,14 +166,14 @@ impl Simulation {
     }
 
     /// Photons per pixel over the whole detector (double precision).
-    pub fn render(&self) -> Vec<f64> {
+    pub fn render(&self) -> Result<Vec<f64>, SpotError> {
         let region = Region::full(&self.model.panel);
         let mut out = vec![0.0; region.len()];
         match &self.hkl {
-            Some(t) => render(&self.model, t, &region, &mut out),
-            None => render(&self.model, &ConstantF(self.default_f), &region, &mut out),
+            Some(t) => render(&self.model, t, &region, &mut out)?,
+            None => render(&self.model, &ConstantF(self.default_f), &region, &mut out)?,
         }
-        out
+        Ok(out)
     }
 
     /// The `-floatfile` bytes: float32 little-endian, no header.

@@ -16,18 +16,73 @@
 use super::beam::Beam;
 use super::geometry::detector::Panel;
 use super::geometry::rotation::rotation_jacobian;
-use super::geometry::{Mat3, Vec3, frobenius, mat_mul, mat_vec, norm, transpose};
+use super::geometry::{Mat3, Vec3, mat_mul, mat_vec, norm, transpose};
 use super::lattice::{
     GaussShape, RoundShape, Shape, ShapeTransform, SquareShape, TophatShape, nearest_index,
 };
 use super::mosaic::{DomainRotation, MosaicDomains};
 use super::polarization::Polarization;
 use rayon::prelude::*;
+use thiserror::Error;
+
+pub mod adjoint;
+pub use adjoint::{SpotGradient, spot_vjp, spot_vjp_serial};
+
+/// Why a kernel call was refused (a caller's shape or configuration error, never a panic).
+#[derive(Debug, Error, PartialEq)]
+pub enum SpotError {
+    /// The region does not lie on the panel.
+    #[error("region {region:?} extends beyond the {n_fast}x{n_slow} panel")]
+    RegionOutsidePanel {
+        /// The region asked for.
+        region: Region,
+        /// Panel width.
+        n_fast: usize,
+        /// Panel height.
+        n_slow: usize,
+    },
+    /// A buffer or parameter vector of the wrong length.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Length {
+        /// Which input.
+        what: &'static str,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// A model the kernel cannot evaluate.
+    #[error("spot model: {0}")]
+    Model(&'static str),
+}
+
+impl SpotError {
+    pub(crate) fn check_length(
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    ) -> Result<(), SpotError> {
+        if expected == got {
+            Ok(())
+        } else {
+            Err(SpotError::Length {
+                what,
+                expected,
+                got,
+            })
+        }
+    }
+}
 
 /// |F|² as the kernel sees it: a function of the nearest index h0 and the channel.
 pub trait StructureFactorSq: Sync {
     /// |F(h0, λ_k)|² in electrons².
     fn fsq(&self, h0: Vec3, channel: usize) -> f64;
+
+    /// How many channels this source holds values for (`None`: any channel).
+    fn n_channels(&self) -> Option<usize> {
+        None
+    }
 
     /// Σ_k w_k |F(h0_k, λ_k)|² l2_k over the channels of one (sub-pixel, domain), h_k = u/λ_k.
     #[inline(always)]
@@ -38,6 +93,19 @@ pub trait StructureFactorSq: Sync {
         }
         total
     }
+}
+
+/// Σ of a slice with four partial sums.
+#[inline(always)]
+pub(crate) fn sum4(a: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let mut chunks = a.chunks_exact(4);
+    for c in &mut chunks {
+        for j in 0..4 {
+            acc[j] += c[j];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + chunks.remainder().iter().sum::<f64>()
 }
 
 /// Σ a_k b_k c_k with four partial sums (independent chains keep the FPU busy).
@@ -94,6 +162,10 @@ impl StructureFactorSq for ChannelFsq<'_> {
     #[inline(always)]
     fn weighted_sum(&self, _u: Vec3, _inv_lambda: &[f64], weights: &[f64], l2: &[f64]) -> f64 {
         dot3(weights, self.0, l2)
+    }
+
+    fn n_channels(&self) -> Option<usize> {
+        Some(self.0.len())
     }
 }
 
@@ -160,22 +232,24 @@ pub struct SpotModel {
 }
 
 /// Per-call constants derived from a `SpotModel`.
-struct Prepared {
+pub(crate) struct Prepared {
     /// M_d = U_d R(θ) A, so h = M_d·S.
-    domain_matrices: Vec<Mat3>,
-    weights: Vec<f64>,
-    inv_lambda: Vec<f64>,
+    pub(crate) domain_matrices: Vec<Mat3>,
+    pub(crate) weights: Vec<f64>,
+    pub(crate) inv_lambda: Vec<f64>,
+    /// r_e²Φ
+    pub(crate) thomson: f64,
     /// r_e²Φ·scale
-    prefactor: f64,
+    pub(crate) prefactor: f64,
     /// 1/(n_sub·n_dom)
-    norm: f64,
-    rotation: Mat3,
-    rotation_jacobian: [Mat3; 3],
-    domain_rotations: Vec<DomainRotation>,
+    pub(crate) norm: f64,
+    pub(crate) rotation: Mat3,
+    pub(crate) rotation_jacobian: [Mat3; 3],
+    pub(crate) domain_rotations: Vec<DomainRotation>,
 }
 
 impl SpotModel {
-    fn prepare(&self) -> Prepared {
+    pub(crate) fn prepare(&self) -> Prepared {
         let (rotation, rotation_jac) = rotation_jacobian(self.rotation);
         let domain_rotations = self.domains.rotations();
         let base = mat_mul(&self.real_space_m, &transpose(&rotation));
@@ -193,11 +267,38 @@ impl SpotModel {
                 .iter()
                 .map(|c| 1.0 / c.wavelength_m)
                 .collect(),
+            thomson: self.beam.thomson_prefactor(),
             prefactor: self.beam.thomson_prefactor() * self.scale,
             norm: 1.0 / (n_sub * self.domains.len() as f64),
             rotation,
             rotation_jacobian: rotation_jac,
             domain_rotations,
+        }
+    }
+
+    /// Checks that `region` lies on the panel, the model has channels, domains and sub-pixels, and
+    /// (when given) that a per-channel |F|² vector has one value per channel.
+    pub fn validate(&self, region: &Region, n_fsq: Option<usize>) -> Result<(), SpotError> {
+        let p = &self.panel;
+        if region.slow0 + region.n_slow > p.n_slow || region.fast0 + region.n_fast > p.n_fast {
+            return Err(SpotError::RegionOutsidePanel {
+                region: *region,
+                n_fast: p.n_fast,
+                n_slow: p.n_slow,
+            });
+        }
+        if self.beam.channels.is_empty() {
+            return Err(SpotError::Model("no spectrum channels"));
+        }
+        if self.domains.is_empty() {
+            return Err(SpotError::Model("no mosaic domains"));
+        }
+        if self.oversample == 0 {
+            return Err(SpotError::Model("oversample must be at least 1"));
+        }
+        match n_fsq {
+            Some(n) => SpotError::check_length("per-channel |F|^2", self.beam.channels.len(), n),
+            None => Ok(()),
         }
     }
 
@@ -220,7 +321,7 @@ impl SpotModel {
 
     /// P·Ω and the lab direction d̂ − î of every sub-pixel of one pixel, written into `diff`.
     #[inline(always)]
-    fn pixel_geometry(&self, slow: usize, fast: usize, diff: &mut [Vec3]) -> f64 {
+    pub(crate) fn pixel_geometry(&self, slow: usize, fast: usize, diff: &mut [Vec3]) -> f64 {
         let n = self.oversample;
         let incident = self.beam.incident;
         let mut polar_omega = 0.0;
@@ -242,7 +343,7 @@ impl SpotModel {
 /// F_latt² for every channel at h_k = u/λ_k: a branch-free map with no calls for GAUSS and TOPHAT,
 /// so it vectorizes over channels when compiled with AVX2.
 #[inline(always)]
-fn lattice_sq_channels<S: ShapeTransform>(
+pub(crate) fn lattice_sq_channels<S: ShapeTransform>(
     u: Vec3,
     inv_lambda: &[f64],
     n_cells: Vec3,
@@ -309,7 +410,7 @@ fn render_row_avx2<S: ShapeTransform, F: StructureFactorSq>(
 
 /// True when the AVX2 variants of the row loops may run.
 #[inline]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -355,10 +456,14 @@ fn render_with<S: ShapeTransform, F: StructureFactorSq>(
     }
 }
 
-/// Expected photons in every pixel of `region` (row-major), rows in parallel with rayon.
-/// `out.len()` must equal `region.len()`.
-pub fn render<F: StructureFactorSq>(model: &SpotModel, fsq: &F, region: &Region, out: &mut [f64]) {
-    dispatch(model, fsq, region, out, true);
+/// Expected photons in every pixel of `region` (row-major) into `out`, rows in parallel with rayon.
+pub fn render<F: StructureFactorSq>(
+    model: &SpotModel,
+    fsq: &F,
+    region: &Region,
+    out: &mut [f64],
+) -> Result<(), SpotError> {
+    dispatch(model, fsq, region, out, true)
 }
 
 /// As `render`, on the calling thread only (for callers that parallelize over shoeboxes).
@@ -367,8 +472,8 @@ pub fn render_serial<F: StructureFactorSq>(
     fsq: &F,
     region: &Region,
     out: &mut [f64],
-) {
-    dispatch(model, fsq, region, out, false);
+) -> Result<(), SpotError> {
+    dispatch(model, fsq, region, out, false)
 }
 
 fn dispatch<F: StructureFactorSq>(
@@ -377,10 +482,11 @@ fn dispatch<F: StructureFactorSq>(
     region: &Region,
     out: &mut [f64],
     parallel: bool,
-) {
-    debug_assert_eq!(out.len(), region.len());
+) -> Result<(), SpotError> {
+    model.validate(region, fsq.n_channels())?;
+    SpotError::check_length("output pixels", region.len(), out.len())?;
     if region.is_empty() {
-        return;
+        return Ok(());
     }
     match model.shape {
         Shape::Square => render_with::<SquareShape, F>(model, fsq, region, out, parallel),
@@ -388,398 +494,7 @@ fn dispatch<F: StructureFactorSq>(
         Shape::Gauss => render_with::<GaussShape, F>(model, fsq, region, out, parallel),
         Shape::Tophat => render_with::<TophatShape, F>(model, fsq, region, out, parallel),
     }
-}
-
-/// Gradient of Σ_p g_p·pixel_p with respect to the spot model's inputs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpotGradient {
-    /// ∂/∂|F_k|² per channel.
-    pub fsq: Vec<f64>,
-    /// ∂/∂scale.
-    pub scale: f64,
-    /// ∂/∂background (the bracket constant).
-    pub background: f64,
-    /// ∂/∂(Na, Nb, Nc).
-    pub n_cells: Vec3,
-    /// ∂/∂M_d for each domain matrix M_d = U_d R(θ) A (h = M_d·S).
-    pub domain_matrix: Vec<Mat3>,
-    /// ∂/∂θ, the image rotation vector.
-    pub rotation: Vec3,
-    /// ∂/∂σ, the per-axis mosaic spread.
-    pub mosaic_spread: Vec3,
-    /// ∂/∂ε_d, each domain's draw (its tilt vector when built by `MosaicDomains::from_tilts`).
-    pub domain_draws: Vec<Vec3>,
-}
-
-impl SpotGradient {
-    fn zeros(n_channels: usize, n_domains: usize) -> Self {
-        Self {
-            fsq: vec![0.0; n_channels],
-            scale: 0.0,
-            background: 0.0,
-            n_cells: [0.0; 3],
-            domain_matrix: vec![[[0.0; 3]; 3]; n_domains],
-            rotation: [0.0; 3],
-            mosaic_spread: [0.0; 3],
-            domain_draws: vec![[0.0; 3]; n_domains],
-        }
-    }
-
-    fn accumulate(&mut self, other: &Self) {
-        for (a, b) in self.fsq.iter_mut().zip(&other.fsq) {
-            *a += b;
-        }
-        self.scale += other.scale;
-        self.background += other.background;
-        for i in 0..3 {
-            self.n_cells[i] += other.n_cells[i];
-        }
-        for (a, b) in self.domain_matrix.iter_mut().zip(&other.domain_matrix) {
-            for i in 0..3 {
-                for j in 0..3 {
-                    a[i][j] += b[i][j];
-                }
-            }
-        }
-    }
-
-    /// Chain ∂/∂M_d to θ, σ and ε_d through M_d = A R(θ)ᵀ U_dᵀ.
-    fn chain_orientation(&mut self, model: &SpotModel, prep: &Prepared) {
-        let a = &model.real_space_m;
-        let a_rt = mat_mul(a, &transpose(&prep.rotation));
-        for (d, (g, u)) in self
-            .domain_matrix
-            .iter()
-            .zip(&prep.domain_rotations)
-            .enumerate()
-        {
-            let ut = transpose(&u.rotation);
-            for i in 0..3 {
-                let dm = mat_mul(&mat_mul(a, &transpose(&prep.rotation_jacobian[i])), &ut);
-                self.rotation[i] += frobenius(g, &dm);
-                self.mosaic_spread[i] += frobenius(g, &mat_mul(&a_rt, &transpose(&u.d_spread[i])));
-                self.domain_draws[d][i] = frobenius(g, &mat_mul(&a_rt, &transpose(&u.d_draw[i])));
-            }
-        }
-    }
-}
-
-/// Per-channel scratch and accumulators of the adjoint for one detector row. Accumulating per channel
-/// (and summing once per row) keeps the channel loop a branch-free map that vectorizes.
-struct VjpScratch {
-    diff: Vec<Vec3>,
-    /// ∂/∂h·(1/λ) contributions of the current (sub-pixel, domain), per channel.
-    dh: [Vec<f64>; 3],
-    fsq: Vec<f64>,
-    scale: Vec<f64>,
-    n_cells: [Vec<f64>; 3],
-}
-
-impl VjpScratch {
-    fn new(n_sub: usize, n_ch: usize) -> Self {
-        let z = || vec![0.0; n_ch];
-        Self {
-            diff: vec![[0.0; 3]; n_sub],
-            dh: [z(), z(), z()],
-            fsq: z(),
-            scale: z(),
-            n_cells: [z(), z(), z()],
-        }
-    }
-}
-
-/// Σ of a slice with four partial sums.
-#[inline(always)]
-fn sum4(a: &[f64]) -> f64 {
-    let mut acc = [0.0; 4];
-    let mut chunks = a.chunks_exact(4);
-    for c in &mut chunks {
-        for j in 0..4 {
-            acc[j] += c[j];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + chunks.remainder().iter().sum::<f64>()
-}
-
-/// Channel loop of the adjoint for one (sub-pixel, domain): `cn` = g·prefactor·PΩ·norm, `cs` = cn/scale.
-#[inline(always)]
-fn vjp_channels<S: ShapeTransform>(
-    u: Vec3,
-    prep: &Prepared,
-    n_cells: Vec3,
-    wf: &[f64],
-    cn: f64,
-    cs: f64,
-    sc: &mut VjpScratch,
-) {
-    let n = wf.len();
-    let (il, w, wf) = (&prep.inv_lambda[..n], &prep.weights[..n], &wf[..n]);
-    let (acc_f, acc_s) = (&mut sc.fsq[..n], &mut sc.scale[..n]);
-    let [dh0, dh1, dh2] = &mut sc.dh;
-    let (dh0, dh1, dh2) = (&mut dh0[..n], &mut dh1[..n], &mut dh2[..n]);
-    let [n0, n1, n2] = &mut sc.n_cells;
-    let (n0, n1, n2) = (&mut n0[..n], &mut n1[..n], &mut n2[..n]);
-    for k in 0..n {
-        let h = [u[0] * il[k], u[1] * il[k], u[2] * il[k]];
-        let lg = S::gradient(h, nearest_index(h), n_cells);
-        let l2 = lg.value * lg.value;
-        acc_f[k] += cn * w[k] * l2;
-        acc_s[k] += cs * wf[k] * l2;
-        // ∂(w F² L²)/∂h = 2 w F² L ∂L/∂h, and ∂h/∂M = (d̂ − î)/λ
-        let t = 2.0 * wf[k] * lg.value * cn;
-        dh0[k] = t * lg.d_h[0] * il[k];
-        dh1[k] = t * lg.d_h[1] * il[k];
-        dh2[k] = t * lg.d_h[2] * il[k];
-        n0[k] += t * lg.d_n[0];
-        n1[k] += t * lg.d_n[1];
-        n2[k] += t * lg.d_n[2];
-    }
-}
-
-/// The adjoint of one detector row.
-#[inline(always)]
-fn vjp_row<S: ShapeTransform>(
-    model: &SpotModel,
-    prep: &Prepared,
-    fsq: &[f64],
-    slow: usize,
-    region: &Region,
-    upstream: &[f64],
-) -> SpotGradient {
-    let n_dom = prep.domain_matrices.len();
-    let mut grad = SpotGradient::zeros(fsq.len(), n_dom);
-    let wf: Vec<f64> = prep.weights.iter().zip(fsq).map(|(w, f)| w * f).collect();
-    let mut sc = VjpScratch::new(model.oversample * model.oversample, fsq.len());
-    let mut diff = std::mem::take(&mut sc.diff);
-    for (i, &g) in upstream.iter().enumerate() {
-        if g == 0.0 {
-            continue;
-        }
-        let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
-        let c = g * prep.prefactor * polar_omega;
-        let cn = c * prep.norm;
-        for &dv in &diff {
-            for (d, m) in prep.domain_matrices.iter().enumerate() {
-                vjp_channels::<S>(
-                    mat_vec(m, dv),
-                    prep,
-                    model.n_cells,
-                    &wf,
-                    cn,
-                    cn / model.scale,
-                    &mut sc,
-                );
-                let dh_sum = [sum4(&sc.dh[0]), sum4(&sc.dh[1]), sum4(&sc.dh[2])];
-                let gm = &mut grad.domain_matrix[d];
-                for a in 0..3 {
-                    for b in 0..3 {
-                        gm[a][b] += dh_sum[a] * dv[b];
-                    }
-                }
-            }
-        }
-        grad.scale += c * model.background / model.scale;
-        grad.background += c;
-    }
-    grad.fsq.copy_from_slice(&sc.fsq);
-    grad.scale += sum4(&sc.scale);
-    grad.n_cells = [
-        sum4(&sc.n_cells[0]),
-        sum4(&sc.n_cells[1]),
-        sum4(&sc.n_cells[2]),
-    ];
-    grad
-}
-
-/// `vjp_row` compiled for AVX2+FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn vjp_row_avx2<S: ShapeTransform>(
-    model: &SpotModel,
-    prep: &Prepared,
-    fsq: &[f64],
-    slow: usize,
-    region: &Region,
-    upstream: &[f64],
-) -> SpotGradient {
-    vjp_row::<S>(model, prep, fsq, slow, region, upstream)
-}
-
-fn vjp_row_best<S: ShapeTransform>(
-    model: &SpotModel,
-    prep: &Prepared,
-    fsq: &[f64],
-    slow: usize,
-    region: &Region,
-    upstream: &[f64],
-) -> SpotGradient {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
-        return unsafe { vjp_row_avx2::<S>(model, prep, fsq, slow, region, upstream) };
-    }
-    vjp_row::<S>(model, prep, fsq, slow, region, upstream)
-}
-
-fn vjp_with<S: ShapeTransform>(
-    model: &SpotModel,
-    fsq: &[f64],
-    region: &Region,
-    upstream: &[f64],
-    parallel: bool,
-) -> SpotGradient {
-    let prep = model.prepare();
-    let row =
-        |(r, g): (usize, &[f64])| vjp_row_best::<S>(model, &prep, fsq, region.slow0 + r, region, g);
-    let rows: Vec<SpotGradient> = if parallel {
-        upstream
-            .par_chunks(region.n_fast.max(1))
-            .enumerate()
-            .map(row)
-            .collect()
-    } else {
-        upstream
-            .chunks(region.n_fast.max(1))
-            .enumerate()
-            .map(row)
-            .collect()
-    };
-    // Rows are summed in a fixed order so the result does not depend on the thread count.
-    let mut total = SpotGradient::zeros(fsq.len(), prep.domain_matrices.len());
-    for row in &rows {
-        total.accumulate(row);
-    }
-    total.chain_orientation(model, &prep);
-    total
-}
-
-/// Adjoint of `render` with `ChannelFsq(fsq)`: the gradient of Σ_p upstream_p·pixel_p.
-/// `fsq.len()` must equal the number of channels and `upstream.len()` the region's pixel count.
-pub fn spot_vjp(model: &SpotModel, fsq: &[f64], region: &Region, upstream: &[f64]) -> SpotGradient {
-    vjp_dispatch(model, fsq, region, upstream, true)
-}
-
-/// As `spot_vjp`, on the calling thread only (for callers that parallelize over shoeboxes).
-pub fn spot_vjp_serial(
-    model: &SpotModel,
-    fsq: &[f64],
-    region: &Region,
-    upstream: &[f64],
-) -> SpotGradient {
-    vjp_dispatch(model, fsq, region, upstream, false)
-}
-
-fn vjp_dispatch(
-    model: &SpotModel,
-    fsq: &[f64],
-    region: &Region,
-    upstream: &[f64],
-    parallel: bool,
-) -> SpotGradient {
-    debug_assert_eq!(fsq.len(), model.beam.channels.len());
-    debug_assert_eq!(upstream.len(), region.len());
-    match model.shape {
-        Shape::Square => vjp_with::<SquareShape>(model, fsq, region, upstream, parallel),
-        Shape::Round => vjp_with::<RoundShape>(model, fsq, region, upstream, parallel),
-        Shape::Gauss => vjp_with::<GaussShape>(model, fsq, region, upstream, parallel),
-        Shape::Tophat => vjp_with::<TophatShape>(model, fsq, region, upstream, parallel),
-    }
-}
-
-/// Σ_sub Σ_d w_k L² per channel of one pixel, written into `per_channel` (the response row).
-#[inline(always)]
-fn pixel_response<S: ShapeTransform>(
-    prep: &Prepared,
-    n_cells: Vec3,
-    diff: &[Vec3],
-    l2: &mut [f64],
-    per_channel: &mut [f64],
-) {
-    per_channel.fill(0.0);
-    for &dv in diff {
-        for m in &prep.domain_matrices {
-            lattice_sq_channels::<S>(mat_vec(m, dv), &prep.inv_lambda, n_cells, l2);
-            for ((slot, w), l) in per_channel.iter_mut().zip(&prep.weights).zip(l2.iter()) {
-                *slot += w * l;
-            }
-        }
-    }
-}
-
-/// Response rows of one detector row: `rows` holds n_fast × n_channels, `bg` n_fast.
-#[inline(always)]
-fn response_row<S: ShapeTransform>(
-    model: &SpotModel,
-    prep: &Prepared,
-    slow: usize,
-    region: &Region,
-    rows: &mut [f64],
-    bg: &mut [f64],
-) {
-    let n_ch = prep.inv_lambda.len();
-    let mut diff = vec![[0.0; 3]; model.oversample * model.oversample];
-    let mut l2 = vec![0.0; n_ch];
-    for (i, (resp, b)) in rows.chunks_mut(n_ch).zip(bg.iter_mut()).enumerate() {
-        let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
-        let c = prep.prefactor * polar_omega;
-        *b = c * model.background;
-        pixel_response::<S>(prep, model.n_cells, &diff, &mut l2, resp);
-        for slot in resp.iter_mut() {
-            *slot *= c * prep.norm;
-        }
-    }
-}
-
-/// `response_row` compiled for AVX2+FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn response_row_avx2<S: ShapeTransform>(
-    model: &SpotModel,
-    prep: &Prepared,
-    slow: usize,
-    region: &Region,
-    rows: &mut [f64],
-    bg: &mut [f64],
-) {
-    response_row::<S>(model, prep, slow, region, rows, bg);
-}
-
-fn response_with<S: ShapeTransform>(
-    model: &SpotModel,
-    region: &Region,
-    out: &mut [f64],
-    background: &mut [f64],
-) {
-    let n_ch = model.beam.channels.len();
-    let prep = model.prepare();
-    out.par_chunks_mut(region.n_fast * n_ch)
-        .zip(background.par_chunks_mut(region.n_fast))
-        .enumerate()
-        .for_each(|(r, (rows, bg))| {
-            #[cfg(target_arch = "x86_64")]
-            if has_avx2() {
-                // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
-                unsafe { response_row_avx2::<S>(model, &prep, region.slow0 + r, region, rows, bg) };
-                return;
-            }
-            response_row::<S>(model, &prep, region.slow0 + r, region, rows, bg);
-        });
-}
-
-/// Per-pixel response to each channel's |F|² for fixed geometry (used by `response`):
-/// `out[p·n_channels + k]` = ∂pixel_p/∂|F_k|², and `background[p]` the |F|²-independent part.
-pub(crate) fn response_rows(
-    model: &SpotModel,
-    region: &Region,
-    out: &mut [f64],
-    background: &mut [f64],
-) {
-    match model.shape {
-        Shape::Square => response_with::<SquareShape>(model, region, out, background),
-        Shape::Round => response_with::<RoundShape>(model, region, out, background),
-        Shape::Gauss => response_with::<GaussShape>(model, region, out, background),
-        Shape::Tophat => response_with::<TophatShape>(model, region, out, background),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -842,8 +557,8 @@ mod tests {
                 assert_eq!(base, best, "{shape:?} forward row {slow}");
                 let (g0, g1) = match shape {
                     Shape::Gauss => (
-                        vjp_row::<GaussShape>(&m, &prep, &fsq, slow, &region, &up),
-                        vjp_row_best::<GaussShape>(&m, &prep, &fsq, slow, &region, &up),
+                        adjoint::vjp_row::<GaussShape>(&m, &prep, &fsq, slow, &region, &up),
+                        adjoint::vjp_row_best::<GaussShape>(&m, &prep, &fsq, slow, &region, &up),
                     ),
                     _ => continue,
                 };
@@ -879,6 +594,55 @@ mod tests {
                 render_row_best::<TophatShape, F>(m, prep, fsq, slow, region, best);
             }
         }
+    }
+
+    #[test]
+    fn bad_calls_are_errors_not_panics() {
+        let m = model(Shape::Gauss);
+        let fsq = vec![1.0; 7];
+        let off = Region {
+            slow0: 60,
+            fast0: 0,
+            n_slow: 5,
+            n_fast: 5,
+        };
+        let mut out = vec![0.0; 25];
+        assert!(matches!(
+            render(&m, &ChannelFsq(&fsq), &off, &mut out),
+            Err(SpotError::RegionOutsidePanel { .. })
+        ));
+        let ok = Region {
+            slow0: 10,
+            fast0: 10,
+            n_slow: 5,
+            n_fast: 5,
+        };
+        let short = vec![1.0; 6];
+        let e = render(&m, &ChannelFsq(&short), &ok, &mut out);
+        assert_eq!(
+            e,
+            Err(SpotError::Length {
+                what: "per-channel |F|^2",
+                expected: 7,
+                got: 6
+            })
+        );
+        assert!(matches!(
+            render(&m, &ChannelFsq(&fsq), &ok, &mut out[..24]),
+            Err(SpotError::Length { .. })
+        ));
+        assert!(matches!(
+            spot_vjp(&m, &fsq, &ok, &[1.0; 3]),
+            Err(SpotError::Length { .. })
+        ));
+        let empty = SpotModel {
+            domains: MosaicDomains::from_tilts(vec![]),
+            ..m
+        };
+        assert!(matches!(
+            render(&empty, &ChannelFsq(&fsq), &ok, &mut out),
+            Err(SpotError::Model(_))
+        ));
     }
 
     #[test]
