@@ -137,17 +137,28 @@ mod tests {
     fn calibration_error_is_a_fixed_per_pixel_gain() {
         // λ = 40000: Poisson adds 0.5 % rms, calibration 3 %, so the relative spread is √(0.03² + 1/λ).
         let e = vec![40000.0f32; 20000];
-        let m = NoiseModel { calibration_sigma: 0.03, adc_offset: 0.0, ..NoiseModel::default() };
+        let m = NoiseModel {
+            calibration_sigma: 0.03,
+            adc_offset: 0.0,
+            ..NoiseModel::default()
+        };
         let a = add_noise(&e, &m).counts;
         let n = a.len() as f64;
         let rel: Vec<f64> = a.iter().map(|&c| f64::from(c) / 40000.0 - 1.0).collect();
         let mean = rel.iter().sum::<f64>() / n;
         let var = rel.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / (n - 1.0);
         let want = 0.03f64.powi(2) + 1.0 / 40000.0;
-        assert!((var - want).abs() < 5.0 * want * (2.0 / n).sqrt(), "{var} vs {want}");
+        assert!(
+            (var - want).abs() < 5.0 * want * (2.0 / n).sqrt(),
+            "{var} vs {want}"
+        );
         // a second image with another Poisson seed keeps the same gains: differences are Poisson only
         let b = add_noise(&e, &NoiseModel { seed: 2, ..m }).counts;
-        let d: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - f64::from(*y)) / 40000.0).collect();
+        let d: Vec<f64> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)) / 40000.0)
+            .collect();
         let dvar = d.iter().map(|v| v * v).sum::<f64>() / n;
         assert!(dvar < 3.0 / 40000.0, "{dvar}");
     }

@@ -79,6 +79,19 @@ pub trait StructureFactorSq: Sync {
     /// |F(h0, λ_k)|² in electrons².
     fn fsq(&self, h0: Vec3, channel: usize) -> f64;
 
+    /// Σ_p |F(h0_p, λ_k)|² lp_p over (sub-pixel, domain) pairs p of one channel, h_p = u_p/λ_k.
+    #[inline(always)]
+    fn pair_sum(&self, channel: usize, u: &[Vec<f64>; 3], il: f64, lp: &[f64]) -> f64 {
+        let mut total = 0.0;
+        for (p, &l) in lp.iter().enumerate() {
+            total += self.fsq(
+                nearest_index([u[0][p] * il, u[1][p] * il, u[2][p] * il]),
+                channel,
+            ) * l;
+        }
+        total
+    }
+
     /// How many channels this source holds values for (`None`: any channel).
     fn n_channels(&self) -> Option<usize> {
         None
@@ -147,6 +160,11 @@ impl StructureFactorSq for ConstantF {
         }
         self.0 * self.0 * total
     }
+
+    #[inline(always)]
+    fn pair_sum(&self, _channel: usize, _u: &[Vec<f64>; 3], _il: f64, lp: &[f64]) -> f64 {
+        self.0 * self.0 * sum4(lp)
+    }
 }
 
 /// Per-channel |F(h0, λ_k)|² of the one reflection a shoebox belongs to (the fit's parametrization).
@@ -162,6 +180,11 @@ impl StructureFactorSq for ChannelFsq<'_> {
     #[inline(always)]
     fn weighted_sum(&self, _u: Vec3, _inv_lambda: &[f64], weights: &[f64], l2: &[f64]) -> f64 {
         dot3(weights, self.0, l2)
+    }
+
+    #[inline(always)]
+    fn pair_sum(&self, channel: usize, _u: &[Vec<f64>; 3], _il: f64, lp: &[f64]) -> f64 {
+        self.0[channel] * sum4(lp)
     }
 
     fn n_channels(&self) -> Option<usize> {
@@ -356,22 +379,78 @@ pub(crate) fn lattice_sq_channels<S: ShapeTransform>(
     }
 }
 
-/// Bracket sum Σ_sub Σ_k Σ_d w_k F² L² of one pixel (before normalization); `l2` is channel scratch.
+/// With fewer channels than this the kernel vectorizes over (sub-pixel, domain) pairs instead.
+const CHANNEL_INNER_MIN: usize = 4;
+
+/// Per-row scratch of the forward kernel (allocated once per row, never per pixel).
+struct RowScratch {
+    diff: Vec<Vec3>,
+    /// F_latt² per channel (channel-inner order).
+    l2: Vec<f64>,
+    /// u = M_d·(d̂ − î) per (sub-pixel, domain) pair, struct-of-arrays (pair-inner order).
+    u: [Vec<f64>; 3],
+    /// F_latt² per pair.
+    lp: Vec<f64>,
+}
+
+impl RowScratch {
+    fn new(prep: &Prepared, n_sub: usize) -> Self {
+        let pairs = n_sub * prep.domain_matrices.len();
+        let z = || vec![0.0; pairs];
+        Self {
+            diff: vec![[0.0; 3]; n_sub],
+            l2: vec![0.0; prep.inv_lambda.len()],
+            u: [z(), z(), z()],
+            lp: z(),
+        }
+    }
+}
+
+/// F_latt² for every (sub-pixel, domain) pair at h = u_p/λ: the pair-inner twin of `lattice_sq_channels`.
+#[inline(always)]
+fn lattice_sq_pairs<S: ShapeTransform>(u: &[Vec<f64>; 3], il: f64, n_cells: Vec3, lp: &mut [f64]) {
+    let n = lp.len();
+    let (ux, uy, uz) = (&u[0][..n], &u[1][..n], &u[2][..n]);
+    for p in 0..n {
+        let h = [ux[p] * il, uy[p] * il, uz[p] * il];
+        let l = S::value(h, nearest_index(h), n_cells);
+        lp[p] = l * l;
+    }
+}
+
+/// Bracket sum Σ_sub Σ_k Σ_d w_k F² L² of one pixel (before normalization), vectorized over channels
+/// when there are many (a fit's spectrum) and over (sub-pixel, domain) pairs when there are few.
 #[inline(always)]
 fn pixel_bracket<S: ShapeTransform, F: StructureFactorSq>(
     prep: &Prepared,
     n_cells: Vec3,
     fsq: &F,
-    diff: &[Vec3],
-    l2: &mut [f64],
+    sc: &mut RowScratch,
 ) -> f64 {
     let mut total = 0.0;
-    for &dv in diff {
+    if prep.inv_lambda.len() >= CHANNEL_INNER_MIN {
+        for &dv in &sc.diff {
+            for m in &prep.domain_matrices {
+                let u = mat_vec(m, dv);
+                lattice_sq_channels::<S>(u, &prep.inv_lambda, n_cells, &mut sc.l2);
+                total += fsq.weighted_sum(u, &prep.inv_lambda, &prep.weights, &sc.l2);
+            }
+        }
+        return total;
+    }
+    let mut p = 0;
+    for &dv in &sc.diff {
         for m in &prep.domain_matrices {
             let u = mat_vec(m, dv);
-            lattice_sq_channels::<S>(u, &prep.inv_lambda, n_cells, l2);
-            total += fsq.weighted_sum(u, &prep.inv_lambda, &prep.weights, l2);
+            for a in 0..3 {
+                sc.u[a][p] = u[a];
+            }
+            p += 1;
         }
+    }
+    for (k, (&il, &w)) in prep.inv_lambda.iter().zip(&prep.weights).enumerate() {
+        lattice_sq_pairs::<S>(&sc.u, il, n_cells, &mut sc.lp);
+        total += w * fsq.pair_sum(k, &sc.u, il, &sc.lp);
     }
     total
 }
@@ -385,11 +464,10 @@ fn render_row<S: ShapeTransform, F: StructureFactorSq>(
     region: &Region,
     row: &mut [f64],
 ) {
-    let mut diff = vec![[0.0; 3]; model.oversample * model.oversample];
-    let mut l2 = vec![0.0; prep.inv_lambda.len()];
+    let mut sc = RowScratch::new(prep, model.oversample * model.oversample);
     for (i, out) in row.iter_mut().enumerate() {
-        let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
-        let bracket = pixel_bracket::<S, F>(prep, model.n_cells, fsq, &diff, &mut l2);
+        let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut sc.diff);
+        let bracket = pixel_bracket::<S, F>(prep, model.n_cells, fsq, &mut sc);
         *out = prep.prefactor * polar_omega * (model.background + bracket * prep.norm);
     }
 }
