@@ -442,8 +442,8 @@ fn pixel_bracket<S: ShapeTransform, F: StructureFactorSq>(
     for &dv in &sc.diff {
         for m in &prep.domain_matrices {
             let u = mat_vec(m, dv);
-            for a in 0..3 {
-                sc.u[a][p] = u[a];
+            for (column, value) in sc.u.iter_mut().zip(u) {
+                column[p] = value;
             }
             p += 1;
         }
