@@ -24,6 +24,9 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Structure factors of an atomic model as CSV (h,k,l,energy_ev,d_spacing_A,ReF,ImF,absF).
     Fcalc(cli::fcalc::Args),
+    /// nanoBragg-compatible image simulation (nanoBragg's own single-dash options).
+    #[command(disable_help_flag = true)]
+    Nanobragg(cli::nanobragg::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +36,6 @@ fn main() -> ExitCode {
         Command::Explain(args) => cli::explain::run(&args),
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Fcalc(args) => cli::fcalc::run(&args),
+        Command::Nanobragg(args) => cli::nanobragg::run(&args),
     }
 }

@@ -5,3 +5,4 @@ pub mod check;
 pub mod explain;
 pub mod inspect;
 pub mod fcalc;
+pub mod nanobragg;

@@ -1,0 +1,239 @@
+//! The spot kernel's analytic adjoint against central finite differences, for every shape, w.r.t.
+//! per-channel |F|², scale, background, N, the image rotation θ, the mosaic spread and a domain tilt.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use spread::physics::beam::{Beam, dispersion_wavelengths, equal_weight_channels};
+use spread::physics::crystal::{UnitCell, nanobragg_real_space};
+use spread::physics::geometry::detector::{MosflmDetector, Panel};
+use spread::physics::lattice::Shape;
+use spread::physics::mosaic::MosaicDomains;
+use spread::physics::polarization::Polarization;
+use spread::physics::spot::{ChannelFsq, Region, SpotModel, render, spot_vjp};
+
+fn model(shape: Shape) -> SpotModel {
+    let panel = Panel::mosflm(&MosflmDetector {
+        distance_mm: 100.0,
+        pixel_mm: 0.1,
+        n_fast: 128,
+        n_slow: 128,
+        xbeam_mm: None,
+        ybeam_mm: None,
+    })
+    .unwrap();
+    let cell = UnitCell::new([50.0; 3], [90.0; 3]).unwrap();
+    let channels = equal_weight_channels(&dispersion_wavelengths(1.0, 0.6, 3).unwrap()).unwrap();
+    let beam = Beam::nanobragg(channels, 0.7);
+    SpotModel {
+        polarization: Polarization::new(beam.incident, beam.polar_vector, beam.kahn),
+        panel,
+        beam,
+        real_space_m: nanobragg_real_space(&cell, [10.0, 20.0, 30.0]),
+        rotation: [0.0008, -0.0011, 0.0005],
+        domains: MosaicDomains::anisotropic([0.05, 0.08, 0.03], 4, 3, false),
+        shape,
+        n_cells: [5.0, 6.0, 7.0],
+        oversample: 2,
+        scale: 1.3,
+        background: 0.2,
+    }
+}
+
+/// The 11×11 shoebox around spot1 of oracle case square_mono.
+const REGION: Region = Region {
+    slow0: 68,
+    fast0: 103,
+    n_slow: 11,
+    n_fast: 11,
+};
+const FSQ: [f64; 3] = [9000.0, 10000.0, 11500.0];
+
+fn upstream() -> Vec<f64> {
+    (0..REGION.len())
+        .map(|i| 1.0 + 0.5 * (i as f64 * 0.7).sin())
+        .collect()
+}
+
+fn loss(m: &SpotModel, fsq: &[f64]) -> f64 {
+    let mut out = vec![0.0; REGION.len()];
+    render(m, &ChannelFsq(fsq), &REGION, &mut out).unwrap();
+    out.iter().zip(upstream()).map(|(a, b)| a * b).sum()
+}
+
+fn central<F: Fn(f64) -> f64>(f: F, x: f64, h: f64) -> f64 {
+    (f(x + h) - f(x - h)) / (2.0 * h)
+}
+
+/// |fd − analytic| ≤ 1e-4·|analytic| + 1e-12·loss (the floor is far below every gradient here).
+fn close(name: &str, fd: f64, an: f64, loss: f64) {
+    let err = (fd - an).abs();
+    assert!(an != 0.0, "{name}: analytic gradient is exactly zero");
+    assert!(
+        err <= 1e-4 * an.abs() + 1e-12 * loss,
+        "{name}: fd {fd:.10e} analytic {an:.10e}"
+    );
+}
+
+fn check_shape(shape: Shape, smooth: bool) {
+    let m = model(shape);
+    let g = spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap();
+    let l0 = loss(&m, &FSQ);
+    assert!(l0 > 0.0);
+    for k in 0..3 {
+        let fd = central(
+            |x| {
+                let mut f = FSQ;
+                f[k] = x;
+                loss(&m, &f)
+            },
+            FSQ[k],
+            1.0,
+        );
+        close(&format!("{shape:?} fsq[{k}]"), fd, g.fsq[k], l0);
+    }
+    let fd = central(
+        |x| {
+            loss(
+                &SpotModel {
+                    scale: x,
+                    ..m.clone()
+                },
+                &FSQ,
+            )
+        },
+        m.scale,
+        1e-4,
+    );
+    close(&format!("{shape:?} scale"), fd, g.scale, l0);
+    let fd = central(
+        |x| {
+            loss(
+                &SpotModel {
+                    background: x,
+                    ..m.clone()
+                },
+                &FSQ,
+            )
+        },
+        m.background,
+        10.0,
+    );
+    close(&format!("{shape:?} background"), fd, g.background, l0);
+    for a in 0..3 {
+        let fd = central(
+            |x| {
+                let mut n = m.n_cells;
+                n[a] = x;
+                loss(
+                    &SpotModel {
+                        n_cells: n,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.n_cells[a],
+            1e-5,
+        );
+        close(&format!("{shape:?} N[{a}]"), fd, g.n_cells[a], l0);
+    }
+    if !smooth {
+        return;
+    }
+    for a in 0..3 {
+        let fd = central(
+            |x| {
+                let mut r = m.rotation;
+                r[a] = x;
+                loss(
+                    &SpotModel {
+                        rotation: r,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.rotation[a],
+            1e-7,
+        );
+        close(&format!("{shape:?} rotation[{a}]"), fd, g.rotation[a], l0);
+        let fd = central(
+            |x| {
+                let mut d = m.domains.clone();
+                d.spread_rad[a] = x;
+                loss(
+                    &SpotModel {
+                        domains: d,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.domains.spread_rad[a],
+            1e-8,
+        );
+        close(
+            &format!("{shape:?} spread[{a}]"),
+            fd,
+            g.mosaic_spread[a],
+            l0,
+        );
+        let fd = central(
+            |x| {
+                let mut d = m.domains.clone();
+                d.draws[2][a] = x;
+                loss(
+                    &SpotModel {
+                        domains: d,
+                        ..m.clone()
+                    },
+                    &FSQ,
+                )
+            },
+            m.domains.draws[2][a],
+            1e-5,
+        );
+        close(
+            &format!("{shape:?} draw[2][{a}]"),
+            fd,
+            g.domain_draws[2][a],
+            l0,
+        );
+    }
+}
+
+#[test]
+fn square_adjoint_matches_finite_differences() {
+    check_shape(Shape::Square, true);
+}
+
+#[test]
+fn gauss_adjoint_matches_finite_differences() {
+    check_shape(Shape::Gauss, true);
+}
+
+#[test]
+fn round_adjoint_matches_finite_differences() {
+    check_shape(Shape::Round, true);
+}
+
+#[test]
+fn tophat_adjoint_matches_finite_differences() {
+    // TOPHAT is piecewise constant in h: only |F|², scale, background and N (through NaNbNc) move it.
+    check_shape(Shape::Tophat, false);
+}
+
+#[test]
+fn gradient_does_not_depend_on_thread_count() {
+    let m = model(Shape::Gauss);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let g1 = one.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap());
+    let g2 = two.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap());
+    assert_eq!(g1, g2);
+}
