@@ -1,1 +1,18 @@
-//! placeholder
+//! Variational inference: distributions, bijections, guides, the ELBO, Adam and the SVI loop
+//! over a data-driven `Model` of nested plates.
+//!
+//! In: a validated `model::Model` and `svi::SviConfig`. Out: an `svi::SviState` (params,
+//! optimizer moments, step) that checkpoints atomically and resumes bit-identically, and
+//! posterior summaries. Guarantees: a seeded run is bit-identical with any thread count.
+
+pub mod constraint;
+pub mod dist;
+pub mod guide;
+pub mod lowrank;
+pub mod model;
+pub mod rng;
+pub mod engine;
+pub mod error;
+pub mod reduce;
+pub mod optim;
+pub mod svi;
