@@ -16,3 +16,5 @@ pub mod error;
 pub mod reduce;
 pub mod optim;
 pub mod svi;
+pub mod examples;
+pub mod posterior;
