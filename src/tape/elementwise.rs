@@ -115,12 +115,28 @@ impl Unary {
 
     /// y = f(x), elementwise.
     pub fn forward(self, x: &ArrayD<f64>) -> ArrayD<f64> {
-        x.mapv(|v| self.value_and_slope(v, None))
+        match self {
+            Unary::Scale(c) => x.mapv(|v| c * v),
+            Unary::Shift(c) => x.mapv(|v| v + c),
+            Unary::Square => x.mapv(|v| v * v),
+            Unary::Neg => x.mapv(|v| -v),
+            _ => x.mapv(|v| self.value_and_slope(v, None)),
+        }
     }
 
     /// g * f'(x), elementwise.
     pub fn vjp(self, x: &ArrayD<f64>, y: &ArrayD<f64>, g: &ArrayD<f64>) -> ArrayD<f64> {
         Zip::from(x).and(y).and(g).map_collect(|&x, &y, &g| g * self.value_and_slope(x, Some(y)))
+    }
+
+    /// y = f(x) written into an existing buffer of x's shape (tape replay).
+    pub fn forward_into(self, x: &ArrayD<f64>, out: &mut ArrayD<f64>) {
+        Zip::from(out).and(x).for_each(|o, &x| *o = self.value_and_slope(x, None));
+    }
+
+    /// gx += g * f'(x), accumulating into an existing gradient buffer.
+    pub fn vjp_accumulate(self, x: &ArrayD<f64>, y: &ArrayD<f64>, g: &ArrayD<f64>, gx: &mut ArrayD<f64>) {
+        Zip::from(gx).and(x).and(y).and(g).for_each(|gx, &x, &y, &g| *gx += g * self.value_and_slope(x, Some(y)));
     }
 }
 
@@ -202,13 +218,55 @@ impl Binary {
     /// a (op) b with broadcasting.
     pub fn forward(self, a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, OpError> {
         if a.shape() == b.shape() {
-            return Ok(Zip::from(a).and(b).map_collect(|&a, &b| self.value(a, b)));
+            let z = Zip::from(a).and(b);
+            return Ok(match self {
+                Binary::Add => z.map_collect(|&a, &b| a + b),
+                Binary::Sub => z.map_collect(|&a, &b| a - b),
+                Binary::Mul => z.map_collect(|&a, &b| a * b),
+                Binary::Div => z.map_collect(|&a, &b| a / b),
+                Binary::Pow => z.map_collect(|&a, &b| a.powf(b)),
+            });
         }
         let shape = broadcast(self.name(), a.shape(), b.shape())?;
         let (av, bv) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape)));
         match (av, bv) {
             (Some(av), Some(bv)) => Ok(Zip::from(&av).and(&bv).map_collect(|&a, &b| self.value(a, b))),
             _ => Err(OpError::new(self.name(), "broadcast failed")),
+        }
+    }
+
+    /// a (op) b for equal shapes, written into an existing buffer (tape replay).
+    pub fn forward_into(self, a: &ArrayD<f64>, b: &ArrayD<f64>, out: &mut ArrayD<f64>) {
+        // One loop per operator (not a match per element) so the arithmetic ones vectorize.
+        let z = Zip::from(out).and(a).and(b);
+        match self {
+            Binary::Add => z.for_each(|o, &a, &b| *o = a + b),
+            Binary::Sub => z.for_each(|o, &a, &b| *o = a - b),
+            Binary::Mul => z.for_each(|o, &a, &b| *o = a * b),
+            Binary::Div => z.for_each(|o, &a, &b| *o = a / b),
+            Binary::Pow => z.for_each(|o, &a, &b| *o = a.powf(b)),
+        }
+    }
+
+    /// Accumulates the gradient of input `which` (0 = a, 1 = b) for equal shapes, in place.
+    pub fn vjp_accumulate(
+        self,
+        which: usize,
+        a: &ArrayD<f64>,
+        b: &ArrayD<f64>,
+        y: &ArrayD<f64>,
+        g: &ArrayD<f64>,
+        acc: &mut ArrayD<f64>,
+    ) {
+        match (self, which) {
+            (Binary::Add, _) | (Binary::Sub, 0) => Zip::from(acc).and(g).for_each(|s, &g| *s += g),
+            (Binary::Sub, _) => Zip::from(acc).and(g).for_each(|s, &g| *s -= g),
+            (Binary::Mul, 0) => Zip::from(acc).and(b).and(g).for_each(|s, &b, &g| *s += g * b),
+            (Binary::Mul, _) => Zip::from(acc).and(a).and(g).for_each(|s, &a, &g| *s += g * a),
+            _ => Zip::from(acc).and(a).and(b).and(y).and(g).for_each(|s, &a, &b, &y, &g| {
+                let (da, db) = self.slopes(a, b, y);
+                *s += g * if which == 0 { da } else { db };
+            }),
         }
     }
 

@@ -67,7 +67,12 @@ pub struct Node {
 #[derive(Debug, Default, Clone)]
 pub struct Tape {
     nodes: Vec<Node>,
+    /// Gradient buffers, kept across passes and re-recordings so a static structure
+    /// allocates them once; `live[i]` says whether buffer i holds this pass's gradient.
     grads: Vec<Option<Value>>,
+    live: Vec<bool>,
+    /// Value buffers of cleared nodes, by length, reused by elementwise ops when re-recording.
+    spare: std::collections::HashMap<usize, Vec<ArrayD<f64>>>,
     labels: Vec<Arc<str>>,
     current_label: u32,
 }
@@ -78,10 +83,14 @@ impl Tape {
         Tape { labels: vec![Arc::from("<unlabelled>")], ..Default::default() }
     }
 
-    /// Forgets all nodes but keeps the allocated arena for the next recording.
+    /// Forgets all nodes but keeps the allocated arena and gradient buffers for the next recording.
     pub fn clear(&mut self) {
-        self.nodes.clear();
-        self.grads.clear();
+        for node in self.nodes.drain(..) {
+            if let (Value::Real(a), Op::Unary(_) | Op::Binary(_)) = (node.value, node.op) {
+                self.spare.entry(a.len()).or_default().push(a);
+            }
+        }
+        self.live.clear();
         self.labels.truncate(1);
         self.current_label = 0;
     }
@@ -142,7 +151,10 @@ impl Tape {
             self.check(*id)?;
         }
         let values: Vec<&Value> = inputs.iter().map(|id| &self.nodes[id.index()].value).collect();
-        let value = op.forward(&values).map_err(|e| self.op_error(e, self.current_label))?;
+        let value = match reuse_spare(&mut self.spare, &op, &values) {
+            Some(v) => v,
+            None => op.forward(&values).map_err(|e| self.op_error(e, self.current_label))?,
+        };
         let needs_grad = inputs.iter().any(|id| self.nodes[id.index()].needs_grad);
         Ok(self.push_node(op, inputs.to_vec(), value, needs_grad))
     }
@@ -223,6 +235,9 @@ impl Tape {
             let (before, rest) = self.nodes.split_at_mut(i);
             let node = &mut rest[0];
             let values: Vec<&Value> = node.inputs.iter().map(|id| &before[id.index()].value).collect();
+            if forward_in_place(&node.op, &values, &mut node.value) {
+                continue;
+            }
             match node.op.forward(&values) {
                 Ok(v) => node.value = v,
                 Err(e) => {
@@ -244,15 +259,18 @@ impl Tape {
     /// Reverse sweep seeded with given output gradients (e.g. reduced gradients of shared
     /// latents coming back from plate workers). Seeds for the same node add up.
     pub fn backward_seeded(&mut self, seeds: &[(NodeId, Value)]) -> Result<(), TapeError> {
-        self.grads.clear();
-        self.grads.resize(self.nodes.len(), None);
+        if self.grads.len() < self.nodes.len() {
+            self.grads.resize(self.nodes.len(), None);
+        }
+        self.live.clear();
+        self.live.resize(self.nodes.len(), false);
         let mut last = 0;
         for (id, seed) in seeds {
             self.check(*id)?;
             if seed.shape() != self.nodes[id.index()].value.shape() {
                 return Err(self.shape_error(*id, format!("seed shape {:?} differs", seed.shape())));
             }
-            accumulate(&mut self.grads[id.index()], seed.clone());
+            accumulate(&mut self.grads[id.index()], &mut self.live[id.index()], seed.clone());
             last = last.max(id.index() + 1);
         }
         for i in (0..last).rev() {
@@ -263,9 +281,13 @@ impl Tape {
 
     fn propagate(&mut self, i: usize) -> Result<(), TapeError> {
         let node = &self.nodes[i];
-        if !node.needs_grad || node.inputs.is_empty() {
+        if !node.needs_grad || node.inputs.is_empty() || !self.live[i] {
             return Ok(());
         }
+        if self.propagate_in_place(i) {
+            return Ok(());
+        }
+        let node = &self.nodes[i];
         let Some(g) = self.grads[i].as_ref() else { return Ok(()) };
         let inputs: Vec<&Value> = node.inputs.iter().map(|id| &self.nodes[id.index()].value).collect();
         let wanted: Vec<bool> = node.inputs.iter().map(|id| self.nodes[id.index()].needs_grad).collect();
@@ -274,14 +296,54 @@ impl Tape {
         let targets = node.inputs.clone();
         for ((id, grad), want) in targets.iter().zip(input_grads).zip(wanted) {
             if let (Some(grad), true) = (grad, want) {
-                accumulate(&mut self.grads[id.index()], grad);
+                accumulate(&mut self.grads[id.index()], &mut self.live[id.index()], grad);
             }
         }
         Ok(())
     }
 
+    /// Elementwise VJPs with equal shapes accumulate straight into the inputs' gradient
+    /// buffers (no temporaries). Returns false when the generic path must run.
+    fn propagate_in_place(&mut self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        let (lo, hi) = self.grads.split_at_mut(i);
+        let Some(Value::Real(g)) = hi[0].as_ref() else { return false };
+        let real = |id: &NodeId| match &self.nodes[id.index()].value {
+            Value::Real(a) if a.shape() == g.shape() => Some(a),
+            _ => None,
+        };
+        let Value::Real(y) = &node.value else { return false };
+        match &node.op {
+            Op::Unary(u) => {
+                let Some(x) = real(&node.inputs[0]) else { return false };
+                let j = node.inputs[0].index();
+                if let Some(acc) = grad_buffer(&mut lo[j], &mut self.live[j], g.shape()) {
+                    u.vjp_accumulate(x, y, g, acc);
+                }
+                true
+            }
+            Op::Binary(b) => {
+                let (Some(a), Some(c)) = (real(&node.inputs[0]), real(&node.inputs[1])) else { return false };
+                for (which, id) in node.inputs.iter().enumerate() {
+                    let j = id.index();
+                    if !self.nodes[j].needs_grad {
+                        continue;
+                    }
+                    if let Some(acc) = grad_buffer(&mut lo[j], &mut self.live[j], g.shape()) {
+                        b.vjp_accumulate(which, a, c, y, g, acc);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The gradient of the last `backward` root with respect to a node (None if unreached).
     pub fn grad(&self, id: NodeId) -> Option<&Value> {
+        if !self.live.get(id.index()).copied().unwrap_or(false) {
+            return None;
+        }
         self.grads.get(id.index()).and_then(|g| g.as_ref())
     }
 
@@ -302,7 +364,7 @@ impl Tape {
 
     /// The last node (first reached by the reverse sweep) whose gradient is not finite.
     pub fn first_non_finite_grad(&self) -> Option<TapeError> {
-        let i = self.grads.iter().rposition(|g| g.as_ref().is_some_and(|g| !g.is_finite()))?;
+        let i = (0..self.live.len()).rev().find(|&i| self.live[i] && self.grads[i].as_ref().is_some_and(|g| !g.is_finite()))?;
         Some(self.non_finite(i, "gradient"))
     }
 
@@ -312,9 +374,55 @@ impl Tape {
     }
 }
 
-fn accumulate(slot: &mut Option<Value>, grad: Value) {
+fn accumulate(slot: &mut Option<Value>, live: &mut bool, grad: Value) {
     match slot {
-        Some(existing) => existing.accumulate(&grad),
-        None => *slot = Some(grad),
+        Some(existing) if *live => existing.accumulate(&grad),
+        _ => *slot = Some(grad),
     }
+    *live = true;
+}
+
+/// The real gradient buffer of a node for this pass: reused (zeroed) when the shape fits.
+fn grad_buffer<'a>(slot: &'a mut Option<Value>, live: &mut bool, shape: &[usize]) -> Option<&'a mut ArrayD<f64>> {
+    let fits = matches!(slot, Some(Value::Real(a)) if a.shape() == shape);
+    if !fits {
+        *slot = Some(Value::Real(ArrayD::zeros(IxDyn(shape))));
+    } else if !*live && let Some(Value::Real(a)) = slot {
+        a.fill(0.0);
+    }
+    *live = true;
+    match slot {
+        Some(Value::Real(a)) => Some(a),
+        _ => None,
+    }
+}
+
+/// Runs an elementwise op into a spare buffer of the right size, if there is one.
+fn reuse_spare(
+    spare: &mut std::collections::HashMap<usize, Vec<ArrayD<f64>>>,
+    op: &Op,
+    x: &[&Value],
+) -> Option<Value> {
+    let shape = match (op, x) {
+        (Op::Unary(_), [Value::Real(a)]) => a.shape(),
+        (Op::Binary(_), [Value::Real(a), Value::Real(b)]) if a.shape() == b.shape() => a.shape(),
+        _ => return None,
+    };
+    let n: usize = shape.iter().product();
+    let buf = spare.get_mut(&n)?.pop()?;
+    let mut out = Value::Real(buf.into_shape_with_order(IxDyn(shape)).ok()?);
+    forward_in_place(op, x, &mut out).then_some(out)
+}
+
+/// Recomputes elementwise nodes into their existing buffers; false when not applicable.
+fn forward_in_place(op: &Op, x: &[&Value], out: &mut Value) -> bool {
+    let Value::Real(o) = out else { return false };
+    match (op, x) {
+        (Op::Unary(u), [Value::Real(a)]) if a.shape() == o.shape() => u.forward_into(a, o),
+        (Op::Binary(b), [Value::Real(a), Value::Real(c)]) if a.shape() == o.shape() && c.shape() == o.shape() => {
+            b.forward_into(a, c, o)
+        }
+        _ => return false,
+    }
+    true
 }
