@@ -171,8 +171,13 @@ impl Dist {
     }
 }
 
-/// -(x-μ)²/(2σ²) - ln σ - ln √(2π)
+/// log N(x; μ, σ) as one fused node.
 fn normal(t: &mut Tape, x: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
+    t.fused(Arc::new(super::normal_kernel::NormalLogPdf), &[x, loc, scale])
+}
+
+/// -(x-μ)²/(2σ²) - ln σ - ln √(2π), from elementwise nodes (the reference for the fused kernel).
+pub fn normal_unfused(t: &mut Tape, x: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
     let d = t.sub(x, loc)?;
     let z = t.div(d, scale)?;
     let z2 = t.square(z)?;

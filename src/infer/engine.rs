@@ -334,7 +334,7 @@ impl Evaluator<'_> {
             instance: flat as u64,
         };
         let g = draw(t, b, &self.params[offset..offset + b.per_instance], &mut key.rng())?;
-        leaves.push((offset, g.leaf));
+        leaves.extend(g.leaves.iter().flatten().map(|(o, n)| (offset + o, *n)));
         let (z, log_j) = l.constraint.forward(t, g.u)?;
         env.values[site] = Some(z);
         let Some((family, args)) = &l.prior else { return Ok(t.scalar(0.0)) };

@@ -141,8 +141,8 @@ fn tril(d: usize) -> impl Iterator<Item = (usize, usize)> {
 /// One guide draw on the tape.
 #[derive(Clone, Copy, Debug)]
 pub struct GuideDraw {
-    /// The parameter leaf (one per site instance).
-    pub leaf: NodeId,
+    /// Parameter leaves with their offsets inside the instance's block.
+    pub leaves: [Option<(usize, NodeId)>; 2],
     /// Unconstrained sample, shaped like the site.
     pub u: NodeId,
     /// log q(u) summed over the site (None for point guides).
@@ -157,27 +157,42 @@ fn range(start: usize, len: usize) -> Vec<usize> {
 
 /// Draws u ~ q for one site instance; `block` is that instance's slice of the parameters.
 pub fn draw(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256PlusPlus) -> Result<GuideDraw, TapeError> {
+    match b.kind {
+        GuideKind::Point | GuideKind::MeanField => draw_diagonal(t, b, block, rng),
+        GuideKind::FullRank | GuideKind::LowRank(_) => draw_correlated(t, b, block, rng),
+    }
+}
+
+fn shaped(shape: &[usize], v: &[f64]) -> ArrayD<f64> {
+    ArrayD::from_shape_vec(IxDyn(shape), v.to_vec()).unwrap_or_default()
+}
+
+/// Point and mean-field guides: leaves already in the site's shape, no gathers.
+fn draw_diagonal(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256PlusPlus) -> Result<GuideDraw, TapeError> {
     let d = b.event;
-    let leaf = t.leaf_real(ArrayD::from_shape_vec(IxDyn(&[block.len()]), block.to_vec()).unwrap_or_default());
+    let loc = t.leaf_real(shaped(&b.shape, &block[..d]));
+    if b.kind == GuideKind::Point {
+        return Ok(GuideDraw { leaves: [Some((0, loc)), None], u: loc, log_q: None, loc_scale: None });
+    }
+    let raw = t.leaf_real(shaped(&b.shape, &block[d..2 * d]));
+    let eps = super::rng::standard_normal(rng, &b.shape);
+    let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
+    let scale = t.softplus(raw)?;
+    let e = t.constant_real(eps);
+    let se = t.mul(scale, e)?;
+    let u = t.add(loc, se)?;
+    let log_q = log_q_affine(t, scale, base_lp)?;
+    Ok(GuideDraw { leaves: [Some((0, loc)), Some((d, raw))], u, log_q: Some(log_q), loc_scale: Some((loc, scale)) })
+}
+
+/// Full-rank and low-rank guides: one flat leaf per instance, pieces gathered from it.
+fn draw_correlated(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256PlusPlus) -> Result<GuideDraw, TapeError> {
+    let d = b.event;
+    let leaf = t.leaf_real(shaped(&[block.len()], block));
     let loc = t.gather(leaf, 0, &range(0, d))?;
     let eps = super::rng::standard_normal(rng, &[d]);
     let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
-    let (u, log_q, loc_scale) = match b.kind {
-        GuideKind::Point => (loc, None, None),
-        GuideKind::MeanField => {
-            let raw = t.gather(leaf, 0, &range(d, d))?;
-            let scale = t.softplus(raw)?;
-            let e = t.constant_real(eps);
-            let se = t.mul(scale, e)?;
-            let u = t.add(loc, se)?;
-            (u, Some(log_q_affine(t, scale, base_lp)?), Some((loc, scale)))
-        }
-        GuideKind::FullRank => {
-            let (l, diag) = tril_factor(t, leaf, d)?;
-            let e = t.constant_real(eps);
-            let le = t.matmul(l, e)?;
-            (t.add(loc, le)?, Some(log_q_affine(t, diag, base_lp)?), None)
-        }
+    let (u, log_q) = match b.kind {
         GuideKind::LowRank(r) => {
             let w0 = t.gather(leaf, 0, &range(d, d * r))?;
             let w = t.reshape(w0, &[d, r])?;
@@ -189,15 +204,17 @@ pub fn draw(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256Plus
             let de = t.mul(diag, e2)?;
             let s = t.add(we, de)?;
             let u = t.add(loc, s)?;
-            (u, Some(t.fused(Arc::new(LowRankLogPdf), &[u, loc, w, diag])?), None)
+            (u, t.fused(Arc::new(LowRankLogPdf), &[u, loc, w, diag])?)
+        }
+        _ => {
+            let (l, diag) = tril_factor(t, leaf, d)?;
+            let e = t.constant_real(eps);
+            let le = t.matmul(l, e)?;
+            (t.add(loc, le)?, log_q_affine(t, diag, base_lp)?)
         }
     };
     let u = t.reshape(u, &b.shape)?;
-    let loc_scale = match loc_scale {
-        Some((l, s)) => Some((t.reshape(l, &b.shape)?, t.reshape(s, &b.shape)?)),
-        None => None,
-    };
-    Ok(GuideDraw { leaf, u, log_q, loc_scale })
+    Ok(GuideDraw { leaves: [Some((0, leaf)), None], u, log_q: Some(log_q), loc_scale: None })
 }
 
 /// log q(u) = Σ log N(ε) - Σ ln scale for u = loc + (triangular or diagonal) · ε.

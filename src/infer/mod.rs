@@ -10,6 +10,7 @@ pub mod dist;
 pub mod guide;
 pub mod lowrank;
 pub mod model;
+pub mod normal_kernel;
 pub mod rng;
 pub mod engine;
 pub mod error;

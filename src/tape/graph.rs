@@ -12,6 +12,12 @@ use ndarray::{ArrayD, IxDyn};
 use num_complex::Complex64;
 use std::sync::Arc;
 
+/// Arrays at least this long are kept for reuse when a tape is cleared.
+const SPARE_MIN_LEN: usize = 512;
+
+/// Labels are kept across `clear` (re-recordings use the same few) up to this many.
+const MAX_KEPT_LABELS: usize = 256;
+
 /// Index of a node on one tape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub(crate) u32);
@@ -86,12 +92,17 @@ impl Tape {
     /// Forgets all nodes but keeps the allocated arena and gradient buffers for the next recording.
     pub fn clear(&mut self) {
         for node in self.nodes.drain(..) {
-            if let (Value::Real(a), Op::Unary(_) | Op::Binary(_)) = (node.value, node.op) {
+            // Small arrays come cheaply from malloc; large ones would page-fault when re-made.
+            if let (Value::Real(a), Op::Unary(_) | Op::Binary(_)) = (node.value, node.op)
+                && a.len() >= SPARE_MIN_LEN
+            {
                 self.spare.entry(a.len()).or_default().push(a);
             }
         }
         self.live.clear();
-        self.labels.truncate(1);
+        if self.labels.len() > MAX_KEPT_LABELS {
+            self.labels.truncate(1);
+        }
         self.current_label = 0;
     }
 
@@ -107,8 +118,8 @@ impl Tape {
 
     /// Sets the source label (an opaque span or name) attached to nodes recorded from now on.
     pub fn set_label(&mut self, label: &str) {
-        if self.labels.last().is_some_and(|l| &**l == label) {
-            self.current_label = (self.labels.len() - 1) as u32;
+        if let Some(i) = self.labels.iter().rposition(|l| &**l == label) {
+            self.current_label = i as u32;
             return;
         }
         self.labels.push(Arc::from(label));
@@ -409,6 +420,9 @@ fn reuse_spare(
         _ => return None,
     };
     let n: usize = shape.iter().product();
+    if n < SPARE_MIN_LEN {
+        return None;
+    }
     let buf = spare.get_mut(&n)?.pop()?;
     let mut out = Value::Real(buf.into_shape_with_order(IxDyn(shape)).ok()?);
     forward_in_place(op, x, &mut out).then_some(out)
