@@ -20,11 +20,24 @@ fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
             return f64::NAN;
         }
     };
-    let cfg = SviConfig { steps, seed: 1, particles: 1, ..SviConfig::default() };
+    let cfg = SviConfig {
+        steps,
+        seed: 1,
+        particles: 1,
+        ..SviConfig::default()
+    };
     let mut rates: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
-            let done = pool.install(|| run(model, &cfg, SviState::new(model, 1), &SingleProcess, &mut |_| {}));
+            let done = pool.install(|| {
+                run(
+                    model,
+                    &cfg,
+                    SviState::new(model, 1),
+                    &SingleProcess,
+                    &mut |_| {},
+                )
+            });
             if let Err(e) = done {
                 eprintln!("run failed: {e}");
             }
@@ -47,10 +60,21 @@ fn main() {
     let (x, yr) = regression_data();
     let models: Vec<(&str, Result<Model, _>, u64)> = vec![
         ("eight_schools (8 schools)", eight_schools(&y, &sigma), 2000),
-        ("linear_regression full-rank (40x3)", linear_regression(&x, &yr, 3.0, 0.8, GuideKind::FullRank), 500),
-        ("hierarchical_regression (1000 groups x 20)", hierarchical_regression(1000, 20, 7), 40),
+        (
+            "linear_regression full-rank (40x3)",
+            linear_regression(&x, &yr, 3.0, 0.8, GuideKind::FullRank),
+            500,
+        ),
+        (
+            "hierarchical_regression (1000 groups x 20)",
+            hierarchical_regression(1000, 20, 7),
+            40,
+        ),
     ];
-    println!("{:<44} {:>12} {:>12} {:>9} {:>14}", "model", "1 thread/s", "2 threads/s", "speedup", "us/step (1t)");
+    println!(
+        "{:<44} {:>12} {:>12} {:>9} {:>14}",
+        "model", "1 thread/s", "2 threads/s", "speedup", "us/step (1t)"
+    );
     for (name, model, steps) in models {
         let Ok(model) = model else {
             eprintln!("{name}: model failed to build");
@@ -58,6 +82,10 @@ fn main() {
         };
         let one = steps_per_second(&model, steps, 1);
         let two = steps_per_second(&model, steps, 2);
-        println!("{name:<44} {one:>12.1} {two:>12.1} {:>8.2}x {:>14.1}", two / one, 1e6 / one);
+        println!(
+            "{name:<44} {one:>12.1} {two:>12.1} {:>8.2}x {:>14.1}",
+            two / one,
+            1e6 / one
+        );
     }
 }

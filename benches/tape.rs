@@ -19,7 +19,13 @@ fn clock_ghz() -> f64 {
 
 fn filled(shape: &[usize], seed: f64) -> ArrayD<f64> {
     let n: usize = shape.iter().product();
-    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| ((i as f64 + seed) * 0.618).sin() * 0.5).collect()).unwrap_or_default()
+    ArrayD::from_shape_vec(
+        IxDyn(shape),
+        (0..n)
+            .map(|i| ((i as f64 + seed) * 0.618).sin() * 0.5)
+            .collect(),
+    )
+    .unwrap_or_default()
 }
 
 /// Median seconds of `reps` runs of f.
@@ -38,7 +44,11 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 /// x → ((x ⊙ a + b) ⊙ a + b) ... : `depth` multiply-add pairs, 2 FLOP per element per pair.
 fn chain(t: &mut Tape, x: &ArrayD<f64>, a: &ArrayD<f64>, b: &ArrayD<f64>, depth: usize) -> NodeId {
-    let (mut h, an, bn) = (t.leaf_real(x.clone()), t.leaf_real(a.clone()), t.constant_real(b.clone()));
+    let (mut h, an, bn) = (
+        t.leaf_real(x.clone()),
+        t.leaf_real(a.clone()),
+        t.constant_real(b.clone()),
+    );
     for _ in 0..depth {
         let m = t.mul(h, an).unwrap_or(h);
         h = t.add(m, bn).unwrap_or(m);
@@ -55,7 +65,15 @@ fn mlp(t: &mut Tape, x: &ArrayD<f64>, weights: &[(ArrayD<f64>, ArrayD<f64>)]) ->
     t.sum(h).unwrap_or(h)
 }
 
-fn report(name: &str, flops_fwd: f64, flops_bwd: f64, fwd: f64, both: f64, peak: f64, bytes_fwd: Option<f64>) {
+fn report(
+    name: &str,
+    flops_fwd: f64,
+    flops_bwd: f64,
+    fwd: f64,
+    both: f64,
+    peak: f64,
+    bytes_fwd: Option<f64>,
+) {
     let (gf, gb) = (flops_fwd / fwd / 1e9, (flops_fwd + flops_bwd) / both / 1e9);
     println!(
         "{name:<36} forward {:>8.3} ms {gf:>6.2} GFLOP/s ({:>5.1}% of 2-core peak, {:>5.1}% of 1 core) | fwd+bwd {:>8.3} ms {gb:>6.2} GFLOP/s ({:>5.1}%) | reverse/forward {:.2}x",
@@ -67,7 +85,11 @@ fn report(name: &str, flops_fwd: f64, flops_bwd: f64, fwd: f64, both: f64, peak:
         (both - fwd) / fwd
     );
     if let Some(b) = bytes_fwd {
-        println!("{:<36} forward streams {:.1} GB/s: one FLOP per 24 bytes, so this chain is memory-bound", "", b / fwd / 1e9);
+        println!(
+            "{:<36} forward streams {:.1} GB/s: one FLOP per 24 bytes, so this chain is memory-bound",
+            "",
+            b / fwd / 1e9
+        );
     }
 }
 
@@ -98,12 +120,32 @@ fn main() {
         });
         // Backward: mul gives 2 products, add passes g through, accumulation into a and h adds 2.
         let flops = 2.0 * (n * depth) as f64;
-        report(&format!("chain n={n} depth={depth} record"), flops, 2.0 * flops, fwd, both, peak, Some(12.0 * flops));
-        report(&format!("chain n={n} depth={depth} replay"), flops, 2.0 * flops, replay_fwd, replay_both, peak, Some(12.0 * flops));
+        report(
+            &format!("chain n={n} depth={depth} record"),
+            flops,
+            2.0 * flops,
+            fwd,
+            both,
+            peak,
+            Some(12.0 * flops),
+        );
+        report(
+            &format!("chain n={n} depth={depth} replay"),
+            flops,
+            2.0 * flops,
+            replay_fwd,
+            replay_both,
+            peak,
+            Some(12.0 * flops),
+        );
     }
     let sizes = [64, 256, 256, 16];
     let batch = 256;
-    let weights: Vec<_> = sizes.windows(2).enumerate().map(|(i, w)| (filled(&[w[0], w[1]], i as f64), filled(&[w[1]], 9.0))).collect();
+    let weights: Vec<_> = sizes
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (filled(&[w[0], w[1]], i as f64), filled(&[w[1]], 9.0)))
+        .collect();
     let x = filled(&[batch, sizes[0]], 3.0);
     let fwd = time(21, || {
         tape.clear();
@@ -123,7 +165,26 @@ fn main() {
         let _ = tape.replay();
         let _ = tape.backward(root);
     });
-    let matmul: f64 = sizes.windows(2).map(|w| 2.0 * (batch * w[0] * w[1]) as f64).sum();
-    report(&format!("mlp {sizes:?} b={batch} record"), matmul, 2.0 * matmul, fwd, both, peak, None);
-    report(&format!("mlp {sizes:?} b={batch} replay"), matmul, 2.0 * matmul, replay_fwd, replay_both, peak, None);
+    let matmul: f64 = sizes
+        .windows(2)
+        .map(|w| 2.0 * (batch * w[0] * w[1]) as f64)
+        .sum();
+    report(
+        &format!("mlp {sizes:?} b={batch} record"),
+        matmul,
+        2.0 * matmul,
+        fwd,
+        both,
+        peak,
+        None,
+    );
+    report(
+        &format!("mlp {sizes:?} b={batch} replay"),
+        matmul,
+        2.0 * matmul,
+        replay_fwd,
+        replay_both,
+        peak,
+        None,
+    );
 }

@@ -12,7 +12,10 @@ use statrs::distribution::{Continuous, Discrete};
 
 fn close(ours: f64, reference: f64) {
     let tol = 1e-12 * reference.abs().max(1.0);
-    assert!((ours - reference).abs() <= tol, "ours {ours} vs statrs {reference}");
+    assert!(
+        (ours - reference).abs() <= tol,
+        "ours {ours} vs statrs {reference}"
+    );
 }
 
 proptest! {
@@ -104,9 +107,15 @@ fn low_rank_adjoint_matches_finite_differences() {
     let eval = |inp: &[ArrayD<f64>]| -> (f64, Vec<ArrayD<f64>>) {
         let mut t = Tape::new();
         let ids: Vec<NodeId> = inp.iter().map(|a| t.leaf_real(a.clone())).collect();
-        let lp = Dist::new(Family::MvnLowRank, ids[1..].to_vec()).unwrap().log_prob(&mut t, ids[0]).unwrap();
+        let lp = Dist::new(Family::MvnLowRank, ids[1..].to_vec())
+            .unwrap()
+            .log_prob(&mut t, ids[0])
+            .unwrap();
         t.backward(lp).unwrap();
-        (t.scalar_value(lp).unwrap(), ids.iter().map(|&i| t.grad_real(i).unwrap()).collect())
+        (
+            t.scalar_value(lp).unwrap(),
+            ids.iter().map(|&i| t.grad_real(i).unwrap()).collect(),
+        )
     };
     let (_, grads) = eval(&inputs);
     let h = 1e-6;
@@ -117,7 +126,10 @@ fn low_rank_adjoint_matches_finite_differences() {
             m[k].as_slice_mut().unwrap()[i] -= h;
             let fd = (eval(&p).0 - eval(&m).0) / (2.0 * h);
             let a = grads[k].as_standard_layout().as_slice().unwrap()[i];
-            assert!((a - fd).abs() < 1e-6 * (1.0 + fd.abs()), "input {k}[{i}]: {a} vs {fd}");
+            assert!(
+                (a - fd).abs() < 1e-6 * (1.0 + fd.abs()),
+                "input {k}[{i}]: {a} vs {fd}"
+            );
         }
     }
 }
@@ -129,8 +141,18 @@ fn rsample_moments() {
     let n = 200_000;
     let cases: [(Family, Vec<f64>, f64, f64); 7] = [
         (Family::Normal, vec![1.5, 2.0], 1.5, 4.0),
-        (Family::LogNormal, vec![0.1, 0.4], (0.1f64 + 0.08).exp(), ((0.16f64).exp() - 1.0) * (0.2f64 + 0.16).exp()),
-        (Family::HalfNormal, vec![2.0], 2.0 * (2.0 / std::f64::consts::PI).sqrt(), 4.0 * (1.0 - 2.0 / std::f64::consts::PI)),
+        (
+            Family::LogNormal,
+            vec![0.1, 0.4],
+            (0.1f64 + 0.08).exp(),
+            ((0.16f64).exp() - 1.0) * (0.2f64 + 0.16).exp(),
+        ),
+        (
+            Family::HalfNormal,
+            vec![2.0],
+            2.0 * (2.0 / std::f64::consts::PI).sqrt(),
+            4.0 * (1.0 - 2.0 / std::f64::consts::PI),
+        ),
         (Family::Exponential, vec![2.5], 0.4, 0.16),
         (Family::Uniform, vec![-1.0, 3.0], 1.0, 16.0 / 12.0),
         (Family::Laplace, vec![0.5, 1.5], 0.5, 2.0 * 2.25),
@@ -139,28 +161,53 @@ fn rsample_moments() {
     for (i, (family, params, mean, var)) in cases.into_iter().enumerate() {
         let mut t = Tape::new();
         let ids = params.iter().map(|&p| t.scalar(p)).collect();
-        let key = StreamKey { seed: 7, step: 0, particle: 0, site: i as u64, instance: 0 };
-        let s = Dist::new(family, ids).unwrap().rsample(&mut t, &mut key.rng(), &[n]).unwrap();
+        let key = StreamKey {
+            seed: 7,
+            step: 0,
+            particle: 0,
+            site: i as u64,
+            instance: 0,
+        };
+        let s = Dist::new(family, ids)
+            .unwrap()
+            .rsample(&mut t, &mut key.rng(), &[n])
+            .unwrap();
         let v = t.real(s).unwrap();
         let m = v.mean().unwrap();
         let sv = v.var(1.0);
-        assert!((m - mean).abs() < 5.0 * (var / n as f64).sqrt(), "{family:?} mean {m} vs {mean}");
-        assert!((sv - var).abs() < 0.05 * var, "{family:?} variance {sv} vs {var}");
+        assert!(
+            (m - mean).abs() < 5.0 * (var / n as f64).sqrt(),
+            "{family:?} mean {m} vs {mean}"
+        );
+        assert!(
+            (sv - var).abs() < 0.05 * var,
+            "{family:?} variance {sv} vs {var}"
+        );
     }
 }
 
 /// log|dz/du| of each bijection against a central difference of z(u).
 #[test]
 fn bijection_log_jacobians() {
-    for c in [Constraint::Positive, Constraint::GreaterThan(2.0), Constraint::Interval(-1.0, 3.0)] {
+    for c in [
+        Constraint::Positive,
+        Constraint::GreaterThan(2.0),
+        Constraint::Interval(-1.0, 3.0),
+    ] {
         for u in [-2.0, -0.3, 0.0, 0.7, 2.5] {
             let mut t = Tape::new();
             let un = t.scalar(u);
             let (z, lj) = c.forward(&mut t, un).unwrap();
             let h = 1e-6;
             let fd = (c.apply(u + h) - c.apply(u - h)) / (2.0 * h);
-            assert!((t.scalar_value(lj.unwrap()).unwrap() - fd.ln()).abs() < 1e-8, "{c:?} at {u}");
-            assert!((c.inverse(t.scalar_value(z).unwrap()) - u).abs() < 1e-10, "{c:?} inverse at {u}");
+            assert!(
+                (t.scalar_value(lj.unwrap()).unwrap() - fd.ln()).abs() < 1e-8,
+                "{c:?} at {u}"
+            );
+            assert!(
+                (c.inverse(t.scalar_value(z).unwrap()) - u).abs() < 1e-10,
+                "{c:?} inverse at {u}"
+            );
         }
     }
 }
@@ -175,7 +222,12 @@ fn enumerated_categorical_marginal() {
     let ll = t.constant_real(ArrayD::from_shape_vec(IxDyn(&[3]), loglik.to_vec()).unwrap());
     let m = enumerate_discrete(&mut t, l, ll).unwrap();
     let z: f64 = logits.iter().map(|v: &f64| v.exp()).sum();
-    let direct: f64 = logits.iter().zip(loglik).map(|(a, b)| a.exp() / z * b.exp()).sum::<f64>().ln();
+    let direct: f64 = logits
+        .iter()
+        .zip(loglik)
+        .map(|(a, b)| a.exp() / z * b.exp())
+        .sum::<f64>()
+        .ln();
     close(t.scalar_value(m).unwrap(), direct);
 }
 
@@ -192,15 +244,23 @@ fn fused_normal_matches_unfused_and_finite_differences() {
         let mut t = Tape::new();
         let ids: Vec<NodeId> = inp.iter().map(|a| t.leaf_real(a.clone())).collect();
         let lp = if fused {
-            Dist::new(Family::Normal, ids[1..].to_vec()).unwrap().log_prob(&mut t, ids[0]).unwrap()
+            Dist::new(Family::Normal, ids[1..].to_vec())
+                .unwrap()
+                .log_prob(&mut t, ids[0])
+                .unwrap()
         } else {
             spread::infer::dist::normal_unfused(&mut t, ids[0], ids[1], ids[2]).unwrap()
         };
-        let w = t.constant_real(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, -0.5, 0.3, 2.0, 0.7, -1.1]).unwrap());
+        let w = t.constant_real(
+            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, -0.5, 0.3, 2.0, 0.7, -1.1]).unwrap(),
+        );
         let p = t.mul(lp, w).unwrap();
         let s = t.sum(p).unwrap();
         t.backward(s).unwrap();
-        (t.scalar_value(s).unwrap(), ids.iter().map(|&i| t.grad_real(i).unwrap()).collect())
+        (
+            t.scalar_value(s).unwrap(),
+            ids.iter().map(|&i| t.grad_real(i).unwrap()).collect(),
+        )
     };
     let (vf, gf) = eval(&inputs, true);
     let (vu, gu) = eval(&inputs, false);
@@ -213,8 +273,14 @@ fn fused_normal_matches_unfused_and_finite_differences() {
             m[k].as_slice_mut().unwrap()[i] -= h;
             let fd = (eval(&p, true).0 - eval(&m, true).0) / (2.0 * h);
             let (a, b) = (gf[k].iter().nth(i).unwrap(), gu[k].iter().nth(i).unwrap());
-            assert!((a - fd).abs() < 1e-6 * (1.0 + fd.abs()), "input {k}[{i}]: fused {a} vs fd {fd}");
-            assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "input {k}[{i}]: fused {a} vs unfused {b}");
+            assert!(
+                (a - fd).abs() < 1e-6 * (1.0 + fd.abs()),
+                "input {k}[{i}]: fused {a} vs fd {fd}"
+            );
+            assert!(
+                (a - b).abs() < 1e-12 * (1.0 + b.abs()),
+                "input {k}[{i}]: fused {a} vs unfused {b}"
+            );
         }
     }
 }

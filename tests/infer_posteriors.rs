@@ -10,9 +10,29 @@ use spread::infer::reduce::SingleProcess;
 use spread::infer::svi::{SviConfig, SviState, run};
 
 fn fit(model: &Model, steps: u64, lr: f64, particles: usize, seed: u64) -> SviState {
-    let adam = Adam { lr, schedule: LrSchedule::Exponential { decay: 0.002, every: steps }, ..Adam::default() };
-    let cfg = SviConfig { steps, seed, particles, adam, ..SviConfig::default() };
-    run(model, &cfg, SviState::new(model, seed), &SingleProcess, &mut |_| {}).unwrap()
+    let adam = Adam {
+        lr,
+        schedule: LrSchedule::Exponential {
+            decay: 0.002,
+            every: steps,
+        },
+        ..Adam::default()
+    };
+    let cfg = SviConfig {
+        steps,
+        seed,
+        particles,
+        adam,
+        ..SviConfig::default()
+    };
+    run(
+        model,
+        &cfg,
+        SviState::new(model, seed),
+        &SingleProcess,
+        &mut |_| {},
+    )
+    .unwrap()
 }
 
 /// Mean vector and covariance of site `i`'s (single-instance) Gaussian guide.
@@ -28,7 +48,9 @@ fn rel(a: f64, b: f64) -> f64 {
 /// x_i = 2 + deterministic spread; prior N(0, 10), noise sd 1.5: posterior N(m, s) in closed form.
 #[test]
 fn normal_normal_conjugate_within_two_percent() {
-    let x: Vec<f64> = (0..30).map(|i| 2.0 + 1.5 * ((i as f64 * 0.7).sin())).collect();
+    let x: Vec<f64> = (0..30)
+        .map(|i| 2.0 + 1.5 * ((i as f64 * 0.7).sin()))
+        .collect();
     let (m0, s0, sigma) = (0.0, 10.0, 1.5);
     let precision = 1.0 / (s0 * s0) + x.len() as f64 / (sigma * sigma);
     let post_sd = precision.sqrt().recip();
@@ -37,7 +59,11 @@ fn normal_normal_conjugate_within_two_percent() {
     let state = fit(&model, 3000, 0.05, 4, 11);
     let (mean, cov) = moments(&state, 0);
     let sd = cov[0][0].sqrt();
-    assert!(rel(mean[0], post_mean) < 0.02, "mean {} vs exact {post_mean}", mean[0]);
+    assert!(
+        rel(mean[0], post_mean) < 0.02,
+        "mean {} vs exact {post_mean}",
+        mean[0]
+    );
     assert!(rel(sd, post_sd) < 0.02, "sd {sd} vs exact {post_sd}");
 }
 
@@ -57,7 +83,11 @@ fn eight_schools_means(state: &SviState, model: &Model) -> (f64, f64, Vec<f64>) 
     let mu = mean_of(&|d| draws[0].values[d][0][0]);
     let log_tau = mean_of(&|d| draws[1].values[d][0][0].ln());
     let theta = (0..8)
-        .map(|j| mean_of(&|d| draws[0].values[d][0][0] + draws[1].values[d][0][0] * draws[2].values[d][j][0]))
+        .map(|j| {
+            mean_of(&|d| {
+                draws[0].values[d][0][0] + draws[1].values[d][0][0] * draws[2].values[d][j][0]
+            })
+        })
         .collect();
     (mu, log_tau, theta)
 }
@@ -73,11 +103,26 @@ fn eight_schools_matches_nuts_reference() {
     let state = fit(&model, 4000, 0.05, 4, 1);
     let (mu, log_tau, theta) = eight_schools_means(&state, &model);
     let f = |k: &str| nuts[k].as_f64().unwrap();
-    assert!((mu - f("mu_mean")).abs() < 0.1 * f("mu_sd"), "mu {mu} vs NUTS {}", f("mu_mean"));
-    assert!((log_tau - f("log_tau_mean")).abs() < 0.15, "E log tau {log_tau} vs NUTS {}", f("log_tau_mean"));
+    assert!(
+        (mu - f("mu_mean")).abs() < 0.1 * f("mu_sd"),
+        "mu {mu} vs NUTS {}",
+        f("mu_mean")
+    );
+    assert!(
+        (log_tau - f("log_tau_mean")).abs() < 0.15,
+        "E log tau {log_tau} vs NUTS {}",
+        f("log_tau_mean")
+    );
     for j in 0..8 {
-        let (m, s) = (nuts["theta_mean"][j].as_f64().unwrap(), nuts["theta_sd"][j].as_f64().unwrap());
-        assert!((theta[j] - m).abs() < 0.2 * s, "theta[{j}] {} vs NUTS {m} (sd {s})", theta[j]);
+        let (m, s) = (
+            nuts["theta_mean"][j].as_f64().unwrap(),
+            nuts["theta_sd"][j].as_f64().unwrap(),
+        );
+        assert!(
+            (theta[j] - m).abs() < 0.2 * s,
+            "theta[{j}] {} vs NUTS {m} (sd {s})",
+            theta[j]
+        );
     }
 }
 
@@ -88,7 +133,14 @@ fn eight_schools_matches_nuts_reference() {
 #[test]
 fn linear_regression_full_rank_matches_exact_posterior() {
     let (n, p, sigma, s0) = (40, 3, 0.8, 3.0);
-    let x = Array2::from_shape_fn((n, p), |(i, j)| ((i * (j + 2)) as f64 * 0.37).sin() + if j == 1 { 0.8 * ((i as f64) * 0.37).sin() } else { 0.0 });
+    let x = Array2::from_shape_fn((n, p), |(i, j)| {
+        ((i * (j + 2)) as f64 * 0.37).sin()
+            + if j == 1 {
+                0.8 * ((i as f64) * 0.37).sin()
+            } else {
+                0.0
+            }
+    });
     let w_true = Array1::from(vec![1.0, -0.5, 2.0]);
     let y = x.dot(&w_true) + Array1::from_shape_fn(n, |i| 0.5 * ((i as f64) * 1.3).cos());
     let precision = x.t().dot(&x) / (sigma * sigma) + Array2::<f64>::eye(p) / (s0 * s0);
@@ -99,10 +151,20 @@ fn linear_regression_full_rank_matches_exact_posterior() {
     let (m, c) = moments(&state, 0);
     for i in 0..p {
         let scale = cov[[i, i]].sqrt();
-        assert!((m[i] - mean[i]).abs() < 0.1 * scale, "mean[{i}] {} vs {}", m[i], mean[i]);
+        assert!(
+            (m[i] - mean[i]).abs() < 0.1 * scale,
+            "mean[{i}] {} vs {}",
+            m[i],
+            mean[i]
+        );
         for j in 0..p {
             let tol = 0.05 * (cov[[i, i]] * cov[[j, j]]).sqrt();
-            assert!((c[i][j] - cov[[i, j]]).abs() < tol, "cov[{i}][{j}] {} vs {}", c[i][j], cov[[i, j]]);
+            assert!(
+                (c[i][j] - cov[[i, j]]).abs() < tol,
+                "cov[{i}][{j}] {} vs {}",
+                c[i][j],
+                cov[[i, j]]
+            );
         }
     }
 }

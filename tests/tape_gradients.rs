@@ -3,7 +3,11 @@
 //! Each case builds a scalar loss L = Σ w ⊙ op(inputs) with random constant weights w (for
 //! complex outputs L = Σ w1 Re + w2 Im), so the seed gradient is not all ones, then compares
 //! the tape gradient of every input element with (L(x+h) - L(x-h)) / 2h, h = 1e-6.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cloned_ref_to_slice_refs
+)]
 
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
@@ -16,7 +20,11 @@ type Builder = dyn Fn(&mut Tape, &[NodeId]) -> Result<NodeId, TapeError>;
 fn weighted_loss(tape: &mut Tape, out: NodeId) -> NodeId {
     let shape = tape.value(out).shape().to_vec();
     let n: usize = shape.iter().product();
-    let w = ArrayD::from_shape_vec(IxDyn(&shape), (0..n).map(|i| 0.3 + 0.17 * i as f64).collect()).unwrap();
+    let w = ArrayD::from_shape_vec(
+        IxDyn(&shape),
+        (0..n).map(|i| 0.3 + 0.17 * i as f64).collect(),
+    )
+    .unwrap();
     let real = match tape.value(out) {
         Value::Real(_) => out,
         Value::Complex(_) => {
@@ -48,7 +56,11 @@ fn check(build: &Builder, inputs: &[ArrayD<f64>]) {
     tape.backward(loss).unwrap();
     let h = 1e-6;
     for (k, input) in inputs.iter().enumerate() {
-        let analytic = tape.grad_real(ids[k]).unwrap().as_standard_layout().into_owned();
+        let analytic = tape
+            .grad_real(ids[k])
+            .unwrap()
+            .as_standard_layout()
+            .into_owned();
         for i in 0..input.len() {
             let mut plus = inputs.to_vec();
             let mut minus = inputs.to_vec();
@@ -57,7 +69,10 @@ fn check(build: &Builder, inputs: &[ArrayD<f64>]) {
             let fd = (eval(build, &plus) - eval(build, &minus)) / (2.0 * h);
             let a = analytic.as_slice().unwrap()[i];
             let tol = 1e-5 * (1.0 + fd.abs());
-            assert!((a - fd).abs() < tol, "input {k} element {i}: tape {a} vs finite difference {fd}");
+            assert!(
+                (a - fd).abs() < tol,
+                "input {k} element {i}: tape {a} vs finite difference {fd}"
+            );
         }
     }
 }
@@ -183,7 +198,9 @@ impl FusedOp for ScaledSquare {
         "scaled_square"
     }
     fn forward(&self, inputs: &[&Value]) -> Result<Value, String> {
-        let (Value::Real(x), Value::Real(s)) = (inputs[0], inputs[1]) else { return Err("real inputs".into()) };
+        let (Value::Real(x), Value::Real(s)) = (inputs[0], inputs[1]) else {
+            return Err("real inputs".into());
+        };
         let s = s[[0]];
         Ok(Value::Real(x.mapv(|v| s * v * v)))
     }
@@ -192,9 +209,16 @@ impl FusedOp for ScaledSquare {
             return Err("real inputs".into());
         };
         let s0 = s[[0]];
-        let gx = ndarray::Zip::from(x).and(g).map_collect(|&x, &g| 2.0 * s0 * x * g);
-        let gs = ndarray::Zip::from(x).and(g).fold(0.0, |acc, &x, &g| acc + x * x * g);
-        Ok(vec![Some(Value::Real(gx)), Some(Value::Real(ArrayD::from_elem(IxDyn(&[1]), gs)))])
+        let gx = ndarray::Zip::from(x)
+            .and(g)
+            .map_collect(|&x, &g| 2.0 * s0 * x * g);
+        let gs = ndarray::Zip::from(x)
+            .and(g)
+            .fold(0.0, |acc, &x, &g| acc + x * x * g);
+        Ok(vec![
+            Some(Value::Real(gx)),
+            Some(Value::Real(ArrayD::from_elem(IxDyn(&[1]), gs))),
+        ])
     }
 }
 
@@ -204,12 +228,16 @@ fn replay_recomputes_with_new_leaf_values() {
     let x = tape.leaf_real(arr(&[3], &[1.0, 2.0, 3.0]));
     let e = tape.exp(x).unwrap();
     let s = tape.sum(e).unwrap();
-    tape.set_value(x, Value::Real(arr(&[3], &[0.0, 0.5, -1.0]))).unwrap();
+    tape.set_value(x, Value::Real(arr(&[3], &[0.0, 0.5, -1.0])))
+        .unwrap();
     tape.replay().unwrap();
     let expected = 1.0 + 0.5f64.exp() + (-1.0f64).exp();
     assert!((tape.scalar_value(s).unwrap() - expected).abs() < 1e-15);
     tape.backward(s).unwrap();
-    assert_eq!(tape.grad_real(x).unwrap(), arr(&[3], &[1.0, 0.5f64.exp(), (-1.0f64).exp()]));
+    assert_eq!(
+        tape.grad_real(x).unwrap(),
+        arr(&[3], &[1.0, 0.5f64.exp(), (-1.0f64).exp()])
+    );
 }
 
 #[test]
@@ -219,7 +247,10 @@ fn bad_inputs_are_errors_naming_the_operator_and_label() {
     let x = tape.leaf_real(arr(&[3], &[1.0, 2.0, 3.0]));
     let y = tape.leaf_real(arr(&[2], &[1.0, 2.0]));
     let err = tape.add(x, y).unwrap_err().to_string();
-    assert!(err.contains("add") && err.contains("model.spread:3:7") && err.contains("[3]"), "{err}");
+    assert!(
+        err.contains("add") && err.contains("model.spread:3:7") && err.contains("[3]"),
+        "{err}"
+    );
     let err = tape.gather(x, 0, &[0, 3]).unwrap_err().to_string();
     assert!(err.contains("gather") && err.contains("index 3"), "{err}");
     let z = tape.exp_i(x).unwrap();
@@ -234,7 +265,9 @@ fn non_finite_value_is_located() {
     let l = tape.log(x).unwrap();
     let _ = tape.sum(l).unwrap();
     match tape.first_non_finite_value() {
-        Some(TapeError::NonFinite { op, label, what, .. }) => {
+        Some(TapeError::NonFinite {
+            op, label, what, ..
+        }) => {
             assert_eq!((op, label.as_str(), what), ("log", "site sigma", "value"));
         }
         other => panic!("expected a non-finite error, got {other:?}"),
@@ -253,7 +286,10 @@ fn repeated_backward_on_replayed_tape_equals_fresh_tape() {
         let q = t.add(p, e).unwrap();
         t.sum(q).unwrap()
     };
-    let (x0, w0) = (arr(&[4], &[0.1, -0.4, 0.9, 1.3]), arr(&[4], &[2.0, 0.5, -1.0, 0.3]));
+    let (x0, w0) = (
+        arr(&[4], &[0.1, -0.4, 0.9, 1.3]),
+        arr(&[4], &[2.0, 0.5, -1.0, 0.3]),
+    );
     let x1 = arr(&[4], &[0.7, 0.2, -0.6, 0.05]);
     let mut tape = Tape::new();
     let (x, w) = (tape.leaf_real(x0), tape.leaf_real(w0.clone()));
@@ -266,7 +302,10 @@ fn repeated_backward_on_replayed_tape_equals_fresh_tape() {
     let (fx, fw) = (fresh.leaf_real(x1), fresh.leaf_real(w0));
     let froot = build(&mut fresh, fx, fw);
     fresh.backward(froot).unwrap();
-    assert_eq!(tape.scalar_value(root).unwrap(), fresh.scalar_value(froot).unwrap());
+    assert_eq!(
+        tape.scalar_value(root).unwrap(),
+        fresh.scalar_value(froot).unwrap()
+    );
     assert_eq!(tape.grad_real(x).unwrap(), fresh.grad_real(fx).unwrap());
     assert_eq!(tape.grad_real(w).unwrap(), fresh.grad_real(fw).unwrap());
 }

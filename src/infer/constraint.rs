@@ -63,7 +63,9 @@ impl Constraint {
             Constraint::Real => u,
             Constraint::Positive => u.exp(),
             Constraint::GreaterThan(low) => low + u.exp(),
-            Constraint::Interval(low, high) => low + (high - low) * crate::tape::elementwise::sigmoid(u),
+            Constraint::Interval(low, high) => {
+                low + (high - low) * crate::tape::elementwise::sigmoid(u)
+            }
         }
     }
 }

@@ -56,7 +56,11 @@ impl Family {
     /// Number of parameters.
     pub fn arity(self) -> usize {
         match self {
-            Family::HalfNormal | Family::HalfCauchy | Family::Exponential | Family::Poisson | Family::Categorical => 1,
+            Family::HalfNormal
+            | Family::HalfCauchy
+            | Family::Exponential
+            | Family::Poisson
+            | Family::Categorical => 1,
             Family::StudentT | Family::MvnLowRank => 3,
             _ => 2,
         }
@@ -123,7 +127,11 @@ impl Dist {
     /// A distribution, checking the parameter count.
     pub fn new(family: Family, params: Vec<NodeId>) -> Result<Self, DistError> {
         if params.len() != family.arity() {
-            return Err(DistError::Arity { family: family.name(), expected: family.arity(), found: params.len() });
+            return Err(DistError::Arity {
+                family: family.name(),
+                expected: family.arity(),
+                found: params.len(),
+            });
         }
         Ok(Dist { family, params })
     }
@@ -173,11 +181,19 @@ impl Dist {
 
 /// log N(x; μ, σ) as one fused node.
 fn normal(t: &mut Tape, x: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
-    t.fused(Arc::new(super::normal_kernel::NormalLogPdf), &[x, loc, scale])
+    t.fused(
+        Arc::new(super::normal_kernel::NormalLogPdf),
+        &[x, loc, scale],
+    )
 }
 
 /// -(x-μ)²/(2σ²) - ln σ - ln √(2π), from elementwise nodes (the reference for the fused kernel).
-pub fn normal_unfused(t: &mut Tape, x: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
+pub fn normal_unfused(
+    t: &mut Tape,
+    x: NodeId,
+    loc: NodeId,
+    scale: NodeId,
+) -> Result<NodeId, TapeError> {
     let d = t.sub(x, loc)?;
     let z = t.div(d, scale)?;
     let z2 = t.square(z)?;
@@ -199,7 +215,13 @@ fn half_cauchy(t: &mut Tape, x: NodeId, scale: NodeId) -> Result<NodeId, TapeErr
 }
 
 /// ln Γ((ν+1)/2) - ln Γ(ν/2) - ½ ln(νπ) - ln σ - (ν+1)/2 ln(1 + z²/ν)
-fn student_t(t: &mut Tape, x: NodeId, nu: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
+fn student_t(
+    t: &mut Tape,
+    x: NodeId,
+    nu: NodeId,
+    loc: NodeId,
+    scale: NodeId,
+) -> Result<NodeId, TapeError> {
     let d = t.sub(x, loc)?;
     let z = t.div(d, scale)?;
     let z2 = t.square(z)?;
@@ -283,7 +305,10 @@ fn poisson(t: &mut Tape, x: NodeId, rate: NodeId) -> Result<NodeId, TapeError> {
 
 /// logits[x] - logsumexp(logits) for a 0-d or 1-d index tensor x (the last axis of logits).
 fn categorical(t: &mut Tape, x: NodeId, logits: NodeId) -> Result<NodeId, DistError> {
-    let unsupported = |detail: &str| DistError::Unsupported { family: "Categorical", detail: detail.into() };
+    let unsupported = |detail: &str| DistError::Unsupported {
+        family: "Categorical",
+        detail: detail.into(),
+    };
     if t.value(logits).shape().len() != 1 {
         return Err(unsupported("logits must be a vector"));
     }
@@ -299,7 +324,11 @@ fn categorical(t: &mut Tape, x: NodeId, logits: NodeId) -> Result<NodeId, DistEr
 
 /// ln Σ_k softmax(logits)_k exp(loglik_k): a discrete choice (e.g. an oxidation state)
 /// marginalized by enumeration; `loglik` holds one log-likelihood per category (last axis).
-pub fn enumerate_discrete(t: &mut Tape, logits: NodeId, loglik: NodeId) -> Result<NodeId, TapeError> {
+pub fn enumerate_discrete(
+    t: &mut Tape,
+    logits: NodeId,
+    loglik: NodeId,
+) -> Result<NodeId, TapeError> {
     let lse = t.logsumexp(logits)?;
     let log_prior = t.sub(logits, lse)?;
     let joint = t.add(log_prior, loglik)?;
@@ -312,7 +341,12 @@ impl Dist {
     /// LogNormal, HalfNormal, HalfCauchy, Exponential, Uniform, Laplace, MvnDiag and
     /// MvnLowRank; of loc and scale (not ν) for StudentT; of the rate (not α) for Gamma;
     /// a constant draw for Beta, Poisson, PoissonGaussian and Categorical.
-    pub fn rsample(&self, t: &mut Tape, rng: &mut Xoshiro256PlusPlus, shape: &[usize]) -> Result<NodeId, DistError> {
+    pub fn rsample(
+        &self,
+        t: &mut Tape,
+        rng: &mut Xoshiro256PlusPlus,
+        shape: &[usize],
+    ) -> Result<NodeId, DistError> {
         use super::rng::{standard_normal, uniform_open};
         let p = &self.params;
         let noise = |t: &mut Tape, a: ArrayD<f64>| t.constant_real(a);
@@ -321,7 +355,11 @@ impl Dist {
                 let e = noise(t, standard_normal(rng, shape));
                 let se = t.mul(p[1], e)?;
                 let z = t.add(p[0], se)?;
-                if self.family == Family::LogNormal { t.exp(z)? } else { z }
+                if self.family == Family::LogNormal {
+                    t.exp(z)?
+                } else {
+                    z
+                }
             }
             Family::HalfNormal => {
                 let e = noise(t, standard_normal(rng, shape).mapv(f64::abs));
@@ -374,7 +412,11 @@ impl Dist {
         })
     }
 
-    fn rsample_low_rank(&self, t: &mut Tape, rng: &mut Xoshiro256PlusPlus) -> Result<NodeId, DistError> {
+    fn rsample_low_rank(
+        &self,
+        t: &mut Tape,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Result<NodeId, DistError> {
         use super::rng::standard_normal;
         let p = &self.params;
         let rank = t.value(p[1]).shape().get(1).copied().unwrap_or(0);
@@ -388,23 +430,45 @@ impl Dist {
     }
 }
 
-fn student_t_draws(rng: &mut Xoshiro256PlusPlus, nu: f64, shape: &[usize]) -> Result<ArrayD<f64>, DistError> {
-    let d = rand_distr::StudentT::new(nu)
-        .map_err(|e| DistError::Unsupported { family: "StudentT", detail: format!("degrees of freedom {nu}: {e}") })?;
-    Ok(ArrayD::from_shape_simple_fn(ndarray::IxDyn(shape), || rng.sample(d)))
+fn student_t_draws(
+    rng: &mut Xoshiro256PlusPlus,
+    nu: f64,
+    shape: &[usize],
+) -> Result<ArrayD<f64>, DistError> {
+    let d = rand_distr::StudentT::new(nu).map_err(|e| DistError::Unsupported {
+        family: "StudentT",
+        detail: format!("degrees of freedom {nu}: {e}"),
+    })?;
+    Ok(ArrayD::from_shape_simple_fn(ndarray::IxDyn(shape), || {
+        rng.sample(d)
+    }))
 }
 
-fn gamma_draws(rng: &mut Xoshiro256PlusPlus, alpha: f64, shape: &[usize]) -> Result<ArrayD<f64>, DistError> {
-    let d = rand_distr::Gamma::new(alpha, 1.0)
-        .map_err(|e| DistError::Unsupported { family: "Gamma", detail: format!("shape {alpha}: {e}") })?;
-    Ok(ArrayD::from_shape_simple_fn(ndarray::IxDyn(shape), || rng.sample(d)))
+fn gamma_draws(
+    rng: &mut Xoshiro256PlusPlus,
+    alpha: f64,
+    shape: &[usize],
+) -> Result<ArrayD<f64>, DistError> {
+    let d = rand_distr::Gamma::new(alpha, 1.0).map_err(|e| DistError::Unsupported {
+        family: "Gamma",
+        detail: format!("shape {alpha}: {e}"),
+    })?;
+    Ok(ArrayD::from_shape_simple_fn(ndarray::IxDyn(shape), || {
+        rng.sample(d)
+    }))
 }
 
 /// log p(x) for plain numbers: one tape per call (for tests, summaries and checks).
 pub fn log_prob_f64(family: Family, params: &[f64], x: &[f64]) -> Result<f64, DistError> {
     let mut t = Tape::new();
     let to_node = |t: &mut Tape, v: &[f64]| {
-        if v.len() == 1 { t.scalar(v[0]) } else { t.constant_real(ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.to_vec()).unwrap_or_default()) }
+        if v.len() == 1 {
+            t.scalar(v[0])
+        } else {
+            t.constant_real(
+                ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v.to_vec()).unwrap_or_default(),
+            )
+        }
     };
     let ids = params.iter().map(|&p| t.scalar(p)).collect();
     let d = Dist::new(family, ids)?;

@@ -78,13 +78,25 @@ impl Evaluator<'_> {
     /// Runs one particle.
     pub fn particle(&self, reducer: &dyn GradientReduce) -> Result<Particle, InferError> {
         let mut tape = Tape::new();
-        let mut env = Env { model: self.model, values: vec![None; self.model.sites.len()], instance: vec![] };
+        let mut env = Env {
+            model: self.model,
+            values: vec![None; self.model.sites.len()],
+            instance: vec![],
+        };
         let mut leaves = Vec::new();
         let global = self.sites_of(&mut tape, &mut env, None, 1.0, &mut leaves)?;
-        let global_ids: Vec<(usize, NodeId)> =
-            env.values.iter().enumerate().filter_map(|(i, v)| v.map(|n| (i, n))).collect();
-        let inputs: Vec<Value> = global_ids.iter().map(|(_, n)| tape.value(*n).clone()).collect();
-        let mut buffer = vec![0.0; 1 + inputs.iter().map(Value::len).sum::<usize>() + self.layout.total];
+        let global_ids: Vec<(usize, NodeId)> = env
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|n| (i, n)))
+            .collect();
+        let inputs: Vec<Value> = global_ids
+            .iter()
+            .map(|(_, n)| tape.value(*n).clone())
+            .collect();
+        let mut buffer =
+            vec![0.0; 1 + inputs.iter().map(Value::len).sum::<usize>() + self.layout.total];
         let mut touched = vec![false; self.layout.total];
         for plate in self.top_plates() {
             self.run_plate(plate, &global_ids, &inputs, &mut buffer, &mut touched)?;
@@ -99,7 +111,9 @@ impl Evaluator<'_> {
     }
 
     fn top_plates(&self) -> Vec<PlateId> {
-        (0..self.model.plates.len()).filter(|&p| self.model.plates[p].parent.is_none()).collect()
+        (0..self.model.plates.len())
+            .filter(|&p| self.model.plates[p].parent.is_none())
+            .collect()
     }
 
     /// The global backward pass, seeded by the plates' reduced gradients.
@@ -112,27 +126,43 @@ impl Evaluator<'_> {
         buffer: Vec<f64>,
     ) -> Result<Particle, InferError> {
         let step = self.spec.step;
-        let log_weight = tape.scalar_value(global).map_err(|e| InferError::from_tape(e, step, "global".into()))?
+        let log_weight = tape
+            .scalar_value(global)
+            .map_err(|e| InferError::from_tape(e, step, "global".into()))?
             + buffer[0];
-        let mut seeds = vec![(global, Value::Real(ArrayD::from_elem(tape.value(global).shape(), 1.0)))];
+        let mut seeds = vec![(
+            global,
+            Value::Real(ArrayD::from_elem(tape.value(global).shape(), 1.0)),
+        )];
         let mut pos = 1;
         for (_, node) in global_ids {
             let shape = tape.value(*node).shape().to_vec();
             let n = tape.value(*node).len();
-            let g = ArrayD::from_shape_vec(shape, buffer[pos..pos + n].to_vec()).unwrap_or_default();
+            let g =
+                ArrayD::from_shape_vec(shape, buffer[pos..pos + n].to_vec()).unwrap_or_default();
             seeds.push((*node, Value::Real(g)));
             pos += n;
         }
-        tape.backward_seeded(&seeds).map_err(|e| InferError::from_tape(e, step, "global".into()))?;
+        tape.backward_seeded(&seeds)
+            .map_err(|e| InferError::from_tape(e, step, "global".into()))?;
         if let Some(e) = tape.first_non_finite_grad() {
             return Err(InferError::from_tape(e, step, "global".into()));
         }
         let mut grad = buffer[pos..].to_vec();
         for (offset, leaf) in leaves {
-            let g = tape.grad_real(*leaf).map_err(|e| InferError::from_tape(e, step, "global".into()))?;
-            grad[*offset..][..g.len()].iter_mut().zip(g.iter()).for_each(|(a, b)| *a += b);
+            let g = tape
+                .grad_real(*leaf)
+                .map_err(|e| InferError::from_tape(e, step, "global".into()))?;
+            grad[*offset..][..g.len()]
+                .iter_mut()
+                .zip(g.iter())
+                .for_each(|(a, b)| *a += b);
         }
-        Ok(Particle { log_weight, grad, touched: Vec::new() })
+        Ok(Particle {
+            log_weight,
+            grad,
+            touched: Vec::new(),
+        })
     }
 
     /// The instances of a plate drawn this step (all of them without subsampling).
@@ -148,7 +178,10 @@ impl Evaluator<'_> {
                     site: SUBSAMPLE_STREAM + plate as u64,
                     instance: parent_flat as u64,
                 };
-                (subsample(&mut key.rng(), p.size, b), p.size as f64 / b as f64)
+                (
+                    subsample(&mut key.rng(), p.size, b),
+                    p.size as f64 / b as f64,
+                )
             }
         }
     }
@@ -166,7 +199,9 @@ impl Evaluator<'_> {
         let (instances, scale) = self.batch(plate, 0);
         let results: Vec<Result<InstanceResult, InferError>> = instances
             .par_iter()
-            .map_init(Tape::new, |tape, &i| self.instance(tape, plate, i, scale, global_ids, inputs))
+            .map_init(Tape::new, |tape, &i| {
+                self.instance(tape, plate, i, scale, global_ids, inputs)
+            })
             .collect();
         let globals_len: usize = inputs.iter().map(Value::len).sum();
         for r in results {
@@ -177,7 +212,10 @@ impl Evaluator<'_> {
             buffer[0] += r.value;
             let mut pos = 1;
             for g in &r.global_grads {
-                buffer[pos..pos + g.len()].iter_mut().zip(g.iter()).for_each(|(a, b)| *a += b);
+                buffer[pos..pos + g.len()]
+                    .iter_mut()
+                    .zip(g.iter())
+                    .for_each(|(a, b)| *a += b);
                 pos += g.len();
             }
             for (offset, g) in &r.param_grads {
@@ -199,7 +237,11 @@ impl Evaluator<'_> {
         inputs: &[Value],
     ) -> Result<InstanceResult, InferError> {
         tape.clear();
-        let mut env = Env { model: self.model, values: vec![None; self.model.sites.len()], instance: vec![] };
+        let mut env = Env {
+            model: self.model,
+            values: vec![None; self.model.sites.len()],
+            instance: vec![],
+        };
         let global_leaves: Vec<NodeId> = global_ids
             .iter()
             .zip(inputs)
@@ -212,21 +254,30 @@ impl Evaluator<'_> {
         let mut leaves = Vec::new();
         env.instance.push((plate, index));
         let total = self.plate_instance(tape, &mut env, plate, index, scale, &mut leaves)?;
-        let plates = self.describe(&env.instance);
-        let step = self.spec.step;
-        let value = tape.scalar_value(total).map_err(|e| InferError::from_tape(e, step, plates.clone()))?;
-        tape.backward(total).map_err(|e| InferError::from_tape(e, step, plates.clone()))?;
+        let fail = |e| InferError::from_tape(e, self.spec.step, self.describe(&env.instance));
+        let value = tape.scalar_value(total).map_err(fail)?;
+        tape.backward(total).map_err(fail)?;
         if let Some(e) = tape.first_non_finite_grad() {
-            return Err(InferError::from_tape(e, step, plates));
+            return Err(fail(e));
         }
-        let grads = |ids: &mut dyn Iterator<Item = NodeId>| -> Result<Vec<ArrayD<f64>>, InferError> {
-            ids.map(|n| tape.grad_real(n).map_err(|e| InferError::from_tape(e, step, plates.clone()))).collect()
-        };
+        let grads =
+            |ids: &mut dyn Iterator<Item = NodeId>| -> Result<Vec<ArrayD<f64>>, InferError> {
+                ids.map(|n| tape.grad_real(n).map_err(fail)).collect()
+            };
         let global_grads = grads(&mut global_leaves.iter().copied())?;
         let param_grads = grads(&mut leaves.iter().map(|(_, n)| *n))?;
-        let touched = leaves.iter().zip(&param_grads).map(|((o, _), g)| (*o, g.len())).collect();
+        let touched = leaves
+            .iter()
+            .zip(&param_grads)
+            .map(|((o, _), g)| (*o, g.len()))
+            .collect();
         let param_grads = leaves.iter().map(|(o, _)| *o).zip(param_grads).collect();
-        Ok(InstanceResult { value, touched, global_grads, param_grads })
+        Ok(InstanceResult {
+            value,
+            touched,
+            global_grads,
+            param_grads,
+        })
     }
 
     /// Sites of `plate` at the current instance, then its child plates; returns the scaled total.
@@ -241,8 +292,9 @@ impl Evaluator<'_> {
     ) -> Result<NodeId, InferError> {
         let mut total = self.sites_of(tape, env, Some(plate), scale, leaves)?;
         let flat = self.flat_instance(&env.instance);
-        let children: Vec<PlateId> =
-            (0..self.model.plates.len()).filter(|&c| self.model.plates[c].parent == Some(plate)).collect();
+        let children: Vec<PlateId> = (0..self.model.plates.len())
+            .filter(|&c| self.model.plates[c].parent == Some(plate))
+            .collect();
         for child in children {
             let (instances, child_scale) = self.batch(child, flat);
             for j in instances {
@@ -261,7 +313,9 @@ impl Evaluator<'_> {
 
     /// Row-major flat index of the current instance over its plate chain.
     fn flat_instance(&self, instance: &[(PlateId, usize)]) -> usize {
-        instance.iter().fold(0, |acc, &(p, i)| acc * self.model.plates[p].size + i)
+        instance
+            .iter()
+            .fold(0, |acc, &(p, i)| acc * self.model.plates[p].size + i)
     }
 
     /// "school 3" / "image 17, shoebox 4" / "global".
@@ -269,7 +323,10 @@ impl Evaluator<'_> {
         if instance.is_empty() {
             return "global".into();
         }
-        let parts: Vec<String> = instance.iter().map(|&(p, i)| format!("{} {i}", self.model.plates[p].name)).collect();
+        let parts: Vec<String> = instance
+            .iter()
+            .map(|&(p, i)| format!("{} {i}", self.model.plates[p].name))
+            .collect();
         parts.join(", ")
     }
 
@@ -283,7 +340,13 @@ impl Evaluator<'_> {
         leaves: &mut Vec<(usize, NodeId)>,
     ) -> Result<NodeId, InferError> {
         let mut total = tape.scalar(0.0);
-        for (i, site) in self.model.sites.iter().enumerate().filter(|(_, s)| s.plate() == plate) {
+        for (i, site) in self
+            .model
+            .sites
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.plate() == plate)
+        {
             tape.set_label(&super::model::site_label(site));
             let term = match site {
                 Site::Latent(l) => self.latent(tape, env, i, l, leaves),
@@ -295,7 +358,9 @@ impl Evaluator<'_> {
             if let Ok(v) = tape.scalar_value(scaled)
                 && !v.is_finite()
             {
-                let e = tape.first_non_finite_value().unwrap_or_else(|| TapeError::UnknownNode(scaled.index()));
+                let e = tape
+                    .first_non_finite_value()
+                    .unwrap_or_else(|| TapeError::UnknownNode(scaled.index()));
                 return Err(self.tape_err(e, env));
             }
         }
@@ -308,7 +373,7 @@ impl Evaluator<'_> {
             site: site.name().into(),
             label: super::model::site_label(site),
             plates: self.describe(&env.instance),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -322,7 +387,10 @@ impl Evaluator<'_> {
         leaves: &mut Vec<(usize, NodeId)>,
     ) -> Result<NodeId, super::dist::DistError> {
         let Some(b) = self.layout.blocks[site].as_ref() else {
-            return Err(super::dist::DistError::Unsupported { family: "guide", detail: "site has no parameters".into() });
+            return Err(super::dist::DistError::Unsupported {
+                family: "guide",
+                detail: "site has no parameters".into(),
+            });
         };
         let flat = self.flat_instance(&env.instance);
         let offset = b.instance_offset(flat);
@@ -333,12 +401,22 @@ impl Evaluator<'_> {
             site: site as u64,
             instance: flat as u64,
         };
-        let g = draw(t, b, &self.params[offset..offset + b.per_instance], &mut key.rng())?;
+        let g = draw(
+            t,
+            b,
+            &self.params[offset..offset + b.per_instance],
+            &mut key.rng(),
+        )?;
         leaves.extend(g.leaves.iter().flatten().map(|(o, n)| (offset + o, *n)));
         let (z, log_j) = l.constraint.forward(t, g.u)?;
         env.values[site] = Some(z);
-        let Some((family, args)) = &l.prior else { return Ok(t.scalar(0.0)) };
-        let params: Vec<NodeId> = args.iter().map(|a| env.eval(t, a)).collect::<Result<_, _>>()?;
+        let Some((family, args)) = &l.prior else {
+            return Ok(t.scalar(0.0));
+        };
+        let params: Vec<NodeId> = args
+            .iter()
+            .map(|a| env.eval(t, a))
+            .collect::<Result<_, _>>()?;
         if let (true, Some((loc, scale)), super::dist::Family::Normal, None) =
             (self.spec.analytic_kl, g.loc_scale, family, log_j)
         {
@@ -357,8 +435,17 @@ impl Evaluator<'_> {
     }
 
     /// An observation's log-likelihood, summed over its elements.
-    fn observe(&self, t: &mut Tape, env: &mut Env, o: &ObserveSite) -> Result<NodeId, super::dist::DistError> {
-        let params: Vec<NodeId> = o.args.iter().map(|a| env.eval(t, a)).collect::<Result<_, _>>()?;
+    fn observe(
+        &self,
+        t: &mut Tape,
+        env: &mut Env,
+        o: &ObserveSite,
+    ) -> Result<NodeId, super::dist::DistError> {
+        let params: Vec<NodeId> = o
+            .args
+            .iter()
+            .map(|a| env.eval(t, a))
+            .collect::<Result<_, _>>()?;
         let x = env.eval(t, &o.value)?;
         let lp = Dist::new(o.family, params)?.log_prob(t, x)?;
         Ok(t.sum(lp)?)
@@ -366,7 +453,13 @@ impl Evaluator<'_> {
 }
 
 /// -KL(N(μq, σq) ‖ N(μp, σp)) summed: ln(σq/σp) - (σq² + (μq-μp)²)/(2σp²) + ½.
-fn neg_kl_normal(t: &mut Tape, mq: NodeId, sq: NodeId, mp: NodeId, sp: NodeId) -> Result<NodeId, TapeError> {
+fn neg_kl_normal(
+    t: &mut Tape,
+    mq: NodeId,
+    sq: NodeId,
+    mp: NodeId,
+    sp: NodeId,
+) -> Result<NodeId, TapeError> {
     let ratio = t.div(sq, sp)?;
     let lr = t.log(ratio)?;
     let d = t.sub(mq, mp)?;

@@ -33,11 +33,11 @@ pub enum InferError {
         /// Plate indices.
         plates: String,
         /// The cause.
-        source: DistError,
+        source: Box<DistError>,
     },
     /// The model is malformed.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     /// Reading or writing a checkpoint failed.
     #[error("checkpoint {path}: {detail}")]
     Checkpoint {
@@ -55,14 +55,28 @@ impl InferError {
     /// Wraps a tape error from a site.
     pub(crate) fn from_tape(e: TapeError, step: u64, plates: String) -> Self {
         match e {
-            TapeError::NonFinite { op, label, what, .. } => InferError::NonFinite { step, what, op, label, plates },
+            TapeError::NonFinite {
+                op, label, what, ..
+            } => InferError::NonFinite {
+                step,
+                what,
+                op,
+                label,
+                plates,
+            },
             other => InferError::Site {
                 step,
                 site: String::new(),
                 label: String::new(),
                 plates,
-                source: DistError::Tape(other),
+                source: Box::new(DistError::Tape(other)),
             },
         }
+    }
+}
+
+impl From<ModelError> for InferError {
+    fn from(e: ModelError) -> Self {
+        InferError::Model(Box::new(e))
     }
 }

@@ -100,7 +100,9 @@ impl ParamLayout {
     pub fn init(&self, model: &Model) -> Vec<f64> {
         let mut params = vec![0.0; self.total];
         for (block, site) in self.blocks.iter().zip(&model.sites) {
-            let (Some(b), Site::Latent(l)) = (block, site) else { continue };
+            let (Some(b), Site::Latent(l)) = (block, site) else {
+                continue;
+            };
             let loc = l.init.map_or(0.0, |v| l.constraint.inverse(v));
             for inst in 0..b.instances {
                 let p = &mut params[b.instance_offset(inst)..][..b.per_instance];
@@ -156,7 +158,12 @@ fn range(start: usize, len: usize) -> Vec<usize> {
 }
 
 /// Draws u ~ q for one site instance; `block` is that instance's slice of the parameters.
-pub fn draw(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256PlusPlus) -> Result<GuideDraw, TapeError> {
+pub fn draw(
+    t: &mut Tape,
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
     match b.kind {
         GuideKind::Point | GuideKind::MeanField => draw_diagonal(t, b, block, rng),
         GuideKind::FullRank | GuideKind::LowRank(_) => draw_correlated(t, b, block, rng),
@@ -168,11 +175,21 @@ fn shaped(shape: &[usize], v: &[f64]) -> ArrayD<f64> {
 }
 
 /// Point and mean-field guides: leaves already in the site's shape, no gathers.
-fn draw_diagonal(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256PlusPlus) -> Result<GuideDraw, TapeError> {
+fn draw_diagonal(
+    t: &mut Tape,
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
     let d = b.event;
     let loc = t.leaf_real(shaped(&b.shape, &block[..d]));
     if b.kind == GuideKind::Point {
-        return Ok(GuideDraw { leaves: [Some((0, loc)), None], u: loc, log_q: None, loc_scale: None });
+        return Ok(GuideDraw {
+            leaves: [Some((0, loc)), None],
+            u: loc,
+            log_q: None,
+            loc_scale: None,
+        });
     }
     let raw = t.leaf_real(shaped(&b.shape, &block[d..2 * d]));
     let eps = super::rng::standard_normal(rng, &b.shape);
@@ -182,11 +199,21 @@ fn draw_diagonal(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro25
     let se = t.mul(scale, e)?;
     let u = t.add(loc, se)?;
     let log_q = log_q_affine(t, scale, base_lp)?;
-    Ok(GuideDraw { leaves: [Some((0, loc)), Some((d, raw))], u, log_q: Some(log_q), loc_scale: Some((loc, scale)) })
+    Ok(GuideDraw {
+        leaves: [Some((0, loc)), Some((d, raw))],
+        u,
+        log_q: Some(log_q),
+        loc_scale: Some((loc, scale)),
+    })
 }
 
 /// Full-rank and low-rank guides: one flat leaf per instance, pieces gathered from it.
-fn draw_correlated(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro256PlusPlus) -> Result<GuideDraw, TapeError> {
+fn draw_correlated(
+    t: &mut Tape,
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
     let d = b.event;
     let leaf = t.leaf_real(shaped(&[block.len()], block));
     let loc = t.gather(leaf, 0, &range(0, d))?;
@@ -214,7 +241,12 @@ fn draw_correlated(t: &mut Tape, b: &SiteBlock, block: &[f64], rng: &mut Xoshiro
         }
     };
     let u = t.reshape(u, &b.shape)?;
-    Ok(GuideDraw { leaves: [Some((0, leaf)), None], u, log_q: Some(log_q), loc_scale: None })
+    Ok(GuideDraw {
+        leaves: [Some((0, leaf)), None],
+        u,
+        log_q: Some(log_q),
+        loc_scale: None,
+    })
 }
 
 /// log q(u) = Σ log N(ε) - Σ ln scale for u = loc + (triangular or diagonal) · ε.
@@ -259,7 +291,11 @@ pub fn gaussian_moments(b: &SiteBlock, block: &[f64]) -> (Vec<f64>, Vec<Vec<f64>
         GuideKind::FullRank => {
             let mut l = vec![vec![0.0; d]; d];
             for (k, (i, j)) in tril(d).enumerate() {
-                l[i][j] = if i == j { softplus(block[d + k]) } else { block[d + k] };
+                l[i][j] = if i == j {
+                    softplus(block[d + k])
+                } else {
+                    block[d + k]
+                };
             }
             for i in 0..d {
                 for j in 0..d {
@@ -270,7 +306,9 @@ pub fn gaussian_moments(b: &SiteBlock, block: &[f64]) -> (Vec<f64>, Vec<Vec<f64>
         GuideKind::LowRank(r) => {
             for i in 0..d {
                 for j in 0..d {
-                    cov[i][j] = (0..r).map(|k| block[d + i * r + k] * block[d + j * r + k]).sum();
+                    cov[i][j] = (0..r)
+                        .map(|k| block[d + i * r + k] * block[d + j * r + k])
+                        .sum();
                 }
                 cov[i][i] += softplus(block[d + d * r + i]).powi(2);
             }

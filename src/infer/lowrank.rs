@@ -29,16 +29,33 @@ struct Woodbury {
     mahalanobis: f64,
 }
 
-fn inputs(v: &[&Value]) -> Result<(Array1<f64>, Array1<f64>, Array2<f64>, Array1<f64>), String> {
+/// (x, loc, factor, diagonal) as fixed-dimension arrays.
+type LowRankInputs = (Array1<f64>, Array1<f64>, Array2<f64>, Array1<f64>);
+
+fn inputs(v: &[&Value]) -> Result<LowRankInputs, String> {
     let real = |i: usize| match v.get(i) {
         Some(Value::Real(a)) => Ok(a),
         _ => Err(format!("input {i} must be a real tensor")),
     };
-    let vec1 = |i: usize| real(i)?.clone().into_dimensionality::<ndarray::Ix1>().map_err(|e| format!("input {i}: {e}"));
+    let vec1 = |i: usize| {
+        real(i)?
+            .clone()
+            .into_dimensionality::<ndarray::Ix1>()
+            .map_err(|e| format!("input {i}: {e}"))
+    };
     let (x, loc, d) = (vec1(0)?, vec1(1)?, vec1(3)?);
-    let w = real(2)?.clone().into_dimensionality::<ndarray::Ix2>().map_err(|e| format!("factor: {e}"))?;
+    let w = real(2)?
+        .clone()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|e| format!("factor: {e}"))?;
     if x.len() != loc.len() || w.nrows() != x.len() || d.len() != x.len() {
-        return Err(format!("sizes differ: x {}, loc {}, factor {:?}, diag {}", x.len(), loc.len(), w.shape(), d.len()));
+        return Err(format!(
+            "sizes differ: x {}, loc {}, factor {:?}, diag {}",
+            x.len(),
+            loc.len(),
+            w.shape(),
+            d.len()
+        ));
     }
     Ok((x, loc, w, d))
 }
@@ -81,7 +98,12 @@ fn cho_solve(l: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
     x
 }
 
-fn woodbury(x: &Array1<f64>, loc: &Array1<f64>, w: &Array2<f64>, d: &Array1<f64>) -> Result<Woodbury, String> {
+fn woodbury(
+    x: &Array1<f64>,
+    loc: &Array1<f64>,
+    w: &Array2<f64>,
+    d: &Array1<f64>,
+) -> Result<Woodbury, String> {
     let r = w.ncols();
     let dinv2 = d.mapv(|v| 1.0 / (v * v));
     let dw = w * &dinv2.view().insert_axis(ndarray::Axis(1));
@@ -96,7 +118,13 @@ fn woodbury(x: &Array1<f64>, loc: &Array1<f64>, w: &Array2<f64>, d: &Array1<f64>
     let sigma_inv_diag = &dinv2 - &wcw;
     let log_det = d.mapv(|v| 2.0 * v.abs().ln()).sum() + 2.0 * l.diag().mapv(f64::ln).sum();
     let mahalanobis = res.dot(&a);
-    Ok(Woodbury { a, sigma_inv_w, sigma_inv_diag, log_det, mahalanobis })
+    Ok(Woodbury {
+        a,
+        sigma_inv_w,
+        sigma_inv_diag,
+        log_det,
+        mahalanobis,
+    })
 }
 
 impl FusedOp for LowRankLogPdf {
@@ -119,9 +147,15 @@ impl FusedOp for LowRankLogPdf {
         };
         let k = woodbury(&x, &loc, &w, &d)?;
         let atw = w.t().dot(&k.a);
-        let outer = k.a.view().insert_axis(ndarray::Axis(1)).dot(&atw.view().insert_axis(ndarray::Axis(0)));
+        let outer =
+            k.a.view()
+                .insert_axis(ndarray::Axis(1))
+                .dot(&atw.view().insert_axis(ndarray::Axis(0)));
         let gw = (outer - &k.sigma_inv_w) * g;
-        let gd = ndarray::Zip::from(&d).and(&k.a).and(&k.sigma_inv_diag).map_collect(|&d, &a, &s| g * d * (a * a - s));
+        let gd = ndarray::Zip::from(&d)
+            .and(&k.a)
+            .and(&k.sigma_inv_diag)
+            .map_collect(|&d, &a, &s| g * d * (a * a - s));
         let real = |a: ArrayD<f64>| Some(Value::Real(a));
         Ok(vec![
             real((&k.a * -g).into_dyn()),

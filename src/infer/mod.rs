@@ -7,15 +7,15 @@
 
 pub mod constraint;
 pub mod dist;
+pub mod engine;
+pub mod error;
+pub mod examples;
 pub mod guide;
 pub mod lowrank;
 pub mod model;
 pub mod normal_kernel;
-pub mod rng;
-pub mod engine;
-pub mod error;
-pub mod reduce;
 pub mod optim;
-pub mod svi;
-pub mod examples;
 pub mod posterior;
+pub mod reduce;
+pub mod rng;
+pub mod svi;

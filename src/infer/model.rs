@@ -215,7 +215,12 @@ pub enum ModelError {
 impl Model {
     /// Adds a plate and returns its id.
     pub fn plate(&mut self, name: &str, size: usize, parent: Option<PlateId>) -> PlateId {
-        self.plates.push(Plate { name: name.into(), size, subsample: None, parent });
+        self.plates.push(Plate {
+            name: name.into(),
+            size,
+            subsample: None,
+            parent,
+        });
         self.plates.len() - 1
     }
 
@@ -250,7 +255,10 @@ impl Model {
 
     /// Number of instances of a site (product of its plate sizes).
     pub fn instances(&self, plate: Option<PlateId>) -> usize {
-        self.plate_chain(plate).iter().map(|&p| self.plates[p].size).product()
+        self.plate_chain(plate)
+            .iter()
+            .map(|&p| self.plates[p].size)
+            .product()
     }
 
     /// Resolves names and checks arities, plates and data shapes.
@@ -261,7 +269,10 @@ impl Model {
         for (i, site) in self.sites.iter().enumerate() {
             let label = site_label(site);
             if self.index.insert(site.name().to_string(), i).is_some() {
-                return Err(ModelError::Duplicate { site: site.name().into(), label });
+                return Err(ModelError::Duplicate {
+                    site: site.name().into(),
+                    label,
+                });
             }
             self.check_site(i, site)?;
         }
@@ -270,7 +281,10 @@ impl Model {
 
     fn check_plates(&self) -> Result<(), ModelError> {
         for (i, p) in self.plates.iter().enumerate() {
-            let err = |detail: String| ModelError::Plate { plate: p.name.clone(), detail };
+            let err = |detail: String| ModelError::Plate {
+                plate: p.name.clone(),
+                detail,
+            };
             if p.parent.is_some_and(|q| q >= i) {
                 return Err(err("its parent must be declared before it".into()));
             }
@@ -286,12 +300,22 @@ impl Model {
 
     fn check_data(&self) -> Result<(), ModelError> {
         for (name, col) in &self.data {
-            let err = |detail: String| ModelError::Data { name: name.clone(), detail };
+            let err = |detail: String| ModelError::Data {
+                name: name.clone(),
+                detail,
+            };
             if col.values.ndim() < col.plates.len() {
-                return Err(err(format!("has {} axes for {} plates", col.values.ndim(), col.plates.len())));
+                return Err(err(format!(
+                    "has {} axes for {} plates",
+                    col.values.ndim(),
+                    col.plates.len()
+                )));
             }
             for (axis, &p) in col.plates.iter().enumerate() {
-                let plate = self.plates.get(p).ok_or_else(|| err(format!("unknown plate {p}")))?;
+                let plate = self
+                    .plates
+                    .get(p)
+                    .ok_or_else(|| err(format!("unknown plate {p}")))?;
                 if col.values.shape()[axis] != plate.size {
                     return Err(err(format!(
                         "axis {axis} has length {} but plate `{}` has {} instances",
@@ -311,7 +335,10 @@ impl Model {
                 Some((f, a)) => (Some(*f), a.iter().collect::<Vec<_>>()),
                 None => (None, Vec::new()),
             },
-            Site::Observe(o) => (Some(o.family), o.args.iter().chain(std::iter::once(&o.value)).collect()),
+            Site::Observe(o) => (
+                Some(o.family),
+                o.args.iter().chain(std::iter::once(&o.value)).collect(),
+            ),
         };
         if let Some(f) = family {
             let given = args.len() - usize::from(matches!(site, Site::Observe(_)));
@@ -332,7 +359,13 @@ impl Model {
         Ok(())
     }
 
-    fn check_name(&self, i: usize, site: &Site, arg: &Expr, visible: &[PlateId]) -> Result<(), ModelError> {
+    fn check_name(
+        &self,
+        i: usize,
+        site: &Site,
+        arg: &Expr,
+        visible: &[PlateId],
+    ) -> Result<(), ModelError> {
         let unknown = |name: &str| ModelError::UnknownName {
             site: site.name().into(),
             label: site_label(site),
@@ -340,7 +373,12 @@ impl Model {
         };
         match arg {
             Expr::Site(name) => {
-                let j = self.index.get(name).copied().filter(|&j| j < i).ok_or_else(|| unknown(name))?;
+                let j = self
+                    .index
+                    .get(name)
+                    .copied()
+                    .filter(|&j| j < i)
+                    .ok_or_else(|| unknown(name))?;
                 let their = self.plate_chain(self.sites[j].plate());
                 if !visible.starts_with(&their) {
                     return Err(unknown(name));
@@ -380,12 +418,17 @@ pub struct Env<'a> {
 impl Env<'_> {
     /// Node holding a site's constrained value.
     pub fn site(&self, name: &str) -> Option<NodeId> {
-        self.model.site_index(name).and_then(|i| self.values.get(i).copied().flatten())
+        self.model
+            .site_index(name)
+            .and_then(|i| self.values.get(i).copied().flatten())
     }
 
     /// The current instance index of a plate.
     pub fn plate_index(&self, plate: PlateId) -> Option<usize> {
-        self.instance.iter().find(|(p, _)| *p == plate).map(|(_, i)| *i)
+        self.instance
+            .iter()
+            .find(|(p, _)| *p == plate)
+            .map(|(_, i)| *i)
     }
 
     /// The slice of a data column at the current instance, as an array.
@@ -395,7 +438,7 @@ impl Env<'_> {
         for &p in &col.plates {
             view = view.index_axis_move(Axis(0), self.plate_index(p)?);
         }
-        Some(view.to_owned().into_dimensionality::<IxDyn>().ok()?)
+        view.to_owned().into_dimensionality::<IxDyn>().ok()
     }
 
     /// Records an expression on the tape.
@@ -409,7 +452,9 @@ impl Env<'_> {
             Expr::Const(v) => Ok(t.scalar(*v)),
             Expr::Array(a) => Ok(t.constant_real((**a).clone())),
             Expr::Site(name) => self.site(name).ok_or_else(|| missing("site", name)),
-            Expr::Data(name) => Ok(t.constant_real(self.data_slice(name).ok_or_else(|| missing("data", name))?)),
+            Expr::Data(name) => {
+                Ok(t.constant_real(self.data_slice(name).ok_or_else(|| missing("data", name))?))
+            }
             Expr::Call(f) => f(t, self),
         }
     }

@@ -27,7 +27,14 @@ fn views<'a>(v: &[&'a Value]) -> Result<([&'a ArrayD<f64>; 3], Vec<usize>), Stri
     let (x, loc, scale) = (out[0], out[1], out[2]);
     let shape = broadcast_shape(x.shape(), loc.shape())
         .and_then(|s| broadcast_shape(&s, scale.shape()))
-        .ok_or_else(|| format!("cannot broadcast {:?}, {:?}, {:?}", x.shape(), loc.shape(), scale.shape()))?;
+        .ok_or_else(|| {
+            format!(
+                "cannot broadcast {:?}, {:?}, {:?}",
+                x.shape(),
+                loc.shape(),
+                scale.shape()
+            )
+        })?;
     Ok(([x, loc, scale], shape))
 }
 
@@ -39,8 +46,11 @@ impl FusedOp for NormalLogPdf {
     fn forward(&self, v: &[&Value]) -> Result<Value, String> {
         let ([x, loc, scale], shape) = views(v)?;
         let dim = IxDyn(&shape);
-        let (Some(xb), Some(lb), Some(sb)) = (x.broadcast(dim.clone()), loc.broadcast(dim.clone()), scale.broadcast(dim))
-        else {
+        let (Some(xb), Some(lb), Some(sb)) = (
+            x.broadcast(dim.clone()),
+            loc.broadcast(dim.clone()),
+            scale.broadcast(dim),
+        ) else {
             return Err("broadcast failed".into());
         };
         let out = Zip::from(&xb).and(&lb).and(&sb).map_collect(|&x, &m, &s| {
@@ -52,19 +62,30 @@ impl FusedOp for NormalLogPdf {
 
     fn vjp(&self, v: &[&Value], _y: &Value, g: &Value) -> Result<Vec<Option<Value>>, String> {
         let ([x, loc, scale], shape) = views(v)?;
-        let Value::Real(g) = g else { return Err("gradient must be real".into()) };
+        let Value::Real(g) = g else {
+            return Err("gradient must be real".into());
+        };
         let dim = IxDyn(&shape);
-        let (Some(xb), Some(lb), Some(sb)) = (x.broadcast(dim.clone()), loc.broadcast(dim.clone()), scale.broadcast(dim))
-        else {
+        let (Some(xb), Some(lb), Some(sb)) = (
+            x.broadcast(dim.clone()),
+            loc.broadcast(dim.clone()),
+            scale.broadcast(dim),
+        ) else {
             return Err("broadcast failed".into());
         };
         let mut gx = ArrayD::zeros(IxDyn(&shape));
         let mut gs = ArrayD::zeros(IxDyn(&shape));
-        Zip::from(&mut gx).and(&mut gs).and(&xb).and(&lb).and(&sb).and(g).for_each(|gx, gs, &x, &m, &s, &g| {
-            let z = (x - m) / s;
-            *gx = -g * z / s;
-            *gs = g * (z * z - 1.0) / s;
-        });
+        Zip::from(&mut gx)
+            .and(&mut gs)
+            .and(&xb)
+            .and(&lb)
+            .and(&sb)
+            .and(g)
+            .for_each(|gx, gs, &x, &m, &s, &g| {
+                let z = (x - m) / s;
+                *gx = -g * z / s;
+                *gs = g * (z * z - 1.0) / s;
+            });
         let gl = gx.mapv(|v| -v);
         Ok(vec![
             Some(Value::Real(unbroadcast(gx, x.shape()))),

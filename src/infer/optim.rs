@@ -38,7 +38,14 @@ pub struct Adam {
 
 impl Default for Adam {
     fn default() -> Self {
-        Adam { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, clip_norm: Some(100.0), schedule: LrSchedule::Constant }
+        Adam {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            clip_norm: Some(100.0),
+            schedule: LrSchedule::Constant,
+        }
     }
 }
 
@@ -47,12 +54,22 @@ impl Adam {
     pub fn lr_at(&self, step: u64) -> f64 {
         match self.schedule {
             LrSchedule::Constant => self.lr,
-            LrSchedule::Exponential { decay, every } => self.lr * decay.powf(step as f64 / every.max(1) as f64),
+            LrSchedule::Exponential { decay, every } => {
+                self.lr * decay.powf(step as f64 / every.max(1) as f64)
+            }
         }
     }
 
     /// One update minimizing the loss whose gradient is `grad` (bias-corrected with t = step + 1).
-    pub fn update(&self, params: &mut [f64], m: &mut [f64], v: &mut [f64], grad: &[f64], touched: &[bool], step: u64) {
+    pub fn update(
+        &self,
+        params: &mut [f64],
+        m: &mut [f64],
+        v: &mut [f64],
+        grad: &[f64],
+        touched: &[bool],
+        step: u64,
+    ) {
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         let clip = match self.clip_norm {
             Some(c) if norm > c => c / norm,

@@ -47,20 +47,40 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
     let mut out = Vec::new();
     let mut tape = Tape::new();
     for (i, (site, block)) in model.sites.iter().zip(&state.layout.blocks).enumerate() {
-        let (Site::Latent(l), Some(b)) = (site, block) else { continue };
+        let (Site::Latent(l), Some(b)) = (site, block) else {
+            continue;
+        };
         let mut values = vec![vec![Vec::new(); b.instances]; n];
         for (d, per_draw) in values.iter_mut().enumerate() {
             for (inst, slot) in per_draw.iter_mut().enumerate() {
-                let key = StreamKey { seed: state.seed, step: u64::MAX, particle: d as u64, site: i as u64, instance: inst as u64 };
+                let key = StreamKey {
+                    seed: state.seed,
+                    step: u64::MAX,
+                    particle: d as u64,
+                    site: i as u64,
+                    instance: inst as u64,
+                };
                 let off = b.instance_offset(inst);
                 tape.clear();
-                let g = draw(&mut tape, b, &state.params[off..off + b.per_instance], &mut key.rng())
+                let g = draw(
+                    &mut tape,
+                    b,
+                    &state.params[off..off + b.per_instance],
+                    &mut key.rng(),
+                )
+                .map_err(|e| InferError::from_tape(e, state.step, l.name.clone()))?;
+                let u = tape
+                    .real(g.u)
                     .map_err(|e| InferError::from_tape(e, state.step, l.name.clone()))?;
-                let u = tape.real(g.u).map_err(|e| InferError::from_tape(e, state.step, l.name.clone()))?;
                 *slot = u.iter().map(|&v| l.constraint.apply(v)).collect();
             }
         }
-        out.push(SiteDraws { name: l.name.clone(), instances: b.instances, event: b.event, values });
+        out.push(SiteDraws {
+            name: l.name.clone(),
+            instances: b.instances,
+            event: b.event,
+            values,
+        });
     }
     Ok(out)
 }
@@ -84,7 +104,11 @@ fn element_summary(site: &str, instance: usize, element: usize, v: &mut [f64]) -
     let mean = v.iter().sum::<f64>() / n;
     let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
     v.sort_by(f64::total_cmp);
-    let q = |p: f64| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    let q = |p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     ElementSummary {
         site: site.into(),
         instance,

@@ -35,7 +35,9 @@ fn mix(mut z: u64) -> u64 {
 impl StreamKey {
     /// A 64-bit hash of all coordinates (chained, so coordinate order matters).
     pub fn hash(&self) -> u64 {
-        [self.step, self.particle, self.site, self.instance].iter().fold(mix(self.seed), |h, &c| mix(h ^ mix(c)))
+        [self.step, self.particle, self.site, self.instance]
+            .iter()
+            .fold(mix(self.seed), |h, &c| mix(h ^ mix(c)))
     }
 
     /// The generator of this stream.

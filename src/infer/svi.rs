@@ -82,12 +82,23 @@ impl SviState {
         let layout = ParamLayout::new(model);
         let params = layout.init(model);
         let n = params.len();
-        SviState { step: 0, seed, params, m: vec![0.0; n], v: vec![0.0; n], elbo: Vec::new(), layout }
+        SviState {
+            step: 0,
+            seed,
+            params,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            elbo: Vec::new(),
+            layout,
+        }
     }
 
     /// Writes the state atomically (temporary file in the same directory, then rename).
     pub fn save(&self, path: &Path) -> Result<(), InferError> {
-        let err = |detail: String| InferError::Checkpoint { path: path.display().to_string(), detail };
+        let err = |detail: String| InferError::Checkpoint {
+            path: path.display().to_string(),
+            detail,
+        };
         let bytes = rmp_serde::to_vec_named(self).map_err(|e| err(e.to_string()))?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, bytes).map_err(|e| err(format!("writing {}: {e}", tmp.display())))?;
@@ -96,7 +107,10 @@ impl SviState {
 
     /// Reads a state written by `save`.
     pub fn load(path: &Path) -> Result<Self, InferError> {
-        let err = |detail: String| InferError::Checkpoint { path: path.display().to_string(), detail };
+        let err = |detail: String| InferError::Checkpoint {
+            path: path.display().to_string(),
+            detail,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         rmp_serde::from_slice(&bytes).map_err(|e| err(format!("not a spread checkpoint: {e}")))
     }
@@ -112,11 +126,27 @@ pub struct StepReport {
 }
 
 /// Runs one step: K particles, combined gradient, Adam update. Returns the objective estimate.
-pub fn step(model: &Model, state: &mut SviState, cfg: &SviConfig, reducer: &dyn GradientReduce) -> Result<f64, InferError> {
+pub fn step(
+    model: &Model,
+    state: &mut SviState,
+    cfg: &SviConfig,
+    reducer: &dyn GradientReduce,
+) -> Result<f64, InferError> {
     let particles = (0..cfg.particles.max(1) as u64)
         .map(|k| {
-            let spec = ParticleSpec { seed: state.seed, step: state.step, particle: k, analytic_kl: cfg.analytic_kl };
-            Evaluator { model, layout: &state.layout, params: &state.params, spec }.particle(reducer)
+            let spec = ParticleSpec {
+                seed: state.seed,
+                step: state.step,
+                particle: k,
+                analytic_kl: cfg.analytic_kl,
+            };
+            Evaluator {
+                model,
+                layout: &state.layout,
+                params: &state.params,
+                spec,
+            }
+            .particle(reducer)
         })
         .collect::<Result<Vec<Particle>, InferError>>()?;
     let (value, weights) = combine(&particles, cfg.objective);
@@ -124,10 +154,23 @@ pub fn step(model: &Model, state: &mut SviState, cfg: &SviConfig, reducer: &dyn 
     let mut loss_grad = vec![0.0; n];
     let mut touched = vec![false; n];
     for (p, w) in particles.iter().zip(&weights) {
-        loss_grad.iter_mut().zip(&p.grad).for_each(|(a, g)| *a -= w * g);
-        touched.iter_mut().zip(&p.touched).for_each(|(a, t)| *a |= t);
+        loss_grad
+            .iter_mut()
+            .zip(&p.grad)
+            .for_each(|(a, g)| *a -= w * g);
+        touched
+            .iter_mut()
+            .zip(&p.touched)
+            .for_each(|(a, t)| *a |= t);
     }
-    cfg.adam.update(&mut state.params, &mut state.m, &mut state.v, &loss_grad, &touched, state.step);
+    cfg.adam.update(
+        &mut state.params,
+        &mut state.m,
+        &mut state.v,
+        &loss_grad,
+        &touched,
+        state.step,
+    );
     state.step += 1;
     state.elbo.push(value);
     Ok(value)
@@ -155,13 +198,18 @@ pub fn run(
     on_step: &mut dyn FnMut(StepReport),
 ) -> Result<SviState, InferError> {
     if state.layout != ParamLayout::new(model) {
-        return Err(InferError::StateMismatch("parameter layout differs from the model's".into()));
+        return Err(InferError::StateMismatch(
+            "parameter layout differs from the model's".into(),
+        ));
     }
     while state.step < cfg.steps {
         let elbo = step(model, &mut state, cfg, reducer)?;
-        on_step(StepReport { step: state.step, elbo });
+        on_step(StepReport {
+            step: state.step,
+            elbo,
+        });
         if let (Some(every), Some(path)) = (cfg.checkpoint_every, &cfg.checkpoint_path)
-            && state.step % every.max(1) == 0
+            && state.step.is_multiple_of(every.max(1))
         {
             state.save(path)?;
         }
@@ -174,11 +222,16 @@ pub fn run(
 
 /// Relative change of the mean objective between the last two windows below `rel_tol`.
 fn converged(elbo: &[f64], cfg: &SviConfig) -> bool {
-    let (Some(tol), w) = (cfg.rel_tol, cfg.window.max(1)) else { return false };
+    let (Some(tol), w) = (cfg.rel_tol, cfg.window.max(1)) else {
+        return false;
+    };
     if elbo.len() < 2 * w {
         return false;
     }
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (prev, last) = (mean(&elbo[elbo.len() - 2 * w..elbo.len() - w]), mean(&elbo[elbo.len() - w..]));
+    let (prev, last) = (
+        mean(&elbo[elbo.len() - 2 * w..elbo.len() - w]),
+        mean(&elbo[elbo.len() - w..]),
+    );
     ((last - prev) / prev.abs().max(1e-12)).abs() < tol
 }

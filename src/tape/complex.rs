@@ -83,24 +83,35 @@ impl ComplexOp {
             }
             ComplexOp::Add => {
                 let (a, b, g) = (c(0)?, c(1)?, as_complex(n, g)?);
-                vec![cplx(unbroadcast(g.clone(), a.shape())), cplx(unbroadcast(g.clone(), b.shape()))]
+                vec![
+                    cplx(unbroadcast(g.clone(), a.shape())),
+                    cplx(unbroadcast(g.clone(), b.shape())),
+                ]
             }
             ComplexOp::ScaleReal => {
                 let (s, z, g) = (r(0)?, c(1)?, as_complex(n, g)?);
-                let gs = bzip(s.shape(), g, z, |g, z| Complex64::new((g * z.conj()).re, 0.0));
+                let gs = bzip(s.shape(), g, z, |g, z| {
+                    Complex64::new((g * z.conj()).re, 0.0)
+                });
                 let gz = bzip(z.shape(), g, s, |g, s| g * s);
                 vec![real(gs.mapv(|v| v.re)), cplx(gz)]
             }
             ComplexOp::Conj => vec![cplx(as_complex(n, g)?.mapv(|g| g.conj()))],
             ComplexOp::Abs2 => {
                 let g = as_real(n, g)?;
-                vec![cplx(Zip::from(c(0)?).and(g).map_collect(|&z, &g| z * (2.0 * g)))]
+                vec![cplx(
+                    Zip::from(c(0)?).and(g).map_collect(|&z, &g| z * (2.0 * g)),
+                )]
             }
             ComplexOp::Re => vec![cplx(as_real(n, g)?.mapv(|g| Complex64::new(g, 0.0)))],
             ComplexOp::Im => vec![cplx(as_real(n, g)?.mapv(|g| Complex64::new(0.0, g)))],
             ComplexOp::ExpI => {
                 let (z, g) = (as_complex(n, y)?, as_complex(n, g)?);
-                vec![real(Zip::from(z).and(g).map_collect(|z, g| g.im * z.re - g.re * z.im))]
+                vec![real(
+                    Zip::from(z)
+                        .and(g)
+                        .map_collect(|z, g| g.im * z.re - g.re * z.im),
+                )]
             }
             ComplexOp::FromParts => {
                 let (a, b, g) = (r(0)?, r(1)?, as_complex(n, g)?);
@@ -119,8 +130,12 @@ fn zip2<A: Copy, B: Copy, C>(
     b: &ArrayD<B>,
     f: impl Fn(A, B) -> C,
 ) -> Result<ArrayD<C>, OpError> {
-    let shape = broadcast_shape(a.shape(), b.shape())
-        .ok_or_else(|| OpError::new(op, format!("cannot broadcast {:?} and {:?}", a.shape(), b.shape())))?;
+    let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
+        OpError::new(
+            op,
+            format!("cannot broadcast {:?} and {:?}", a.shape(), b.shape()),
+        )
+    })?;
     let dim = ndarray::IxDyn(&shape);
     match (a.broadcast(dim.clone()), b.broadcast(dim)) {
         (Some(av), Some(bv)) => Ok(Zip::from(&av).and(&bv).map_collect(|&a, &b| f(a, b))),

@@ -115,6 +115,17 @@ impl Unary {
 
     /// y = f(x), elementwise.
     pub fn forward(self, x: &ArrayD<f64>) -> ArrayD<f64> {
+        // Contiguous slices skip ndarray's per-call dimension bookkeeping, which dominates
+        // for the small tensors of per-instance model code.
+        if let Some(xs) = x.as_slice() {
+            let v: Vec<f64> = match self {
+                Unary::Scale(c) => xs.iter().map(|&v| c * v).collect(),
+                Unary::Shift(c) => xs.iter().map(|&v| v + c).collect(),
+                _ => xs.iter().map(|&v| self.value_and_slope(v, None)).collect(),
+            };
+            return ArrayD::from_shape_vec(x.raw_dim(), v)
+                .unwrap_or_else(|_| x.mapv(|v| self.value_and_slope(v, None)));
+        }
         match self {
             Unary::Scale(c) => x.mapv(|v| c * v),
             Unary::Shift(c) => x.mapv(|v| v + c),
@@ -126,17 +137,40 @@ impl Unary {
 
     /// g * f'(x), elementwise.
     pub fn vjp(self, x: &ArrayD<f64>, y: &ArrayD<f64>, g: &ArrayD<f64>) -> ArrayD<f64> {
-        Zip::from(x).and(y).and(g).map_collect(|&x, &y, &g| g * self.value_and_slope(x, Some(y)))
+        Zip::from(x)
+            .and(y)
+            .and(g)
+            .map_collect(|&x, &y, &g| g * self.value_and_slope(x, Some(y)))
     }
 
     /// y = f(x) written into an existing buffer of x's shape (tape replay).
     pub fn forward_into(self, x: &ArrayD<f64>, out: &mut ArrayD<f64>) {
-        Zip::from(out).and(x).for_each(|o, &x| *o = self.value_and_slope(x, None));
+        Zip::from(out)
+            .and(x)
+            .for_each(|o, &x| *o = self.value_and_slope(x, None));
     }
 
     /// gx += g * f'(x), accumulating into an existing gradient buffer.
-    pub fn vjp_accumulate(self, x: &ArrayD<f64>, y: &ArrayD<f64>, g: &ArrayD<f64>, gx: &mut ArrayD<f64>) {
-        Zip::from(gx).and(x).and(y).and(g).for_each(|gx, &x, &y, &g| *gx += g * self.value_and_slope(x, Some(y)));
+    pub fn vjp_accumulate(
+        self,
+        x: &ArrayD<f64>,
+        y: &ArrayD<f64>,
+        g: &ArrayD<f64>,
+        gx: &mut ArrayD<f64>,
+    ) {
+        if let (Some(xs), Some(ys), Some(gs), Some(acc)) =
+            (x.as_slice(), y.as_slice(), g.as_slice(), gx.as_slice_mut())
+        {
+            for (((a, &x), &y), &g) in acc.iter_mut().zip(xs).zip(ys).zip(gs) {
+                *a += g * self.value_and_slope(x, Some(y));
+            }
+            return;
+        }
+        Zip::from(gx)
+            .and(x)
+            .and(y)
+            .and(g)
+            .for_each(|gx, &x, &y, &g| *gx += g * self.value_and_slope(x, Some(y)));
     }
 }
 
@@ -218,6 +252,16 @@ impl Binary {
     /// a (op) b with broadcasting.
     pub fn forward(self, a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, OpError> {
         if a.shape() == b.shape() {
+            if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice()) {
+                let v: Vec<f64> = match self {
+                    Binary::Add => xs.iter().zip(ys).map(|(a, b)| a + b).collect(),
+                    Binary::Mul => xs.iter().zip(ys).map(|(a, b)| a * b).collect(),
+                    _ => xs.iter().zip(ys).map(|(&a, &b)| self.value(a, b)).collect(),
+                };
+                if let Ok(out) = ArrayD::from_shape_vec(a.raw_dim(), v) {
+                    return Ok(out);
+                }
+            }
             let z = Zip::from(a).and(b);
             return Ok(match self {
                 Binary::Add => z.map_collect(|&a, &b| a + b),
@@ -230,7 +274,9 @@ impl Binary {
         let shape = broadcast(self.name(), a.shape(), b.shape())?;
         let (av, bv) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape)));
         match (av, bv) {
-            (Some(av), Some(bv)) => Ok(Zip::from(&av).and(&bv).map_collect(|&a, &b| self.value(a, b))),
+            (Some(av), Some(bv)) => Ok(Zip::from(&av)
+                .and(&bv)
+                .map_collect(|&a, &b| self.value(a, b))),
             _ => Err(OpError::new(self.name(), "broadcast failed")),
         }
     }
@@ -258,15 +304,34 @@ impl Binary {
         g: &ArrayD<f64>,
         acc: &mut ArrayD<f64>,
     ) {
+        let all = (a.as_slice(), b.as_slice(), y.as_slice(), g.as_slice());
+        if let ((Some(a), Some(b), Some(y), Some(g)), Some(acc)) = (all, acc.as_slice_mut()) {
+            for i in 0..acc.len() {
+                let (da, db) = self.slopes(a[i], b[i], y[i]);
+                acc[i] += g[i] * if which == 0 { da } else { db };
+            }
+            return;
+        }
         match (self, which) {
             (Binary::Add, _) | (Binary::Sub, 0) => Zip::from(acc).and(g).for_each(|s, &g| *s += g),
             (Binary::Sub, _) => Zip::from(acc).and(g).for_each(|s, &g| *s -= g),
-            (Binary::Mul, 0) => Zip::from(acc).and(b).and(g).for_each(|s, &b, &g| *s += g * b),
-            (Binary::Mul, _) => Zip::from(acc).and(a).and(g).for_each(|s, &a, &g| *s += g * a),
-            _ => Zip::from(acc).and(a).and(b).and(y).and(g).for_each(|s, &a, &b, &y, &g| {
-                let (da, db) = self.slopes(a, b, y);
-                *s += g * if which == 0 { da } else { db };
-            }),
+            (Binary::Mul, 0) => Zip::from(acc)
+                .and(b)
+                .and(g)
+                .for_each(|s, &b, &g| *s += g * b),
+            (Binary::Mul, _) => Zip::from(acc)
+                .and(a)
+                .and(g)
+                .for_each(|s, &a, &g| *s += g * a),
+            _ => Zip::from(acc)
+                .and(a)
+                .and(b)
+                .and(y)
+                .and(g)
+                .for_each(|s, &a, &b, &y, &g| {
+                    let (da, db) = self.slopes(a, b, y);
+                    *s += g * if which == 0 { da } else { db };
+                }),
         }
     }
 
@@ -285,10 +350,14 @@ impl Binary {
         let want_a = wanted.first().copied().unwrap_or(true);
         let want_b = wanted.get(1).copied().unwrap_or(true);
         let part = |first: bool| {
-            Zip::from(&av).and(&bv).and(y).and(g).map_collect(|&a, &b, &y, &g| {
-                let (da, db) = self.slopes(a, b, y);
-                g * if first { da } else { db }
-            })
+            Zip::from(&av)
+                .and(&bv)
+                .and(y)
+                .and(g)
+                .map_collect(|&a, &b, &y, &g| {
+                    let (da, db) = self.slopes(a, b, y);
+                    g * if first { da } else { db }
+                })
         };
         let ga = want_a.then(|| unbroadcast(part(true), a.shape()));
         let gb = want_b.then(|| unbroadcast(part(false), b.shape()));
@@ -297,7 +366,8 @@ impl Binary {
 }
 
 fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
-    broadcast_shape(a, b).ok_or_else(|| OpError::new(op, format!("cannot broadcast shapes {a:?} and {b:?}")))
+    broadcast_shape(a, b)
+        .ok_or_else(|| OpError::new(op, format!("cannot broadcast shapes {a:?} and {b:?}")))
 }
 
 impl Tape {

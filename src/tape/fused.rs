@@ -19,7 +19,12 @@ pub trait FusedOp: Send + Sync + std::fmt::Debug {
     fn forward(&self, inputs: &[&Value]) -> Result<Value, String>;
 
     /// Gradients of the inputs given the output and the gradient of the loss with respect to it.
-    fn vjp(&self, inputs: &[&Value], output: &Value, grad: &Value) -> Result<Vec<Option<Value>>, String>;
+    fn vjp(
+        &self,
+        inputs: &[&Value],
+        output: &Value,
+        grad: &Value,
+    ) -> Result<Vec<Option<Value>>, String>;
 }
 
 impl Tape {

@@ -86,7 +86,10 @@ pub struct Tape {
 impl Tape {
     /// An empty tape.
     pub fn new() -> Self {
-        Tape { labels: vec![Arc::from("<unlabelled>")], ..Default::default() }
+        Tape {
+            labels: vec![Arc::from("<unlabelled>")],
+            ..Default::default()
+        }
     }
 
     /// Forgets all nodes but keeps the allocated arena and gradient buffers for the next recording.
@@ -161,10 +164,15 @@ impl Tape {
         for id in inputs {
             self.check(*id)?;
         }
-        let values: Vec<&Value> = inputs.iter().map(|id| &self.nodes[id.index()].value).collect();
+        let values: Vec<&Value> = inputs
+            .iter()
+            .map(|id| &self.nodes[id.index()].value)
+            .collect();
         let value = match reuse_spare(&mut self.spare, &op, &values) {
             Some(v) => v,
-            None => op.forward(&values).map_err(|e| self.op_error(e, self.current_label))?,
+            None => op
+                .forward(&values)
+                .map_err(|e| self.op_error(e, self.current_label))?,
         };
         let needs_grad = inputs.iter().any(|id| self.nodes[id.index()].needs_grad);
         Ok(self.push_node(op, inputs.to_vec(), value, needs_grad))
@@ -172,20 +180,37 @@ impl Tape {
 
     fn push_node(&mut self, op: Op, inputs: Vec<NodeId>, value: Value, needs_grad: bool) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
-        self.nodes.push(Node { op, inputs, value, needs_grad, label: self.current_label });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            value,
+            needs_grad,
+            label: self.current_label,
+        });
         id
     }
 
     fn check(&self, id: NodeId) -> Result<(), TapeError> {
-        if id.index() < self.nodes.len() { Ok(()) } else { Err(TapeError::UnknownNode(id.index())) }
+        if id.index() < self.nodes.len() {
+            Ok(())
+        } else {
+            Err(TapeError::UnknownNode(id.index()))
+        }
     }
 
     fn op_error(&self, e: OpError, label: u32) -> TapeError {
-        TapeError::Op { op: e.op, label: self.label_text(label), detail: e.detail }
+        TapeError::Op {
+            op: e.op,
+            label: self.label_text(label),
+            detail: e.detail,
+        }
     }
 
     fn label_text(&self, label: u32) -> String {
-        self.labels.get(label as usize).map(|l| l.to_string()).unwrap_or_default()
+        self.labels
+            .get(label as usize)
+            .map(|l| l.to_string())
+            .unwrap_or_default()
     }
 
     /// The value of a node.
@@ -222,7 +247,11 @@ impl Tape {
 
     fn shape_error(&self, id: NodeId, detail: String) -> TapeError {
         let node = &self.nodes[id.index()];
-        TapeError::Op { op: node.op.name(), label: self.label_text(node.label), detail }
+        TapeError::Op {
+            op: node.op.name(),
+            label: self.label_text(node.label),
+            detail,
+        }
     }
 
     /// Replaces the value of a leaf or constant (same kind; the shape may change only if no op
@@ -245,7 +274,11 @@ impl Tape {
             }
             let (before, rest) = self.nodes.split_at_mut(i);
             let node = &mut rest[0];
-            let values: Vec<&Value> = node.inputs.iter().map(|id| &before[id.index()].value).collect();
+            let values: Vec<&Value> = node
+                .inputs
+                .iter()
+                .map(|id| &before[id.index()].value)
+                .collect();
             if forward_in_place(&node.op, &values, &mut node.value) {
                 continue;
             }
@@ -281,7 +314,11 @@ impl Tape {
             if seed.shape() != self.nodes[id.index()].value.shape() {
                 return Err(self.shape_error(*id, format!("seed shape {:?} differs", seed.shape())));
             }
-            accumulate(&mut self.grads[id.index()], &mut self.live[id.index()], seed.clone());
+            accumulate(
+                &mut self.grads[id.index()],
+                &mut self.live[id.index()],
+                seed.clone(),
+            );
             last = last.max(id.index() + 1);
         }
         for i in (0..last).rev() {
@@ -299,15 +336,31 @@ impl Tape {
             return Ok(());
         }
         let node = &self.nodes[i];
-        let Some(g) = self.grads[i].as_ref() else { return Ok(()) };
-        let inputs: Vec<&Value> = node.inputs.iter().map(|id| &self.nodes[id.index()].value).collect();
-        let wanted: Vec<bool> = node.inputs.iter().map(|id| self.nodes[id.index()].needs_grad).collect();
-        let input_grads =
-            node.op.vjp(&inputs, &node.value, g, &wanted).map_err(|e| self.op_error(e, node.label))?;
+        let Some(g) = self.grads[i].as_ref() else {
+            return Ok(());
+        };
+        let inputs: Vec<&Value> = node
+            .inputs
+            .iter()
+            .map(|id| &self.nodes[id.index()].value)
+            .collect();
+        let wanted: Vec<bool> = node
+            .inputs
+            .iter()
+            .map(|id| self.nodes[id.index()].needs_grad)
+            .collect();
+        let input_grads = node
+            .op
+            .vjp(&inputs, &node.value, g, &wanted)
+            .map_err(|e| self.op_error(e, node.label))?;
         let targets = node.inputs.clone();
         for ((id, grad), want) in targets.iter().zip(input_grads).zip(wanted) {
             if let (Some(grad), true) = (grad, want) {
-                accumulate(&mut self.grads[id.index()], &mut self.live[id.index()], grad);
+                accumulate(
+                    &mut self.grads[id.index()],
+                    &mut self.live[id.index()],
+                    grad,
+                );
             }
         }
         Ok(())
@@ -318,15 +371,21 @@ impl Tape {
     fn propagate_in_place(&mut self, i: usize) -> bool {
         let node = &self.nodes[i];
         let (lo, hi) = self.grads.split_at_mut(i);
-        let Some(Value::Real(g)) = hi[0].as_ref() else { return false };
+        let Some(Value::Real(g)) = hi[0].as_ref() else {
+            return false;
+        };
         let real = |id: &NodeId| match &self.nodes[id.index()].value {
             Value::Real(a) if a.shape() == g.shape() => Some(a),
             _ => None,
         };
-        let Value::Real(y) = &node.value else { return false };
+        let Value::Real(y) = &node.value else {
+            return false;
+        };
         match &node.op {
             Op::Unary(u) => {
-                let Some(x) = real(&node.inputs[0]) else { return false };
+                let Some(x) = real(&node.inputs[0]) else {
+                    return false;
+                };
                 let j = node.inputs[0].index();
                 if let Some(acc) = grad_buffer(&mut lo[j], &mut self.live[j], g.shape()) {
                     u.vjp_accumulate(x, y, g, acc);
@@ -334,7 +393,9 @@ impl Tape {
                 true
             }
             Op::Binary(b) => {
-                let (Some(a), Some(c)) = (real(&node.inputs[0]), real(&node.inputs[1])) else { return false };
+                let (Some(a), Some(c)) = (real(&node.inputs[0]), real(&node.inputs[1])) else {
+                    return false;
+                };
                 for (which, id) in node.inputs.iter().enumerate() {
                     let j = id.index();
                     if !self.nodes[j].needs_grad {
@@ -375,13 +436,20 @@ impl Tape {
 
     /// The last node (first reached by the reverse sweep) whose gradient is not finite.
     pub fn first_non_finite_grad(&self) -> Option<TapeError> {
-        let i = (0..self.live.len()).rev().find(|&i| self.live[i] && self.grads[i].as_ref().is_some_and(|g| !g.is_finite()))?;
+        let i = (0..self.live.len())
+            .rev()
+            .find(|&i| self.live[i] && self.grads[i].as_ref().is_some_and(|g| !g.is_finite()))?;
         Some(self.non_finite(i, "gradient"))
     }
 
     fn non_finite(&self, i: usize, what: &'static str) -> TapeError {
         let node = &self.nodes[i];
-        TapeError::NonFinite { op: node.op.name(), label: self.label_text(node.label), what, node: i }
+        TapeError::NonFinite {
+            op: node.op.name(),
+            label: self.label_text(node.label),
+            what,
+            node: i,
+        }
     }
 }
 
@@ -394,7 +462,11 @@ fn accumulate(slot: &mut Option<Value>, live: &mut bool, grad: Value) {
 }
 
 /// The real gradient buffer of a node for this pass: reused (zeroed) when the shape fits.
-fn grad_buffer<'a>(slot: &'a mut Option<Value>, live: &mut bool, shape: &[usize]) -> Option<&'a mut ArrayD<f64>> {
+fn grad_buffer<'a>(
+    slot: &'a mut Option<Value>,
+    live: &mut bool,
+    shape: &[usize],
+) -> Option<&'a mut ArrayD<f64>> {
     let fits = matches!(slot, Some(Value::Real(a)) if a.shape() == shape);
     if !fits {
         *slot = Some(Value::Real(ArrayD::zeros(IxDyn(shape))));
@@ -433,7 +505,9 @@ fn forward_in_place(op: &Op, x: &[&Value], out: &mut Value) -> bool {
     let Value::Real(o) = out else { return false };
     match (op, x) {
         (Op::Unary(u), [Value::Real(a)]) if a.shape() == o.shape() => u.forward_into(a, o),
-        (Op::Binary(b), [Value::Real(a), Value::Real(c)]) if a.shape() == o.shape() && c.shape() == o.shape() => {
+        (Op::Binary(b), [Value::Real(a), Value::Real(c)])
+            if a.shape() == o.shape() && c.shape() == o.shape() =>
+        {
             b.forward_into(a, c, o)
         }
         _ => return false,

@@ -69,24 +69,41 @@ impl Index {
         let n = self.name();
         match self {
             Index::Gather { axis, index } => {
-                check_index(n, x.shape(), *axis, index, x.shape().get(*axis).copied().unwrap_or(0))?;
+                check_index(
+                    n,
+                    x.shape(),
+                    *axis,
+                    index,
+                    x.shape().get(*axis).copied().unwrap_or(0),
+                )?;
                 Ok(x.select(Axis(*axis), index))
             }
             Index::ScatterAdd { axis, index, len } => {
                 check_index(n, x.shape(), *axis, index, *len)?;
                 if x.shape()[*axis] != index.len() {
-                    return Err(OpError::new(n, format!("{} indices for {} slices", index.len(), x.shape()[*axis])));
+                    return Err(OpError::new(
+                        n,
+                        format!("{} indices for {} slices", index.len(), x.shape()[*axis]),
+                    ));
                 }
                 Ok(scatter_add(x, *axis, index, *len))
             }
-            Index::Reshape(shape) => x
-                .to_shape(IxDyn(shape))
-                .map(|v| v.into_owned())
-                .map_err(|e| OpError::new(n, format!("cannot reshape {:?} to {shape:?}: {e}", x.shape()))),
+            Index::Reshape(shape) => {
+                x.to_shape(IxDyn(shape))
+                    .map(|v| v.into_owned())
+                    .map_err(|e| {
+                        OpError::new(
+                            n,
+                            format!("cannot reshape {:?} to {shape:?}: {e}", x.shape()),
+                        )
+                    })
+            }
             Index::BroadcastTo(shape) => x
                 .broadcast(IxDyn(shape))
                 .map(|v| v.to_owned())
-                .ok_or_else(|| OpError::new(n, format!("cannot broadcast {:?} to {shape:?}", x.shape()))),
+                .ok_or_else(|| {
+                    OpError::new(n, format!("cannot broadcast {:?} to {shape:?}", x.shape()))
+                }),
             Index::Transpose => Ok(x.t().as_standard_layout().into_owned()),
             Index::Concat(_) => Err(OpError::new(n, "concat takes several inputs")),
         }
@@ -110,7 +127,8 @@ impl Index {
             Index::ScatterAdd { axis, index, .. } => g.select(Axis(*axis), index),
             Index::Reshape(_) | Index::Concat(_) => {
                 let flat: Vec<T> = g.iter().copied().collect();
-                ArrayD::from_shape_vec(IxDyn(shape), flat).unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)))
+                ArrayD::from_shape_vec(IxDyn(shape), flat)
+                    .unwrap_or_else(|_| ArrayD::zeros(IxDyn(shape)))
             }
             Index::BroadcastTo(_) => unbroadcast(g.clone(), shape),
             Index::Transpose => g.t().as_standard_layout().into_owned(),
@@ -118,17 +136,34 @@ impl Index {
     }
 }
 
-fn check_index(op: &'static str, shape: &[usize], axis: usize, index: &[usize], len: usize) -> Result<(), OpError> {
+fn check_index(
+    op: &'static str,
+    shape: &[usize],
+    axis: usize,
+    index: &[usize],
+    len: usize,
+) -> Result<(), OpError> {
     if axis >= shape.len() {
-        return Err(OpError::new(op, format!("axis {axis} out of range for shape {shape:?}")));
+        return Err(OpError::new(
+            op,
+            format!("axis {axis} out of range for shape {shape:?}"),
+        ));
     }
     match index.iter().find(|&&i| i >= len) {
-        Some(bad) => Err(OpError::new(op, format!("index {bad} out of range 0..{len} on axis {axis}"))),
+        Some(bad) => Err(OpError::new(
+            op,
+            format!("index {bad} out of range 0..{len} on axis {axis}"),
+        )),
         None => Ok(()),
     }
 }
 
-fn scatter_add<T: ComplexFloat>(x: &ArrayD<T>, axis: usize, index: &[usize], len: usize) -> ArrayD<T> {
+fn scatter_add<T: ComplexFloat>(
+    x: &ArrayD<T>,
+    axis: usize,
+    index: &[usize],
+    len: usize,
+) -> ArrayD<T> {
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     let mut out = ArrayD::zeros(IxDyn(&shape));
@@ -140,15 +175,38 @@ fn scatter_add<T: ComplexFloat>(x: &ArrayD<T>, axis: usize, index: &[usize], len
 }
 
 fn concat(op: &'static str, x: &[&Value], axis: usize) -> Result<Value, OpError> {
-    let err = |e: ndarray::ShapeError| OpError::new(op, format!("cannot concatenate along axis {axis}: {e}"));
+    let err = |e: ndarray::ShapeError| {
+        OpError::new(op, format!("cannot concatenate along axis {axis}: {e}"))
+    };
     if x.iter().all(|v| matches!(v, Value::Real(_))) {
-        let views: Vec<_> = x.iter().filter_map(|v| if let Value::Real(a) = v { Some(a.view()) } else { None }).collect();
-        return ndarray::concatenate(Axis(axis), &views).map(Value::Real).map_err(err);
+        let views: Vec<_> = x
+            .iter()
+            .filter_map(|v| {
+                if let Value::Real(a) = v {
+                    Some(a.view())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        return ndarray::concatenate(Axis(axis), &views)
+            .map(Value::Real)
+            .map_err(err);
     }
     if x.iter().all(|v| matches!(v, Value::Complex(_))) {
-        let views: Vec<_> =
-            x.iter().filter_map(|v| if let Value::Complex(a) = v { Some(a.view()) } else { None }).collect();
-        return ndarray::concatenate(Axis(axis), &views).map(Value::Complex).map_err(err);
+        let views: Vec<_> = x
+            .iter()
+            .filter_map(|v| {
+                if let Value::Complex(a) = v {
+                    Some(a.view())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        return ndarray::concatenate(Axis(axis), &views)
+            .map(Value::Complex)
+            .map_err(err);
     }
     Err(OpError::new(op, "inputs mix real and complex tensors"))
 }
@@ -171,12 +229,31 @@ fn concat_vjp(x: &[&Value], g: &Value, axis: usize) -> Result<InputGrads, OpErro
 impl Tape {
     /// Selects positions `index` along `axis`.
     pub fn gather(&mut self, x: NodeId, axis: usize, index: &[usize]) -> Result<NodeId, TapeError> {
-        self.apply(Op::Index(Index::Gather { axis, index: index.into() }), &[x])
+        self.apply(
+            Op::Index(Index::Gather {
+                axis,
+                index: index.into(),
+            }),
+            &[x],
+        )
     }
 
     /// Adds slice j of `x` into position index[j] of a zero tensor of length `len` on `axis`.
-    pub fn scatter_add(&mut self, x: NodeId, axis: usize, index: &[usize], len: usize) -> Result<NodeId, TapeError> {
-        self.apply(Op::Index(Index::ScatterAdd { axis, index: index.into(), len }), &[x])
+    pub fn scatter_add(
+        &mut self,
+        x: NodeId,
+        axis: usize,
+        index: &[usize],
+        len: usize,
+    ) -> Result<NodeId, TapeError> {
+        self.apply(
+            Op::Index(Index::ScatterAdd {
+                axis,
+                index: index.into(),
+                len,
+            }),
+            &[x],
+        )
     }
 
     /// Reshapes (row-major).

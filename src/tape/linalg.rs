@@ -8,9 +8,12 @@ use super::op::{Op, OpError};
 use ndarray::{ArrayD, ArrayView1, ArrayView2, Ix1, Ix2};
 
 fn as2<'a>(x: &'a ArrayD<f64>, what: &str) -> Result<ArrayView2<'a, f64>, OpError> {
-    x.view()
-        .into_dimensionality::<Ix2>()
-        .map_err(|_| OpError::new("matmul", format!("{what} must be 2-d, has shape {:?}", x.shape())))
+    x.view().into_dimensionality::<Ix2>().map_err(|_| {
+        OpError::new(
+            "matmul",
+            format!("{what} must be 2-d, has shape {:?}", x.shape()),
+        )
+    })
 }
 
 fn as1(x: &ArrayD<f64>) -> Option<ArrayView1<'_, f64>> {
@@ -18,7 +21,14 @@ fn as1(x: &ArrayD<f64>) -> Option<ArrayView1<'_, f64>> {
 }
 
 fn check_inner(k1: usize, k2: usize) -> Result<(), OpError> {
-    if k1 == k2 { Ok(()) } else { Err(OpError::new("matmul", format!("inner sizes differ: {k1} vs {k2}"))) }
+    if k1 == k2 {
+        Ok(())
+    } else {
+        Err(OpError::new(
+            "matmul",
+            format!("inner sizes differ: {k1} vs {k2}"),
+        ))
+    }
 }
 
 /// A B for 2-d A and 2-d or 1-d B.
@@ -34,10 +44,17 @@ pub fn matmul(a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, OpError> 
 }
 
 /// Gradients (G Bᵀ, Aᵀ G) of the matrix product.
-pub fn matmul_vjp(a: &ArrayD<f64>, b: &ArrayD<f64>, g: &ArrayD<f64>) -> Result<(ArrayD<f64>, ArrayD<f64>), OpError> {
+pub fn matmul_vjp(
+    a: &ArrayD<f64>,
+    b: &ArrayD<f64>,
+    g: &ArrayD<f64>,
+) -> Result<(ArrayD<f64>, ArrayD<f64>), OpError> {
     let a2 = as2(a, "left operand")?;
     if let (Some(b1), Some(g1)) = (as1(b), as1(g)) {
-        let ga = g1.view().insert_axis(ndarray::Axis(1)).dot(&b1.view().insert_axis(ndarray::Axis(0)));
+        let ga = g1
+            .view()
+            .insert_axis(ndarray::Axis(1))
+            .dot(&b1.view().insert_axis(ndarray::Axis(0)));
         return Ok((ga.into_dyn(), a2.t().dot(&g1).into_dyn()));
     }
     let (b2, g2) = (as2(b, "right operand")?, as2(g, "gradient")?);
@@ -77,7 +94,13 @@ impl Tape {
     }
 
     /// act(x W + b) for a batch x (n×i), weights W (i×o) and bias b (o).
-    pub fn dense(&mut self, x: NodeId, w: NodeId, b: NodeId, act: Activation) -> Result<NodeId, TapeError> {
+    pub fn dense(
+        &mut self,
+        x: NodeId,
+        w: NodeId,
+        b: NodeId,
+        act: Activation,
+    ) -> Result<NodeId, TapeError> {
         let xw = self.matmul(x, w)?;
         let z = self.add(xw, b)?;
         self.activate(z, act)

@@ -49,7 +49,10 @@ pub struct OpError {
 impl OpError {
     /// An error of operator `op`.
     pub fn new(op: &'static str, detail: impl Into<String>) -> Self {
-        OpError { op, detail: detail.into() }
+        OpError {
+            op,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -78,17 +81,28 @@ impl Op {
         match self {
             Op::Leaf | Op::Const => Err(OpError::new(name, "inputs have no forward rule")),
             Op::Unary(u) => Ok(Value::Real(u.forward(real(name, x, 0)?))),
-            Op::Binary(b) => Ok(Value::Real(b.forward(real(name, x, 0)?, real(name, x, 1)?)?)),
+            Op::Binary(b) => Ok(Value::Real(
+                b.forward(real(name, x, 0)?, real(name, x, 1)?)?,
+            )),
             Op::Complex(c) => c.forward(x),
             Op::Reduce(r) => r.forward(arg(name, x, 0)?),
             Op::Index(i) => i.forward(x),
-            Op::MatMul => Ok(Value::Real(linalg::matmul(real(name, x, 0)?, real(name, x, 1)?)?)),
+            Op::MatMul => Ok(Value::Real(linalg::matmul(
+                real(name, x, 0)?,
+                real(name, x, 1)?,
+            )?)),
             Op::Fused(f) => f.forward(x).map_err(|d| OpError::new(name, d)),
         }
     }
 
     /// Gradients of the inputs given the output gradient `g`; `wanted[i]` says which are needed.
-    pub fn vjp(&self, x: &[&Value], y: &Value, g: &Value, wanted: &[bool]) -> Result<InputGrads, OpError> {
+    pub fn vjp(
+        &self,
+        x: &[&Value],
+        y: &Value,
+        g: &Value,
+        wanted: &[bool],
+    ) -> Result<InputGrads, OpError> {
         let name = self.name();
         match self {
             Op::Leaf | Op::Const => Ok(Vec::new()),
@@ -116,11 +130,17 @@ impl Op {
 
 /// Input `i`, of either kind.
 pub(crate) fn arg<'a>(op: &'static str, x: &[&'a Value], i: usize) -> Result<&'a Value, OpError> {
-    x.get(i).copied().ok_or_else(|| OpError::new(op, format!("missing input {i}")))
+    x.get(i)
+        .copied()
+        .ok_or_else(|| OpError::new(op, format!("missing input {i}")))
 }
 
 /// Input `i`, which must be real.
-pub(crate) fn real<'a>(op: &'static str, x: &[&'a Value], i: usize) -> Result<&'a ArrayD<f64>, OpError> {
+pub(crate) fn real<'a>(
+    op: &'static str,
+    x: &[&'a Value],
+    i: usize,
+) -> Result<&'a ArrayD<f64>, OpError> {
     as_real(op, arg(op, x, i)?)
 }
 

@@ -38,7 +38,10 @@ impl Reduce {
 
     fn check_axis(self, ndim: usize) -> Result<(), OpError> {
         match self.axis() {
-            Some(a) if a >= ndim => Err(OpError::new(self.name(), format!("axis {a} out of range for {ndim}-d input"))),
+            Some(a) if a >= ndim => Err(OpError::new(
+                self.name(),
+                format!("axis {a} out of range for {ndim}-d input"),
+            )),
             _ => Ok(()),
         }
     }
@@ -86,14 +89,21 @@ impl Reduce {
             Reduce::Mean(_) => gb.mapv(|v| v / self.count(x.shape()) as f64),
             Reduce::LogSumExp(axis) => {
                 let yb = spread(y, axis, &shape)?;
-                Zip::from(as_real(name, x)?).and(&gb).and(&yb).map_collect(|&x, &g, &y| g * (x - y).exp())
+                Zip::from(as_real(name, x)?)
+                    .and(&gb)
+                    .and(&yb)
+                    .map_collect(|&x, &g, &y| g * (x - y).exp())
             }
         }))
     }
 }
 
 /// Broadcasts a reduced tensor back to the input shape (re-inserting the reduced axis).
-fn spread<T: Clone>(g: &ArrayD<T>, axis: Option<usize>, shape: &IxDyn) -> Result<ArrayD<T>, OpError> {
+fn spread<T: Clone>(
+    g: &ArrayD<T>,
+    axis: Option<usize>,
+    shape: &IxDyn,
+) -> Result<ArrayD<T>, OpError> {
     let view = match axis {
         Some(a) => g.view().insert_axis(Axis(a)),
         None => g.view(),
@@ -116,7 +126,9 @@ fn lse_axis(x: &ArrayD<f64>, axis: usize) -> ArrayD<f64> {
     let mut shape = x.shape().to_vec();
     shape.remove(axis);
     let mut out = ArrayD::zeros(IxDyn(&shape));
-    Zip::from(&mut out).and(x.lanes(Axis(axis))).for_each(|o, lane| *o = lse(lane.iter().copied()));
+    Zip::from(&mut out)
+        .and(x.lanes(Axis(axis)))
+        .for_each(|o, lane| *o = lse(lane.iter().copied()));
     out
 }
 
