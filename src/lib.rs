@@ -12,3 +12,5 @@ pub mod ir;
 pub mod formats;
 pub mod report;
 pub mod physics;
+pub mod infer;
+pub mod tape;

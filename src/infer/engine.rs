@@ -1,0 +1,475 @@
+//! One particle of one SVI step: draw every latent from its guide, score model and guide on
+//! tapes, and return the log-weight and its gradient with respect to all guide parameters.
+//!
+//! In: model, layout, parameters, the step's random-stream coordinates, a reducer. Out: a
+//! `Particle` (log-weight = log p(x, z) - log q(z) with mini-batch scaling, and its gradient).
+//! Guarantees: global sites go on one tape; each instance of a top-level plate (with its
+//! nested plates) on its own tape, in parallel under rayon; per-instance results are summed
+//! in instance order and then passed through the `GradientReduce`, so the result does not
+//! depend on the number of threads.
+
+use super::dist::Dist;
+use super::error::InferError;
+use super::guide::{ParamLayout, draw};
+use super::model::{Env, GuideKind, LatentSite, Model, ObserveSite, PlateId, Site};
+use super::reduce::GradientReduce;
+use super::rng::{StreamKey, subsample};
+use crate::tape::{NodeId, Tape, TapeError, Value};
+use ndarray::ArrayD;
+use rayon::prelude::*;
+
+/// Site-index offset of the random streams that pick mini-batches (keeps them apart from site streams).
+const SUBSAMPLE_STREAM: u64 = 1 << 40;
+
+/// Which bound is estimated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Objective {
+    /// The ELBO averaged over particles.
+    Elbo,
+    /// The importance-weighted bound log (1/K) Σ w_k.
+    Iwae,
+}
+
+/// Where the randomness of this particle comes from, and how terms are computed.
+#[derive(Clone, Copy, Debug)]
+pub struct ParticleSpec {
+    /// Run seed.
+    pub seed: u64,
+    /// Step.
+    pub step: u64,
+    /// Particle index.
+    pub particle: u64,
+    /// Use closed-form KL for Normal priors with mean-field guides on the real line.
+    pub analytic_kl: bool,
+}
+
+/// One particle's log-weight and its gradient.
+#[derive(Clone, Debug)]
+pub struct Particle {
+    /// log p(x, z) - log q(z) (scaled for mini-batches; KL terms in closed form if asked).
+    pub log_weight: f64,
+    /// d log_weight / d params.
+    pub grad: Vec<f64>,
+    /// Which parameters took part (mini-batches leave the other instances' guides untouched).
+    pub touched: Vec<bool>,
+}
+
+/// What one plate instance (with its nested plates) returns.
+struct InstanceResult {
+    value: f64,
+    touched: Vec<(usize, usize)>,
+    global_grads: Vec<ArrayD<f64>>,
+    param_grads: Vec<(usize, ArrayD<f64>)>,
+}
+
+/// Everything shared by the evaluation of one particle.
+pub struct Evaluator<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// Parameter layout.
+    pub layout: &'a ParamLayout,
+    /// Current parameters.
+    pub params: &'a [f64],
+    /// Randomness and options.
+    pub spec: ParticleSpec,
+}
+
+impl Evaluator<'_> {
+    /// Runs one particle.
+    pub fn particle(&self, reducer: &dyn GradientReduce) -> Result<Particle, InferError> {
+        let mut tape = Tape::new();
+        let mut env = Env {
+            model: self.model,
+            values: vec![None; self.model.sites.len()],
+            instance: vec![],
+        };
+        let mut leaves = Vec::new();
+        let global = self.sites_of(&mut tape, &mut env, None, 1.0, &mut leaves)?;
+        let global_ids: Vec<(usize, NodeId)> = env
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|n| (i, n)))
+            .collect();
+        let inputs: Vec<Value> = global_ids
+            .iter()
+            .map(|(_, n)| tape.value(*n).clone())
+            .collect();
+        let mut buffer =
+            vec![0.0; 1 + inputs.iter().map(Value::len).sum::<usize>() + self.layout.total];
+        let mut touched = vec![false; self.layout.total];
+        for plate in self.top_plates() {
+            self.run_plate(plate, &global_ids, &inputs, &mut buffer, &mut touched)?;
+        }
+        reducer.all_reduce_sum(&mut buffer);
+        for (offset, leaf) in &leaves {
+            touched[*offset..*offset + tape.value(*leaf).len()].fill(true);
+        }
+        let mut particle = self.finish(tape, global, &global_ids, &leaves, buffer)?;
+        particle.touched = touched;
+        Ok(particle)
+    }
+
+    fn top_plates(&self) -> Vec<PlateId> {
+        (0..self.model.plates.len())
+            .filter(|&p| self.model.plates[p].parent.is_none())
+            .collect()
+    }
+
+    /// The global backward pass, seeded by the plates' reduced gradients.
+    fn finish(
+        &self,
+        mut tape: Tape,
+        global: NodeId,
+        global_ids: &[(usize, NodeId)],
+        leaves: &[(usize, NodeId)],
+        buffer: Vec<f64>,
+    ) -> Result<Particle, InferError> {
+        let step = self.spec.step;
+        let log_weight = tape
+            .scalar_value(global)
+            .map_err(|e| InferError::from_tape(e, step, "global".into()))?
+            + buffer[0];
+        let mut seeds = vec![(
+            global,
+            Value::Real(ArrayD::from_elem(tape.value(global).shape(), 1.0)),
+        )];
+        let mut pos = 1;
+        for (_, node) in global_ids {
+            let shape = tape.value(*node).shape().to_vec();
+            let n = tape.value(*node).len();
+            let g =
+                ArrayD::from_shape_vec(shape, buffer[pos..pos + n].to_vec()).unwrap_or_default();
+            seeds.push((*node, Value::Real(g)));
+            pos += n;
+        }
+        tape.backward_seeded(&seeds)
+            .map_err(|e| InferError::from_tape(e, step, "global".into()))?;
+        if let Some(e) = tape.first_non_finite_grad() {
+            return Err(InferError::from_tape(e, step, "global".into()));
+        }
+        let mut grad = buffer[pos..].to_vec();
+        for (offset, leaf) in leaves {
+            let g = tape
+                .grad_real(*leaf)
+                .map_err(|e| InferError::from_tape(e, step, "global".into()))?;
+            grad[*offset..][..g.len()]
+                .iter_mut()
+                .zip(g.iter())
+                .for_each(|(a, b)| *a += b);
+        }
+        Ok(Particle {
+            log_weight,
+            grad,
+            touched: Vec::new(),
+        })
+    }
+
+    /// The instances of a plate drawn this step (all of them without subsampling).
+    fn batch(&self, plate: PlateId, parent_flat: usize) -> (Vec<usize>, f64) {
+        let p = &self.model.plates[plate];
+        match p.subsample {
+            None => ((0..p.size).collect(), 1.0),
+            Some(b) => {
+                let key = StreamKey {
+                    seed: self.spec.seed,
+                    step: self.spec.step,
+                    particle: 0,
+                    site: SUBSAMPLE_STREAM + plate as u64,
+                    instance: parent_flat as u64,
+                };
+                (
+                    subsample(&mut key.rng(), p.size, b),
+                    p.size as f64 / b as f64,
+                )
+            }
+        }
+    }
+
+    /// Evaluates every instance of a top-level plate in parallel and adds the results, in
+    /// instance order, into `buffer` = [value, global-site gradients, parameter gradients].
+    fn run_plate(
+        &self,
+        plate: PlateId,
+        global_ids: &[(usize, NodeId)],
+        inputs: &[Value],
+        buffer: &mut [f64],
+        touched: &mut [bool],
+    ) -> Result<(), InferError> {
+        let (instances, scale) = self.batch(plate, 0);
+        let results: Vec<Result<InstanceResult, InferError>> = instances
+            .par_iter()
+            .map_init(Tape::new, |tape, &i| {
+                self.instance(tape, plate, i, scale, global_ids, inputs)
+            })
+            .collect();
+        let globals_len: usize = inputs.iter().map(Value::len).sum();
+        for r in results {
+            let r = r?;
+            for &(offset, len) in &r.touched {
+                touched[offset..offset + len].fill(true);
+            }
+            buffer[0] += r.value;
+            let mut pos = 1;
+            for g in &r.global_grads {
+                buffer[pos..pos + g.len()]
+                    .iter_mut()
+                    .zip(g.iter())
+                    .for_each(|(a, b)| *a += b);
+                pos += g.len();
+            }
+            for (offset, g) in &r.param_grads {
+                let dst = &mut buffer[1 + globals_len + offset..][..g.len()];
+                dst.iter_mut().zip(g.iter()).for_each(|(a, b)| *a += b);
+            }
+        }
+        Ok(())
+    }
+
+    /// One instance of a top-level plate on its own (reused) tape.
+    fn instance(
+        &self,
+        tape: &mut Tape,
+        plate: PlateId,
+        index: usize,
+        scale: f64,
+        global_ids: &[(usize, NodeId)],
+        inputs: &[Value],
+    ) -> Result<InstanceResult, InferError> {
+        tape.clear();
+        let mut env = Env {
+            model: self.model,
+            values: vec![None; self.model.sites.len()],
+            instance: vec![],
+        };
+        let global_leaves: Vec<NodeId> = global_ids
+            .iter()
+            .zip(inputs)
+            .map(|((site, _), v)| {
+                let leaf = tape.leaf(v.clone());
+                env.values[*site] = Some(leaf);
+                leaf
+            })
+            .collect();
+        let mut leaves = Vec::new();
+        env.instance.push((plate, index));
+        let total = self.plate_instance(tape, &mut env, plate, index, scale, &mut leaves)?;
+        let fail = |e| InferError::from_tape(e, self.spec.step, self.describe(&env.instance));
+        let value = tape.scalar_value(total).map_err(fail)?;
+        tape.backward(total).map_err(fail)?;
+        if let Some(e) = tape.first_non_finite_grad() {
+            return Err(fail(e));
+        }
+        let grads =
+            |ids: &mut dyn Iterator<Item = NodeId>| -> Result<Vec<ArrayD<f64>>, InferError> {
+                ids.map(|n| tape.grad_real(n).map_err(fail)).collect()
+            };
+        let global_grads = grads(&mut global_leaves.iter().copied())?;
+        let param_grads = grads(&mut leaves.iter().map(|(_, n)| *n))?;
+        let touched = leaves
+            .iter()
+            .zip(&param_grads)
+            .map(|((o, _), g)| (*o, g.len()))
+            .collect();
+        let param_grads = leaves.iter().map(|(o, _)| *o).zip(param_grads).collect();
+        Ok(InstanceResult {
+            value,
+            touched,
+            global_grads,
+            param_grads,
+        })
+    }
+
+    /// Sites of `plate` at the current instance, then its child plates; returns the scaled total.
+    fn plate_instance(
+        &self,
+        tape: &mut Tape,
+        env: &mut Env,
+        plate: PlateId,
+        _index: usize,
+        scale: f64,
+        leaves: &mut Vec<(usize, NodeId)>,
+    ) -> Result<NodeId, InferError> {
+        let mut total = self.sites_of(tape, env, Some(plate), scale, leaves)?;
+        let flat = self.flat_instance(&env.instance);
+        let children: Vec<PlateId> = (0..self.model.plates.len())
+            .filter(|&c| self.model.plates[c].parent == Some(plate))
+            .collect();
+        for child in children {
+            let (instances, child_scale) = self.batch(child, flat);
+            for j in instances {
+                env.instance.push((child, j));
+                let sub = self.plate_instance(tape, env, child, j, scale * child_scale, leaves)?;
+                env.instance.pop();
+                total = tape.add(total, sub).map_err(|e| self.tape_err(e, env))?;
+            }
+        }
+        Ok(total)
+    }
+
+    fn tape_err(&self, e: TapeError, env: &Env) -> InferError {
+        InferError::from_tape(e, self.spec.step, self.describe(&env.instance))
+    }
+
+    /// Row-major flat index of the current instance over its plate chain.
+    fn flat_instance(&self, instance: &[(PlateId, usize)]) -> usize {
+        instance
+            .iter()
+            .fold(0, |acc, &(p, i)| acc * self.model.plates[p].size + i)
+    }
+
+    /// "school 3" / "image 17, shoebox 4" / "global".
+    pub fn describe(&self, instance: &[(PlateId, usize)]) -> String {
+        if instance.is_empty() {
+            return "global".into();
+        }
+        let parts: Vec<String> = instance
+            .iter()
+            .map(|&(p, i)| format!("{} {i}", self.model.plates[p].name))
+            .collect();
+        parts.join(", ")
+    }
+
+    /// Evaluates the sites directly in `plate` (None = global) and returns their scaled sum.
+    fn sites_of(
+        &self,
+        tape: &mut Tape,
+        env: &mut Env,
+        plate: Option<PlateId>,
+        scale: f64,
+        leaves: &mut Vec<(usize, NodeId)>,
+    ) -> Result<NodeId, InferError> {
+        let mut total = tape.scalar(0.0);
+        for (i, site) in self
+            .model
+            .sites
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.plate() == plate)
+        {
+            tape.set_label(&super::model::site_label(site));
+            let term = match site {
+                Site::Latent(l) => self.latent(tape, env, i, l, leaves),
+                Site::Observe(o) => self.observe(tape, env, o),
+            }
+            .map_err(|source| self.site_error(site, env, source))?;
+            let scaled = tape.scale(term, scale).map_err(|e| self.tape_err(e, env))?;
+            total = tape.add(total, scaled).map_err(|e| self.tape_err(e, env))?;
+            if let Ok(v) = tape.scalar_value(scaled)
+                && !v.is_finite()
+            {
+                let e = tape
+                    .first_non_finite_value()
+                    .unwrap_or_else(|| TapeError::UnknownNode(scaled.index()));
+                return Err(self.tape_err(e, env));
+            }
+        }
+        Ok(total)
+    }
+
+    fn site_error(&self, site: &Site, env: &Env, source: super::dist::DistError) -> InferError {
+        InferError::Site {
+            step: self.spec.step,
+            site: site.name().into(),
+            label: super::model::site_label(site),
+            plates: self.describe(&env.instance),
+            source: Box::new(source),
+        }
+    }
+
+    /// A latent's contribution: log p(z) + log|J| - log q(u), or -KL in closed form.
+    fn latent(
+        &self,
+        t: &mut Tape,
+        env: &mut Env,
+        site: usize,
+        l: &LatentSite,
+        leaves: &mut Vec<(usize, NodeId)>,
+    ) -> Result<NodeId, super::dist::DistError> {
+        let Some(b) = self.layout.blocks[site].as_ref() else {
+            return Err(super::dist::DistError::Unsupported {
+                family: "guide",
+                detail: "site has no parameters".into(),
+            });
+        };
+        let flat = self.flat_instance(&env.instance);
+        let offset = b.instance_offset(flat);
+        let key = StreamKey {
+            seed: self.spec.seed,
+            step: self.spec.step,
+            particle: self.spec.particle,
+            site: site as u64,
+            instance: flat as u64,
+        };
+        let g = draw(
+            t,
+            b,
+            &self.params[offset..offset + b.per_instance],
+            &mut key.rng(),
+        )?;
+        leaves.extend(g.leaves.iter().flatten().map(|(o, n)| (offset + o, *n)));
+        let (z, log_j) = l.constraint.forward(t, g.u)?;
+        env.values[site] = Some(z);
+        let Some((family, args)) = &l.prior else {
+            return Ok(t.scalar(0.0));
+        };
+        let params: Vec<NodeId> = args
+            .iter()
+            .map(|a| env.eval(t, a))
+            .collect::<Result<_, _>>()?;
+        if let (true, Some((loc, scale)), super::dist::Family::Normal, None) =
+            (self.spec.analytic_kl, g.loc_scale, family, log_j)
+        {
+            return Ok(neg_kl_normal(t, loc, scale, params[0], params[1])?);
+        }
+        let lp = Dist::new(*family, params)?.log_prob(t, z)?;
+        let mut term = t.sum(lp)?;
+        if let Some(lj) = log_j {
+            let s = t.sum(lj)?;
+            term = t.add(term, s)?;
+        }
+        match (g.log_q, l.guide) {
+            (Some(lq), _) => Ok(t.sub(term, lq)?),
+            (None, GuideKind::Point) | (None, _) => Ok(term),
+        }
+    }
+
+    /// An observation's log-likelihood, summed over its elements.
+    fn observe(
+        &self,
+        t: &mut Tape,
+        env: &mut Env,
+        o: &ObserveSite,
+    ) -> Result<NodeId, super::dist::DistError> {
+        let params: Vec<NodeId> = o
+            .args
+            .iter()
+            .map(|a| env.eval(t, a))
+            .collect::<Result<_, _>>()?;
+        let x = env.eval(t, &o.value)?;
+        let lp = Dist::new(o.family, params)?.log_prob(t, x)?;
+        Ok(t.sum(lp)?)
+    }
+}
+
+/// -KL(N(μq, σq) ‖ N(μp, σp)) summed: ln(σq/σp) - (σq² + (μq-μp)²)/(2σp²) + ½.
+fn neg_kl_normal(
+    t: &mut Tape,
+    mq: NodeId,
+    sq: NodeId,
+    mp: NodeId,
+    sp: NodeId,
+) -> Result<NodeId, TapeError> {
+    let ratio = t.div(sq, sp)?;
+    let lr = t.log(ratio)?;
+    let d = t.sub(mq, mp)?;
+    let d2 = t.square(d)?;
+    let sq2 = t.square(sq)?;
+    let num = t.add(sq2, d2)?;
+    let sp2 = t.square(sp)?;
+    let q = t.div(num, sp2)?;
+    let hq = t.scale(q, -0.5)?;
+    let s = t.add(lr, hq)?;
+    let s = t.shift(s, 0.5)?;
+    t.sum(s)
+}

@@ -1,0 +1,318 @@
+//! Guides: the variational families of latents, their parameter layout in one flat vector,
+//! and reparameterized draws on the tape.
+//!
+//! In: a model's latent sites. Out: a `ParamLayout` (where each site instance's parameters
+//! live and how they start) and, per draw, the unconstrained sample u, log q(u) and the
+//! parameter leaf whose gradient goes back into the flat gradient vector. Guarantees: scales
+//! are softplus of raw parameters (always positive); the full-rank factor is lower-triangular
+//! with a softplus diagonal; draws use only the noise passed in (no hidden randomness).
+
+use super::lowrank::LowRankLogPdf;
+use super::model::{GuideKind, Model, Site};
+use crate::tape::elementwise::softplus;
+use crate::tape::{NodeId, Tape, TapeError};
+use ndarray::{ArrayD, IxDyn};
+use rand::rngs::Xoshiro256PlusPlus;
+use std::sync::Arc;
+
+const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
+const INIT_SCALE: f64 = 0.1;
+
+/// Where one latent site's guide parameters live.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SiteBlock {
+    /// Site index in the model.
+    pub site: usize,
+    /// Offset of instance 0's block in the flat vector.
+    pub offset: usize,
+    /// Parameters per instance.
+    pub per_instance: usize,
+    /// Number of instances (product of the plate sizes).
+    pub instances: usize,
+    /// Elements of one instance's value.
+    pub event: usize,
+    /// Value shape of one instance.
+    pub shape: Vec<usize>,
+    /// Guide family.
+    pub kind: GuideKind,
+}
+
+impl SiteBlock {
+    /// Offset of an instance's block.
+    pub fn instance_offset(&self, instance: usize) -> usize {
+        self.offset + instance * self.per_instance
+    }
+}
+
+/// The flat parameter vector's layout.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ParamLayout {
+    /// Block of each site (None for observe sites).
+    pub blocks: Vec<Option<SiteBlock>>,
+    /// Total length.
+    pub total: usize,
+}
+
+fn per_instance(kind: GuideKind, d: usize) -> usize {
+    match kind {
+        GuideKind::MeanField => 2 * d,
+        GuideKind::LowRank(r) => d * (r + 2),
+        GuideKind::FullRank => d + d * (d + 1) / 2,
+        GuideKind::Point => d,
+    }
+}
+
+/// Inverse of softplus, for initial raw scales.
+pub fn softplus_inv(y: f64) -> f64 {
+    y + (-(-y).exp_m1()).ln()
+}
+
+impl ParamLayout {
+    /// Lays out every latent site's guide parameters.
+    pub fn new(model: &Model) -> Self {
+        let mut total = 0;
+        let blocks = model
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| match site {
+                Site::Observe(_) => None,
+                Site::Latent(l) => {
+                    let event = l.shape.iter().product();
+                    let block = SiteBlock {
+                        site: i,
+                        offset: total,
+                        per_instance: per_instance(l.guide, event),
+                        instances: model.instances(l.plate),
+                        event,
+                        shape: l.shape.clone(),
+                        kind: l.guide,
+                    };
+                    total += block.per_instance * block.instances;
+                    Some(block)
+                }
+            })
+            .collect();
+        ParamLayout { blocks, total }
+    }
+
+    /// Initial parameters: location at the constrained `init` (or 0 unconstrained), scales 0.1.
+    pub fn init(&self, model: &Model) -> Vec<f64> {
+        let mut params = vec![0.0; self.total];
+        for (block, site) in self.blocks.iter().zip(&model.sites) {
+            let (Some(b), Site::Latent(l)) = (block, site) else {
+                continue;
+            };
+            let loc = l.init.map_or(0.0, |v| l.constraint.inverse(v));
+            for inst in 0..b.instances {
+                let p = &mut params[b.instance_offset(inst)..][..b.per_instance];
+                init_block(b.kind, b.event, loc, p);
+            }
+        }
+        params
+    }
+}
+
+fn init_block(kind: GuideKind, d: usize, loc: f64, p: &mut [f64]) {
+    p[..d].fill(loc);
+    let raw = softplus_inv(INIT_SCALE);
+    match kind {
+        GuideKind::MeanField => p[d..].fill(raw),
+        GuideKind::LowRank(r) => {
+            // A small deterministic non-zero factor: at W = 0 the factor's gradient vanishes
+            // by symmetry, and the run must not depend on an initialization RNG.
+            for (k, w) in p[d..d + d * r].iter_mut().enumerate() {
+                *w = 0.01 * (((k * 7) % 5) as f64 - 2.0);
+            }
+            p[d + d * r..].fill(raw);
+        }
+        GuideKind::FullRank => {
+            for (k, (i, j)) in tril(d).enumerate() {
+                p[d + k] = if i == j { raw } else { 0.0 };
+            }
+        }
+        GuideKind::Point => {}
+    }
+}
+
+/// (row, column) of the lower triangle in row-major order.
+fn tril(d: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..d).flat_map(|i| (0..=i).map(move |j| (i, j)))
+}
+
+/// One guide draw on the tape.
+#[derive(Clone, Copy, Debug)]
+pub struct GuideDraw {
+    /// Parameter leaves with their offsets inside the instance's block.
+    pub leaves: [Option<(usize, NodeId)>; 2],
+    /// Unconstrained sample, shaped like the site.
+    pub u: NodeId,
+    /// log q(u) summed over the site (None for point guides).
+    pub log_q: Option<NodeId>,
+    /// Mean-field location and scale (for analytic KL).
+    pub loc_scale: Option<(NodeId, NodeId)>,
+}
+
+fn range(start: usize, len: usize) -> Vec<usize> {
+    (start..start + len).collect()
+}
+
+/// Draws u ~ q for one site instance; `block` is that instance's slice of the parameters.
+pub fn draw(
+    t: &mut Tape,
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
+    match b.kind {
+        GuideKind::Point | GuideKind::MeanField => draw_diagonal(t, b, block, rng),
+        GuideKind::FullRank | GuideKind::LowRank(_) => draw_correlated(t, b, block, rng),
+    }
+}
+
+fn shaped(shape: &[usize], v: &[f64]) -> ArrayD<f64> {
+    ArrayD::from_shape_vec(IxDyn(shape), v.to_vec()).unwrap_or_default()
+}
+
+/// Point and mean-field guides: leaves already in the site's shape, no gathers.
+fn draw_diagonal(
+    t: &mut Tape,
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
+    let d = b.event;
+    let loc = t.leaf_real(shaped(&b.shape, &block[..d]));
+    if b.kind == GuideKind::Point {
+        return Ok(GuideDraw {
+            leaves: [Some((0, loc)), None],
+            u: loc,
+            log_q: None,
+            loc_scale: None,
+        });
+    }
+    let raw = t.leaf_real(shaped(&b.shape, &block[d..2 * d]));
+    let eps = super::rng::standard_normal(rng, &b.shape);
+    let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
+    let scale = t.softplus(raw)?;
+    let e = t.constant_real(eps);
+    let se = t.mul(scale, e)?;
+    let u = t.add(loc, se)?;
+    let log_q = log_q_affine(t, scale, base_lp)?;
+    Ok(GuideDraw {
+        leaves: [Some((0, loc)), Some((d, raw))],
+        u,
+        log_q: Some(log_q),
+        loc_scale: Some((loc, scale)),
+    })
+}
+
+/// Full-rank and low-rank guides: one flat leaf per instance, pieces gathered from it.
+fn draw_correlated(
+    t: &mut Tape,
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
+    let d = b.event;
+    let leaf = t.leaf_real(shaped(&[block.len()], block));
+    let loc = t.gather(leaf, 0, &range(0, d))?;
+    let eps = super::rng::standard_normal(rng, &[d]);
+    let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
+    let (u, log_q) = match b.kind {
+        GuideKind::LowRank(r) => {
+            let w0 = t.gather(leaf, 0, &range(d, d * r))?;
+            let w = t.reshape(w0, &[d, r])?;
+            let raw = t.gather(leaf, 0, &range(d + d * r, d))?;
+            let diag = t.softplus(raw)?;
+            let e1 = t.constant_real(super::rng::standard_normal(rng, &[r]));
+            let e2 = t.constant_real(eps);
+            let we = t.matmul(w, e1)?;
+            let de = t.mul(diag, e2)?;
+            let s = t.add(we, de)?;
+            let u = t.add(loc, s)?;
+            (u, t.fused(Arc::new(LowRankLogPdf), &[u, loc, w, diag])?)
+        }
+        _ => {
+            let (l, diag) = tril_factor(t, leaf, d)?;
+            let e = t.constant_real(eps);
+            let le = t.matmul(l, e)?;
+            (t.add(loc, le)?, log_q_affine(t, diag, base_lp)?)
+        }
+    };
+    let u = t.reshape(u, &b.shape)?;
+    Ok(GuideDraw {
+        leaves: [Some((0, leaf)), None],
+        u,
+        log_q: Some(log_q),
+        loc_scale: None,
+    })
+}
+
+/// log q(u) = Σ log N(ε) - Σ ln scale for u = loc + (triangular or diagonal) · ε.
+fn log_q_affine(t: &mut Tape, scale_diag: NodeId, base_lp: f64) -> Result<NodeId, TapeError> {
+    let ls = t.log(scale_diag)?;
+    let s = t.sum(ls)?;
+    let n = t.neg(s)?;
+    t.shift(n, base_lp)
+}
+
+/// The lower-triangular factor L (d×d) and its positive diagonal from a full-rank block.
+fn tril_factor(t: &mut Tape, leaf: NodeId, d: usize) -> Result<(NodeId, NodeId), TapeError> {
+    let (mut diag_src, mut diag_dst, mut off_src, mut off_dst) = (vec![], vec![], vec![], vec![]);
+    for (k, (i, j)) in tril(d).enumerate() {
+        if i == j {
+            diag_src.push(d + k);
+            diag_dst.push(i * d + j);
+        } else {
+            off_src.push(d + k);
+            off_dst.push(i * d + j);
+        }
+    }
+    let raw = t.gather(leaf, 0, &diag_src)?;
+    let diag = t.softplus(raw)?;
+    let mut flat = t.scatter_add(diag, 0, &diag_dst, d * d)?;
+    if !off_src.is_empty() {
+        let off = t.gather(leaf, 0, &off_src)?;
+        let off_flat = t.scatter_add(off, 0, &off_dst, d * d)?;
+        flat = t.add(flat, off_flat)?;
+    }
+    Ok((t.reshape(flat, &[d, d])?, diag))
+}
+
+/// Mean and covariance of a Gaussian guide block in unconstrained space (for summaries).
+pub fn gaussian_moments(b: &SiteBlock, block: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let d = b.event;
+    let loc = block[..d].to_vec();
+    let mut cov = vec![vec![0.0; d]; d];
+    match b.kind {
+        GuideKind::Point => {}
+        GuideKind::MeanField => (0..d).for_each(|i| cov[i][i] = softplus(block[d + i]).powi(2)),
+        GuideKind::FullRank => {
+            let mut l = vec![vec![0.0; d]; d];
+            for (k, (i, j)) in tril(d).enumerate() {
+                l[i][j] = if i == j {
+                    softplus(block[d + k])
+                } else {
+                    block[d + k]
+                };
+            }
+            for i in 0..d {
+                for j in 0..d {
+                    cov[i][j] = (0..d).map(|k| l[i][k] * l[j][k]).sum();
+                }
+            }
+        }
+        GuideKind::LowRank(r) => {
+            for i in 0..d {
+                for j in 0..d {
+                    cov[i][j] = (0..r)
+                        .map(|k| block[d + i * r + k] * block[d + j * r + k])
+                        .sum();
+                }
+                cov[i][i] += softplus(block[d + d * r + i]).powi(2);
+            }
+        }
+    }
+    (loc, cov)
+}

@@ -1,0 +1,21 @@
+//! Variational inference: distributions, bijections, guides, the ELBO, Adam and the SVI loop
+//! over a data-driven `Model` of nested plates.
+//!
+//! In: a validated `model::Model` and `svi::SviConfig`. Out: an `svi::SviState` (params,
+//! optimizer moments, step) that checkpoints atomically and resumes bit-identically, and
+//! posterior summaries. Guarantees: a seeded run is bit-identical with any thread count.
+
+pub mod constraint;
+pub mod dist;
+pub mod engine;
+pub mod error;
+pub mod examples;
+pub mod guide;
+pub mod lowrank;
+pub mod model;
+pub mod normal_kernel;
+pub mod optim;
+pub mod posterior;
+pub mod reduce;
+pub mod rng;
+pub mod svi;

@@ -1,0 +1,461 @@
+//! The data-driven program the IR interpreter targets: nested plates holding latent, param
+//! and observe sites whose densities are expressions over tape nodes.
+//!
+//! In: plates (sized, optionally subsampled), sites in declaration order, named data columns
+//! indexed by plates. Out: a validated `Model` (every name resolved, every argument count and
+//! plate reference checked) that `engine` evaluates. Guarantees: `validate` reports the first
+//! problem with the site's name and label; evaluation never looks a name up that failed here.
+
+use super::constraint::Constraint;
+use super::dist::Family;
+use crate::tape::{NodeId, Tape, TapeError};
+use ndarray::{ArrayD, Axis, IxDyn};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Index of a plate in `Model::plates`.
+pub type PlateId = usize;
+
+/// A (possibly nested) plate of conditionally independent instances.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plate {
+    /// Name, used in messages and summaries.
+    pub name: String,
+    /// Number of instances (for data plates, the length of the data).
+    pub size: usize,
+    /// Instances drawn per step (mini-batch); the likelihood is scaled by size / subsample.
+    pub subsample: Option<usize>,
+    /// Enclosing plate.
+    pub parent: Option<PlateId>,
+}
+
+/// A closure building a node from the instance's environment.
+pub type ExprFn = Arc<dyn Fn(&mut Tape, &Env) -> Result<NodeId, TapeError> + Send + Sync>;
+
+/// An argument of a prior or likelihood.
+#[derive(Clone)]
+pub enum Expr {
+    /// A number.
+    Const(f64),
+    /// A constant tensor.
+    Array(Arc<ArrayD<f64>>),
+    /// The constrained value of a site visible from here.
+    Site(String),
+    /// A data column at the current plate instance.
+    Data(String),
+    /// Arbitrary tape ops over the environment.
+    Call(ExprFn),
+}
+
+impl fmt::Debug for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Const(v) => write!(f, "{v}"),
+            Expr::Array(a) => write!(f, "array{:?}", a.shape()),
+            Expr::Site(s) => write!(f, "site {s}"),
+            Expr::Data(s) => write!(f, "data {s}"),
+            Expr::Call(_) => write!(f, "<expression>"),
+        }
+    }
+}
+
+/// How a latent's posterior is approximated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GuideKind {
+    /// Independent normals in unconstrained space.
+    MeanField,
+    /// Normal with covariance W Wᵀ + diag(D²) of the given rank.
+    LowRank(usize),
+    /// Normal with a full Cholesky factor.
+    FullRank,
+    /// A point estimate (`param`).
+    Point,
+}
+
+/// A latent variable (with a prior) or a parameter (without).
+#[derive(Clone, Debug)]
+pub struct LatentSite {
+    /// Name.
+    pub name: String,
+    /// Innermost enclosing plate.
+    pub plate: Option<PlateId>,
+    /// Shape of one instance's value.
+    pub shape: Vec<usize>,
+    /// Prior family and arguments; None for a `param`.
+    pub prior: Option<(Family, Vec<Expr>)>,
+    /// Support.
+    pub constraint: Constraint,
+    /// Guide.
+    pub guide: GuideKind,
+    /// Initial constrained value of the guide's location.
+    pub init: Option<f64>,
+    /// Source label for errors.
+    pub label: String,
+}
+
+/// An observed variable.
+#[derive(Clone, Debug)]
+pub struct ObserveSite {
+    /// Name.
+    pub name: String,
+    /// Innermost enclosing plate.
+    pub plate: Option<PlateId>,
+    /// Likelihood family.
+    pub family: Family,
+    /// Likelihood arguments.
+    pub args: Vec<Expr>,
+    /// The observed value.
+    pub value: Expr,
+    /// Source label for errors.
+    pub label: String,
+}
+
+/// A site, in declaration order.
+#[derive(Clone, Debug)]
+pub enum Site {
+    /// A latent or param.
+    Latent(LatentSite),
+    /// An observation.
+    Observe(ObserveSite),
+}
+
+impl Site {
+    /// Site name.
+    pub fn name(&self) -> &str {
+        match self {
+            Site::Latent(l) => &l.name,
+            Site::Observe(o) => &o.name,
+        }
+    }
+
+    /// Innermost plate.
+    pub fn plate(&self) -> Option<PlateId> {
+        match self {
+            Site::Latent(l) => l.plate,
+            Site::Observe(o) => o.plate,
+        }
+    }
+}
+
+/// A data column: leading axes indexed by `plates` (outermost first).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataColumn {
+    /// Plates indexing the leading axes.
+    pub plates: Vec<PlateId>,
+    /// Values.
+    pub values: ArrayD<f64>,
+}
+
+/// A model ready to evaluate.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// Plates.
+    pub plates: Vec<Plate>,
+    /// Sites in declaration order.
+    pub sites: Vec<Site>,
+    /// Named data.
+    pub data: HashMap<String, DataColumn>,
+    index: HashMap<String, usize>,
+}
+
+/// A problem found when building or evaluating a model.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// A name used but not defined (or not visible from the plate).
+    #[error("{label}: site `{site}` refers to unknown or out-of-plate name `{name}`")]
+    UnknownName {
+        /// Referring site.
+        site: String,
+        /// Its label.
+        label: String,
+        /// The missing name.
+        name: String,
+    },
+    /// Two sites share a name.
+    #[error("{label}: site `{site}` is defined twice")]
+    Duplicate {
+        /// Site name.
+        site: String,
+        /// Its label.
+        label: String,
+    },
+    /// Wrong argument count for a family.
+    #[error("{label}: site `{site}`: {family} takes {expected} arguments, got {found}")]
+    Arity {
+        /// Site name.
+        site: String,
+        /// Its label.
+        label: String,
+        /// Family name.
+        family: &'static str,
+        /// Expected count.
+        expected: usize,
+        /// Given count.
+        found: usize,
+    },
+    /// A plate reference or size problem.
+    #[error("plate `{plate}`: {detail}")]
+    Plate {
+        /// Plate name.
+        plate: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A data column whose plates or shape do not fit.
+    #[error("data `{name}`: {detail}")]
+    Data {
+        /// Column name.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl Model {
+    /// Adds a plate and returns its id.
+    pub fn plate(&mut self, name: &str, size: usize, parent: Option<PlateId>) -> PlateId {
+        self.plates.push(Plate {
+            name: name.into(),
+            size,
+            subsample: None,
+            parent,
+        });
+        self.plates.len() - 1
+    }
+
+    /// Adds a site (order matters: a site may only use sites declared before it).
+    pub fn site(&mut self, site: Site) -> &mut Self {
+        self.sites.push(site);
+        self
+    }
+
+    /// Adds a data column indexed by `plates`.
+    pub fn data(&mut self, name: &str, plates: Vec<PlateId>, values: ArrayD<f64>) -> &mut Self {
+        self.data.insert(name.into(), DataColumn { plates, values });
+        self
+    }
+
+    /// Index of a site by name (after `validate`).
+    pub fn site_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// The chain of plates from outermost to `plate`.
+    pub fn plate_chain(&self, plate: Option<PlateId>) -> Vec<PlateId> {
+        let mut chain = Vec::new();
+        let mut p = plate;
+        while let Some(id) = p {
+            chain.push(id);
+            p = self.plates.get(id).and_then(|pl| pl.parent);
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// Number of instances of a site (product of its plate sizes).
+    pub fn instances(&self, plate: Option<PlateId>) -> usize {
+        self.plate_chain(plate)
+            .iter()
+            .map(|&p| self.plates[p].size)
+            .product()
+    }
+
+    /// Resolves names and checks arities, plates and data shapes.
+    pub fn validate(&mut self) -> Result<(), ModelError> {
+        self.check_plates()?;
+        self.check_data()?;
+        self.index.clear();
+        for (i, site) in self.sites.iter().enumerate() {
+            let label = site_label(site);
+            if self.index.insert(site.name().to_string(), i).is_some() {
+                return Err(ModelError::Duplicate {
+                    site: site.name().into(),
+                    label,
+                });
+            }
+            self.check_site(i, site)?;
+        }
+        Ok(())
+    }
+
+    fn check_plates(&self) -> Result<(), ModelError> {
+        for (i, p) in self.plates.iter().enumerate() {
+            let err = |detail: String| ModelError::Plate {
+                plate: p.name.clone(),
+                detail,
+            };
+            if p.parent.is_some_and(|q| q >= i) {
+                return Err(err("its parent must be declared before it".into()));
+            }
+            if p.size == 0 {
+                return Err(err("has no instances".into()));
+            }
+            if p.subsample.is_some_and(|b| b == 0 || b > p.size) {
+                return Err(err(format!("subsample must be in 1..={}", p.size)));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_data(&self) -> Result<(), ModelError> {
+        for (name, col) in &self.data {
+            let err = |detail: String| ModelError::Data {
+                name: name.clone(),
+                detail,
+            };
+            if col.values.ndim() < col.plates.len() {
+                return Err(err(format!(
+                    "has {} axes for {} plates",
+                    col.values.ndim(),
+                    col.plates.len()
+                )));
+            }
+            for (axis, &p) in col.plates.iter().enumerate() {
+                let plate = self
+                    .plates
+                    .get(p)
+                    .ok_or_else(|| err(format!("unknown plate {p}")))?;
+                if col.values.shape()[axis] != plate.size {
+                    return Err(err(format!(
+                        "axis {axis} has length {} but plate `{}` has {} instances",
+                        col.values.shape()[axis],
+                        plate.name,
+                        plate.size
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_site(&self, i: usize, site: &Site) -> Result<(), ModelError> {
+        let (family, args) = match site {
+            Site::Latent(l) => match &l.prior {
+                Some((f, a)) => (Some(*f), a.iter().collect::<Vec<_>>()),
+                None => (None, Vec::new()),
+            },
+            Site::Observe(o) => (
+                Some(o.family),
+                o.args.iter().chain(std::iter::once(&o.value)).collect(),
+            ),
+        };
+        if let Some(f) = family {
+            let given = args.len() - usize::from(matches!(site, Site::Observe(_)));
+            if given != f.arity() {
+                return Err(ModelError::Arity {
+                    site: site.name().into(),
+                    label: site_label(site),
+                    family: f.name(),
+                    expected: f.arity(),
+                    found: given,
+                });
+            }
+        }
+        let visible = self.plate_chain(site.plate());
+        for arg in args {
+            self.check_name(i, site, arg, &visible)?;
+        }
+        Ok(())
+    }
+
+    fn check_name(
+        &self,
+        i: usize,
+        site: &Site,
+        arg: &Expr,
+        visible: &[PlateId],
+    ) -> Result<(), ModelError> {
+        let unknown = |name: &str| ModelError::UnknownName {
+            site: site.name().into(),
+            label: site_label(site),
+            name: name.into(),
+        };
+        match arg {
+            Expr::Site(name) => {
+                let j = self
+                    .index
+                    .get(name)
+                    .copied()
+                    .filter(|&j| j < i)
+                    .ok_or_else(|| unknown(name))?;
+                let their = self.plate_chain(self.sites[j].plate());
+                if !visible.starts_with(&their) {
+                    return Err(unknown(name));
+                }
+            }
+            Expr::Data(name) => {
+                let col = self.data.get(name).ok_or_else(|| unknown(name))?;
+                if !visible.starts_with(&col.plates) {
+                    return Err(unknown(name));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The label of a site.
+pub fn site_label(site: &Site) -> String {
+    match site {
+        Site::Latent(l) => l.label.clone(),
+        Site::Observe(o) => o.label.clone(),
+    }
+}
+
+/// What an expression sees at one plate instance: site values on the current tape, data, and
+/// the instance indices of the enclosing plates.
+pub struct Env<'a> {
+    /// The model.
+    pub model: &'a Model,
+    /// Node of each site's value on the current tape (None where not yet evaluated).
+    pub values: Vec<Option<NodeId>>,
+    /// (plate, instance index) from outermost to innermost.
+    pub instance: Vec<(PlateId, usize)>,
+}
+
+impl Env<'_> {
+    /// Node holding a site's constrained value.
+    pub fn site(&self, name: &str) -> Option<NodeId> {
+        self.model
+            .site_index(name)
+            .and_then(|i| self.values.get(i).copied().flatten())
+    }
+
+    /// The current instance index of a plate.
+    pub fn plate_index(&self, plate: PlateId) -> Option<usize> {
+        self.instance
+            .iter()
+            .find(|(p, _)| *p == plate)
+            .map(|(_, i)| *i)
+    }
+
+    /// The slice of a data column at the current instance, as an array.
+    pub fn data_slice(&self, name: &str) -> Option<ArrayD<f64>> {
+        let col = self.model.data.get(name)?;
+        let mut view = col.values.view();
+        for &p in &col.plates {
+            view = view.index_axis_move(Axis(0), self.plate_index(p)?);
+        }
+        view.to_owned().into_dimensionality::<IxDyn>().ok()
+    }
+
+    /// Records an expression on the tape.
+    pub fn eval(&self, t: &mut Tape, e: &Expr) -> Result<NodeId, TapeError> {
+        let missing = |what: &str, name: &str| TapeError::Op {
+            op: "lookup",
+            label: String::new(),
+            detail: format!("{what} `{name}` is not available here"),
+        };
+        match e {
+            Expr::Const(v) => Ok(t.scalar(*v)),
+            Expr::Array(a) => Ok(t.constant_real((**a).clone())),
+            Expr::Site(name) => self.site(name).ok_or_else(|| missing("site", name)),
+            Expr::Data(name) => {
+                Ok(t.constant_real(self.data_slice(name).ok_or_else(|| missing("data", name))?))
+            }
+            Expr::Call(f) => f(t, self),
+        }
+    }
+}
