@@ -135,6 +135,32 @@ fn cspad_hierarchy_has_three_levels_composed_to_the_lab_frame() {
 }
 
 #[test]
+fn cspad_composition_is_rigid_within_each_sensor() {
+    // Composing with orthonormal parent frames is a rigid motion, so two ASICs of one sensor
+    // keep the distance between their file (local) origins and their relative axis angles.
+    let path = fixture("cspad-single-image.expt");
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let local = |i: usize, key: &str| -> [f64; 3] {
+        let v = &raw["detector"][0]["panels"][i][key];
+        [0, 1, 2].map(|k| v[k].as_f64().unwrap())
+    };
+    let lab = &read_expt(&path).unwrap().detectors[0].panels;
+    let dist = |a: [f64; 3], b: [f64; 3]| (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f64>().sqrt();
+    let dot = |a: [f64; 3], b: [f64; 3]| (0..3).map(|k| a[k] * b[k]).sum::<f64>();
+    for pair in 0..32 {
+        let (i, j) = (2 * pair, 2 * pair + 1);
+        let d_local = dist(local(i, "origin"), local(j, "origin"));
+        assert!(
+            (dist(lab[i].origin, lab[j].origin) - d_local).abs() < 1e-9,
+            "sensor {pair}"
+        );
+        let cos_local = dot(local(i, "fast_axis"), local(j, "slow_axis"));
+        assert!((dot(lab[i].fast_axis, lab[j].slow_axis) - cos_local).abs() < 1e-12);
+    }
+}
+
+#[test]
 fn sacla_mpccd_stills_carry_tetragonal_crystals_and_ml_mosaicity() {
     let list = read_expt(&fixture(
         "SACLA-MPCCD-run266702-0-subset-known_orientations.expt",

@@ -141,10 +141,10 @@ pub struct ReflectionTable {
 }
 
 impl ReflectionTable {
-    /// An empty table of `nrows` rows (version 1, as DIALS' stills tools write).
+    /// An empty table of `nrows` rows (version 2, as current DIALS writes).
     pub fn new(nrows: usize) -> Self {
         ReflectionTable {
-            version: 1,
+            version: 2,
             nrows,
             identifiers: BTreeMap::new(),
             columns: Vec::new(),

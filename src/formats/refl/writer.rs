@@ -3,7 +3,9 @@
 //! In: a [`ReflectionTable`]. Out: the bytes DIALS' `reflection_table_msgpack_adapter` reads:
 //! `["dials::af::reflection_table", version, {"identifiers": {int: str}, "nrows": n,
 //! "data": {name: [type, [n, bin]]}}]`, header keys in DIALS' order, columns in table order.
-//! Guarantees: `parse_refl(refl_to_bytes(t)) == t` for every table without skipped columns.
+//! Guarantees: `parse_refl(refl_to_bytes(t)) == t` for every table without skipped columns
+//! (except that a version-1 table holding u8-mask shoeboxes is written, and read back, as
+//! version 2).
 
 use super::{REFL_MAGIC, ReflectionTable};
 use rmp::encode;
@@ -20,7 +22,7 @@ pub fn refl_to_bytes(table: &ReflectionTable) -> Vec<u8> {
 fn encode_table(table: &ReflectionTable, out: &mut Vec<u8>) -> Result<(), encode::ValueWriteError> {
     encode::write_array_len(out, 3)?;
     encode::write_str(out, REFL_MAGIC)?;
-    encode::write_uint(out, table.version)?;
+    encode::write_uint(out, written_version(table))?;
     encode::write_map_len(out, 3)?;
     encode::write_str(out, "identifiers")?;
     encode::write_map_len(out, table.identifiers.len() as u32)?;
@@ -44,6 +46,19 @@ fn encode_table(table: &ReflectionTable, out: &mut Vec<u8>) -> Result<(), encode
         encode::write_bin(out, &blob)?;
     }
     Ok(())
+}
+
+/// The table version to write: u8-mask (version-2) shoeboxes are unknown to readers of
+/// version-1 tables, so a table holding any is written as version 2.
+fn written_version(table: &ReflectionTable) -> u64 {
+    let has_v2 = table
+        .shoeboxes()
+        .is_some_and(|s| s.headers().iter().any(|h| h.version == 2));
+    if has_v2 {
+        table.version.max(2)
+    } else {
+        table.version
+    }
 }
 
 /// Writes a table to `path`.
