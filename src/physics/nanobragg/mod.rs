@@ -148,6 +148,16 @@ impl Simulation {
             ybeam_mm: args.beam_center_mm[1],
         })?;
         let mut notes = Vec::new();
+        if args
+            .cell
+            .is_some_and(|c| c[3..].iter().all(|&angle| angle != 90.0))
+        {
+            notes.push(
+                "triclinic cell: nanoBragg builds these differently (its vectors differ by ~1e-3 A from \
+                 the documented construction used here), so images may differ slightly"
+                    .into(),
+            );
+        }
         let oversample = args.oversample.unwrap_or_else(|| {
             let n = auto_oversample(&real_space_m, args.n_cells, args);
             notes.push(format!(
