@@ -33,6 +33,8 @@ pub struct SpotGradient {
     pub mosaic_spread: Vec3,
     /// ∂/∂ε_d, each domain's draw (its tilt vector when built by `MosaicDomains::from_tilts`).
     pub domain_draws: Vec<Vec3>,
+    /// ∂/∂A, the reference real-space basis (rows a, b, c in metres): the route to cell refinement.
+    pub real_space: Mat3,
 }
 
 impl SpotGradient {
@@ -46,6 +48,7 @@ impl SpotGradient {
             rotation: [0.0; 3],
             mosaic_spread: [0.0; 3],
             domain_draws: vec![[0.0; 3]; n_domains],
+            real_space: [[0.0; 3]; 3],
         }
     }
 
@@ -78,6 +81,13 @@ impl SpotGradient {
             .enumerate()
         {
             let ut = transpose(&u.rotation);
+            // M_d = A·(U_d R)ᵀ, so ∂/∂A = Σ_d G_d·U_d·R
+            let ga = mat_mul(g, &mat_mul(&u.rotation, &prep.rotation));
+            for (row, grow) in self.real_space.iter_mut().zip(ga) {
+                for (cell, v) in row.iter_mut().zip(grow) {
+                    *cell += v;
+                }
+            }
             for i in 0..3 {
                 let dm = mat_mul(&mat_mul(a, &transpose(&prep.rotation_jacobian[i])), &ut);
                 self.rotation[i] += frobenius(g, &dm);
