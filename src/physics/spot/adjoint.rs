@@ -3,9 +3,9 @@
 //! In: the same `SpotModel`, per-channel |F|² and region as `render`, plus an upstream gradient
 //! g_p per pixel. Out: ∂(Σ_p g_p·pixel_p) with respect to per-channel |F|², scale, the bracket
 //! background, N (per axis), each domain matrix M_d, and through them the image rotation θ, the
-//! mosaic spread σ, each domain's draw and the real-space basis A. Guarantees: exact (analytic, no finite differences), the
-//! same sub-pixel/channel/domain sums as the forward kernel, per-row partial sums added in row order
-//! so the result is identical for any thread count, no allocation per pixel.
+//! mosaic spread σ, each domain's draw and the real-space basis A. Guarantees: exact (analytic, no
+//! finite differences), the same sub-pixel/channel/domain sums as the forward kernel, per-row partial
+//! sums added in row order so the result is identical for any thread count, no allocation per pixel.
 
 use super::{CHANNEL_INNER_MIN, Prepared, Region, SpotError, SpotModel, has_avx2, sum4};
 use crate::physics::geometry::{Mat3, Vec3, frobenius, mat_mul, mat_vec, transpose};
