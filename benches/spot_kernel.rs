@@ -245,6 +245,16 @@ fn bench_gauss_oversample() {
         rate1 / NANOBRAGG_STEPS_PER_S[0],
         NANOBRAGG_STEPS_PER_S[0] / 1e6
     );
+    let full = Region::full(&sim.model.panel);
+    let (fsq, up) = ([1e4], vec![1.0; full.len()]);
+    let ta = median_cpu_seconds(5, || {
+        std::hint::black_box(spot_vjp_serial(&sim.model, &fsq, &full, &up).expect("adjoint"));
+    });
+    println!(
+        "  adjoint {:.2} ms; forward+adjoint / forward = {:.2} (1 channel, 1 domain, 9 sub-pixels)",
+        ta * 1e3,
+        (t1 + ta) / t1
+    );
     let (w2, c2) = in_pool(2, || {
         median_wall_and_cpu(9, || {
             std::hint::black_box(sim.render().expect("render"));

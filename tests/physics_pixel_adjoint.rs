@@ -10,7 +10,7 @@ use spread::physics::mosaic::MosaicDomains;
 use spread::physics::polarization::Polarization;
 use spread::physics::spot::{ChannelFsq, Region, SpotModel, render, spot_vjp};
 
-fn model(shape: Shape) -> SpotModel {
+fn model(shape: Shape, n_channels: usize) -> SpotModel {
     let panel = Panel::mosflm(&MosflmDetector {
         distance_mm: 100.0,
         pixel_mm: 0.1,
@@ -21,7 +21,8 @@ fn model(shape: Shape) -> SpotModel {
     })
     .unwrap();
     let cell = UnitCell::new([50.0; 3], [90.0; 3]).unwrap();
-    let channels = equal_weight_channels(&dispersion_wavelengths(1.0, 0.6, 3).unwrap()).unwrap();
+    let channels =
+        equal_weight_channels(&dispersion_wavelengths(1.0, 0.6, n_channels).unwrap()).unwrap();
     let beam = Beam::nanobragg(channels, 0.7);
     SpotModel {
         polarization: Polarization::new(beam.incident, beam.polar_vector, beam.kahn),
@@ -73,22 +74,28 @@ fn close(name: &str, fd: f64, an: f64, loss: f64) {
     );
 }
 
-fn check_shape(shape: Shape, smooth: bool) {
-    let m = model(shape);
-    let g = spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap();
-    let l0 = loss(&m, &FSQ);
+fn check_shape(shape: Shape, smooth: bool, n_channels: usize) {
+    let m = model(shape, n_channels);
+    let fsq: Vec<f64> = (0..n_channels).map(|k| 9000.0 + 700.0 * k as f64).collect();
+    let g = spot_vjp(&m, &fsq, &REGION, &upstream()).unwrap();
+    let l0 = loss(&m, &fsq);
     assert!(l0 > 0.0);
-    for k in 0..3 {
+    for k in 0..n_channels {
         let fd = central(
             |x| {
-                let mut f = FSQ;
+                let mut f = fsq.clone();
                 f[k] = x;
                 loss(&m, &f)
             },
-            FSQ[k],
+            fsq[k],
             1.0,
         );
-        close(&format!("{shape:?} fsq[{k}]"), fd, g.fsq[k], l0);
+        close(
+            &format!("{shape:?}/{n_channels}ch fsq[{k}]"),
+            fd,
+            g.fsq[k],
+            l0,
+        );
     }
     let fd = central(
         |x| {
@@ -97,13 +104,13 @@ fn check_shape(shape: Shape, smooth: bool) {
                     scale: x,
                     ..m.clone()
                 },
-                &FSQ,
+                &fsq,
             )
         },
         m.scale,
         1e-4,
     );
-    close(&format!("{shape:?} scale"), fd, g.scale, l0);
+    close(&format!("{shape:?}/{n_channels}ch scale"), fd, g.scale, l0);
     let fd = central(
         |x| {
             loss(
@@ -111,13 +118,18 @@ fn check_shape(shape: Shape, smooth: bool) {
                     background: x,
                     ..m.clone()
                 },
-                &FSQ,
+                &fsq,
             )
         },
         m.background,
         10.0,
     );
-    close(&format!("{shape:?} background"), fd, g.background, l0);
+    close(
+        &format!("{shape:?}/{n_channels}ch background"),
+        fd,
+        g.background,
+        l0,
+    );
     for a in 0..3 {
         let fd = central(
             |x| {
@@ -128,13 +140,18 @@ fn check_shape(shape: Shape, smooth: bool) {
                         n_cells: n,
                         ..m.clone()
                     },
-                    &FSQ,
+                    &fsq,
                 )
             },
             m.n_cells[a],
             1e-5,
         );
-        close(&format!("{shape:?} N[{a}]"), fd, g.n_cells[a], l0);
+        close(
+            &format!("{shape:?}/{n_channels}ch N[{a}]"),
+            fd,
+            g.n_cells[a],
+            l0,
+        );
     }
     if !smooth {
         return;
@@ -149,13 +166,18 @@ fn check_shape(shape: Shape, smooth: bool) {
                         rotation: r,
                         ..m.clone()
                     },
-                    &FSQ,
+                    &fsq,
                 )
             },
             m.rotation[a],
             1e-7,
         );
-        close(&format!("{shape:?} rotation[{a}]"), fd, g.rotation[a], l0);
+        close(
+            &format!("{shape:?}/{n_channels}ch rotation[{a}]"),
+            fd,
+            g.rotation[a],
+            l0,
+        );
         let fd = central(
             |x| {
                 let mut d = m.domains.clone();
@@ -165,14 +187,14 @@ fn check_shape(shape: Shape, smooth: bool) {
                         domains: d,
                         ..m.clone()
                     },
-                    &FSQ,
+                    &fsq,
                 )
             },
             m.domains.spread_rad[a],
             1e-8,
         );
         close(
-            &format!("{shape:?} spread[{a}]"),
+            &format!("{shape:?}/{n_channels}ch spread[{a}]"),
             fd,
             g.mosaic_spread[a],
             l0,
@@ -186,14 +208,14 @@ fn check_shape(shape: Shape, smooth: bool) {
                         domains: d,
                         ..m.clone()
                     },
-                    &FSQ,
+                    &fsq,
                 )
             },
             m.domains.draws[2][a],
             1e-5,
         );
         close(
-            &format!("{shape:?} draw[2][{a}]"),
+            &format!("{shape:?}/{n_channels}ch draw[2][{a}]"),
             fd,
             g.domain_draws[2][a],
             l0,
@@ -203,28 +225,36 @@ fn check_shape(shape: Shape, smooth: bool) {
 
 #[test]
 fn square_adjoint_matches_finite_differences() {
-    check_shape(Shape::Square, true);
+    // 3 channels take the pair-inner loops, 5 the channel-inner ones
+    check_shape(Shape::Square, true, 3);
+    check_shape(Shape::Square, true, 5);
 }
 
 #[test]
 fn gauss_adjoint_matches_finite_differences() {
-    check_shape(Shape::Gauss, true);
+    // 3 channels take the pair-inner loops, 5 the channel-inner ones
+    check_shape(Shape::Gauss, true, 3);
+    check_shape(Shape::Gauss, true, 5);
 }
 
 #[test]
 fn round_adjoint_matches_finite_differences() {
-    check_shape(Shape::Round, true);
+    // 3 channels take the pair-inner loops, 5 the channel-inner ones
+    check_shape(Shape::Round, true, 3);
+    check_shape(Shape::Round, true, 5);
 }
 
 #[test]
 fn tophat_adjoint_matches_finite_differences() {
     // TOPHAT is piecewise constant in h: only |F|², scale, background and N (through NaNbNc) move it.
-    check_shape(Shape::Tophat, false);
+    // 3 channels take the pair-inner loops, 5 the channel-inner ones
+    check_shape(Shape::Tophat, false, 3);
+    check_shape(Shape::Tophat, false, 5);
 }
 
 #[test]
 fn gradient_does_not_depend_on_thread_count() {
-    let m = model(Shape::Gauss);
+    let m = model(Shape::Gauss, 3);
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -236,4 +266,57 @@ fn gradient_does_not_depend_on_thread_count() {
     let g1 = one.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap());
     let g2 = two.install(|| spot_vjp(&m, &FSQ, &REGION, &upstream()).unwrap());
     assert_eq!(g1, g2);
+}
+
+#[test]
+fn real_space_gradient_matches_finite_differences() {
+    // ∂/∂A for every entry of the cell basis (a step of 1e-16 m on vectors of ~5e-9 m)
+    for n_channels in [3, 5] {
+        let m = model(Shape::Gauss, n_channels);
+        let fsq = vec![9000.0; n_channels];
+        let g = spot_vjp(&m, &fsq, &REGION, &upstream()).unwrap();
+        let l0 = loss(&m, &fsq);
+        for i in 0..3 {
+            for j in 0..3 {
+                let at = |x: f64| {
+                    let mut a = m.real_space_m;
+                    a[i][j] = x;
+                    loss(
+                        &SpotModel {
+                            real_space_m: a,
+                            ..m.clone()
+                        },
+                        &fsq,
+                    )
+                };
+                let fd = central(at, m.real_space_m[i][j], 1e-16);
+                close(
+                    &format!("A[{i}][{j}] ({n_channels}ch)"),
+                    fd,
+                    g.real_space[i][j],
+                    l0,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn scale_gradient_is_the_unscaled_image_even_at_zero_scale() {
+    // pixel is linear in scale, so ∂(Σ g·pixel)/∂scale at scale 0 is Σ g·pixel at scale 1.
+    for n_channels in [3, 5] {
+        let one = model(Shape::Gauss, n_channels);
+        let fsq = vec![9000.0; n_channels];
+        let zero = SpotModel {
+            scale: 0.0,
+            ..one.clone()
+        };
+        let g = spot_vjp(&zero, &fsq, &REGION, &upstream()).unwrap();
+        let want = loss(&SpotModel { scale: 1.0, ..one }, &fsq);
+        assert!(
+            (g.scale - want).abs() <= 1e-12 * want,
+            "{} vs {want}",
+            g.scale
+        );
+    }
 }

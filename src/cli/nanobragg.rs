@@ -3,6 +3,7 @@
 //! unless `-nonoise`, `-noisefile`. Exit 0 on success, 1 for bad model input (cell, HKL file), 2 for
 //! usage and IO errors.
 
+use spread::physics::geometry::detector::Panel;
 use spread::physics::nanobragg::args::{self, NanoBraggArgs, OPTIONS};
 use spread::physics::nanobragg::smv::{self, SmvHeader};
 use spread::physics::nanobragg::{NanoBraggError, Simulation};
@@ -49,6 +50,37 @@ fn setup(a: &NanoBraggArgs) -> Result<Simulation, ExitCode> {
     })
 }
 
+fn header(a: &NanoBraggArgs, p: &Panel) -> SmvHeader {
+    SmvHeader {
+        pixel_mm: a.pixel_mm,
+        distance_mm: a.distance_mm,
+        wavelength_a: a.lambda_a,
+        beam_center_mm: [
+            a.beam_center_mm[0].unwrap_or((p.n_slow as f64 + 1.0) * a.pixel_mm / 2.0),
+            a.beam_center_mm[1].unwrap_or((p.n_fast as f64 + 1.0) * a.pixel_mm / 2.0),
+        ],
+    }
+}
+
+/// The `-noisefile`: Poisson (and optional readout/calibration) noise on the float32 expectation.
+fn write_noise(a: &NanoBraggArgs, p: &Panel, image: &[f64]) -> Result<(), ExitCode> {
+    let expected: Vec<f32> = image.iter().map(|&v| v as f32).collect();
+    let noise = NoiseModel {
+        seed: a.seed,
+        calibration_sigma: a.calibration_pct / 100.0,
+        readout_sigma: a.readout_noise,
+        adc_offset: a.adc_offset,
+        ..NoiseModel::default()
+    };
+    let noisy = add_noise(&expected, &noise);
+    write(&a.noisefile, &smv::encode(p, &header(a, p), &noisy.counts))?;
+    println!(
+        "{} photons on noise image ({} overloads)",
+        noisy.photons, noisy.overloads
+    );
+    Ok(())
+}
+
 fn simulate(a: &NanoBraggArgs) -> Result<(), ExitCode> {
     let sim = setup(a)?;
     for note in &sim.notes {
@@ -60,17 +92,8 @@ fn simulate(a: &NanoBraggArgs) -> Result<(), ExitCode> {
     })?;
     write(&a.floatfile, &Simulation::float_file(&image))?;
     let p = &sim.model.panel;
-    let header = SmvHeader {
-        pixel_mm: a.pixel_mm,
-        distance_mm: a.distance_mm,
-        wavelength_a: a.lambda_a,
-        beam_center_mm: [
-            a.beam_center_mm[0].unwrap_or((p.n_slow as f64 + 1.0) * a.pixel_mm / 2.0),
-            a.beam_center_mm[1].unwrap_or((p.n_fast as f64 + 1.0) * a.pixel_mm / 2.0),
-        ],
-    };
     let ints = smv::integer_image(&image, a.intfile_scale, a.adc_offset);
-    write(&a.intfile, &smv::encode(p, &header, &ints))?;
+    write(&a.intfile, &smv::encode(p, &header(a, p), &ints))?;
     let sum: f64 = image.iter().sum();
     let max = image.iter().copied().fold(0.0, f64::max);
     println!(
@@ -79,20 +102,7 @@ fn simulate(a: &NanoBraggArgs) -> Result<(), ExitCode> {
         sim.steps
     );
     if !a.nonoise {
-        let expected: Vec<f32> = image.iter().map(|&v| v as f32).collect();
-        let noise = NoiseModel {
-            seed: a.seed,
-            calibration_sigma: a.calibration_pct / 100.0,
-            readout_sigma: a.readout_noise,
-            adc_offset: a.adc_offset,
-            ..NoiseModel::default()
-        };
-        let noisy = add_noise(&expected, &noise);
-        write(&a.noisefile, &smv::encode(p, &header, &noisy.counts))?;
-        println!(
-            "{} photons on noise image ({} overloads)",
-            noisy.photons, noisy.overloads
-        );
+        write_noise(a, p, &image)?;
     }
     Ok(())
 }

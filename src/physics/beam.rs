@@ -118,6 +118,15 @@ pub fn spectrum_channels(
         .collect()
 }
 
+/// Direction of travel î from a (non-zero) DIALS/dxtbx beam `direction`, which points back towards
+/// the source.
+pub fn incident_from_dials_direction(direction: Vec3) -> Vec3 {
+    let n =
+        (direction[0] * direction[0] + direction[1] * direction[1] + direction[2] * direction[2])
+            .sqrt();
+    [-direction[0] / n, -direction[1] / n, -direction[2] / n]
+}
+
 impl Beam {
     /// nanoBragg's beam: along +x, E along +z, default fluence.
     pub fn nanobragg(channels: Vec<Channel>, kahn: f64) -> Self {

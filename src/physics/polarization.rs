@@ -31,6 +31,16 @@ impl Polarization {
         }
     }
 
+    /// The frame from a DIALS beam: the polarization-plane normal and the polarization fraction f
+    /// (the share of intensity with E in the plane), so K = 2f − 1 and Ê ⟂ normal, î.
+    pub fn from_dials(incident: Vec3, plane_normal: Vec3, fraction: f64) -> Self {
+        Self::new(
+            incident,
+            cross(plane_normal, unit(incident)),
+            2.0 * fraction - 1.0,
+        )
+    }
+
     /// P ≡ 1 (nanoBragg's `-nopolar`).
     pub fn disabled() -> Self {
         Self {
@@ -83,6 +93,16 @@ mod tests {
             let want = 0.5 * (1.0 + c * c - 0.6 * (2.0 * psi).cos() * (1.0 - c * c));
             assert!((p.factor(d) - want).abs() < 1e-15);
         }
+    }
+
+    #[test]
+    fn dials_fraction_one_is_fully_polarized_in_the_plane() {
+        // DIALS: beam along −z (travel), plane normal (0,1,0), so E lies along x.
+        let p = Polarization::from_dials([0.0, 0.0, -1.0], [0.0, 1.0, 0.0], 1.0);
+        let d = unit([0.3, -0.4, -0.8]);
+        assert!((p.factor(d) - (1.0 - d[0] * d[0])).abs() < 1e-15);
+        let half = Polarization::from_dials([0.0, 0.0, -1.0], [0.0, 1.0, 0.0], 0.5);
+        assert!((half.factor(d) - 0.5 * (1.0 + d[2] * d[2])).abs() < 1e-15);
     }
 
     #[test]

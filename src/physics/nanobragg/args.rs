@@ -264,6 +264,14 @@ pub fn parse(argv: &[String]) -> Result<NanoBraggArgs, ArgError> {
 }
 
 fn apply(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<(), ArgError> {
+    if apply_crystal(args, option, v)? || apply_beam_detector(args, option, v)? {
+        return Ok(());
+    }
+    apply_output(args, option, v)
+}
+
+/// Crystal options; false when `option` is not one of them.
+fn apply_crystal(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<bool, ArgError> {
     let num = |k: usize| number(option, &v[k]);
     match option {
         "-cell" => {
@@ -284,6 +292,19 @@ fn apply(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<(), Arg
         "-gauss_xtal" => args.shape = Shape::Gauss,
         "-round_xtal" => args.shape = Shape::Round,
         "-tophat_spots" => args.shape = Shape::Tophat,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Beam, detector and sampling options; false when `option` is not one of them.
+fn apply_beam_detector(
+    args: &mut NanoBraggArgs,
+    option: &str,
+    v: &[String],
+) -> Result<bool, ArgError> {
+    let num = |k: usize| number(option, &v[k]);
+    match option {
         "-lambda" => args.lambda_a = positive(option, &v[0])?,
         "-energy" => {
             args.lambda_a = crate::physics::beam::EV_ANGSTROM_NANOBRAGG / positive(option, &v[0])?
@@ -305,6 +326,15 @@ fn apply(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<(), Arg
         "-mosaic" => args.mosaic.0 = num(0)?,
         "-mosaic_dom" => args.mosaic.1 = count(option, &v[0])?,
         "-mosaic_seed" => args.mosaic.2 = num(0)?.abs() as u64,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Output and noise options (value-less output flags fall through and change nothing).
+fn apply_output(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<(), ArgError> {
+    let num = |k: usize| number(option, &v[k]);
+    match option {
         "-floatfile" => args.floatfile = v[0].clone(),
         "-intfile" => args.intfile = v[0].clone(),
         "-noisefile" => args.noisefile = v[0].clone(),
@@ -315,7 +345,7 @@ fn apply(args: &mut NanoBraggArgs, option: &str, v: &[String]) -> Result<(), Arg
         "-adc" => args.adc_offset = num(0)?,
         "-scale" => args.intfile_scale = num(0)?,
         "-nointerpolate" => args.nointerpolate = true,
-        _ => {} // value-less output flags (-nopgm, -noprogress, -printout)
+        _ => {} // -nopgm, -noprogress, -printout
     }
     Ok(())
 }

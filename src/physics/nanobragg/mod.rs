@@ -15,7 +15,7 @@ use crate::physics::background::water_bracket;
 use crate::physics::beam::{Beam, BeamError, dispersion_wavelengths, equal_weight_channels};
 use crate::physics::crystal::{CellError, UnitCell, nanobragg_real_space};
 use crate::physics::geometry::detector::{DetectorError, MosflmDetector, Panel};
-use crate::physics::geometry::norm;
+use crate::physics::geometry::{Mat3, norm};
 use crate::physics::mosaic::MosaicDomains;
 use crate::physics::polarization::Polarization;
 use crate::physics::spot::{ConstantF, Region, SpotError, SpotModel, render};
@@ -72,40 +72,73 @@ fn auto_oversample(real_space_m: &[[f64; 3]; 3], n_cells: [f64; 3], args: &NanoB
     ((3.0 * size / reciprocal_pixel_m).ceil() as usize).max(1)
 }
 
+/// The crystal basis from `-cell` and `-misset`.
+fn real_space(args: &NanoBraggArgs) -> Result<Mat3, NanoBraggError> {
+    let c = args.cell.ok_or_else(|| {
+        NanoBraggError::Unsupported("-cell a b c alpha beta gamma is required".into())
+    })?;
+    let cell = UnitCell::new([c[0], c[1], c[2]], [c[3], c[4], c[5]])?;
+    Ok(nanobragg_real_space(&cell, args.misset_deg))
+}
+
+/// The `-hkl` table, refusing the N ≤ 2 case where nanoBragg would interpolate.
+fn hkl_table(
+    args: &NanoBraggArgs,
+    hkl: Option<(&str, &str)>,
+) -> Result<Option<HklTable>, NanoBraggError> {
+    let Some((name, text)) = hkl else {
+        return Ok(None);
+    };
+    if args.n_cells.iter().any(|&n| n <= 2.0) && !args.nointerpolate {
+        return Err(NanoBraggError::Unsupported(
+            "with some N <= 2 nanoBragg interpolates F tricubically, which spreadc does not; pass -nointerpolate".into(),
+        ));
+    }
+    Ok(Some(HklTable::parse(name, text, args.default_f)?))
+}
+
+/// The beam: nanoBragg's source list, Kahn factor and fluence.
+fn beam(args: &NanoBraggArgs) -> Result<Beam, NanoBraggError> {
+    let dispsteps = match (args.dispsteps, args.dispersion_pct) {
+        (Some(n), _) => n,
+        (None, 0.0) => 1,
+        _ => {
+            return Err(NanoBraggError::Unsupported(
+                "-dispersion needs -dispsteps".into(),
+            ));
+        }
+    };
+    let wavelengths = dispersion_wavelengths(args.lambda_a, args.dispersion_pct, dispsteps)?;
+    let mut beam = Beam::nanobragg(equal_weight_channels(&wavelengths)?, args.kahn);
+    if let Some(f) = args.fluence {
+        beam.fluence = f;
+    }
+    Ok(beam)
+}
+
+/// Mosaic domains for `-mosaic`/`-mosaic_dom`/`-mosaic_seed` (with a note on how they differ).
+fn domains(args: &NanoBraggArgs, notes: &mut Vec<String>) -> MosaicDomains {
+    match args.mosaic {
+        (spread, n, seed) if spread > 0.0 && n > 1 => {
+            notes.push(format!(
+                "-mosaic {spread}: {n} domains with Gaussian tilts of {spread} deg rms per axis from seed {seed}; \
+                 nanoBragg draws its domains differently, so images agree in distribution only"
+            ));
+            MosaicDomains::isotropic(spread, n, seed, false)
+        }
+        _ => MosaicDomains::single(),
+    }
+}
+
 impl Simulation {
     /// Build from parsed arguments; `hkl` is (file name, text) when `-hkl` was given.
     pub fn from_args(
         args: &NanoBraggArgs,
         hkl: Option<(&str, &str)>,
     ) -> Result<Self, NanoBraggError> {
-        let c = args.cell.ok_or_else(|| {
-            NanoBraggError::Unsupported("-cell a b c alpha beta gamma is required".into())
-        })?;
-        let cell = UnitCell::new([c[0], c[1], c[2]], [c[3], c[4], c[5]])?;
-        let real_space_m = nanobragg_real_space(&cell, args.misset_deg);
-        let table = match hkl {
-            Some((name, text)) => Some(HklTable::parse(name, text, args.default_f)?),
-            None => None,
-        };
-        if table.is_some() && args.n_cells.iter().any(|&n| n <= 2.0) && !args.nointerpolate {
-            return Err(NanoBraggError::Unsupported(
-                "with some N <= 2 nanoBragg interpolates F tricubically, which spreadc does not; pass -nointerpolate".into(),
-            ));
-        }
-        let dispsteps = match (args.dispsteps, args.dispersion_pct) {
-            (Some(n), _) => n,
-            (None, 0.0) => 1,
-            _ => {
-                return Err(NanoBraggError::Unsupported(
-                    "-dispersion needs -dispsteps".into(),
-                ));
-            }
-        };
-        let channels = equal_weight_channels(&dispersion_wavelengths(
-            args.lambda_a,
-            args.dispersion_pct,
-            dispsteps,
-        )?)?;
+        let real_space_m = real_space(args)?;
+        let table = hkl_table(args, hkl)?;
+        let beam = beam(args)?;
         let panel = Panel::mosflm(&MosflmDetector {
             distance_mm: args.distance_mm,
             pixel_mm: args.pixel_mm,
@@ -115,6 +148,16 @@ impl Simulation {
             ybeam_mm: args.beam_center_mm[1],
         })?;
         let mut notes = Vec::new();
+        if args
+            .cell
+            .is_some_and(|c| c[3..].iter().all(|&angle| angle != 90.0))
+        {
+            notes.push(
+                "triclinic cell: nanoBragg builds these differently (its vectors differ by ~1e-3 A from \
+                 the documented construction used here), so images may differ slightly"
+                    .into(),
+            );
+        }
         let oversample = args.oversample.unwrap_or_else(|| {
             let n = auto_oversample(&real_space_m, args.n_cells, args);
             notes.push(format!(
@@ -122,26 +165,14 @@ impl Simulation {
             ));
             n
         });
-        let mut beam = Beam::nanobragg(channels, args.kahn);
-        if let Some(f) = args.fluence {
-            beam.fluence = f;
-        }
-        let domains = match args.mosaic {
-            (spread, n, seed) if spread > 0.0 && n > 1 => {
-                notes.push(format!(
-                    "-mosaic {spread}: {n} domains with Gaussian tilts of {spread} deg rms per axis from seed {seed}; \
-                     nanoBragg draws its domains differently, so images agree in distribution only"
-                ));
-                MosaicDomains::isotropic(spread, n, seed, false)
-            }
-            _ => MosaicDomains::single(),
-        };
+        let domains = domains(args, &mut notes);
         let steps = beam.channels.len() * domains.len() * oversample * oversample;
         let polarization = if args.nopolar {
             Polarization::disabled()
         } else {
             Polarization::new(beam.incident, beam.polar_vector, beam.kahn)
         };
+        // nanoBragg adds I_bg once per pixel inside the bracket it divides by steps.
         let background = water_bracket(args.water_um, beam.fluence) / steps as f64;
         let model = SpotModel {
             panel,

@@ -3,11 +3,11 @@
 //! In: the same `SpotModel`, per-channel |F|² and region as `render`, plus an upstream gradient
 //! g_p per pixel. Out: ∂(Σ_p g_p·pixel_p) with respect to per-channel |F|², scale, the bracket
 //! background, N (per axis), each domain matrix M_d, and through them the image rotation θ, the
-//! mosaic spread σ and each domain's draw. Guarantees: exact (analytic, no finite differences), the
-//! same sub-pixel/channel/domain sums as the forward kernel, per-row partial sums added in row order
-//! so the result is identical for any thread count, no allocation per pixel.
+//! mosaic spread σ, each domain's draw and the real-space basis A. Guarantees: exact (analytic, no
+//! finite differences), the same sub-pixel/channel/domain sums as the forward kernel, per-row partial
+//! sums added in row order so the result is identical for any thread count, no allocation per pixel.
 
-use super::{Prepared, Region, SpotError, SpotModel, has_avx2, sum4};
+use super::{CHANNEL_INNER_MIN, Prepared, Region, SpotError, SpotModel, has_avx2, sum4};
 use crate::physics::geometry::{Mat3, Vec3, frobenius, mat_mul, mat_vec, transpose};
 use crate::physics::lattice::{
     GaussShape, RoundShape, Shape, ShapeTransform, SquareShape, TophatShape, nearest_index,
@@ -33,6 +33,8 @@ pub struct SpotGradient {
     pub mosaic_spread: Vec3,
     /// ∂/∂ε_d, each domain's draw (its tilt vector when built by `MosaicDomains::from_tilts`).
     pub domain_draws: Vec<Vec3>,
+    /// ∂/∂A, the reference real-space basis (rows a, b, c in metres): the route to cell refinement.
+    pub real_space: Mat3,
 }
 
 impl SpotGradient {
@@ -46,6 +48,7 @@ impl SpotGradient {
             rotation: [0.0; 3],
             mosaic_spread: [0.0; 3],
             domain_draws: vec![[0.0; 3]; n_domains],
+            real_space: [[0.0; 3]; 3],
         }
     }
 
@@ -78,6 +81,13 @@ impl SpotGradient {
             .enumerate()
         {
             let ut = transpose(&u.rotation);
+            // M_d = A·(U_d R)ᵀ, so ∂/∂A = Σ_d G_d·U_d·R
+            let ga = mat_mul(g, &mat_mul(&u.rotation, &prep.rotation));
+            for (row, grow) in self.real_space.iter_mut().zip(ga) {
+                for (cell, v) in row.iter_mut().zip(grow) {
+                    *cell += v;
+                }
+            }
             for i in 0..3 {
                 let dm = mat_mul(&mat_mul(a, &transpose(&prep.rotation_jacobian[i])), &ut);
                 self.rotation[i] += frobenius(g, &dm);
@@ -89,7 +99,7 @@ impl SpotGradient {
 }
 
 /// Per-channel scratch and accumulators of the adjoint for one detector row. Accumulating per channel
-/// (and summing once per row) keeps the channel loop a branch-free map that vectorizes.
+/// (and summing once per row) keeps the inner loops branch-free maps that vectorize.
 struct VjpScratch {
     diff: Vec<Vec3>,
     /// ∂/∂h·(1/λ) contributions of the current (sub-pixel, domain), per channel.
@@ -97,23 +107,40 @@ struct VjpScratch {
     fsq: Vec<f64>,
     scale: Vec<f64>,
     n_cells: [Vec<f64>; 3],
+    /// Pair-inner order (few channels): u per (sub-pixel, domain) pair, F_latt², ∂/∂h·(1/λ), ∂/∂N.
+    pair_u: [Vec<f64>; 3],
+    pair_lsq: Vec<f64>,
+    pair_dh: [Vec<f64>; 3],
+    pair_dn: [Vec<f64>; 3],
 }
 
 impl VjpScratch {
-    fn new(n_sub: usize, n_ch: usize) -> Self {
+    fn new(n_sub: usize, n_dom: usize, n_ch: usize) -> Self {
         let z = || vec![0.0; n_ch];
+        let zp = || vec![0.0; n_sub * n_dom];
         Self {
             diff: vec![[0.0; 3]; n_sub],
             dh: [z(), z(), z()],
             fsq: z(),
             scale: z(),
             n_cells: [z(), z(), z()],
+            pair_u: [zp(), zp(), zp()],
+            pair_lsq: zp(),
+            pair_dh: [zp(), zp(), zp()],
+            pair_dn: [zp(), zp(), zp()],
         }
     }
 }
 
-/// Channel loop of the adjoint for one (sub-pixel, domain): `cn` = g·prefactor·PΩ·norm and `cs` the
-/// same without the scale (so ∂/∂scale needs no division by it).
+/// Upstream weights of one pixel: `cn` = g·prefactor·PΩ·norm, and `cs` the same without the scale
+/// (so ∂/∂scale needs no division by it).
+#[derive(Clone, Copy)]
+struct PixelWeights {
+    cn: f64,
+    cs: f64,
+}
+
+/// Channel loop of the adjoint for one (sub-pixel, domain), see `PixelWeights` for `cn` and `cs`.
 #[inline(always)]
 fn vjp_channels<S: ShapeTransform>(
     u: Vec3,
@@ -148,6 +175,100 @@ fn vjp_channels<S: ShapeTransform>(
     }
 }
 
+/// F_latt², ∂/∂h·(1/λ)·t and ∂/∂N·t for every (sub-pixel, domain) pair at one channel, t = 2·w·F²·L·cn.
+#[inline(always)]
+fn vjp_pairs<S: ShapeTransform>(il: f64, n_cells: Vec3, t_scale: f64, sc: &mut VjpScratch) {
+    let n = sc.pair_lsq.len();
+    let [ux, uy, uz] = &sc.pair_u;
+    let (ux, uy, uz) = (&ux[..n], &uy[..n], &uz[..n]);
+    let lsq = &mut sc.pair_lsq[..n];
+    let [g0, g1, g2] = &mut sc.pair_dh;
+    let (g0, g1, g2) = (&mut g0[..n], &mut g1[..n], &mut g2[..n]);
+    let [n0, n1, n2] = &mut sc.pair_dn;
+    let (n0, n1, n2) = (&mut n0[..n], &mut n1[..n], &mut n2[..n]);
+    for p in 0..n {
+        let h = [ux[p] * il, uy[p] * il, uz[p] * il];
+        let lg = S::gradient(h, nearest_index(h), n_cells);
+        lsq[p] = lg.value * lg.value;
+        let t = t_scale * lg.value;
+        g0[p] = t * lg.d_h[0] * il;
+        g1[p] = t * lg.d_h[1] * il;
+        g2[p] = t * lg.d_h[2] * il;
+        n0[p] = t * lg.d_n[0];
+        n1[p] = t * lg.d_n[1];
+        n2[p] = t * lg.d_n[2];
+    }
+}
+
+/// Adjoint of one pixel, vectorized over channels.
+#[inline(always)]
+fn vjp_pixel_channels<S: ShapeTransform>(
+    model: &SpotModel,
+    prep: &Prepared,
+    wf: &[f64],
+    pw: PixelWeights,
+    diff: &[Vec3],
+    sc: &mut VjpScratch,
+    grad: &mut SpotGradient,
+) {
+    for &dv in diff {
+        for (d, m) in prep.domain_matrices.iter().enumerate() {
+            vjp_channels::<S>(mat_vec(m, dv), prep, model.n_cells, wf, pw.cn, pw.cs, sc);
+            let dh_sum = [sum4(&sc.dh[0]), sum4(&sc.dh[1]), sum4(&sc.dh[2])];
+            add_outer(&mut grad.domain_matrix[d], dh_sum, dv);
+        }
+    }
+}
+
+/// Adjoint of one pixel, vectorized over (sub-pixel, domain) pairs (few channels).
+#[inline(always)]
+fn vjp_pixel_pairs<S: ShapeTransform>(
+    model: &SpotModel,
+    prep: &Prepared,
+    wf: &[f64],
+    pw: PixelWeights,
+    diff: &[Vec3],
+    sc: &mut VjpScratch,
+    grad: &mut SpotGradient,
+) {
+    let n_dom = prep.domain_matrices.len();
+    for (s, &dv) in diff.iter().enumerate() {
+        for (d, m) in prep.domain_matrices.iter().enumerate() {
+            let u = mat_vec(m, dv);
+            for (column, value) in sc.pair_u.iter_mut().zip(u) {
+                column[s * n_dom + d] = value;
+            }
+        }
+    }
+    for (k, (&il, &w)) in prep.inv_lambda.iter().zip(&prep.weights).enumerate() {
+        vjp_pairs::<S>(il, model.n_cells, 2.0 * wf[k] * pw.cn, sc);
+        let lsq = sum4(&sc.pair_lsq);
+        sc.fsq[k] += pw.cn * w * lsq;
+        sc.scale[k] += pw.cs * wf[k] * lsq;
+        for a in 0..3 {
+            sc.n_cells[a][k] += sum4(&sc.pair_dn[a]);
+        }
+        for (p, &dv) in diff
+            .iter()
+            .flat_map(|dv| std::iter::repeat_n(dv, n_dom))
+            .enumerate()
+        {
+            let g = [sc.pair_dh[0][p], sc.pair_dh[1][p], sc.pair_dh[2][p]];
+            add_outer(&mut grad.domain_matrix[p % n_dom], g, dv);
+        }
+    }
+}
+
+/// m += a ⊗ b.
+#[inline(always)]
+fn add_outer(m: &mut Mat3, a: Vec3, b: Vec3) {
+    for (row, ai) in m.iter_mut().zip(a) {
+        for (cell, bj) in row.iter_mut().zip(b) {
+            *cell += ai * bj;
+        }
+    }
+}
+
 /// The adjoint of one detector row.
 #[inline(always)]
 pub(super) fn vjp_row<S: ShapeTransform>(
@@ -161,7 +282,7 @@ pub(super) fn vjp_row<S: ShapeTransform>(
     let n_dom = prep.domain_matrices.len();
     let mut grad = SpotGradient::zeros(fsq.len(), n_dom);
     let wf: Vec<f64> = prep.weights.iter().zip(fsq).map(|(w, f)| w * f).collect();
-    let mut sc = VjpScratch::new(model.oversample * model.oversample, fsq.len());
+    let mut sc = VjpScratch::new(model.oversample * model.oversample, n_dom, fsq.len());
     let mut diff = std::mem::take(&mut sc.diff);
     for (i, &g) in upstream.iter().enumerate() {
         if g == 0.0 {
@@ -169,27 +290,15 @@ pub(super) fn vjp_row<S: ShapeTransform>(
         }
         let polar_omega = model.pixel_geometry(slow, region.fast0 + i, &mut diff);
         let c = g * prep.prefactor * polar_omega;
-        let cn = c * prep.norm;
         let c_unscaled = g * prep.thomson * polar_omega;
-        for &dv in &diff {
-            for (d, m) in prep.domain_matrices.iter().enumerate() {
-                vjp_channels::<S>(
-                    mat_vec(m, dv),
-                    prep,
-                    model.n_cells,
-                    &wf,
-                    cn,
-                    cn / model.scale,
-                    &mut sc,
-                );
-                let dh_sum = [sum4(&sc.dh[0]), sum4(&sc.dh[1]), sum4(&sc.dh[2])];
-                let gm = &mut grad.domain_matrix[d];
-                for a in 0..3 {
-                    for b in 0..3 {
-                        gm[a][b] += dh_sum[a] * dv[b];
-                    }
-                }
-            }
+        let pw = PixelWeights {
+            cn: c * prep.norm,
+            cs: c_unscaled * prep.norm,
+        };
+        if fsq.len() >= CHANNEL_INNER_MIN {
+            vjp_pixel_channels::<S>(model, prep, &wf, pw, &diff, &mut sc, &mut grad);
+        } else {
+            vjp_pixel_pairs::<S>(model, prep, &wf, pw, &diff, &mut sc, &mut grad);
         }
         grad.scale += c_unscaled * model.background;
         grad.background += c;

@@ -381,7 +381,7 @@ pub(crate) fn lattice_sq_channels<S: ShapeTransform>(
 }
 
 /// With fewer channels than this the kernel vectorizes over (sub-pixel, domain) pairs instead.
-const CHANNEL_INNER_MIN: usize = 4;
+pub(crate) const CHANNEL_INNER_MIN: usize = 4;
 
 /// Per-row scratch of the forward kernel (allocated once per row, never per pixel).
 struct RowScratch {
