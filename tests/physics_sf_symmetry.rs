@@ -70,8 +70,26 @@ fn hermann_mauguin_lookups() {
 }
 
 #[test]
+fn dials_hall_symbols_parse() {
+    // As written in DIALS .expt files (CuNiR stills, CSPAD geometry): note the leading space.
+    let p213 = SpaceGroup::from_hall(" P 2ac 2ab 3").unwrap();
+    assert_eq!((p213.number, p213.order()), (Some(198), 12));
+    let p422 = SpaceGroup::from_hall("-P 4 2").unwrap();
+    assert_eq!((p422.hm.as_deref(), p422.order()), (Some("P 4/m m m"), 16));
+}
+
+#[test]
 fn bad_hall_symbols_are_errors() {
-    for bad in ["", "Q 2", "P 5", "P 2q", "P 31 2 (0 0", "P 2 (1 2)"] {
+    for bad in [
+        "",
+        "Q 2",
+        "P 5",
+        "P 2q",
+        "P 31 2 (0 0",
+        "P 2 (1 2)",
+        "P 2 (x,y,z+1/4)",
+        "P 2 )(",
+    ] {
         assert!(SpaceGroup::from_hall(bad).is_err(), "'{bad}' should fail");
     }
     let p21 = SpaceGroup::from_hall("P 2yb").unwrap();

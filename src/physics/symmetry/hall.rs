@@ -53,7 +53,11 @@ fn split_origin_shift(symbol: &str) -> Result<(&str, [i32; 3]), String> {
     };
     let close = symbol
         .rfind(')')
+        .filter(|&close| close > open)
         .ok_or("unclosed '(' in the origin shift")?;
+    if symbol[open..close].contains(',') {
+        return Err("change-of-basis operators such as (x,y,z+1/4) are not supported; give an origin shift in twelfths, e.g. (0 0 3)".into());
+    }
     let numbers: Vec<i32> = symbol[open + 1..close]
         .split_whitespace()
         .map(|n| {
