@@ -2,7 +2,9 @@
 //! In: a symbol such as `-P 2ac 2n` or `P 31 2 (0 0 4)`. Out: generators (lattice centrings,
 //! the optional centre of inversion, one Seitz operator per matrix symbol), already moved by the
 //! origin shift V (in twelfths). The default-axis rules are Hall's: first axis c; a second 2-fold
-//! along a after a 2- or 4-fold, along a-b after a 3- or 6-fold; a third 3-fold along a+b+c.
+//! along a after a 2- or 4-fold, along a-b after a 3- or 6-fold (taking c as the reference when that
+//! 3-fold is the body diagonal, as in `P 3* 2`); a third 3-fold along a+b+c. Change-of-basis
+//! triplets such as `(x,y,z+1/4)` are refused with a clear error; shifts in twelfths are accepted.
 
 use super::{SymOp, SymmetryError, TDEN};
 
