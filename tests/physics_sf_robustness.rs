@@ -21,6 +21,17 @@ proptest! {
     }
 
     #[test]
+    fn change_of_basis_never_panics(symbol in r"-?[PCIF] -?[246][xyz]?[abcn]? \([xyz0-9+\-*/,. ]{0,20}\)") {
+        if let Ok(group) = SpaceGroup::from_hall(&symbol) {
+            for a in &group.ops {
+                for b in &group.ops {
+                    prop_assert!(group.ops.contains(&a.compose(b)), "not closed: {}", symbol);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn hm_symbols_never_panic(symbol in r"[ -~]{0,16}") {
         let _ = SpaceGroup::from_hm(&symbol);
     }

@@ -6,6 +6,7 @@
 //! `hall` parses Hall symbols into generators; `closure` builds the group; `table` maps
 //! Hermann-Mauguin symbols and numbers to the Hall symbol of each tabulated setting.
 
+pub mod change_of_basis;
 pub mod hall;
 pub mod table;
 
