@@ -10,8 +10,10 @@
 //! In: a [`Crystal`], Miller indices, form factors, the metal element(s). [`StructureFactorModel`]
 //! precomputes per hkl (once): f0-weighted sums, G of each anomalous scatterer type and of each
 //! metal site. [`StructureFactorModel::fixed_part`] adds the known f'/f'' per channel (once per
-//! channel set). [`structure_factors`] and its adjoint [`structure_factor_vjp`] are then a small
-//! fused loop over (hkl, channel, site) with no allocation inside; [`intensity_vjp`] chains |F|^2.
+//! channel set). [`structure_factors`] (or [`structure_factors_into`], allocation-free) and its
+//! adjoint [`structure_factor_vjp`] are then a small fused loop over (hkl, channel, site);
+//! [`intensity_vjp`] chains |F|^2 and [`intensity_site_vjp`] fuses both adjoints. The adjoints
+//! reduce over hkl in fixed chunks and a fixed order: bit-identical results on any thread count.
 //! B convention: DW = exp(-B s^2) with s = sin(theta)/lambda; anisotropic U as
 //! exp(-2 pi^2 s*^T U s*) with s* the cartesian reciprocal vector of each symmetry image.
 
