@@ -3,4 +3,5 @@
 //! The library is pure: it takes model sources and data and returns values and diagnostics.
 //! Only the `spreadc` binary (src/main.rs) prints, reads arguments and chooses exit codes.
 //! Modules follow the pipeline of DESIGN.md §1; imports point backward only.
+
 pub mod physics;
