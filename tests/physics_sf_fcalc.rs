@@ -163,3 +163,63 @@ fn hkl_files_parse_with_line_numbers() {
     assert!(err.to_string().starts_with("c.hkl:2:"), "{err}");
     assert!(miller::parse_hkl("d.hkl", "1 2\n").is_err());
 }
+
+#[test]
+fn henke_dir_supplies_tables_the_build_does_not_embed() {
+    let pdb = "CRYST1   20.000   25.000   30.000  90.00  90.00  90.00 P 1\n\
+ATOM      1  O   HOH A   1       1.000   2.000   3.000  1.00 20.00           O\n\
+HETATM    2 YB   YB  A   2       4.000   5.000   6.500  1.00 12.00          YB\nEND\n";
+    let path = std::env::temp_dir().join(format!("spread_fcalc_yb_{}.pdb", std::process::id()));
+    std::fs::write(&path, pdb).unwrap();
+    let model = path.to_str().unwrap();
+    let without = spreadc(&["fcalc", model, "--energy", "7120", "--dmin", "5"]);
+    assert_eq!(without.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("--henke-dir"));
+    let dir = format!("{FIXTURES}tables/henke_extra");
+    let with = spreadc(&[
+        "fcalc",
+        model,
+        "--energy",
+        "7120",
+        "--dmin",
+        "5",
+        "--henke-dir",
+        &dir,
+    ]);
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    // F(0 0 1) by hand: f = f0 + f' + i f'' per atom, exp(-B s^2), phase 2 pi l z/c (P 1).
+    let row = rows(&String::from_utf8(with.stdout).unwrap())
+        .into_iter()
+        .find(|r| r[..3] == [0.0, 0.0, 1.0])
+        .unwrap();
+    let s2 = 1.0 / (4.0 * 30.0 * 30.0);
+    let wk = spread::physics::form_factor::FormFactors::embedded(
+        spread::physics::scattering_tables::wk1995::GaussianSet::Wk1995,
+    )
+    .unwrap();
+    let henke = |p: &str| {
+        spread::physics::scattering_tables::henke::HenkeTable::read(std::path::Path::new(p))
+            .unwrap()
+    };
+    let yb = henke(&format!("{dir}/yb.nff")).at_ev_f32(7120.0).unwrap();
+    let o = spread::physics::scattering_tables::henke::HenkeTable::embedded("O")
+        .unwrap()
+        .at_ev_f32(7120.0)
+        .unwrap();
+    let term = |f0: f64, (fp, fdp): (f64, f64), b: f64, z: f64| {
+        num_complex::Complex64::new(f0 + fp, fdp)
+            * (-b * s2).exp()
+            * num_complex::Complex64::from_polar(1.0, 2.0 * std::f64::consts::PI * z / 30.0)
+    };
+    let f = term(wk.get("O").unwrap().f0(s2), o, 20.0, 3.0)
+        + term(wk.get("Yb").unwrap().f0(s2), yb, 12.0, 6.5);
+    assert!(
+        (row[5] - f.re).abs() < 2e-6 && (row[6] - f.im).abs() < 2e-6,
+        "{row:?} vs {f}"
+    );
+}

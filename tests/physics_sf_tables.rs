@@ -138,6 +138,9 @@ fn sasaki_and_sherrell_tables_read() {
     assert!((fp + 7.172140).abs() < 1e-6 && (fdp - 2.341714).abs() < 1e-6);
     assert_eq!(ox.at_ev(7000.0).unwrap(), red.at_ev(7000.0).unwrap());
     assert!(sherrell::curve(&file, &columns, ["energy_eV", "nope", "ox_fdp"]).is_err());
+    // An edge offset: the shifted curve at E + 1.5 eV is the original at E.
+    let shifted = ox.shifted(1.5);
+    assert_eq!(shifted.at_ev(7121.5).unwrap(), ox.at_ev(7120.0).unwrap());
 }
 
 #[test]

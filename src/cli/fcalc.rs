@@ -34,6 +34,9 @@ pub struct Args {
     /// Resolution limit in Angstrom: all unique, non-absent reflections with d >= DMIN.
     #[arg(long, required_unless_present = "hkl")]
     pub dmin: Option<f64>,
+    /// Directory of Henke `.nff` tables (e.g. `yb.nff`) for elements this build does not embed.
+    #[arg(long)]
+    pub henke_dir: Option<PathBuf>,
     /// Write the CSV here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -62,22 +65,8 @@ pub fn run(args: &Args) -> ExitCode {
 /// Read, compute and write.
 fn compute(args: &Args) -> Result<(), Failure> {
     let overrides = parse_overrides(args)?;
-    let crystal = atoms::read(&args.model).map_err(|e| match e {
-        atoms::AtomsError::Io { .. } => Failure(2, e.to_string()),
-        _ => Failure(1, e.to_string()),
-    })?;
-    let hkl = match (&args.hkl, args.dmin) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure(2, format!("{}: {e}", path.display())))?;
-            miller::parse_hkl(&path.display().to_string(), &text)
-                .map_err(|e| Failure(1, e.to_string()))?
-        }
-        (None, Some(d)) if d > 0.0 => {
-            miller::unique_to_d_min(&crystal.cell, &crystal.space_group, d)
-        }
-        _ => return Err(Failure(2, "give --hkl FILE or --dmin D (D > 0)".into())),
-    };
+    let crystal = read_model(args, &overrides)?;
+    let hkl = reflections(args, &crystal)?;
     let form_factors =
         FormFactors::embedded(GaussianSet::Wk1995).map_err(|e| Failure(1, e.to_string()))?;
     let metals: Vec<&str> = overrides
@@ -86,43 +75,97 @@ fn compute(args: &Args) -> Result<(), Failure> {
         .collect();
     let model = StructureFactorModel::new(&crystal, &hkl, &form_factors, &metals)
         .map_err(|e| Failure(1, e.to_string()))?;
+    let henke: Vec<HenkeTable> = model
+        .types
+        .iter()
+        .map(|element| henke_table(args, element))
+        .collect::<Result<_, _>>()?;
     let fixed = model
         .fixed_part(&args.energy_ev, |element, e| {
-            HenkeTable::embedded(element)?.at_ev_f32(e)
+            let table = henke.iter().find(|t| t.element == element);
+            table.map_or(Ok((0.0, 0.0)), |t| t.at_ev_f32(e))
         })
         .map_err(|e| Failure(1, e.to_string()))?;
-    if let Some((element, _)) = overrides
-        .iter()
-        .find(|(e, _)| !crystal.atoms.iter().any(|a| &a.element == e))
-    {
-        return Err(Failure(
-            1,
-            format!(
-                "{}: no atom of element {element} for --fp-fdp/--fp-fdp-table",
-                args.model.display()
-            ),
-        ));
-    }
     let (fp, fdp) = site_values(&model, &crystal, &overrides, &args.energy_ev)?;
     let f = structure_factors(&model, &fixed, fp.view(), fdp.view())
         .map_err(|e| Failure(1, e.to_string()))?;
+    write_output(args, &format_csv(&model, &args.energy_ev, f.view()))
+}
+
+/// The atomic model, checked to hold every element named by an override; warnings to stderr.
+fn read_model(args: &Args, overrides: &[(String, Override)]) -> Result<atoms::Crystal, Failure> {
+    let crystal = atoms::read(&args.model).map_err(|e| match e {
+        atoms::AtomsError::Io { .. } => Failure(2, e.to_string()),
+        _ => Failure(1, e.to_string()),
+    })?;
+    for warning in &crystal.warnings {
+        eprintln!("warning: {}: {warning}", args.model.display());
+    }
+    let present = |element: &String| crystal.atoms.iter().any(|a| &a.element == element);
+    if let Some((element, _)) = overrides.iter().find(|(e, _)| !present(e)) {
+        let model = args.model.display();
+        return Err(Failure(
+            1,
+            format!("{model}: no atom of element {element} for --fp-fdp/--fp-fdp-table"),
+        ));
+    }
+    Ok(crystal)
+}
+
+/// The Henke table of `element`: from --henke-dir when it has the file, else embedded.
+fn henke_table(args: &Args, element: &str) -> Result<HenkeTable, Failure> {
+    let file = args
+        .henke_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("{}.nff", element.to_ascii_lowercase())));
+    let table = match file {
+        Some(path) if path.exists() => HenkeTable::read(&path),
+        _ => HenkeTable::embedded(element),
+    };
+    table.map_err(|e| {
+        Failure(
+            1,
+            format!("{}: {e} (use --henke-dir DIR)", args.model.display()),
+        )
+    })
+}
+
+/// Reflections from --hkl or --dmin.
+fn reflections(args: &Args, crystal: &atoms::Crystal) -> Result<Vec<[i32; 3]>, Failure> {
+    match (&args.hkl, args.dmin) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure(2, format!("{}: {e}", path.display())))?;
+            miller::parse_hkl(&path.display().to_string(), &text)
+                .map_err(|e| Failure(1, e.to_string()))
+        }
+        (None, Some(d)) if d > 0.0 => Ok(miller::unique_to_d_min(
+            &crystal.cell,
+            &crystal.space_group,
+            d,
+        )),
+        _ => Err(Failure(2, "give --hkl FILE or --dmin D (D > 0)".into())),
+    }
+}
+
+/// One CSV row per reflection and energy.
+fn format_csv(
+    model: &StructureFactorModel,
+    energies: &[f64],
+    f: ndarray::ArrayView2<num_complex::Complex64>,
+) -> String {
     let mut csv = String::from("h,k,l,energy_ev,d_spacing_A,ReF,ImF,absF\n");
-    for (i, h) in hkl.iter().enumerate() {
-        for (e, energy) in args.energy_ev.iter().enumerate() {
-            let value = f[(i, e)];
+    for (i, h) in model.hkl.iter().enumerate() {
+        for (e, energy) in energies.iter().enumerate() {
+            let (value, d) = (f[(i, e)], model.d_spacing[i]);
+            let (re, im, abs) = (value.re, value.im, value.norm());
             csv += &format!(
-                "{},{},{},{energy},{:.5},{:.6},{:.6},{:.6}\n",
-                h[0],
-                h[1],
-                h[2],
-                model.d_spacing[i],
-                value.re,
-                value.im,
-                value.norm()
+                "{},{},{},{energy},{d:.5},{re:.6},{im:.6},{abs:.6}\n",
+                h[0], h[1], h[2]
             );
         }
     }
-    write_output(args, &csv)
+    csv
 }
 
 /// ELEMENT=FP,FDP and ELEMENT=FILE options.

@@ -10,8 +10,10 @@
 //! In: a [`Crystal`], Miller indices, form factors, the metal element(s). [`StructureFactorModel`]
 //! precomputes per hkl (once): f0-weighted sums, G of each anomalous scatterer type and of each
 //! metal site. [`StructureFactorModel::fixed_part`] adds the known f'/f'' per channel (once per
-//! channel set). [`structure_factors`] and its adjoint [`structure_factor_vjp`] are then a small
-//! fused loop over (hkl, channel, site) with no allocation inside; [`intensity_vjp`] chains |F|^2.
+//! channel set). [`structure_factors`] (or [`structure_factors_into`], allocation-free) and its
+//! adjoint [`structure_factor_vjp`] are then a small fused loop over (hkl, channel, site);
+//! [`intensity_vjp`] chains |F|^2 and [`intensity_site_vjp`] fuses both adjoints. The adjoints
+//! reduce over hkl in fixed chunks and a fixed order: bit-identical results on any thread count.
 //! B convention: DW = exp(-B s^2) with s = sin(theta)/lambda; anisotropic U as
 //! exp(-2 pi^2 s*^T U s*) with s* the cartesian reciprocal vector of each symmetry image.
 
@@ -73,34 +75,46 @@ impl StructureFactorModel {
     ) -> Result<Self, StructureFactorError> {
         let roles = AtomRoles::new(crystal, form_factors, metal_elements)?;
         let table = AtomTable::new(crystal);
-        let n_atoms = crystal.atoms.len();
-        let rows: Vec<HklSums> = hkl
-            .par_iter()
+        let (n_types, n_sites) = (roles.types.len(), roles.metal_atoms.len());
+        let chunks: Vec<HklSums> = hkl
+            .par_chunks(PRECOMPUTE_CHUNK)
             .map_init(
-                || {
-                    (
-                        Workspace::default(),
-                        vec![Complex64::new(0.0, 0.0); n_atoms],
-                    )
-                },
-                |(workspace, g), &h| {
-                    let ops = &crystal.space_group.ops;
-                    phase_factors(&table, ops, &crystal.cell, h, workspace, g);
-                    roles.sums(g, crystal.cell.stol_sq(h))
+                || PerThread::new(crystal.atoms.len(), roles.labels.len()),
+                |scratch, chunk| {
+                    let mut sums = HklSums::with_capacity(chunk.len(), n_types, n_sites);
+                    for &h in chunk {
+                        let ops = &crystal.space_group.ops;
+                        phase_factors(
+                            &table,
+                            ops,
+                            &crystal.cell,
+                            h,
+                            &mut scratch.workspace,
+                            &mut scratch.g,
+                        );
+                        roles.accumulate(scratch, crystal.cell.stol_sq(h), &mut sums);
+                    }
+                    sums
                 },
             )
             .collect();
-        let (n_types, n_sites) = (roles.types.len(), roles.metal_atoms.len());
-        let g_type = Array2::from_shape_fn((hkl.len(), n_types), |(i, t)| rows[i].g_type[t]);
-        let g_metal = Array2::from_shape_fn((hkl.len(), n_sites), |(i, m)| rows[i].g_metal[m]);
+        let mut all = HklSums::with_capacity(hkl.len(), n_types, n_sites);
+        for chunk in chunks {
+            all.f0_part.extend(chunk.f0_part);
+            all.g_type.extend(chunk.g_type);
+            all.g_metal.extend(chunk.g_metal);
+        }
+        let shape_error = |e: ndarray::ShapeError| StructureFactorError::Shape(e.to_string());
         Ok(Self {
             hkl: hkl.to_vec(),
             d_spacing: hkl.iter().map(|&h| crystal.cell.d_spacing(h)).collect(),
             types: roles.types,
             metal_atoms: roles.metal_atoms,
-            f0_part: rows.iter().map(|r| r.f0_part).collect(),
-            g_type,
-            g_metal,
+            f0_part: all.f0_part,
+            g_type: Array2::from_shape_vec((hkl.len(), n_types), all.g_type)
+                .map_err(shape_error)?,
+            g_metal: Array2::from_shape_vec((hkl.len(), n_sites), all.g_metal)
+                .map_err(shape_error)?,
         })
     }
 
@@ -167,11 +181,43 @@ struct AtomRoles {
     site_of: Vec<Option<usize>>,
 }
 
-/// The per-hkl sums of one reflection.
+/// Reflections per parallel task of the precomputation.
+const PRECOMPUTE_CHUNK: usize = 64;
+
+/// Per-hkl sums of a run of reflections, row-major: f0 G, G per type, G per metal site.
 struct HklSums {
-    f0_part: Complex64,
+    f0_part: Vec<Complex64>,
     g_type: Vec<Complex64>,
     g_metal: Vec<Complex64>,
+}
+
+impl HklSums {
+    /// Empty sums with room for `n` reflections.
+    fn with_capacity(n: usize, n_types: usize, n_sites: usize) -> Self {
+        Self {
+            f0_part: Vec::with_capacity(n),
+            g_type: Vec::with_capacity(n * n_types),
+            g_metal: Vec::with_capacity(n * n_sites),
+        }
+    }
+}
+
+/// Per-thread scratch of the precomputation, so nothing is allocated per reflection.
+struct PerThread {
+    workspace: Workspace,
+    g: Vec<Complex64>,
+    f0: Vec<f64>,
+}
+
+impl PerThread {
+    /// Scratch for `n_atoms` atoms and `n_labels` form-factor types.
+    fn new(n_atoms: usize, n_labels: usize) -> Self {
+        Self {
+            workspace: Workspace::default(),
+            g: vec![Complex64::new(0.0, 0.0); n_atoms],
+            f0: vec![0.0; n_labels],
+        }
+    }
 }
 
 impl AtomRoles {
@@ -237,24 +283,30 @@ impl AtomRoles {
         })
     }
 
-    /// Sum the atoms' G into sum f0 G (all atoms), G per anomalous type, and G per metal site.
-    fn sums(&self, g: &[Complex64], stol_sq: f64) -> HklSums {
-        let f0: Vec<f64> = self.labels.iter().map(|c| c.f0(stol_sq)).collect();
-        let mut sums = HklSums {
-            f0_part: Complex64::new(0.0, 0.0),
-            g_type: vec![Complex64::new(0.0, 0.0); self.types.len()],
-            g_metal: vec![Complex64::new(0.0, 0.0); self.metal_atoms.len()],
-        };
-        for (i, g) in g.iter().enumerate() {
-            sums.f0_part += f0[self.label_of[i]] * g;
+    /// Append one reflection's sums (atoms' G in `scratch.g`) to `sums`.
+    fn accumulate(&self, scratch: &mut PerThread, stol_sq: f64, sums: &mut HklSums) {
+        scratch
+            .f0
+            .iter_mut()
+            .zip(&self.labels)
+            .for_each(|(f, c)| *f = c.f0(stol_sq));
+        let zero = Complex64::new(0.0, 0.0);
+        let (type_start, site_start) = (sums.g_type.len(), sums.g_metal.len());
+        sums.g_type
+            .extend(std::iter::repeat_n(zero, self.types.len()));
+        sums.g_metal
+            .extend(std::iter::repeat_n(zero, self.metal_atoms.len()));
+        let mut f0_part = zero;
+        for (i, g) in scratch.g.iter().enumerate() {
+            f0_part += scratch.f0[self.label_of[i]] * g;
             if let Some(t) = self.type_of[i] {
-                sums.g_type[t] += g;
+                sums.g_type[type_start + t] += g;
             }
             if let Some(m) = self.site_of[i] {
-                sums.g_metal[m] = *g;
+                sums.g_metal[site_start + m] = *g;
             }
         }
-        sums
+        sums.f0_part.push(f0_part);
     }
 }
 

@@ -2,9 +2,12 @@
 //! In: a symbol such as `-P 2ac 2n` or `P 31 2 (0 0 4)`. Out: generators (lattice centrings,
 //! the optional centre of inversion, one Seitz operator per matrix symbol), already moved by the
 //! origin shift V (in twelfths). The default-axis rules are Hall's: first axis c; a second 2-fold
-//! along a after a 2- or 4-fold, along a-b after a 3- or 6-fold; a third 3-fold along a+b+c.
+//! along a after a 2- or 4-fold, along a-b after a 3- or 6-fold (taking c as the reference when that
+//! 3-fold is the body diagonal, as in `P 3* 2`); a third 3-fold along a+b+c. The closing part may
+//! also be a change-of-basis triplet such as `(x-y,x+y,z)` (see `change_of_basis`).
 
-use super::{SymOp, SymmetryError, TDEN};
+use super::change_of_basis::ChangeOfBasis;
+use super::{SymOp, SymmetryError, TDEN, closure};
 
 /// Parse a Hall symbol into generators of its group.
 pub fn generators(symbol: &str) -> Result<Vec<SymOp>, SymmetryError> {
@@ -12,7 +15,7 @@ pub fn generators(symbol: &str) -> Result<Vec<SymOp>, SymmetryError> {
         symbol: symbol.to_string(),
         message,
     };
-    let (body, shift) = split_origin_shift(symbol).map_err(err)?;
+    let (body, basis) = split_change_of_basis(symbol).map_err(err)?;
     let mut tokens = body.split_whitespace();
     let lattice = tokens.next().ok_or_else(|| err("empty symbol".into()))?;
     let mut generators = lattice_generators(lattice).map_err(err)?;
@@ -22,10 +25,33 @@ pub fn generators(symbol: &str) -> Result<Vec<SymOp>, SymmetryError> {
         previous = Some((matrix.order, matrix.axis));
         generators.push(matrix.op);
     }
-    Ok(generators
+    change_basis(&generators, &basis).map_err(err)
+}
+
+/// The generators in the new basis, plus the lattice translations the new basis brings.
+fn change_basis(generators: &[SymOp], basis: &ChangeOfBasis) -> Result<Vec<SymOp>, String> {
+    let mut out = generators
         .iter()
-        .map(|op| shift_origin(op, shift))
-        .collect())
+        .map(|op| basis.transform(op))
+        .collect::<Result<Vec<_>, _>>()?;
+    if basis.is_shift() {
+        return Ok(out);
+    }
+    // The new cell must be a cell of the old lattice: each new unit translation, seen in the old
+    // basis, has to be a lattice translation (integer or a centring vector) of the old group.
+    let old = closure(generators).ok_or("the generators do not form a space group")?;
+    for axis in basis.new_axes_in_old()? {
+        let found = old
+            .iter()
+            .any(|op| op.rot == SymOp::IDENTITY.rot && op.tran == SymOp::new(op.rot, axis).tran);
+        if !found {
+            return Err("the change of basis does not describe a cell of this lattice".into());
+        }
+    }
+    for translation in basis.lattice_translations()? {
+        out.push(SymOp::new(SymOp::IDENTITY.rot, translation));
+    }
+    Ok(out)
 }
 
 /// A rotation axis: along a basis vector, a face diagonal (' or ") of a principal axis, or a+b+c.
@@ -46,25 +72,22 @@ struct Matrix {
     op: SymOp,
 }
 
-/// The body and the origin shift (in 1/24) of `P 31 2 (0 0 4)`.
-fn split_origin_shift(symbol: &str) -> Result<(&str, [i32; 3]), String> {
+/// The body and the change of basis of `P 31 2 (0 0 4)` or `C 2y (x-y,x+y,z)`.
+fn split_change_of_basis(symbol: &str) -> Result<(&str, ChangeOfBasis), String> {
     let Some(open) = symbol.find('(') else {
-        return Ok((symbol, [0; 3]));
+        return Ok((symbol, ChangeOfBasis::shift([0; 3])));
     };
     let close = symbol
         .rfind(')')
-        .ok_or("unclosed '(' in the origin shift")?;
-    let numbers: Vec<i32> = symbol[open + 1..close]
-        .split_whitespace()
-        .map(|n| {
-            n.parse::<i32>()
-                .map_err(|_| format!("origin shift '{n}' is not an integer (twelfths)"))
-        })
-        .collect::<Result<_, _>>()?;
-    let shift: [i32; 3] = numbers
-        .try_into()
-        .map_err(|_| "origin shift needs three integers".to_string())?;
-    Ok((&symbol[..open], shift.map(|v| v * TDEN / 12)))
+        .filter(|&close| close > open)
+        .ok_or("unclosed '(' in the change of basis")?;
+    if !symbol[close + 1..].trim().is_empty() {
+        return Err("text after the change of basis".into());
+    }
+    Ok((
+        &symbol[..open],
+        ChangeOfBasis::parse(&symbol[open + 1..close])?,
+    ))
 }
 
 /// Centring translations (and -1 when the lattice symbol starts with '-').
@@ -243,12 +266,4 @@ fn relabel(m: [[i32; 3]; 3], k: usize) -> [[i32; 3]; 3] {
 /// -m.
 fn negate(m: [[i32; 3]; 3]) -> [[i32; 3]; 3] {
     m.map(|row| row.map(|v| -v))
-}
-
-/// The operator seen from an origin shifted by v: (R, t + (I - R) v).
-fn shift_origin(op: &SymOp, v: [i32; 3]) -> SymOp {
-    let tran = std::array::from_fn(|i| {
-        op.tran[i] + v[i] - (0..3).map(|j| op.rot[i][j] * v[j]).sum::<i32>()
-    });
-    SymOp::new(op.rot, tran)
 }
