@@ -4,8 +4,8 @@
 //! Only the `spreadc` binary (src/main.rs) prints, reads arguments and chooses exit codes.
 //! Modules follow the pipeline of DESIGN.md §1; imports point backward only.
 
-pub mod diagnostics;
-pub mod syntax;
-pub mod resolve;
 pub mod check;
+pub mod diagnostics;
 pub mod ir;
+pub mod resolve;
+pub mod syntax;
