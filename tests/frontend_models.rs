@@ -149,3 +149,14 @@ fn eight_schools_data_are_rubins_numbers() {
         vec![("n_rows".to_string(), rows.len() as u64)]
     );
 }
+
+#[test]
+fn model_ir_matches_its_snapshot() {
+    for path in models() {
+        let program = check_clean(&path, &[]);
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        insta::with_settings!({ snapshot_path => "snapshots/models", prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!(name, ir::print(&program));
+        });
+    }
+}
