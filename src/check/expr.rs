@@ -555,7 +555,7 @@ impl Checker {
         } else if !meta.ty.is_error() {
             meta.plates.retain(|&p| p != id);
             match op {
-                ReduceOp::Stack => meta.ty.shape.insert(0, self.program.plates[id].size()),
+                ReduceOp::Stack => meta.ty.shape.insert(0, self.stacked_size(id)),
                 ReduceOp::Mean | ReduceOp::LogSumExp if meta.ty.base == Base::Int => {
                     meta.ty.base = Base::Real
                 }
@@ -563,6 +563,12 @@ impl Checker {
             }
         }
         (ExprKind::Reduce(op, Box::new(tx), plate.clone()), meta)
+    }
+
+    /// Rows of `stack(x over p)`: the mini-batch size when `p` is subsampled.
+    fn stacked_size(&self, plate: usize) -> Dim {
+        let p = &self.program.plates[plate];
+        p.subsample.map(Dim::Known).unwrap_or_else(|| p.size())
     }
 
     fn match_expr(&mut self, v: &Ident, arms: &[MatchArm<()>]) -> (ExprKind<Typed>, Typed) {

@@ -17,6 +17,8 @@
 //!   record of the data plate of that name (`image`, `shoebox`, `row`).
 //! - `Reduce { plate, body }` evaluates `body` for every element of `plate` (nested inside the
 //!   current elements of the enclosing plates) and combines them; `Stack` adds a leading axis.
+//!   Over a subsampled plate it sees the mini-batch: `stack` has `subsample` rows, `sum` should be
+//!   scaled by size / subsample and `mean` is the batch mean (unbiased estimates of the full ones).
 //! - `Latent` samples from the guide (`guide` lists one `GuideSite` per latent) and adds
 //!   log prior - log guide; `support` says which bijection maps the unconstrained guide sample.
 //! - `Observe` adds the log-likelihood of `data`, summed over its shape; with a `Correction`, the
