@@ -305,10 +305,12 @@ impl Checker {
     fn fn_decl(&mut self, f: &ast::FnDecl<()>) {
         let sig = self.signature(&f.name, &f.params, &f.ret);
         self.later_fns.retain(|n| *n != f.name.name);
+        // Parameters count as Param: one body serves every call site, and a call with latents
+        // must stay on the tape.
         let frame: HashMap<String, (Type, Ad)> = sig
             .params
             .iter()
-            .map(|(n, t)| (n.clone(), (t.clone(), Ad::Data)))
+            .map(|(n, t)| (n.clone(), (t.clone(), Ad::Param)))
             .collect();
         self.locals.push(frame);
         self.in_fn = true;
