@@ -6,6 +6,24 @@
 //! keeps only the selected arm; a switched-off correction flow is gone), so the runtime never sees
 //! a choice it must make; every expression node carries its type, shape, plates and ad level;
 //! physics operators are named extern calls, looked up by name at run time.
+//!
+//! How a runtime interprets it:
+//! - `log_joint` runs in order. A statement with `plate: Some(p)` runs once per element of `p` and of
+//!   each ancestor plate (a loop or a batched tensor axis, the runtime's choice); `None` runs once.
+//!   Under a subsampled plate, observe log-likelihoods and latent prior terms inside it are scaled by
+//!   size / subsample.
+//! - `Var(name)` is, in this order: a parameter or local let of the enclosing function; a latent,
+//!   param or let of the model (the value of the current plate element); a data binding; the current
+//!   record of the data plate of that name (`image`, `shoebox`, `row`).
+//! - `Reduce { plate, body }` evaluates `body` for every element of `plate` (nested inside the
+//!   current elements of the enclosing plates) and combines them; `Stack` adds a leading axis.
+//!   Over a subsampled plate it sees the mini-batch: `stack` has `subsample` rows, `sum` should be
+//!   scaled by size / subsample and `mean` is the batch mean (unbiased estimates of the full ones).
+//! - `Latent` samples from the guide (`guide` lists one `GuideSite` per latent) and adds
+//!   log prior - log guide; `support` says which bijection maps the unconstrained guide sample.
+//! - `Observe` adds the log-likelihood of `data`, summed over its shape; with a `Correction`, the
+//!   likelihood is pushed through the named flow and `penalty` times the flow's penalty is added.
+//! - `Extern(name, args)` calls the operator registered under `name`; `ExternSig` gives its types.
 
 mod compile;
 mod lower;

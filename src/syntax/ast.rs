@@ -22,6 +22,8 @@ pub struct Module<M> {
 }
 
 /// A top-level item.
+// A file holds tens of items, built once: boxing the large variants would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item<M> {
     /// `use physics.{a, b}`
@@ -185,6 +187,8 @@ pub struct Stmt<M> {
 }
 
 /// The kinds of model statements.
+// Statements are few and built once per compilation; boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum StmtKind<M> {
     /// `plate name ... { body }`
