@@ -286,7 +286,7 @@ impl Evaluator<'_> {
         let mut leaves = Vec::new();
         env.instance.push((plate, index));
         let total = self.plate_instance(tape, &mut env, plate, index, scale, &mut leaves)?;
-        let fail = |e| InferError::from_tape(e, self.spec.step, self.describe(&env.instance));
+        let fail = |e| InferError::from_tape(e, self.spec.step, self.describe_env(&env));
         let value = tape.scalar_value(total).map_err(fail)?;
         tape.backward(total).map_err(fail)?;
         let grads =
@@ -343,7 +343,7 @@ impl Evaluator<'_> {
     }
 
     fn tape_err(&self, e: TapeError, env: &Env) -> InferError {
-        InferError::from_tape(e, self.spec.step, self.describe(&env.instance))
+        InferError::from_tape(e, self.spec.step, self.describe_env(env))
     }
 
     /// Row-major flat index of the current instance over its plate chain.
@@ -363,6 +363,21 @@ impl Evaluator<'_> {
             .map(|&(p, i)| format!("{} {i}", self.model.plates[p].name))
             .collect();
         parts.join(", ")
+    }
+
+    /// Like `describe`, naming the instances of a chunk ("group 0-124 (chunk)").
+    fn describe_env(&self, env: &Env) -> String {
+        match &env.batch {
+            Some((p, rows)) if rows.len() > 1 => {
+                let (first, last) = (rows[0], rows[rows.len() - 1]);
+                format!(
+                    "{} {first}-{last} (chunk of {})",
+                    self.model.plates[*p].name,
+                    rows.len()
+                )
+            }
+            _ => self.describe(&env.instance),
+        }
     }
 
     /// Evaluates the sites directly in `plate` (None = global) and returns their scaled sum.
@@ -407,7 +422,7 @@ impl Evaluator<'_> {
             step: self.spec.step,
             site: site.name().into(),
             label: super::model::site_label(site),
-            plates: self.describe(&env.instance),
+            plates: self.describe_env(env),
             source: Box::new(source),
         }
     }
