@@ -315,3 +315,49 @@ fn engine_gradient_matches_finite_differences_of_the_estimate() {
         }
     }
 }
+
+/// The same finite-difference check for the correlated guides (full-rank, low-rank) on a
+/// three-coefficient regression.
+#[test]
+fn correlated_guide_gradients_match_finite_differences() {
+    use spread::infer::engine::Objective;
+    use spread::infer::examples::linear_regression;
+    use spread::infer::svi::objective_and_gradient;
+    let x = ndarray::Array2::from_shape_fn((12, 3), |(i, j)| ((i * (j + 2)) as f64 * 0.37).sin());
+    let y = ndarray::Array1::from_shape_fn(12, |i| (i as f64 * 0.3).cos());
+    for guide in [GuideKind::FullRank, GuideKind::LowRank(2)] {
+        let model = linear_regression(&x, &y, 3.0, 0.8, guide).unwrap();
+        for objective in [Objective::Elbo, Objective::Iwae] {
+            let cfg = SviConfig {
+                particles: 3,
+                objective,
+                ..cfg(1)
+            };
+            let mut state = SviState::new(&model, 8);
+            state
+                .params
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, p)| *p += 0.03 * ((i * 5) % 7) as f64 - 0.1);
+            let (_, grad, _) =
+                objective_and_gradient(&model, &state, &cfg, &SingleProcess).unwrap();
+            let h = 1e-6;
+            for (i, g) in grad.iter().enumerate() {
+                let mut s = state.clone();
+                s.params[i] += h;
+                let up = objective_and_gradient(&model, &s, &cfg, &SingleProcess)
+                    .unwrap()
+                    .0;
+                s.params[i] -= 2.0 * h;
+                let down = objective_and_gradient(&model, &s, &cfg, &SingleProcess)
+                    .unwrap()
+                    .0;
+                let fd = -(up - down) / (2.0 * h);
+                assert!(
+                    (g - fd).abs() < 1e-5 * (1.0 + fd.abs()),
+                    "{guide:?} {objective:?} param {i}: {g} vs {fd}"
+                );
+            }
+        }
+    }
+}
