@@ -58,24 +58,45 @@ fn main() {
     let y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0];
     let sigma = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0];
     let (x, yr) = regression_data();
+    let chunked = |m: Result<Model, spread::infer::model::ModelError>, rows: usize| {
+        m.map(|mut m| {
+            m.plates[0].chunk = Some(rows);
+            m
+        })
+    };
     let models: Vec<(&str, Result<Model, _>, u64)> = vec![
-        ("eight_schools (8 schools)", eight_schools(&y, &sigma), 2000),
+        (
+            "eight_schools, tape per school",
+            eight_schools(&y, &sigma),
+            2000,
+        ),
+        (
+            "eight_schools, chunk 8",
+            chunked(eight_schools(&y, &sigma), 8),
+            2000,
+        ),
         (
             "linear_regression full-rank (40x3)",
             linear_regression(&x, &yr, 3.0, 0.8, GuideKind::FullRank),
             500,
         ),
         (
-            "hierarchical_regression (1000 groups x 20)",
+            "hier_regression 1000x20, tape per group",
             hierarchical_regression(1000, 20, 7),
             40,
+        ),
+        (
+            "hier_regression 1000x20, chunk 125",
+            chunked(hierarchical_regression(1000, 20, 7), 125),
+            400,
         ),
     ];
     println!(
         "{:<44} {:>12} {:>12} {:>9} {:>14}",
         "model", "1 thread/s", "2 threads/s", "speedup", "us/step (1t)"
     );
-    for (name, model, steps) in models {
+    let filter = std::env::var("SPREAD_BENCH_FILTER").unwrap_or_default();
+    for (name, model, steps) in models.into_iter().filter(|(n, _, _)| n.contains(&filter)) {
         let Ok(model) = model else {
             eprintln!("{name}: model failed to build");
             continue;

@@ -232,14 +232,29 @@ fn enumerated_categorical_marginal() {
 }
 
 /// The fused normal kernel equals the elementwise formula and its adjoint matches central
-/// differences, with broadcasting on every input.
+/// differences: with numpy broadcasting on every input (general path), and with full and
+/// single-number operands (the slice fast path).
 #[test]
 fn fused_normal_matches_unfused_and_finite_differences() {
-    let inputs = [
-        ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.3, -1.2, 0.8, 2.0, -0.1, 0.5]).unwrap(),
+    let x = ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.3, -1.2, 0.8, 2.0, -0.1, 0.5]).unwrap();
+    check_fused_normal(&[
+        x.clone(),
         ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.1, 0.4, -0.2]).unwrap(),
         ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![0.7, 1.6]).unwrap(),
-    ];
+    ]);
+    check_fused_normal(&[
+        x.clone(),
+        ArrayD::from_elem(IxDyn(&[]), 0.25),
+        ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.7, 1.6, 0.9, 1.1, 0.5, 2.0]).unwrap(),
+    ]);
+    check_fused_normal(&[
+        x,
+        ArrayD::from_elem(IxDyn(&[]), -0.3),
+        ArrayD::from_elem(IxDyn(&[]), 1.3),
+    ]);
+}
+
+fn check_fused_normal(inputs: &[ArrayD<f64>]) {
     let eval = |inp: &[ArrayD<f64>], fused: bool| -> (f64, Vec<ArrayD<f64>>) {
         let mut t = Tape::new();
         let ids: Vec<NodeId> = inp.iter().map(|a| t.leaf_real(a.clone())).collect();
@@ -262,8 +277,8 @@ fn fused_normal_matches_unfused_and_finite_differences() {
             ids.iter().map(|&i| t.grad_real(i).unwrap()).collect(),
         )
     };
-    let (vf, gf) = eval(&inputs, true);
-    let (vu, gu) = eval(&inputs, false);
+    let (vf, gf) = eval(inputs, true);
+    let (vu, gu) = eval(inputs, false);
     close(vf, vu);
     let h = 1e-6;
     for k in 0..3 {

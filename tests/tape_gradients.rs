@@ -11,7 +11,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use proptest::prelude::*;
-use spread::tape::{Activation, FusedOp, NodeId, Tape, TapeError, Unary, Value};
+use spread::tape::{Activation, Binary, FusedOp, NodeId, Tape, TapeError, Unary, Value};
 use std::sync::Arc;
 
 type Builder = dyn Fn(&mut Tape, &[NodeId]) -> Result<NodeId, TapeError>;
@@ -124,6 +124,12 @@ proptest! {
         check(&|t, x| t.div(x[0], x[1]), &[x.clone(), row.clone()]);
         check(&|t, x| t.div(x[0], x[1]), &[arr(&[2, 1], &a), y.clone()]);
         check(&|t, x| t.pow(x[0], x[1]), &[y.clone(), x.clone()]);
+        // One side a single number (the slice fast path), either side, 0-d or length 1.
+        let (s0, s1) = (arr(&[], &b[3..]), arr(&[1], &b[4..]));
+        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow] {
+            check(&move |t, x| t.binary(op, x[0], x[1]), &[y.clone(), s0.clone()]);
+            check(&move |t, x| t.binary(op, x[0], x[1]), &[s1.clone(), y.clone()]);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::dist::Dist;
 use super::error::InferError;
-use super::guide::{ParamLayout, draw};
+use super::guide::{ParamLayout, draw, draw_rows};
 use super::model::{Env, GuideKind, LatentSite, Model, ObserveSite, PlateId, Site};
 use super::reduce::GradientReduce;
 use super::rng::{StreamKey, subsample};
@@ -54,12 +54,36 @@ pub struct Particle {
     pub touched: Vec<bool>,
 }
 
+/// Where a parameter leaf's gradient goes in the flat vector.
+#[derive(Clone, Debug)]
+enum Target {
+    /// The whole leaf, row-major, from this offset.
+    At(usize),
+    /// Row k of the leaf (leading axis = instances of a chunked plate) from offset k.
+    Rows(Vec<usize>),
+}
+
+/// Splits a leaf gradient into (offset, values) pieces of the flat vector.
+fn pieces(target: &Target, g: &ArrayD<f64>) -> Vec<(usize, Vec<f64>)> {
+    let flat: Vec<f64> = g.iter().copied().collect();
+    match target {
+        Target::At(o) => vec![(*o, flat)],
+        Target::Rows(offsets) => {
+            let per = flat.len() / offsets.len().max(1);
+            offsets
+                .iter()
+                .zip(flat.chunks(per.max(1)))
+                .map(|(o, c)| (*o, c.to_vec()))
+                .collect()
+        }
+    }
+}
+
 /// What one plate instance (with its nested plates) returns.
 struct InstanceResult {
     value: f64,
-    touched: Vec<(usize, usize)>,
     global_grads: Vec<ArrayD<f64>>,
-    param_grads: Vec<(usize, ArrayD<f64>)>,
+    param_grads: Vec<(usize, Vec<f64>)>,
 }
 
 /// Everything shared by the evaluation of one particle.
@@ -82,6 +106,7 @@ impl Evaluator<'_> {
             model: self.model,
             values: vec![None; self.model.sites.len()],
             instance: vec![],
+            batch: None,
         };
         let mut leaves = Vec::new();
         let global = self.sites_of(&mut tape, &mut env, None, 1.0, &mut leaves)?;
@@ -102,8 +127,10 @@ impl Evaluator<'_> {
             self.run_plate(plate, &global_ids, &inputs, &mut buffer, &mut touched)?;
         }
         reducer.all_reduce_sum(&mut buffer);
-        for (offset, leaf) in &leaves {
-            touched[*offset..*offset + tape.value(*leaf).len()].fill(true);
+        for (target, leaf) in &leaves {
+            if let Target::At(offset) = target {
+                touched[*offset..*offset + tape.value(*leaf).len()].fill(true);
+            }
         }
         let mut particle = self.finish(tape, global, &global_ids, &leaves, buffer)?;
         particle.touched = touched;
@@ -122,7 +149,7 @@ impl Evaluator<'_> {
         mut tape: Tape,
         global: NodeId,
         global_ids: &[(usize, NodeId)],
-        leaves: &[(usize, NodeId)],
+        leaves: &[(Target, NodeId)],
         buffer: Vec<f64>,
     ) -> Result<Particle, InferError> {
         let step = self.spec.step;
@@ -149,7 +176,8 @@ impl Evaluator<'_> {
             return Err(InferError::from_tape(e, step, "global".into()));
         }
         let mut grad = buffer[pos..].to_vec();
-        for (offset, leaf) in leaves {
+        for (target, leaf) in leaves {
+            let Target::At(offset) = target else { continue };
             let g = tape
                 .grad_real(*leaf)
                 .map_err(|e| InferError::from_tape(e, step, "global".into()))?;
@@ -197,18 +225,18 @@ impl Evaluator<'_> {
         touched: &mut [bool],
     ) -> Result<(), InferError> {
         let (instances, scale) = self.batch(plate, 0);
-        let results: Vec<Result<InstanceResult, InferError>> = instances
+        // Fixed chunk boundaries (never thread-dependent) keep results bit-identical.
+        let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
+        let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
+        let results: Vec<Result<InstanceResult, InferError>> = chunks
             .par_iter()
-            .map_init(Tape::new, |tape, &i| {
-                self.instance(tape, plate, i, scale, global_ids, inputs)
+            .map_init(Tape::new, |tape, &rows| {
+                self.instance(tape, plate, rows, scale, global_ids, inputs)
             })
             .collect();
         let globals_len: usize = inputs.iter().map(Value::len).sum();
         for r in results {
             let r = r?;
-            for &(offset, len) in &r.touched {
-                touched[offset..offset + len].fill(true);
-            }
             buffer[0] += r.value;
             let mut pos = 1;
             for g in &r.global_grads {
@@ -219,6 +247,7 @@ impl Evaluator<'_> {
                 pos += g.len();
             }
             for (offset, g) in &r.param_grads {
+                touched[*offset..offset + g.len()].fill(true);
                 let dst = &mut buffer[1 + globals_len + offset..][..g.len()];
                 dst.iter_mut().zip(g.iter()).for_each(|(a, b)| *a += b);
             }
@@ -226,12 +255,13 @@ impl Evaluator<'_> {
         Ok(())
     }
 
-    /// One instance of a top-level plate on its own (reused) tape.
+    /// One instance (or one chunk of instances, batched along a leading axis) of a
+    /// top-level plate on its own (reused) tape.
     fn instance(
         &self,
         tape: &mut Tape,
         plate: PlateId,
-        index: usize,
+        rows: &[usize],
         scale: f64,
         global_ids: &[(usize, NodeId)],
         inputs: &[Value],
@@ -241,7 +271,9 @@ impl Evaluator<'_> {
             model: self.model,
             values: vec![None; self.model.sites.len()],
             instance: vec![],
+            batch: (self.model.plates[plate].chunk.is_some()).then(|| (plate, rows.to_vec())),
         };
+        let index = rows.first().copied().unwrap_or(0);
         let global_leaves: Vec<NodeId> = global_ids
             .iter()
             .zip(inputs)
@@ -254,27 +286,30 @@ impl Evaluator<'_> {
         let mut leaves = Vec::new();
         env.instance.push((plate, index));
         let total = self.plate_instance(tape, &mut env, plate, index, scale, &mut leaves)?;
-        let fail = |e| InferError::from_tape(e, self.spec.step, self.describe(&env.instance));
+        let fail = |e| InferError::from_tape(e, self.spec.step, self.describe_env(&env));
         let value = tape.scalar_value(total).map_err(fail)?;
         tape.backward(total).map_err(fail)?;
-        if let Some(e) = tape.first_non_finite_grad() {
-            return Err(fail(e));
-        }
         let grads =
             |ids: &mut dyn Iterator<Item = NodeId>| -> Result<Vec<ArrayD<f64>>, InferError> {
                 ids.map(|n| tape.grad_real(n).map_err(fail)).collect()
             };
         let global_grads = grads(&mut global_leaves.iter().copied())?;
-        let param_grads = grads(&mut leaves.iter().map(|(_, n)| *n))?;
-        let touched = leaves
+        let leaf_grads = grads(&mut leaves.iter().map(|(_, n)| *n))?;
+        // Only the gradients that leave this tape must be finite; locate the cause if not.
+        let finite = |g: &ArrayD<f64>| g.iter().all(|v| v.is_finite());
+        if !global_grads.iter().chain(&leaf_grads).all(finite) {
+            let e = tape
+                .first_non_finite_grad()
+                .unwrap_or(crate::tape::TapeError::UnknownNode(0));
+            return Err(fail(e));
+        }
+        let param_grads = leaves
             .iter()
-            .zip(&param_grads)
-            .map(|((o, _), g)| (*o, g.len()))
+            .zip(&leaf_grads)
+            .flat_map(|((target, _), g)| pieces(target, g))
             .collect();
-        let param_grads = leaves.iter().map(|(o, _)| *o).zip(param_grads).collect();
         Ok(InstanceResult {
             value,
-            touched,
             global_grads,
             param_grads,
         })
@@ -288,7 +323,7 @@ impl Evaluator<'_> {
         plate: PlateId,
         _index: usize,
         scale: f64,
-        leaves: &mut Vec<(usize, NodeId)>,
+        leaves: &mut Vec<(Target, NodeId)>,
     ) -> Result<NodeId, InferError> {
         let mut total = self.sites_of(tape, env, Some(plate), scale, leaves)?;
         let flat = self.flat_instance(&env.instance);
@@ -308,7 +343,7 @@ impl Evaluator<'_> {
     }
 
     fn tape_err(&self, e: TapeError, env: &Env) -> InferError {
-        InferError::from_tape(e, self.spec.step, self.describe(&env.instance))
+        InferError::from_tape(e, self.spec.step, self.describe_env(env))
     }
 
     /// Row-major flat index of the current instance over its plate chain.
@@ -330,6 +365,21 @@ impl Evaluator<'_> {
         parts.join(", ")
     }
 
+    /// Like `describe`, naming the instances of a chunk ("group 0-124 (chunk)").
+    fn describe_env(&self, env: &Env) -> String {
+        match &env.batch {
+            Some((p, rows)) if rows.len() > 1 => {
+                let (first, last) = (rows[0], rows[rows.len() - 1]);
+                format!(
+                    "{} {first}-{last} (chunk of {})",
+                    self.model.plates[*p].name,
+                    rows.len()
+                )
+            }
+            _ => self.describe(&env.instance),
+        }
+    }
+
     /// Evaluates the sites directly in `plate` (None = global) and returns their scaled sum.
     fn sites_of(
         &self,
@@ -337,7 +387,7 @@ impl Evaluator<'_> {
         env: &mut Env,
         plate: Option<PlateId>,
         scale: f64,
-        leaves: &mut Vec<(usize, NodeId)>,
+        leaves: &mut Vec<(Target, NodeId)>,
     ) -> Result<NodeId, InferError> {
         let mut total = tape.scalar(0.0);
         for (i, site) in self
@@ -372,7 +422,7 @@ impl Evaluator<'_> {
             step: self.spec.step,
             site: site.name().into(),
             label: super::model::site_label(site),
-            plates: self.describe(&env.instance),
+            plates: self.describe_env(env),
             source: Box::new(source),
         }
     }
@@ -384,7 +434,7 @@ impl Evaluator<'_> {
         env: &mut Env,
         site: usize,
         l: &LatentSite,
-        leaves: &mut Vec<(usize, NodeId)>,
+        leaves: &mut Vec<(Target, NodeId)>,
     ) -> Result<NodeId, super::dist::DistError> {
         let Some(b) = self.layout.blocks[site].as_ref() else {
             return Err(super::dist::DistError::Unsupported {
@@ -392,22 +442,49 @@ impl Evaluator<'_> {
                 detail: "site has no parameters".into(),
             });
         };
-        let flat = self.flat_instance(&env.instance);
-        let offset = b.instance_offset(flat);
-        let key = StreamKey {
+        let key = |instance: usize| StreamKey {
             seed: self.spec.seed,
             step: self.spec.step,
             particle: self.spec.particle,
             site: site as u64,
-            instance: flat as u64,
+            instance: instance as u64,
         };
-        let g = draw(
-            t,
-            b,
-            &self.params[offset..offset + b.per_instance],
-            &mut key.rng(),
-        )?;
-        leaves.extend(g.leaves.iter().flatten().map(|(o, n)| (offset + o, *n)));
+        let g = match &env.batch {
+            Some((_, rows)) if l.plate.is_some() => {
+                let offsets: Vec<usize> = rows.iter().map(|&i| b.instance_offset(i)).collect();
+                let blocks: Vec<&[f64]> = offsets
+                    .iter()
+                    .map(|&o| &self.params[o..o + b.per_instance])
+                    .collect();
+                let mut rngs: Vec<_> = rows.iter().map(|&i| key(i).rng()).collect();
+                let g = draw_rows(t, b, &blocks, &mut rngs)?;
+                let rows_at = |rel: usize| Target::Rows(offsets.iter().map(|o| o + rel).collect());
+                leaves.extend(
+                    g.leaves
+                        .iter()
+                        .flatten()
+                        .map(|(rel, n)| (rows_at(*rel), *n)),
+                );
+                g
+            }
+            _ => {
+                let flat = self.flat_instance(&env.instance);
+                let offset = b.instance_offset(flat);
+                let g = draw(
+                    t,
+                    b,
+                    &self.params[offset..offset + b.per_instance],
+                    &mut key(flat).rng(),
+                )?;
+                leaves.extend(
+                    g.leaves
+                        .iter()
+                        .flatten()
+                        .map(|(o, n)| (Target::At(offset + o), *n)),
+                );
+                g
+            }
+        };
         let (z, log_j) = l.constraint.forward(t, g.u)?;
         env.values[site] = Some(z);
         let Some((family, args)) = &l.prior else {

@@ -159,6 +159,8 @@ pub fn linear_regression(
 
 /// Hierarchical regression on synthetic data: a ~ N(0,5), s ~ HalfNormal(2), b ~ N(0,2);
 /// per group g: alpha_g ~ N(a, s); y_gi ~ N(alpha_g + b x_gi, 1), `per_group` rows per group.
+/// The likelihood broadcasts over a leading group axis, so the plate may be chunked.
+/// The likelihood broadcasts over a leading group axis, so the plate may be chunked.
 pub fn hierarchical_regression(
     groups: usize,
     per_group: usize,
@@ -209,8 +211,16 @@ pub fn hierarchical_regression(
         else {
             return Err(crate::tape::TapeError::UnknownNode(usize::MAX));
         };
+        let mut column = x.shape()[..x.ndim() - 1].to_vec();
+        column.push(1);
         let xn = t.constant_real(x);
         let bx = t.mul(b, xn)?;
+        // alpha is [] for one instance or [rows] for a chunk; x is [n] or [rows, n].
+        let alpha = if column.len() > 1 {
+            t.reshape(alpha, &column)?
+        } else {
+            alpha
+        };
         t.add(alpha, bx)
     }));
     let args = vec![mean, Expr::Const(1.0)];

@@ -207,6 +207,57 @@ fn draw_diagonal(
     })
 }
 
+/// Draws for several instances at once (a chunked plate): leaves and u get a leading axis of
+/// length `blocks.len()`; instance k's noise comes from `rngs[k]`, exactly as one-by-one draws.
+pub fn draw_rows(
+    t: &mut Tape,
+    b: &SiteBlock,
+    blocks: &[&[f64]],
+    rngs: &mut [Xoshiro256PlusPlus],
+) -> Result<GuideDraw, crate::infer::dist::DistError> {
+    if !matches!(b.kind, GuideKind::Point | GuideKind::MeanField) {
+        return Err(crate::infer::dist::DistError::Unsupported {
+            family: "guide",
+            detail: "chunked plates take mean-field or point guides".into(),
+        });
+    }
+    let d = b.event;
+    let mut shape = vec![blocks.len()];
+    shape.extend_from_slice(&b.shape);
+    let rows = |range: std::ops::Range<usize>| -> Vec<f64> {
+        blocks
+            .iter()
+            .flat_map(|blk| blk[range.clone()].to_vec())
+            .collect()
+    };
+    let loc = t.leaf_real(shaped(&shape, &rows(0..d)));
+    if b.kind == GuideKind::Point {
+        return Ok(GuideDraw {
+            leaves: [Some((0, loc)), None],
+            u: loc,
+            log_q: None,
+            loc_scale: None,
+        });
+    }
+    let raw = t.leaf_real(shaped(&shape, &rows(d..2 * d)));
+    let eps: Vec<f64> = rngs
+        .iter_mut()
+        .flat_map(|r| super::rng::standard_normal(r, &b.shape).into_iter())
+        .collect();
+    let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
+    let scale = t.softplus(raw)?;
+    let e = t.constant_real(shaped(&shape, &eps));
+    let se = t.mul(scale, e)?;
+    let u = t.add(loc, se)?;
+    let log_q = log_q_affine(t, scale, base_lp)?;
+    Ok(GuideDraw {
+        leaves: [Some((0, loc)), Some((d, raw))],
+        u,
+        log_q: Some(log_q),
+        loc_scale: Some((loc, scale)),
+    })
+}
+
 /// Full-rank and low-rank guides: one flat leaf per instance, pieces gathered from it.
 fn draw_correlated(
     t: &mut Tape,

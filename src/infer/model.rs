@@ -28,6 +28,11 @@ pub struct Plate {
     pub subsample: Option<usize>,
     /// Enclosing plate.
     pub parent: Option<PlateId>,
+    /// Evaluate this many instances per tape, batched along a new leading axis (site values
+    /// get shape [rows, ..shape], data columns [rows, ..]); expressions must then broadcast
+    /// over that axis. Only for top-level plates without nested plates, with mean-field or
+    /// point guides. None: one tape per instance.
+    pub chunk: Option<usize>,
 }
 
 /// A closure building a node from the instance's environment.
@@ -220,6 +225,7 @@ impl Model {
             size,
             subsample: None,
             parent,
+            chunk: None,
         });
         self.plates.len() - 1
     }
@@ -290,6 +296,12 @@ impl Model {
             }
             if p.size == 0 {
                 return Err(err("has no instances".into()));
+            }
+            let nested = self.plates.iter().any(|q| q.parent == Some(i));
+            if p.chunk.is_some() && (p.parent.is_some() || nested) {
+                return Err(err(
+                    "only a top-level plate without nested plates can be chunked".into(),
+                ));
             }
             if p.subsample.is_some_and(|b| b == 0 || b > p.size) {
                 return Err(err(format!("subsample must be in 1..={}", p.size)));
@@ -413,6 +425,8 @@ pub struct Env<'a> {
     pub values: Vec<Option<NodeId>>,
     /// (plate, instance index) from outermost to innermost.
     pub instance: Vec<(PlateId, usize)>,
+    /// A chunked plate and the instances evaluated together on this tape.
+    pub batch: Option<(PlateId, Vec<usize>)>,
 }
 
 impl Env<'_> {
@@ -434,6 +448,19 @@ impl Env<'_> {
     /// The slice of a data column at the current instance, as an array.
     pub fn data_slice(&self, name: &str) -> Option<ArrayD<f64>> {
         let col = self.model.data.get(name)?;
+        if let Some((plate, rows)) = &self.batch
+            && col.plates.first() == Some(plate)
+        {
+            let (first, last) = (*rows.first()?, *rows.last()?);
+            if last + 1 - first == rows.len() {
+                return Some(
+                    col.values
+                        .slice_axis(Axis(0), ndarray::Slice::from(first..=last))
+                        .to_owned(),
+                );
+            }
+            return Some(col.values.select(Axis(0), rows));
+        }
         let mut view = col.values.view();
         for &p in &col.plates {
             view = view.index_axis_move(Axis(0), self.plate_index(p)?);

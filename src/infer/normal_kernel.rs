@@ -38,6 +38,66 @@ fn views<'a>(v: &[&'a Value]) -> Result<([&'a ArrayD<f64>; 3], Vec<usize>), Stri
     Ok(([x, loc, scale], shape))
 }
 
+/// An operand that is either a full contiguous tensor of the output's shape or one number:
+/// the common cases, run over plain slices instead of broadcast iterators.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    Full(&'a [f64]),
+    Scalar(f64),
+}
+
+impl Operand<'_> {
+    #[inline]
+    fn at(&self, i: usize) -> f64 {
+        match self {
+            Operand::Full(s) => s[i],
+            Operand::Scalar(v) => *v,
+        }
+    }
+}
+
+fn operand<'a>(a: &'a ArrayD<f64>, shape: &[usize]) -> Option<Operand<'a>> {
+    if a.len() == 1 {
+        return a.iter().next().map(|&v| Operand::Scalar(v));
+    }
+    if a.shape() == shape {
+        a.as_slice().map(Operand::Full)
+    } else {
+        None
+    }
+}
+
+/// Slice-based forward and adjoint when every input is full or a single number.
+fn fast_forward(x: Operand, m: Operand, s: Operand, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let (sd, z) = (s.at(i), (x.at(i) - m.at(i)) / s.at(i));
+            -0.5 * z * z - sd.ln() - LN_SQRT_2PI
+        })
+        .collect()
+}
+
+/// Returns (dx, dscale) elementwise; dloc = -dx.
+fn fast_vjp(x: Operand, m: Operand, s: Operand, g: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut gx = Vec::with_capacity(g.len());
+    let mut gs = Vec::with_capacity(g.len());
+    for (i, &g) in g.iter().enumerate() {
+        let sd = s.at(i);
+        let z = (x.at(i) - m.at(i)) / sd;
+        gx.push(-g * z / sd);
+        gs.push(g * (z * z - 1.0) / sd);
+    }
+    (gx, gs)
+}
+
+/// Sums a full-shape gradient back to an operand's shape (a single number or the same shape).
+fn reduce_to(g: Vec<f64>, target: &ArrayD<f64>, shape: &[usize]) -> Option<ArrayD<f64>> {
+    if target.len() == 1 && shape.iter().product::<usize>() != 1 {
+        return Some(ArrayD::from_elem(target.raw_dim(), g.iter().sum()));
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), g).ok()
+}
+
 impl FusedOp for NormalLogPdf {
     fn name(&self) -> &'static str {
         "normal_log_prob"
@@ -45,6 +105,15 @@ impl FusedOp for NormalLogPdf {
 
     fn forward(&self, v: &[&Value]) -> Result<Value, String> {
         let ([x, loc, scale], shape) = views(v)?;
+        let n = shape.iter().product();
+        if let (Some(xo), Some(mo), Some(so)) = (
+            operand(x, &shape),
+            operand(loc, &shape),
+            operand(scale, &shape),
+        ) && let Ok(out) = ArrayD::from_shape_vec(IxDyn(&shape), fast_forward(xo, mo, so, n))
+        {
+            return Ok(Value::Real(out));
+        }
         let dim = IxDyn(&shape);
         let (Some(xb), Some(lb), Some(sb)) = (
             x.broadcast(dim.clone()),
@@ -65,6 +134,28 @@ impl FusedOp for NormalLogPdf {
         let Value::Real(g) = g else {
             return Err("gradient must be real".into());
         };
+        let fast = (
+            operand(x, &shape),
+            operand(loc, &shape),
+            operand(scale, &shape),
+            g.as_slice(),
+        );
+        if let (Some(xo), Some(mo), Some(so), Some(gs)) = fast {
+            let (gx, gsd) = fast_vjp(xo, mo, so, gs);
+            let gl: Vec<f64> = gx.iter().map(|v| -v).collect();
+            let parts = (
+                reduce_to(gx, x, &shape),
+                reduce_to(gl, loc, &shape),
+                reduce_to(gsd, scale, &shape),
+            );
+            if let (Some(a), Some(b), Some(c)) = parts {
+                return Ok(vec![
+                    Some(Value::Real(a)),
+                    Some(Value::Real(b)),
+                    Some(Value::Real(c)),
+                ]);
+            }
+        }
         let dim = IxDyn(&shape);
         let (Some(xb), Some(lb), Some(sb)) = (
             x.broadcast(dim.clone()),

@@ -125,13 +125,15 @@ pub struct StepReport {
     pub elbo: f64,
 }
 
-/// Runs one step: K particles, combined gradient, Adam update. Returns the objective estimate.
-pub fn step(
+/// The objective estimate of the current step (its random streams are fixed by seed and step)
+/// and the gradient of the loss (= -objective) with respect to the parameters, with the mask of
+/// parameters that took part.
+pub fn objective_and_gradient(
     model: &Model,
-    state: &mut SviState,
+    state: &SviState,
     cfg: &SviConfig,
     reducer: &dyn GradientReduce,
-) -> Result<f64, InferError> {
+) -> Result<(f64, Vec<f64>, Vec<bool>), InferError> {
     let particles = (0..cfg.particles.max(1) as u64)
         .map(|k| {
             let spec = ParticleSpec {
@@ -163,6 +165,17 @@ pub fn step(
             .zip(&p.touched)
             .for_each(|(a, t)| *a |= t);
     }
+    Ok((value, loss_grad, touched))
+}
+
+/// Runs one step: K particles, combined gradient, Adam update. Returns the objective estimate.
+pub fn step(
+    model: &Model,
+    state: &mut SviState,
+    cfg: &SviConfig,
+    reducer: &dyn GradientReduce,
+) -> Result<f64, InferError> {
+    let (value, loss_grad, touched) = objective_and_gradient(model, state, cfg, reducer)?;
     cfg.adam.update(
         &mut state.params,
         &mut state.m,

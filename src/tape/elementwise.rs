@@ -251,6 +251,9 @@ impl Binary {
 
     /// a (op) b with broadcasting.
     pub fn forward(self, a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, OpError> {
+        if let Some(out) = self.forward_with_scalar(a, b) {
+            return Ok(out);
+        }
         if a.shape() == b.shape() {
             if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice()) {
                 let v: Vec<f64> = match self {
@@ -344,6 +347,9 @@ impl Binary {
         g: &ArrayD<f64>,
         wanted: &[bool],
     ) -> (Option<ArrayD<f64>>, Option<ArrayD<f64>>) {
+        if let Some(grads) = self.vjp_with_scalar(a, b, y, g, wanted) {
+            return grads;
+        }
         let (Some(av), Some(bv)) = (a.broadcast(y.raw_dim()), b.broadcast(y.raw_dim())) else {
             return (None, None);
         };
@@ -362,6 +368,94 @@ impl Binary {
         let ga = want_a.then(|| unbroadcast(part(true), a.shape()));
         let gb = want_b.then(|| unbroadcast(part(false), b.shape()));
         (ga, gb)
+    }
+}
+
+/// A contiguous tensor paired with a single number (either side): the common broadcast of
+/// model code (a global latent times per-instance data), run over plain slices.
+struct WithScalar<'a> {
+    full: &'a [f64],
+    scalar: f64,
+    full_is_a: bool,
+}
+
+fn with_scalar<'a>(a: &'a ArrayD<f64>, b: &'a ArrayD<f64>) -> Option<WithScalar<'a>> {
+    let first = |x: &ArrayD<f64>| x.iter().next().copied();
+    if b.len() == 1 && b.ndim() <= a.ndim() && a.len() > 1 {
+        return Some(WithScalar {
+            full: a.as_slice()?,
+            scalar: first(b)?,
+            full_is_a: true,
+        });
+    }
+    if a.len() == 1 && a.ndim() <= b.ndim() && b.len() > 1 {
+        return Some(WithScalar {
+            full: b.as_slice()?,
+            scalar: first(a)?,
+            full_is_a: false,
+        });
+    }
+    None
+}
+
+impl Binary {
+    fn forward_with_scalar(self, a: &ArrayD<f64>, b: &ArrayD<f64>) -> Option<ArrayD<f64>> {
+        let w = with_scalar(a, b)?;
+        let s = w.scalar;
+        let v: Vec<f64> = if w.full_is_a {
+            w.full.iter().map(|&x| self.value(x, s)).collect()
+        } else {
+            w.full.iter().map(|&x| self.value(s, x)).collect()
+        };
+        let shape = if w.full_is_a {
+            a.raw_dim()
+        } else {
+            b.raw_dim()
+        };
+        ArrayD::from_shape_vec(shape, v).ok()
+    }
+
+    /// Gradients when one side is a single number: elementwise for the full side, a sum for the scalar.
+    #[allow(clippy::type_complexity)]
+    fn vjp_with_scalar(
+        self,
+        a: &ArrayD<f64>,
+        b: &ArrayD<f64>,
+        y: &ArrayD<f64>,
+        g: &ArrayD<f64>,
+        wanted: &[bool],
+    ) -> Option<(Option<ArrayD<f64>>, Option<ArrayD<f64>>)> {
+        let w = with_scalar(a, b)?;
+        let (ys, gs) = (y.as_slice()?, g.as_slice()?);
+        if ys.len() != w.full.len() {
+            return None;
+        }
+        let s = w.scalar;
+        let (mut full_grad, mut scalar_grad) = (Vec::with_capacity(gs.len()), 0.0);
+        for i in 0..gs.len() {
+            let (da, db) = if w.full_is_a {
+                self.slopes(w.full[i], s, ys[i])
+            } else {
+                self.slopes(s, w.full[i], ys[i])
+            };
+            let (d_full, d_scalar) = if w.full_is_a { (da, db) } else { (db, da) };
+            full_grad.push(gs[i] * d_full);
+            scalar_grad += gs[i] * d_scalar;
+        }
+        let (full_shape, scalar_shape) = if w.full_is_a {
+            (a.raw_dim(), b.raw_dim())
+        } else {
+            (b.raw_dim(), a.raw_dim())
+        };
+        let full_grad = ArrayD::from_shape_vec(full_shape, full_grad).ok()?;
+        let scalar_grad = ArrayD::from_elem(scalar_shape, scalar_grad);
+        let (ga, gb) = if w.full_is_a {
+            (full_grad, scalar_grad)
+        } else {
+            (scalar_grad, full_grad)
+        };
+        let want = |i: usize| wanted.get(i).copied().unwrap_or(true);
+        Some((want(0).then_some(ga), want(1).then_some(gb)))
     }
 }
 
