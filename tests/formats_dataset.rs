@@ -196,3 +196,21 @@ fn written_datasets_read_back_with_their_spectra() {
     assert_eq!(read_refl(&dir.join("sim.refl")).unwrap(), table);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn lam_spectrum_reads_wavelengths_as_energies_and_names_bad_lines() {
+    use spread::formats::spectrum::parse_spectrum;
+    let path = Path::new("s.lam");
+    let s = parse_spectrum("wavelength,weight\n1.7418,2\n1.7420,1.5\n", path).unwrap();
+    let energies = s.energy_ev();
+    let expected = [12398.4198 / 1.7418, 12398.4198 / 1.7420];
+    for (e, x) in energies.iter().zip(expected) {
+        assert!((e - x).abs() < 1e-9, "{e} vs {x}");
+    }
+    let err = parse_spectrum("wavelength,weight\n1.74,0.5\n1.75,-1\n", path).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("s.lam") && message.contains('3'),
+        "{message}"
+    );
+}

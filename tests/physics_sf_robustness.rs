@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use spread::physics::miller;
 use spread::physics::scattering_tables::henke::HenkeTable;
-use spread::physics::scattering_tables::{sasaki, sherrell, spectrum, wk1995};
+use spread::physics::scattering_tables::{sasaki, sherrell, wk1995};
 use spread::physics::symmetry::SpaceGroup;
 
 proptest! {
@@ -41,7 +41,7 @@ proptest! {
         let _ = HenkeTable::parse("t.nff", &text);
         let _ = sasaki::parse("t.dat", &text);
         let _ = sherrell::parse("t.dat", &text);
-        let _ = spectrum::parse("t.lam", &text);
+        let _ = spread::formats::spectrum::parse_spectrum(&text, std::path::Path::new("t.lam"));
         let _ = wk1995::parse("t.csv", &text);
         let _ = miller::parse_hkl("t.hkl", &text);
     }

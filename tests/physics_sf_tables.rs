@@ -5,7 +5,7 @@
 use spread::physics::form_factor::FormFactors;
 use spread::physics::scattering_tables::henke::HenkeTable;
 use spread::physics::scattering_tables::wk1995::{self, GaussianSet};
-use spread::physics::scattering_tables::{TableError, sasaki, sherrell, spectrum};
+use spread::physics::scattering_tables::{TableError, sasaki, sherrell};
 use std::path::Path;
 
 fn fixture(path: &str) -> std::path::PathBuf {
@@ -155,13 +155,4 @@ fn errors_name_file_and_line() {
     assert!(err.to_string().starts_with("w.csv:2:"), "{err}");
     let err = sherrell::parse("e.dat", "7000 -3 0.5\n6990 -3 0.5\n").unwrap_err();
     assert!(err.to_string().contains("energies must increase"), "{err}");
-    let err = spectrum::parse("s.lam", "wavelength,weight\n1.74,0.5\n1.75,-1\n").unwrap_err();
-    assert!(err.to_string().starts_with("s.lam:3:"), "{err}");
-}
-
-#[test]
-fn spectrum_reads_wavelengths_as_energies() {
-    let s = spectrum::parse("s.lam", "wavelength,weight\n1.7418,2\n1.7420,1.5\n").unwrap();
-    assert!((s.energy_ev[0] - 12398.4198 / 1.7420).abs() < 1e-9);
-    assert_eq!(s.weight, vec![1.5, 2.0]);
 }

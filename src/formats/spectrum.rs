@@ -7,8 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Photon energy times wavelength, eV·Å (CODATA: h c / e).
-pub const EV_ANGSTROM: f64 = 12398.4198;
+pub use crate::physics::constants::EV_ANGSTROM;
 
 /// Everything that can go wrong reading a spectrum.
 #[derive(Debug, thiserror::Error)]

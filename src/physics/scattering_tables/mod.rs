@@ -9,7 +9,6 @@
 pub mod henke;
 pub mod sasaki;
 pub mod sherrell;
-pub mod spectrum;
 pub mod wk1995;
 
 use logos::Logos;
