@@ -4,13 +4,14 @@
 //! Only the `spreadc` binary (src/main.rs) prints, reads arguments and chooses exit codes.
 //! Modules follow the pipeline of DESIGN.md §1; imports point backward only.
 
-pub mod diagnostics;
-pub mod syntax;
-pub mod resolve;
 pub mod check;
-pub mod ir;
+pub mod diagnostics;
 pub mod formats;
-pub mod report;
-pub mod physics;
 pub mod infer;
+pub mod ir;
+pub mod ops;
+pub mod physics;
+pub mod report;
+pub mod resolve;
+pub mod syntax;
 pub mod tape;
