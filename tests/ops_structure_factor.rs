@@ -107,8 +107,8 @@ fn check_op(op: StructureFactorOp, with_q: bool, what: &str) {
         inputs.push(ArrayD::from_elem(IxDyn(&[1]), 0.8));
         steps.push(1e-5);
     }
-    // L is quadratic in f', f'', q (cubic-free up to q·f' terms), so central differences are exact
-    // up to rounding of L (~1e-16 |L| / h): 1e-6 relative holds with a wide margin.
+    // With the other inputs fixed, L is at most quadratic in each of f', f'', q, so central
+    // differences are exact up to the rounding of L (~1e-16 |L| / h); 1e-6 relative.
     check_fd(&loss, &inputs, &steps, 1e-6, what);
 }
 
