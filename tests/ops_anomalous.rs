@@ -26,7 +26,9 @@ fn channels() -> Vec<f64> {
 }
 
 fn rubredoxin_state(state: &str) -> SpectralTable {
-    let path = fixture("tables/Fe_ox_red_7000_7300.csv").display().to_string();
+    let path = fixture("tables/Fe_ox_red_7000_7300.csv")
+        .display()
+        .to_string();
     let columns = sherrell::parse_columns(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
     let names = [
         "energy_eV",
@@ -95,11 +97,19 @@ fn sigmoid_edge_node() {
         fdp_low: 0.5,
         fdp_high: 3.9,
     };
-    let direct = edge.curves(&KramersKronig::on_grid(&e).unwrap(), &red).unwrap();
+    let direct = edge
+        .curves(&KramersKronig::on_grid(&e).unwrap(), &red)
+        .unwrap();
     let ours = forward(&op, &inputs);
     assert_eq!(ours, rows(&[&direct.fp, &direct.fdp]));
     // Smooth in all four: O(h²) truncation ~1e-9 relative at these steps; 1e-6.
-    fd(Arc::new(op), &inputs, &[1e-4, 1e-5, 1e-4, 1e-4], 1e-6, "sigmoid_edge");
+    fd(
+        Arc::new(op),
+        &inputs,
+        &[1e-4, 1e-5, 1e-4, 1e-4],
+        1e-6,
+        "sigmoid_edge",
+    );
 }
 
 #[test]
@@ -108,14 +118,23 @@ fn shifted_curve_node() {
     let e: Vec<f64> = (0..60).map(|i| 7090.0 + i as f64).collect();
     let op = ShiftedCurveOp::new(table.clone(), e.clone());
     let direct = shifted_reference(&table, &e, 1.234).unwrap();
-    assert_eq!(forward(&op, &[scalar(1.234)]), rows(&[&direct.fp, &direct.fdp]));
+    assert_eq!(
+        forward(&op, &[scalar(1.234)]),
+        rows(&[&direct.fp, &direct.fdp])
+    );
     assert_eq!(
         reference_curve(&table, &e).unwrap(),
         forward(&op, &[scalar(0.0)])
     );
     // Piecewise linear: exact while no channel crosses a table node within ±h (the Sasaki grid
     // is ~0.6 eV here, h = 1e-6 eV).
-    fd(Arc::new(op), &[scalar(1.234)], &[1e-6], 1e-6, "shifted_curve");
+    fd(
+        Arc::new(op),
+        &[scalar(1.234)],
+        &[1e-6],
+        1e-6,
+        "shifted_curve",
+    );
 }
 
 #[test]
@@ -142,7 +161,10 @@ fn state_mixture_and_marginal_nodes() {
     let op = MixtureOp::new(states.clone()).unwrap();
     let logits = ArrayD::from_shape_vec(IxDyn(&[2]), vec![0.4, -0.3]).unwrap();
     let direct = mixture_curves(&[0.4, -0.3], &states);
-    assert_eq!(forward(&op, std::slice::from_ref(&logits)), rows(&[&direct.fp, &direct.fdp]));
+    assert_eq!(
+        forward(&op, std::slice::from_ref(&logits)),
+        rows(&[&direct.fp, &direct.fdp])
+    );
     fd(Arc::new(op), &[logits], &[1e-5], 1e-6, "state_mixture");
 
     let marginal = StateMarginalOp::new(&[0.3, 0.7]).unwrap();
@@ -169,7 +191,10 @@ fn bad_inputs_are_errors_naming_the_input() {
     let err = op.forward(&[&short]).unwrap_err();
     assert!(err.contains("fdp") && err.contains("[100]"), "{err}");
     let edge = SigmoidEdgeOp::new(&e, red).unwrap();
-    let v: Vec<Value> = [7120.0, -1.0, 0.5, 3.9].iter().map(|&x| Value::Real(scalar(x))).collect();
+    let v: Vec<Value> = [7120.0, -1.0, 0.5, 3.9]
+        .iter()
+        .map(|&x| Value::Real(scalar(x)))
+        .collect();
     let err = edge.forward(&v.iter().collect::<Vec<_>>()).unwrap_err();
     assert!(err.contains("width_ev"), "{err}");
     assert!(KramersKronigOp::new(&e[..50], curves_at(&rubredoxin_state("ox"), &e)).is_err());

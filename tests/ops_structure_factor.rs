@@ -22,7 +22,11 @@ fn rubredoxin() -> Crystal {
     atoms::read(&fixture("pdb/Fe_1brf_snip_reduced.pdb")).unwrap()
 }
 
-fn model_of(crystal: &Crystal, hkl: &[[i32; 3]], metals: &[&str]) -> (Arc<StructureFactorModel>, Arc<FixedPart>) {
+fn model_of(
+    crystal: &Crystal,
+    hkl: &[[i32; 3]],
+    metals: &[&str],
+) -> (Arc<StructureFactorModel>, Arc<FixedPart>) {
     let wk = FormFactors::embedded(GaussianSet::Wk1995).unwrap();
     let model = StructureFactorModel::new(crystal, hkl, &wk, metals).unwrap();
     let fixed = model
@@ -53,8 +57,12 @@ fn forward_equals_the_physics_call() {
     let direct = structure_factors(&model, &fixed, fp.view(), fdp.view()).unwrap();
     let inputs = [Value::Real(fp.into_dyn()), Value::Real(fdp.into_dyn())];
     let refs: Vec<&Value> = inputs.iter().collect();
-    let complex = StructureFactorOp::new(model.clone(), fixed.clone(), StructureFactorOutput::Complex);
-    assert_eq!(complex.forward(&refs).unwrap(), Value::Complex(direct.clone().into_dyn()));
+    let complex =
+        StructureFactorOp::new(model.clone(), fixed.clone(), StructureFactorOutput::Complex);
+    assert_eq!(
+        complex.forward(&refs).unwrap(),
+        Value::Complex(direct.clone().into_dyn())
+    );
     let intensity = StructureFactorOp::new(model, fixed, StructureFactorOutput::Intensity);
     assert_eq!(
         intensity.forward(&refs).unwrap(),
@@ -76,7 +84,11 @@ fn occupancy_matches_an_edited_crystal() {
     let (fp, fdp) = fp_fdp();
     for q in [0.0, 0.37, 1.0] {
         let mut edited = crystal.clone();
-        let fe = edited.atoms.iter().position(|a| a.element.eq_ignore_ascii_case("Fe")).unwrap();
+        let fe = edited
+            .atoms
+            .iter()
+            .position(|a| a.element.eq_ignore_ascii_case("Fe"))
+            .unwrap();
         edited.atoms[fe].occupancy *= q;
         let (m2, f2) = model_of(&edited, &hkl, &["Fe"]);
         let expected = structure_factors(&m2, &f2, fp.view(), fdp.view()).unwrap();
@@ -93,7 +105,10 @@ fn occupancy_matches_an_edited_crystal() {
             .zip(expected.iter())
             .map(|(a, b)| (a - b).norm() / b.norm().max(1.0))
             .fold(0.0, f64::max);
-        assert!(worst < 1e-12, "q = {q}: worst relative difference {worst:.2e}");
+        assert!(
+            worst < 1e-12,
+            "q = {q}: worst relative difference {worst:.2e}"
+        );
     }
 }
 
@@ -121,9 +136,13 @@ fn gradients_through_the_tape_match_central_differences() {
     let new = |out| StructureFactorOp::new(model.clone(), fixed.clone(), out);
     check_op(new(StructureFactorOutput::Complex), false, "F");
     check_op(new(StructureFactorOutput::Intensity), false, "|F|^2");
-    let with_q = new(StructureFactorOutput::Intensity).with_occupancy(&crystal, &wk).unwrap();
+    let with_q = new(StructureFactorOutput::Intensity)
+        .with_occupancy(&crystal, &wk)
+        .unwrap();
     check_op(with_q, true, "|F|^2 with occupancy");
-    let with_q = new(StructureFactorOutput::Complex).with_occupancy(&crystal, &wk).unwrap();
+    let with_q = new(StructureFactorOutput::Complex)
+        .with_occupancy(&crystal, &wk)
+        .unwrap();
     check_op(with_q, true, "F with occupancy");
 }
 
@@ -131,7 +150,11 @@ fn gradients_through_the_tape_match_central_differences() {
 fn bad_inputs_are_errors_naming_the_input() {
     let crystal = rubredoxin();
     let (model, fixed) = model_of(&crystal, &[[1, 2, 3], [2, 0, 1]], &["Fe"]);
-    let op = StructureFactorOp::new(model.clone(), fixed.clone(), StructureFactorOutput::Intensity);
+    let op = StructureFactorOp::new(
+        model.clone(),
+        fixed.clone(),
+        StructureFactorOutput::Intensity,
+    );
     let wrong = Value::Real(ArrayD::zeros(IxDyn(&[2, 5])));
     let right = Value::Real(ArrayD::zeros(IxDyn(&[1, 5])));
     let e = op.forward(&[&right, &wrong]).unwrap_err();

@@ -14,7 +14,9 @@ pub fn fixture(path: &str) -> std::path::PathBuf {
 
 /// Deterministic, sign-changing loss weights, so the seed gradient is not all ones.
 pub fn weights(n: usize) -> Vec<f64> {
-    (0..n).map(|i| 1.0 + 0.6 * (0.37 * i as f64).sin()).collect()
+    (0..n)
+        .map(|i| 1.0 + 0.6 * (0.37 * i as f64).sin())
+        .collect()
 }
 
 /// Records `op` on `inputs` (all leaves) and L = Σ w·out (complex: Σ w·Re − 0.7 Σ w·Im) after it.
@@ -58,7 +60,12 @@ pub fn tape_gradient(loss: &Loss, inputs: &[ArrayD<f64>]) -> Vec<ArrayD<f64>> {
     let l = loss(&mut tape, &ids);
     tape.backward(l).unwrap();
     ids.iter()
-        .map(|&id| tape.grad_real(id).unwrap().as_standard_layout().into_owned())
+        .map(|&id| {
+            tape.grad_real(id)
+                .unwrap()
+                .as_standard_layout()
+                .into_owned()
+        })
         .collect()
 }
 
