@@ -189,7 +189,7 @@ impl SmoothnessOp {
         Ok(Self { sigma })
     }
 
-    fn rows<'a>(inputs: &[&'a Value]) -> Result<(Vec<f64>, usize, Vec<usize>), String> {
+    fn rows(inputs: &[&Value]) -> Result<(Vec<f64>, usize, Vec<usize>), String> {
         let x = real_input(inputs, 0, "values")?;
         let width = match x.shape() {
             [n] | [_, n] => *n,
@@ -293,7 +293,12 @@ impl StateMarginalOp {
     /// With prior probabilities `prior` (positive, summing to 1 within 1e-9).
     pub fn new(prior: &[f64]) -> Result<Self, OpsError> {
         let total: f64 = prior.iter().sum();
-        if prior.is_empty() || prior.iter().any(|p| !(*p > 0.0)) || (total - 1.0).abs() > 1e-9 {
+        if prior.is_empty()
+            || prior
+                .iter()
+                .any(|p| p.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+            || (total - 1.0).abs() > 1e-9
+        {
             return Err(OpsError::Shape {
                 op: "state_marginal",
                 detail: format!("prior must be positive and sum to 1, got {prior:?}"),

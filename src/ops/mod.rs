@@ -89,7 +89,7 @@ pub(crate) fn real_scalar(inputs: &[&Value], i: usize, name: &str) -> Result<f64
 }
 
 /// The output gradient as a real tensor with the output's element count.
-pub(crate) fn real_grad<'a>(grad: &'a Value, len: usize) -> Result<&'a ArrayD<f64>, String> {
+pub(crate) fn real_grad(grad: &Value, len: usize) -> Result<&ArrayD<f64>, String> {
     match grad {
         Value::Real(g) if g.len() == len => Ok(g),
         Value::Real(g) => Err(format!(
