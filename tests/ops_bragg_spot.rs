@@ -426,3 +426,57 @@ fn response_path_agrees_with_the_kernel() {
         assert!((x - y).abs() <= 1e-12 * peak, "kernel {x} vs response {y}");
     }
 }
+
+/// The batch node's values and gradients are bit-identical on 1 and 2 threads.
+#[test]
+fn batch_is_independent_of_the_thread_count() {
+    let m = template(Shape::Gauss, 8);
+    let regions = shoeboxes(&m);
+    let op: Arc<dyn FusedOp> =
+        Arc::new(BraggSpotOp::new(m.clone(), regions, MosaicInput::Tilts).unwrap());
+    let inputs = spot_inputs(&m, fsq_rows(2, 8));
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let loss = |tape: &mut Tape, ids: &[NodeId]| op_loss(tape, &op, ids);
+            (eval(&loss, &inputs), tape_gradient(&loss, &inputs))
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_the_input() {
+    let m = template(Shape::Gauss, 8);
+    let regions = shoeboxes(&m);
+    let op = BraggSpotOp::new(m.clone(), regions.clone(), MosaicInput::Tilts).unwrap();
+    let mut v = values(&spot_inputs(&m, fsq_rows(1, 8)));
+    let err = op.forward(&v.iter().collect::<Vec<_>>()).unwrap_err();
+    assert!(
+        err.contains("input 0 (fsq)") && err.contains("16 values"),
+        "{err}"
+    );
+    v[0] = Value::Real(fsq_rows(2, 8));
+    v[4] = Value::Real(ArrayD::zeros(IxDyn(&[4, 2])));
+    let err = op.forward(&v.iter().collect::<Vec<_>>()).unwrap_err();
+    assert!(err.contains("input 4 (tilts)"), "{err}");
+    let err = op
+        .forward(&v.iter().take(4).collect::<Vec<_>>())
+        .unwrap_err();
+    assert!(err.contains("expected 5 inputs"), "{err}");
+    let off = Region {
+        slow0: 250,
+        fast0: 0,
+        n_slow: 11,
+        n_fast: 11,
+    };
+    assert!(BraggSpotOp::new(m.clone(), vec![off], MosaicInput::Fixed).is_err());
+    assert!(ResponseOp::new(&m, &[off]).is_err());
+    assert!(PlaneBackgroundOp::new(vec![]).is_err());
+    let response = ResponseOp::new(&m, &regions).unwrap();
+    let err = response.forward(&[&v[0], &v[2]]).unwrap_err();
+    assert!(err.contains("input 1 (scale)"), "{err}");
+}
