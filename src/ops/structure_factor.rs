@@ -92,6 +92,16 @@ impl StructureFactorOp {
         Ok(self)
     }
 
+    /// F_fixed, shape (hkl, channel): the constant behind stdlib's `structure_factor_rest`.
+    pub fn rest_constant(&self) -> Value {
+        Value::Complex(self.fixed.f_fixed.clone().into_dyn())
+    }
+
+    /// G_m(h), shape (hkl, site): the constant behind stdlib's `metal_phase`.
+    pub fn metal_phase_constant(&self) -> Value {
+        Value::Complex(self.model.g_metal().to_owned().into_dyn())
+    }
+
     /// Number of hkl, metal sites and channels.
     pub fn dims(&self) -> (usize, usize, usize) {
         (
