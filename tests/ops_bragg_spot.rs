@@ -181,45 +181,42 @@ fn forward_equals_the_kernel() {
 }
 
 /// Gradients in fsq, scale, θ, N and the tilts; 8 channels keep the 2·29 forward calls cheap.
-fn check_shape(shape: Shape, mosaic: MosaicInput) {
+fn check_shape(shape: Shape, mosaic: MosaicInput, spread: &ArrayD<f64>) {
     let m = template(shape, 8);
     let regions = shoeboxes(&m);
     let op: Arc<dyn FusedOp> = Arc::new(BraggSpotOp::new(m.clone(), regions, mosaic).unwrap());
     let mut inputs = spot_inputs(&m, fsq_rows(2, 8));
     let mut steps = vec![1.0, 1e-4, 1e-7, 1e-4, 1e-7];
     if mosaic == MosaicInput::Spread {
-        inputs[4] = vector(&[
-            0.05f64.to_radians(),
-            0.07f64.to_radians(),
-            0.03f64.to_radians(),
-        ]);
+        inputs[4] = spread.clone();
         steps[4] = 1e-8;
     }
     let loss = move |tape: &mut Tape, ids: &[NodeId]| op_loss(tape, &op, ids);
     // fsq and scale enter linearly (exact); θ, N, tilts with O(h²) truncation far below 1e-6.
-    check_fd(
-        &loss,
-        &inputs,
-        &steps,
-        1e-6,
-        &format!("bragg_spot {shape:?} {mosaic:?}"),
-    );
+    let what = match mosaic {
+        MosaicInput::Spread => format!("bragg_spot {shape:?} spread of shape {:?}", spread.shape()),
+        _ => format!("bragg_spot {shape:?} {mosaic:?}"),
+    };
+    check_fd(&loss, &inputs, &steps, 1e-6, &what);
 }
 
 #[test]
 fn gauss_gradients_through_the_tape() {
-    check_shape(Shape::Gauss, MosaicInput::Tilts);
-    check_shape(Shape::Gauss, MosaicInput::Spread);
+    let per_axis = vector(&[0.05, 0.07, 0.03].map(f64::to_radians));
+    let isotropic = ArrayD::from_elem(IxDyn(&[]), 0.05f64.to_radians());
+    check_shape(Shape::Gauss, MosaicInput::Tilts, &per_axis);
+    check_shape(Shape::Gauss, MosaicInput::Spread, &per_axis);
+    check_shape(Shape::Gauss, MosaicInput::Spread, &isotropic);
 }
 
 #[test]
 fn square_gradients_through_the_tape() {
-    check_shape(Shape::Square, MosaicInput::Tilts);
+    check_shape(Shape::Square, MosaicInput::Tilts, &vector(&[0.0]));
 }
 
 #[test]
 fn round_gradients_through_the_tape() {
-    check_shape(Shape::Round, MosaicInput::Tilts);
+    check_shape(Shape::Round, MosaicInput::Tilts, &vector(&[0.0]));
 }
 
 #[test]

@@ -140,14 +140,11 @@ impl BraggSpotOp {
     }
 
     fn spread(&self, inputs: &[&Value]) -> Result<Vec3, String> {
-        let s = real_input(inputs, 4, "spread")?;
+        let s: Vec<f64> = real_input(inputs, 4, "spread")?.iter().copied().collect();
         match s.len() {
-            1 => Ok([s.iter().copied().sum::<f64>(); 3]),
-            3 => Ok([s[[0]], s[[1]], s[[2]]]),
-            _ => Err(format!(
-                "input 4 (spread) must hold 1 or 3 values, got shape {:?}",
-                s.shape()
-            )),
+            1 => Ok([s[0]; 3]),
+            3 => Ok([s[0], s[1], s[2]]),
+            n => Err(format!("input 4 (spread) must hold 1 or 3 values, got {n}")),
         }
     }
 
