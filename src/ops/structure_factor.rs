@@ -17,9 +17,9 @@ use crate::physics::structure_factor::{
     structure_factors,
 };
 use crate::tape::{FusedOp, Value};
-use ndarray::{Array2, ArrayD, ArrayView2, Ix2, IxDyn};
+use ndarray::{Array2, ArrayView2, Ix2, IxDyn};
 use num_complex::Complex64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What the structure-factor node returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum StructureFactorOutput {
 }
 
 /// F or |F|² per (hkl, channel) from per-site f', f'' (and optionally occupancy).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StructureFactorOp {
     model: Arc<StructureFactorModel>,
     fixed: Arc<FixedPart>,
@@ -39,6 +39,21 @@ pub struct StructureFactorOp {
     squeeze: bool,
     /// f0_m(h) G_m(h) of each metal site, shape (hkl, site): present when occupancy is an input.
     metal_f0: Option<Array2<Complex64>>,
+    /// F of the last |F|² forward with the input values it came from: the VJP needs F's phase, which
+    /// |F|² drops, and would otherwise recompute it.
+    last_f: Mutex<Option<(Vec<f64>, Arc<Array2<Complex64>>)>>,
+}
+
+/// Every input value in order: the key of the F cache.
+fn input_key(inputs: &[&Value]) -> Vec<f64> {
+    inputs
+        .iter()
+        .filter_map(|v| match v {
+            Value::Real(a) => Some(a.iter().copied()),
+            Value::Complex(_) => None,
+        })
+        .flatten()
+        .collect()
 }
 
 impl StructureFactorOp {
@@ -54,6 +69,7 @@ impl StructureFactorOp {
             output,
             squeeze: false,
             metal_f0: None,
+            last_f: Mutex::new(None),
         }
     }
 
@@ -169,6 +185,17 @@ impl StructureFactorOp {
         Ok(f)
     }
 
+    /// F of the last forward when `inputs` are its inputs, else recomputed.
+    fn forward_f(&self, inputs: &[&Value]) -> Result<Arc<Array2<Complex64>>, String> {
+        if let Ok(last) = self.last_f.lock()
+            && let Some((key, f)) = last.as_ref()
+            && *key == input_key(inputs)
+        {
+            return Ok(f.clone());
+        }
+        Ok(Arc::new(self.complex_f(inputs)?))
+    }
+
     fn output_shape(&self) -> Vec<usize> {
         let (n_hkl, _, n_ch) = self.dims();
         if self.squeeze {
@@ -255,11 +282,16 @@ impl FusedOp for StructureFactorOp {
             StructureFactorOutput::Complex => {
                 Value::Complex(f.into_shape_with_order(shape).map_err(|e| e.to_string())?)
             }
-            StructureFactorOutput::Intensity => Value::Real(
-                f.mapv(|f| f.norm_sqr())
-                    .into_shape_with_order(shape)
-                    .map_err(|e| e.to_string())?,
-            ),
+            StructureFactorOutput::Intensity => {
+                let fsq = f.mapv(|f| f.norm_sqr());
+                if let Ok(mut last) = self.last_f.lock() {
+                    *last = Some((input_key(inputs), Arc::new(f)));
+                }
+                Value::Real(
+                    fsq.into_shape_with_order(shape)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
         })
     }
 
@@ -270,30 +302,32 @@ impl FusedOp for StructureFactorOp {
         grad: &Value,
     ) -> Result<Vec<Option<Value>>, String> {
         let (n_hkl, _, n_ch) = self.dims();
+        let cached;
         let f = match output {
             Value::Complex(f) => f
                 .view()
                 .into_shape_with_order((n_hkl, n_ch))
-                .map_err(|e| e.to_string())?
-                .to_owned(),
-            // |F|² does not keep the phase, so F is recomputed (one pass of the forward).
-            Value::Real(_) => self.complex_f(inputs)?,
+                .map_err(|e| e.to_string())?,
+            Value::Real(_) => {
+                cached = self.forward_f(inputs)?;
+                cached.view()
+            }
         };
         if let Some(q) = self.occupancy(inputs)? {
-            let grad_f = self.grad_f(f.view(), grad)?;
+            let grad_f = self.grad_f(f, grad)?;
             return self.occupancy_vjp(inputs, &q, grad_f.view());
         }
         let (g_fp, g_fdp) = match self.output {
             StructureFactorOutput::Intensity => {
-                let g = real_grad(grad, f.len())?;
-                let g: ArrayD<f64> = g.as_standard_layout().into_owned();
+                let g = real_grad(grad, f.len())?.as_standard_layout();
                 let g = g
+                    .view()
                     .into_shape_with_order((n_hkl, n_ch))
                     .map_err(|e| e.to_string())?;
-                intensity_site_vjp(&self.model, f.view(), g.view())
+                intensity_site_vjp(&self.model, f, g)
             }
             StructureFactorOutput::Complex => {
-                structure_factor_vjp(&self.model, self.grad_f(f.view(), grad)?.view())
+                structure_factor_vjp(&self.model, self.grad_f(f, grad)?.view())
             }
         };
         Ok(vec![
