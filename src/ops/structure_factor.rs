@@ -41,8 +41,11 @@ pub struct StructureFactorOp {
     metal_f0: Option<Array2<Complex64>>,
     /// F of the last |F|² forward with the input values it came from: the VJP needs F's phase, which
     /// |F|² drops, and would otherwise recompute it.
-    last_f: Mutex<Option<(Vec<f64>, Arc<Array2<Complex64>>)>>,
+    last_f: Mutex<Option<CachedF>>,
 }
+
+/// The input values of a forward and the F it computed.
+type CachedF = (Vec<f64>, Arc<Array2<Complex64>>);
 
 /// Every input value in order: the key of the F cache.
 fn input_key(inputs: &[&Value]) -> Vec<f64> {
