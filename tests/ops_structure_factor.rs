@@ -64,6 +64,20 @@ fn forward_equals_the_physics_call() {
         Value::Complex(direct.clone().into_dyn())
     );
     let intensity = StructureFactorOp::new(model, fixed, StructureFactorOutput::Intensity);
+    let wk = FormFactors::embedded(GaussianSet::Wk1995).unwrap();
+    let built = StructureFactorOp::from_crystal(
+        &crystal,
+        &hkl,
+        &ENERGIES,
+        &wk,
+        &["Fe"],
+        StructureFactorOutput::Intensity,
+    )
+    .unwrap();
+    assert_eq!(
+        built.forward(&refs).unwrap(),
+        intensity.forward(&refs).unwrap()
+    );
     assert_eq!(
         intensity.forward(&refs).unwrap(),
         Value::Real(direct.mapv(|f| f.norm_sqr()).into_dyn())
@@ -140,6 +154,10 @@ fn gradients_through_the_tape_match_central_differences() {
         .with_occupancy(&crystal, &wk)
         .unwrap();
     check_op(with_q, true, "|F|^2 with occupancy");
+    let (one, one_fixed) = model_of(&crystal, &[[3, 5, 7]], &["Fe"]);
+    let single = StructureFactorOp::new(one, one_fixed, StructureFactorOutput::Complex);
+    let single = single.squeezed().unwrap();
+    check_op(single, false, "F of one hkl, squeezed to (channel)");
     let with_q = new(StructureFactorOutput::Complex)
         .with_occupancy(&crystal, &wk)
         .unwrap();

@@ -12,6 +12,7 @@
 use super::{OpsError, real_grad, real_input, shaped};
 use crate::physics::atoms::Crystal;
 use crate::physics::form_factor::FormFactors;
+use crate::physics::scattering_tables::henke::HenkeTable;
 use crate::physics::structure_factor::{
     FixedPart, StructureFactorModel, intensity_site_vjp, intensity_vjp, structure_factor_vjp,
     structure_factors,
@@ -74,6 +75,21 @@ impl StructureFactorOp {
             metal_f0: None,
             last_f: Mutex::new(None),
         }
+    }
+
+    /// Precomputes everything for `crystal` at `hkl` and `energy_ev`: atoms of `metal_elements` are
+    /// the refined sites, every other atom takes CCTBX-convention Henke f'/f'' (as `spreadc fcalc`).
+    pub fn from_crystal(
+        crystal: &Crystal,
+        hkl: &[[i32; 3]],
+        energy_ev: &[f64],
+        form_factors: &FormFactors,
+        metal_elements: &[&str],
+        output: StructureFactorOutput,
+    ) -> Result<Self, OpsError> {
+        let model = StructureFactorModel::new(crystal, hkl, form_factors, metal_elements)?;
+        let fixed = model.fixed_part(energy_ev, |el, e| HenkeTable::embedded(el)?.at_ev(e))?;
+        Ok(Self::new(Arc::new(model), Arc::new(fixed), output))
     }
 
     /// Output of shape (channel) instead of (1, channel); an error unless there is one hkl.
