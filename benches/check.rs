@@ -48,13 +48,7 @@ fn main() {
     for (name, text) in STDLIB {
         inputs.push((format!("stdlib/{name}.spread"), text.as_bytes().to_vec()));
     }
-    let mut models: Vec<PathBuf> = std::fs::read_dir("models")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "spread"))
-        .collect();
+    let mut models: Vec<PathBuf> = std::fs::read_dir("models").into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "spread")).collect();
     models.sort();
     for path in models {
         if let Ok(bytes) = std::fs::read(&path) {
@@ -69,16 +63,8 @@ fn main() {
         println!("{name:<40} {ms:>10.3} {clean:>8}");
     }
     println!("{:<40} {total:>10.3}", "total (stdlib + models)");
-    println!(
-        "goal {GOAL_MS} ms: total/goal = {:.3} ({:.0}x under budget)",
-        total / GOAL_MS,
-        GOAL_MS / total.max(1e-9)
-    );
+    println!("goal {GOAL_MS} ms: total/goal = {:.3} ({:.0}x under budget)", total / GOAL_MS, GOAL_MS / total.max(1e-9));
     let parse_ms: f64 = inputs.iter().map(|(_, b)| time_parse(b)).sum();
     let kib = inputs.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1024.0;
-    println!(
-        "parse alone: {parse_ms:.3} ms = {:.0}% of the pipeline; {:.3} ms per KiB of source end to end",
-        100.0 * parse_ms / total,
-        total / kib
-    );
+    println!("parse alone: {parse_ms:.3} ms = {:.0}% of the pipeline; {:.3} ms per KiB of source end to end", 100.0 * parse_ms / total, total / kib);
 }

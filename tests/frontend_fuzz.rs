@@ -20,114 +20,23 @@ const SEEDS: &[&str] = &[
 ];
 
 const TOKENS: &[&str] = &[
-    "use",
-    "const",
-    "variant",
-    "data",
-    "fn",
-    "extern",
-    "flow",
-    "encoder",
-    "plate",
-    "in",
-    "latent",
-    "param",
-    "let",
-    "observe",
-    "guide",
-    "corrected",
-    "by",
-    "penalty",
-    "subsample",
-    "match",
-    "over",
-    "if",
-    "true",
-    "false",
-    "x",
-    "y",
-    "mu",
-    "tau",
-    "image",
-    "shoebox",
-    "shots",
-    "xtal",
-    "physics",
-    "math",
-    "sum",
-    "stack",
-    "mean",
-    "Normal",
-    "Poisson",
-    "HalfNormal",
-    "Dirichlet",
-    "real",
-    "int",
-    "complex",
-    "0",
-    "1",
-    "2.5",
-    "7120.0",
-    "1e3",
-    "3i",
-    "\"FE\"",
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
-    ",",
-    ".",
-    ":",
-    "=",
-    "==",
-    "=>",
-    "~",
-    "+",
-    "-",
-    "*",
-    "/",
-    "^",
-    "<",
-    "<=",
-    "!",
-    "&&",
-    "||",
-    "|",
-    "_",
-    "->",
-    "\n",
-    "// c\n",
-    "/* c */",
-    "pdb",
-    "dials",
-    "table",
-    "rows",
-    "pixels",
-    "hkl",
-    "sites",
-    "mean_field",
-    "map",
-    "x[3]",
-    "shots.images",
+    "use", "const", "variant", "data", "fn", "extern", "flow", "encoder", "plate", "in", "latent", "param", "let", "observe",
+    "guide", "corrected", "by", "penalty", "subsample", "match", "over", "if", "true", "false", "x", "y", "mu", "tau", "image",
+    "shoebox", "shots", "xtal", "physics", "math", "sum", "stack", "mean", "Normal", "Poisson", "HalfNormal", "Dirichlet",
+    "real", "int", "complex", "0", "1", "2.5", "7120.0", "1e3", "3i", "\"FE\"", "(", ")", "[", "]", "{", "}", ",", ".", ":",
+    "=", "==", "=>", "~", "+", "-", "*", "/", "^", "<", "<=", "!", "&&", "||", "|", "_", "->", "\n", "// c\n", "/* c */",
+    "pdb", "dials", "table", "rows", "pixels", "hkl", "sites", "mean_field", "map", "x[3]", "shots.images",
 ];
 
 fn check_properties(bytes: &[u8]) -> Result<(), TestCaseError> {
-    let opts = Options {
-        search_path: Vec::new(),
-        sets: Vec::new(),
-    };
+    let opts = Options { search_path: Vec::new(), sets: Vec::new() };
     let compiled = ir::compile("fuzz.spread", bytes, &opts);
     for d in &compiled.diagnostics {
         for label in d.primary.iter().chain(&d.labels) {
             let file = compiled.sources.get(label.span.file);
             prop_assert!(file.is_some(), "span in unknown file: {d:?}");
             let len = file.map(|f| f.text.len()).unwrap_or(0);
-            prop_assert!(
-                label.span.start <= label.span.end && label.span.end <= len,
-                "span out of range: {d:?}"
-            );
+            prop_assert!(label.span.start <= label.span.end && label.span.end <= len, "span out of range: {d:?}");
         }
     }
     let _ = render_all(&compiled.diagnostics, &compiled.sources, false);
@@ -149,50 +58,17 @@ fn token_soup() -> impl Strategy<Value = String> {
 /// Random expressions over a pool of names, sizes and operators.
 fn expr() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
-        prop::sample::select(vec![
-            "mu",
-            "tau",
-            "x",
-            "z",
-            "w",
-            "n",
-            "shape",
-            "image.spectrum",
-            "row.y",
-            "a[0]",
-            "1.0",
-            "2",
-            "3.5i",
-            "true",
-            "\"gauss\""
-        ])
-        .prop_map(str::to_string),
+        prop::sample::select(vec!["mu", "tau", "x", "z", "w", "n", "shape", "image.spectrum", "row.y", "a[0]", "1.0", "2", "3.5i", "true", "\"gauss\""]).prop_map(str::to_string),
         (-1000.0f64..1000.0).prop_map(|v| format!("{v:?}")),
     ];
     leaf.prop_recursive(4, 24, 3, |inner| {
         prop_oneof![
-            (
-                inner.clone(),
-                prop::sample::select(vec!["+", "-", "*", "/", "^", "==", "<", "&&"]),
-                inner.clone()
-            )
-                .prop_map(|(a, o, b)| format!("({a} {o} {b})")),
-            (
-                prop::sample::select(vec!["exp", "log", "sum", "abs2", "sigmoid", "norm", "conj"]),
-                inner.clone()
-            )
-                .prop_map(|(f, a)| format!("{f}({a})")),
-            prop::collection::vec(inner.clone(), 1..4)
-                .prop_map(|xs| format!("[{}]", xs.join(", "))),
-            (
-                prop::sample::select(vec!["sum", "mean", "stack"]),
-                inner.clone(),
-                prop::sample::select(vec!["d", "row", "image", "mu"])
-            )
-                .prop_map(|(r, a, p)| format!("{r}({a} over {p})")),
+            (inner.clone(), prop::sample::select(vec!["+", "-", "*", "/", "^", "==", "<", "&&"]), inner.clone()).prop_map(|(a, o, b)| format!("({a} {o} {b})")),
+            (prop::sample::select(vec!["exp", "log", "sum", "abs2", "sigmoid", "norm", "conj"]), inner.clone()).prop_map(|(f, a)| format!("{f}({a})")),
+            prop::collection::vec(inner.clone(), 1..4).prop_map(|xs| format!("[{}]", xs.join(", "))),
+            (prop::sample::select(vec!["sum", "mean", "stack"]), inner.clone(), prop::sample::select(vec!["d", "row", "image", "mu"])).prop_map(|(r, a, p)| format!("{r}({a} over {p})")),
             inner.clone().prop_map(|a| format!("-{a}")),
-            (inner.clone(), inner)
-                .prop_map(|(a, b)| format!("match shape {{ gauss => {a}, _ => {b} }}")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("match shape {{ gauss => {a}, _ => {b} }}")),
         ]
     })
 }
@@ -200,22 +76,15 @@ fn expr() -> impl Strategy<Value = String> {
 /// Grammar-shaped statements: declarations, plates and statements with random expressions.
 fn program() -> impl Strategy<Value = String> {
     let stmt = prop_oneof![
-        (
-            prop::sample::select(vec!["mu", "tau", "x", "z"]),
-            prop::sample::select(vec!["", "[3]", "[n]", "[2, 3]"]),
-            expr(),
-            expr()
-        )
+        (prop::sample::select(vec!["mu", "tau", "x", "z"]), prop::sample::select(vec!["", "[3]", "[n]", "[2, 3]"]), expr(), expr())
             .prop_map(|(n, s, a, b)| format!("latent {n}{s} ~ Normal({a}, {b})")),
-        (prop::sample::select(vec!["w", "x", "z"]), expr())
-            .prop_map(|(n, e)| format!("let {n} = {e}")),
+        (prop::sample::select(vec!["w", "x", "z"]), expr()).prop_map(|(n, e)| format!("let {n} = {e}")),
         (expr(), expr()).prop_map(|(a, b)| format!("observe row.y ~ Normal({a}, {b})")),
         expr().prop_map(|e| format!("plate d[n] {{ let q = {e} }}")),
         expr().prop_map(|e| format!("param p[3]: positive = {e}")),
     ];
     let header = "const n = 3\nvariant shape = gauss | square\ndata t = table(\"t.csv\", y: real)\nlatent a[4] ~ Normal(0.0, 1.0)\n";
-    prop::collection::vec(stmt, 1..8)
-        .prop_map(move |s| format!("{header}plate row in t.rows {{\n{}\n}}\n", s.join("\n")))
+    prop::collection::vec(stmt, 1..8).prop_map(move |s| format!("{header}plate row in t.rows {{\n{}\n}}\n", s.join("\n")))
 }
 
 #[derive(Debug, Clone)]

@@ -37,11 +37,7 @@ fn non_utf8_bytes_are_reported_with_their_offset() {
     bytes.extend([0xC3, 0x28, 0xFF]);
     let c = compile_on_small_stack(bytes);
     assert_eq!(codes(&c), vec![Code::E0101]);
-    assert!(
-        c.diagnostics[0].message.contains("byte 29"),
-        "{}",
-        c.diagnostics[0].message
-    );
+    assert!(c.diagnostics[0].message.contains("byte 29"), "{}", c.diagnostics[0].message);
 }
 
 #[test]
@@ -55,19 +51,11 @@ fn ten_megabyte_file_is_refused_by_size() {
 
 #[test]
 fn hundred_thousand_nested_parentheses_are_bounded() {
-    let text = format!(
-        "let x = {}1.0{}\n",
-        "(".repeat(100_000),
-        ")".repeat(100_000)
-    );
+    let text = format!("let x = {}1.0{}\n", "(".repeat(100_000), ")".repeat(100_000));
     let c = compile_on_small_stack(text.into_bytes());
     assert_eq!(codes(&c), vec![Code::E0102]);
     let span = c.diagnostics[0].primary.as_ref().unwrap().span;
-    assert_eq!(
-        span.start,
-        "let x = ".len() + 64,
-        "points at the 65th bracket"
-    );
+    assert_eq!(span.start, "let x = ".len() + 64, "points at the 65th bracket");
 }
 
 #[test]
@@ -87,20 +75,11 @@ fn one_megabyte_identifier_is_refused() {
 #[test]
 fn long_operator_chains_and_sign_runs_are_bounded() {
     let chain = format!("let x = {}1.0\n", "1.0 + ".repeat(200_000));
-    assert_eq!(
-        codes(&compile_on_small_stack(chain.into_bytes())),
-        vec![Code::E0104]
-    );
+    assert_eq!(codes(&compile_on_small_stack(chain.into_bytes())), vec![Code::E0104]);
     let powers = format!("let x = {}2.0\n", "2.0 ^ ".repeat(500));
-    assert_eq!(
-        codes(&compile_on_small_stack(powers.into_bytes())),
-        vec![Code::E0104]
-    );
+    assert_eq!(codes(&compile_on_small_stack(powers.into_bytes())), vec![Code::E0104]);
     let signs = format!("let x = {}1.0\n", "-".repeat(1 << 20));
-    assert_eq!(
-        codes(&compile_on_small_stack(signs.into_bytes())),
-        vec![Code::E0104]
-    );
+    assert_eq!(codes(&compile_on_small_stack(signs.into_bytes())), vec![Code::E0104]);
 }
 
 #[test]
@@ -119,13 +98,7 @@ fn many_statements_near_the_size_limit_check_and_errors_are_capped() {
 
 #[test]
 fn control_characters_and_stray_unicode_give_syntax_errors() {
-    for text in [
-        "\u{0}\u{1}\u{7f}",
-        "latent µ ~ Normal(0.0, 1.0)",
-        "let x = 1.0 ⨯ 2.0",
-        "\"unterminated",
-        "/* open comment",
-    ] {
+    for text in ["\u{0}\u{1}\u{7f}", "latent µ ~ Normal(0.0, 1.0)", "let x = 1.0 ⨯ 2.0", "\"unterminated", "/* open comment"] {
         let c = compile_on_small_stack(text.as_bytes().to_vec());
         assert_eq!(codes(&c), vec![Code::E0100], "{text:?}");
     }

@@ -19,12 +19,7 @@ pub const EXTERN_PREFIX: &str = "@";
 
 impl Checker {
     /// Checks a call of a function by name.
-    pub(super) fn call(
-        &mut self,
-        f: &Ident,
-        args: &[Arg<()>],
-        span: Span,
-    ) -> (ExprKind<Typed>, Typed) {
+    pub(super) fn call(&mut self, f: &Ident, args: &[Arg<()>], span: Span) -> (ExprKind<Typed>, Typed) {
         let targs = self.args(args);
         let mut callee = f.clone();
         let meta = match self.lookup(&f.name) {
@@ -41,12 +36,7 @@ impl Checker {
                 self.apply(&sig, &targs, f, span)
             }
             Some(_) => {
-                self.error(Diagnostic::error(
-                    Code::E0301,
-                    format!("`{}` is not a function", f.name),
-                    f.span,
-                    "called here",
-                ));
+                self.error(Diagnostic::error(Code::E0301, format!("`{}` is not a function", f.name), f.span, "called here"));
                 Typed::error()
             }
             None => self.builtin(f, &targs, span),
@@ -60,19 +50,11 @@ impl Checker {
                 Diagnostic::error(Code::E0208, format!("`{}` is called before it is declared", f.name), f.span, "declared further down")
                     .with_note("functions may call only functions declared above them; recursion is not supported")
             } else {
-                let mut d = Diagnostic::error(
-                    Code::E0201,
-                    format!("unknown function `{}`", f.name),
-                    f.span,
-                    "not declared or imported",
-                );
+                let mut d = Diagnostic::error(Code::E0201, format!("unknown function `{}`", f.name), f.span, "not declared or imported");
                 if let Some(help) = self.suggest(&f.name) {
                     d = d.with_help(help);
                 }
-                d.with_note(format!(
-                    "built-in functions: {}",
-                    builtins::FORMS.join("; ")
-                ))
+                d.with_note(format!("built-in functions: {}", builtins::FORMS.join("; ")))
             };
             self.error(d);
             return Typed::error();
@@ -91,43 +73,24 @@ impl Checker {
 
     /// Matches arguments to a signature and gives the result type.
     fn apply(&mut self, sig: &Signature, targs: &[Arg<Typed>], f: &Ident, span: Span) -> Typed {
-        let Some(ordered) = self.order_args(&sig.params, targs, &f.name, span) else {
-            return Typed::error();
-        };
+        let Some(ordered) = self.order_args(&sig.params, targs, &f.name, span) else { return Typed::error() };
         if ordered.iter().any(|a| a.meta.ty.is_error()) {
             return Typed::error();
         }
         let mut bound: HashMap<String, Dim> = HashMap::new();
         for ((pname, pty), arg) in sig.params.iter().zip(&ordered) {
             if let Err(why) = fits(pty, &arg.meta.ty, &mut bound) {
-                let msg = format!(
-                    "argument `{pname}` of `{}` expects {pty}, found {}",
-                    f.name, arg.meta.ty
-                );
-                self.error(
-                    Diagnostic::error(Code::E0305, msg, arg.span, why)
-                        .with_note(signature_text(sig)),
-                );
+                let msg = format!("argument `{pname}` of `{}` expects {pty}, found {}", f.name, arg.meta.ty);
+                self.error(Diagnostic::error(Code::E0305, msg, arg.span, why).with_note(signature_text(sig)));
                 return Typed::error();
             }
         }
-        let shape = sig
-            .ret
-            .shape
-            .iter()
-            .map(|d| substitute(d, &bound))
-            .collect();
+        let shape = sig.ret.shape.iter().map(|d| substitute(d, &bound)).collect();
         joined(Type::tensor(sig.ret.base.clone(), shape), targs)
     }
 
     /// Puts positional and named arguments in parameter order; reports arity and unknown names.
-    fn order_args<'a>(
-        &mut self,
-        params: &[(String, Type)],
-        args: &'a [Arg<Typed>],
-        what: &str,
-        span: Span,
-    ) -> Option<Vec<&'a crate::syntax::ast::Expr<Typed>>> {
+    fn order_args<'a>(&mut self, params: &[(String, Type)], args: &'a [Arg<Typed>], what: &str, span: Span) -> Option<Vec<&'a crate::syntax::ast::Expr<Typed>>> {
         let mut slots: Vec<Option<&crate::syntax::ast::Expr<Typed>>> = vec![None; params.len()];
         for (i, arg) in args.iter().enumerate() {
             let slot = match &arg.name {
@@ -138,13 +101,8 @@ impl Checker {
                 Some(s) => slots[s] = Some(&arg.value),
                 None if arg.name.is_some() => {
                     let names: Vec<&str> = params.iter().map(|(p, _)| p.as_str()).collect();
-                    let d = Diagnostic::error(
-                        Code::E0305,
-                        format!("`{what}` has no parameter of this name (or it is given twice)"),
-                        arg.value.span,
-                        "unexpected argument",
-                    )
-                    .with_note(format!("parameters: {}", names.join(", ")));
+                    let d = Diagnostic::error(Code::E0305, format!("`{what}` has no parameter of this name (or it is given twice)"), arg.value.span, "unexpected argument")
+                        .with_note(format!("parameters: {}", names.join(", ")));
                     self.error(d);
                     return None;
                 }
@@ -153,94 +111,32 @@ impl Checker {
         }
         if args.len() != params.len() || slots.iter().any(Option::is_none) {
             let names: Vec<&str> = params.iter().map(|(p, _)| p.as_str()).collect();
-            let msg = format!(
-                "`{what}` takes {} argument(s), got {}",
-                params.len(),
-                args.len()
-            );
-            self.error(
-                Diagnostic::error(Code::E0303, msg, span, "wrong number of arguments")
-                    .with_note(format!("parameters: {}", names.join(", "))),
-            );
+            let msg = format!("`{what}` takes {} argument(s), got {}", params.len(), args.len());
+            self.error(Diagnostic::error(Code::E0303, msg, span, "wrong number of arguments").with_note(format!("parameters: {}", names.join(", "))));
             return None;
         }
         Some(slots.into_iter().flatten().collect())
     }
 
     /// Checks a distribution call; its batch shape must fit `target` (the latent or data shape).
-    pub(super) fn dist(
-        &mut self,
-        d: &DistCall<()>,
-        target: &[Dim],
-        target_span: Span,
-    ) -> (DistCall<Typed>, Option<&'static DistSig>, Typed) {
+    pub(super) fn dist(&mut self, d: &DistCall<()>, target: &[Dim], target_span: Span) -> (DistCall<Typed>, Option<&'static DistSig>, Typed) {
         let targs = self.args(&d.args);
         let Some(sig) = distributions::lookup(&d.name.name) else {
-            let d2 = Diagnostic::error(
-                Code::E0304,
-                format!("unknown distribution `{}`", d.name.name),
-                d.name.span,
-                "not a distribution",
-            )
-            .with_note(format!(
-                "distributions: {}",
-                distributions::names().join(", ")
-            ));
+            let d2 = Diagnostic::error(Code::E0304, format!("unknown distribution `{}`", d.name.name), d.name.span, "not a distribution")
+                .with_note(format!("distributions: {}", distributions::names().join(", ")));
             self.error(d2);
-            return (
-                DistCall {
-                    name: d.name.clone(),
-                    args: targs,
-                    span: d.span,
-                },
-                None,
-                Typed::error(),
-            );
+            return (DistCall { name: d.name.clone(), args: targs, span: d.span }, None, Typed::error());
         };
-        let params: Vec<(String, Type)> = sig
-            .params
-            .iter()
-            .map(|p| ((*p).to_string(), Type::scalar(Base::Real)))
-            .collect();
+        let params: Vec<(String, Type)> = sig.params.iter().map(|p| ((*p).to_string(), Type::scalar(Base::Real))).collect();
         let ordered: Vec<Arg<Typed>> = match self.order_args(&params, &targs, sig.name, d.span) {
-            Some(o) => o
-                .into_iter()
-                .map(|e| Arg {
-                    name: None,
-                    value: e.clone(),
-                })
-                .collect(),
-            None => {
-                return (
-                    DistCall {
-                        name: d.name.clone(),
-                        args: targs,
-                        span: d.span,
-                    },
-                    Some(sig),
-                    Typed::error(),
-                );
-            }
+            Some(o) => o.into_iter().map(|e| Arg { name: None, value: e.clone() }).collect(),
+            None => return (DistCall { name: d.name.clone(), args: targs, span: d.span }, Some(sig), Typed::error()),
         };
         let meta = self.dist_batch(sig, &ordered, target, target_span);
-        (
-            DistCall {
-                name: d.name.clone(),
-                args: ordered,
-                span: d.span,
-            },
-            Some(sig),
-            meta,
-        )
+        (DistCall { name: d.name.clone(), args: ordered, span: d.span }, Some(sig), meta)
     }
 
-    fn dist_batch(
-        &mut self,
-        sig: &DistSig,
-        args: &[Arg<Typed>],
-        target: &[Dim],
-        target_span: Span,
-    ) -> Typed {
+    fn dist_batch(&mut self, sig: &DistSig, args: &[Arg<Typed>], target: &[Dim], target_span: Span) -> Typed {
         let mut meta = Typed::data(Type::tensor(Base::Real, Vec::new()));
         for (arg, pname) in args.iter().zip(sig.params) {
             let t = &arg.value.meta.ty;
@@ -248,47 +144,20 @@ impl Checker {
                 return Typed::error();
             }
             if !matches!(t.base, Base::Int | Base::Real) || t.shape.len() < sig.event_rank {
-                let want = if sig.event_rank == 1 {
-                    "a vector of reals"
-                } else {
-                    "real"
-                };
+                let want = if sig.event_rank == 1 { "a vector of reals" } else { "real" };
                 let msg = format!("`{pname}` of {} must be {want}, found {t}", sig.name);
-                self.error(Diagnostic::error(
-                    Code::E0305,
-                    msg,
-                    arg.value.span,
-                    "wrong type",
-                ));
+                self.error(Diagnostic::error(Code::E0305, msg, arg.value.span, "wrong type"));
                 return Typed::error();
             }
             let Some(shape) = broadcast(&meta.ty.shape, &t.shape) else {
-                let msg = format!(
-                    "the arguments of {} have shapes that do not broadcast",
-                    sig.name
-                );
-                self.error(Diagnostic::error(
-                    Code::E0302,
-                    msg,
-                    arg.value.span,
-                    format!("{t} does not fit {}", shape_text(&meta.ty.shape)),
-                ));
+                let msg = format!("the arguments of {} have shapes that do not broadcast", sig.name);
+                self.error(Diagnostic::error(Code::E0302, msg, arg.value.span, format!("{t} does not fit {}", shape_text(&meta.ty.shape))));
                 return Typed::error();
             };
-            meta = Typed {
-                ty: Type::tensor(Base::Real, shape),
-                ad: meta.ad.max(arg.value.meta.ad),
-                plates: union(&meta.plates, &arg.value.meta.plates),
-                value: None,
-            };
+            meta = Typed { ty: Type::tensor(Base::Real, shape), ad: meta.ad.max(arg.value.meta.ad), plates: union(&meta.plates, &arg.value.meta.plates), value: None };
         }
         if broadcast(&meta.ty.shape, target).as_deref() != Some(target) {
-            let msg = format!(
-                "{} has shape {}, which does not fit {}",
-                sig.name,
-                shape_text(&meta.ty.shape),
-                shape_text(target)
-            );
+            let msg = format!("{} has shape {}, which does not fit {}", sig.name, shape_text(&meta.ty.shape), shape_text(target));
             let d = Diagnostic::error(Code::E0302, msg, target_span, format!("shape {}", shape_text(target)))
                 .with_note("the distribution's arguments must broadcast to the shape of the sampled or observed value");
             self.error(d);
@@ -300,30 +169,16 @@ impl Checker {
 
 /// The result meta of a call: ad level and plates joined over the arguments.
 fn joined(ty: Type, args: &[Arg<Typed>]) -> Typed {
-    let ad = args
-        .iter()
-        .map(|a| a.value.meta.ad)
-        .max()
-        .unwrap_or(Ad::Data);
-    let plates = args
-        .iter()
-        .fold(Vec::new(), |acc, a| union(&acc, &a.value.meta.plates));
-    Typed {
-        ty,
-        ad,
-        plates,
-        value: None,
-    }
+    let ad = args.iter().map(|a| a.value.meta.ad).max().unwrap_or(Ad::Data);
+    let plates = args.iter().fold(Vec::new(), |acc, a| union(&acc, &a.value.meta.plates));
+    Typed { ty, ad, plates, value: None }
 }
 
 /// Whether an argument type fits a parameter type, binding size variables.
 fn fits(param: &Type, arg: &Type, bound: &mut HashMap<String, Dim>) -> Result<(), &'static str> {
     let base_ok = match (&param.base, &arg.base) {
-        (Base::Real, Base::Int | Base::Real)
-        | (Base::Complex, Base::Int | Base::Real | Base::Complex) => true,
-        (Base::Record(a), Base::Record(b)) | (Base::Collection(a), Base::Collection(b)) => {
-            same_kind(a, b)
-        }
+        (Base::Real, Base::Int | Base::Real) | (Base::Complex, Base::Int | Base::Real | Base::Complex) => true,
+        (Base::Record(a), Base::Record(b)) | (Base::Collection(a), Base::Collection(b)) => same_kind(a, b),
         (a, b) => a == b,
     };
     if !base_ok {
@@ -336,9 +191,7 @@ fn fits(param: &Type, arg: &Type, bound: &mut HashMap<String, Dim>) -> Result<()
         match p {
             Dim::Any => {}
             Dim::Sym(name) if !name.contains('.') => match bound.get(name) {
-                Some(b) if b != a && *a != Dim::Any && *b != Dim::Any => {
-                    return Err("size differs from an earlier argument");
-                }
+                Some(b) if b != a && *a != Dim::Any && *b != Dim::Any => return Err("size differs from an earlier argument"),
                 Some(_) => {}
                 None => {
                     bound.insert(name.clone(), a.clone());
@@ -352,10 +205,7 @@ fn fits(param: &Type, arg: &Type, bound: &mut HashMap<String, Dim>) -> Result<()
 }
 
 fn same_kind(a: &Rec, b: &Rec) -> bool {
-    matches!(
-        (a, b),
-        (Rec::Table(_), Rec::Table(_)) | (Rec::Row(_), Rec::Row(_))
-    ) || a == b
+    matches!((a, b), (Rec::Table(_), Rec::Table(_)) | (Rec::Row(_), Rec::Row(_))) || a == b
 }
 
 fn substitute(d: &Dim, bound: &HashMap<String, Dim>) -> Dim {
@@ -366,16 +216,6 @@ fn substitute(d: &Dim, bound: &HashMap<String, Dim>) -> Dim {
 }
 
 fn signature_text(sig: &Signature) -> String {
-    let params: Vec<String> = sig
-        .params
-        .iter()
-        .map(|(n, t)| format!("{n}: {t}"))
-        .collect();
-    format!(
-        "{}.{}({}) -> {}",
-        sig.module,
-        sig.name,
-        params.join(", "),
-        sig.ret
-    )
+    let params: Vec<String> = sig.params.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+    format!("{}.{}({}) -> {}", sig.module, sig.name, params.join(", "), sig.ret)
 }

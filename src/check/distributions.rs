@@ -58,12 +58,7 @@ pub struct DistSig {
 }
 
 const fn sig(name: &'static str, params: &'static [&'static str], support: Support) -> DistSig {
-    DistSig {
-        name,
-        params,
-        support,
-        event_rank: 0,
-    }
+    DistSig { name, params, support, event_rank: 0 }
 }
 
 /// Every distribution, by name.
@@ -81,12 +76,7 @@ pub const DISTRIBUTIONS: &[DistSig] = &[
     sig("Uniform", &["low", "high"], Support::Interval),
     sig("Poisson", &["rate"], Support::Counts),
     sig("Bernoulli", &["probs"], Support::Binary),
-    DistSig {
-        name: "Dirichlet",
-        params: &["concentration"],
-        support: Support::Simplex,
-        event_rank: 1,
-    },
+    DistSig { name: "Dirichlet", params: &["concentration"], support: Support::Simplex, event_rank: 1 },
 ];
 
 /// The signature of a distribution, if known.

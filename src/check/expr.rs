@@ -21,26 +21,11 @@ impl Checker {
     /// Checks one expression.
     pub(super) fn expr(&mut self, e: &Expr<()>) -> TExpr {
         let (kind, meta) = match &e.kind {
-            ExprKind::Int(i) => (
-                ExprKind::Int(*i),
-                Typed::known(Type::scalar(Base::Int), Value::Int(*i)),
-            ),
-            ExprKind::Real(r) => (
-                ExprKind::Real(*r),
-                Typed::known(Type::scalar(Base::Real), Value::Real(*r)),
-            ),
-            ExprKind::Imag(r) => (
-                ExprKind::Imag(*r),
-                Typed::known(Type::scalar(Base::Complex), Value::Complex(0.0, *r)),
-            ),
-            ExprKind::Bool(b) => (
-                ExprKind::Bool(*b),
-                Typed::known(Type::scalar(Base::Bool), Value::Bool(*b)),
-            ),
-            ExprKind::Str(s) => (
-                ExprKind::Str(s.clone()),
-                Typed::known(Type::scalar(Base::Str), Value::Str(s.clone())),
-            ),
+            ExprKind::Int(i) => (ExprKind::Int(*i), Typed::known(Type::scalar(Base::Int), Value::Int(*i))),
+            ExprKind::Real(r) => (ExprKind::Real(*r), Typed::known(Type::scalar(Base::Real), Value::Real(*r))),
+            ExprKind::Imag(r) => (ExprKind::Imag(*r), Typed::known(Type::scalar(Base::Complex), Value::Complex(0.0, *r))),
+            ExprKind::Bool(b) => (ExprKind::Bool(*b), Typed::known(Type::scalar(Base::Bool), Value::Bool(*b))),
+            ExprKind::Str(s) => (ExprKind::Str(s.clone()), Typed::known(Type::scalar(Base::Str), Value::Str(s.clone()))),
             ExprKind::Name(n) => (ExprKind::Name(n.clone()), self.name(n, e.span)),
             ExprKind::Field(x, f) => self.field(x, f),
             ExprKind::Method(x, m, args) => self.method(x, m, args, e.span),
@@ -52,22 +37,13 @@ impl Checker {
             ExprKind::Reduce(op, x, p) => self.reduce(*op, x, p),
             ExprKind::Match(v, arms) => self.match_expr(v, arms),
         };
-        Expr {
-            kind,
-            span: e.span,
-            meta,
-        }
+        Expr { kind, span: e.span, meta }
     }
 
     /// The type of a name, checking that its plates are visible here.
     fn name(&mut self, name: &str, span: Span) -> Typed {
         let Some(binding) = self.lookup(name) else {
-            let mut d = Diagnostic::error(
-                Code::E0201,
-                format!("unknown name `{name}`"),
-                span,
-                "not declared",
-            );
+            let mut d = Diagnostic::error(Code::E0201, format!("unknown name `{name}`"), span, "not declared");
             if let Some(help) = self.suggest(name) {
                 d = d.with_help(help);
             }
@@ -76,38 +52,13 @@ impl Checker {
         };
         match binding {
             Binding::Const(v, ty) => Typed::known(ty, v),
-            Binding::Variant(_, selected) => {
-                Typed::known(Type::scalar(Base::Choice), Value::Choice(selected))
-            }
+            Binding::Variant(_, selected) => Typed::known(Type::scalar(Base::Choice), Value::Choice(selected)),
             Binding::Data(ty) => Typed::data(ty),
-            Binding::Local(ty, ad) => Typed {
-                ty,
-                ad,
-                plates: Vec::new(),
-                value: None,
-            },
-            Binding::Model(_, ty, ad, plates) => self.plated(
-                name,
-                span,
-                Typed {
-                    ty,
-                    ad,
-                    plates,
-                    value: None,
-                },
-            ),
+            Binding::Local(ty, ad) => Typed { ty, ad, plates: Vec::new(), value: None },
+            Binding::Model(_, ty, ad, plates) => self.plated(name, span, Typed { ty, ad, plates, value: None }),
             Binding::PlateVar(p, ty) => {
                 let plates = self.ancestors(p);
-                self.plated(
-                    name,
-                    span,
-                    Typed {
-                        ty,
-                        ad: Ad::Data,
-                        plates,
-                        value: None,
-                    },
-                )
+                self.plated(name, span, Typed { ty, ad: Ad::Data, plates, value: None })
             }
             other => {
                 let what = match other {
@@ -116,12 +67,7 @@ impl Checker {
                     Binding::Flow(_) => "a flow",
                     _ => "an encoder",
                 };
-                self.error(Diagnostic::error(
-                    Code::E0301,
-                    format!("`{name}` is {what}, not a value"),
-                    span,
-                    "used as a value",
-                ));
+                self.error(Diagnostic::error(Code::E0301, format!("`{name}` is {what}, not a value"), span, "used as a value"));
                 Typed::error()
             }
         }
@@ -146,41 +92,21 @@ impl Checker {
     fn plated(&mut self, name: &str, span: Span, t: Typed) -> Typed {
         if self.in_fn {
             let msg = format!("`{name}` is a model value and is not visible inside a function");
-            self.error(
-                Diagnostic::error(Code::E0201, msg, span, "not visible here")
-                    .with_help("pass it to the function as a parameter"),
-            );
+            self.error(Diagnostic::error(Code::E0201, msg, span, "not visible here").with_help("pass it to the function as a parameter"));
             return Typed::error();
         }
-        let outside: Vec<usize> = t
-            .plates
-            .iter()
-            .copied()
-            .filter(|p| !self.visible.contains(p))
-            .collect();
+        let outside: Vec<usize> = t.plates.iter().copied().filter(|p| !self.visible.contains(p)).collect();
         if let Some(&p) = outside.first() {
             let plate = self.program.plates[p].name.clone();
             let msg = format!("`{name}` varies over plate `{plate}` but is used outside it");
             let help = if name == plate {
-                format!(
-                    "`{name}` is the current record of plate `{plate}`; use it inside that plate"
-                )
+                format!("`{name}` is the current record of plate `{plate}`; use it inside that plate")
             } else {
-                format!(
-                    "reduce it first, e.g. sum({name} over {plate}) or stack({name} over {plate})"
-                )
+                format!("reduce it first, e.g. sum({name} over {plate}) or stack({name} over {plate})")
             };
-            let d = Diagnostic::error(
-                Code::E0401,
-                msg,
-                span,
-                format!("one value per `{plate}` element"),
-            )
-            .with_label(
-                self.program.plates[p].span,
-                format!("plate `{plate}` is declared here"),
-            )
-            .with_help(help);
+            let d = Diagnostic::error(Code::E0401, msg, span, format!("one value per `{plate}` element"))
+                .with_label(self.program.plates[p].span, format!("plate `{plate}` is declared here"))
+                .with_help(help);
             self.error(d);
             return Typed::error();
         }
@@ -191,32 +117,20 @@ impl Checker {
         let tx = self.expr(x);
         let meta = match &tx.meta.ty.base {
             Base::Error => Typed::error(),
-            Base::Record(rec) if tx.meta.ty.shape.is_empty() => {
-                match schema::field(rec, &f.name, &self.program.tables) {
-                    Some(ty) => Typed {
-                        ty: super::bind_sizes(ty, &self.program.sizes),
-                        ad: tx.meta.ad,
-                        plates: tx.meta.plates.clone(),
-                        value: None,
-                    },
-                    None => {
-                        let fields = schema::fields(rec, &self.program.tables);
-                        let names: Vec<String> =
-                            fields.iter().map(|(n, t)| format!("{n}: {t}")).collect();
-                        let msg = format!("`{rec}` records have no field `{}`", f.name);
-                        let mut d = Diagnostic::error(Code::E0209, msg, f.span, "unknown field")
-                            .with_note(format!("fields: {}", names.join(", ")));
-                        if let Some((n, _)) = fields
-                            .iter()
-                            .find(|(n, _)| super::edit_distance(n, &f.name) <= 2)
-                        {
-                            d = d.with_help(format!("did you mean `{n}`?"));
-                        }
-                        self.error(d);
-                        Typed::error()
+            Base::Record(rec) if tx.meta.ty.shape.is_empty() => match schema::field(rec, &f.name, &self.program.tables) {
+                Some(ty) => Typed { ty: super::bind_sizes(ty, &self.program.sizes), ad: tx.meta.ad, plates: tx.meta.plates.clone(), value: None },
+                None => {
+                    let fields = schema::fields(rec, &self.program.tables);
+                    let names: Vec<String> = fields.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+                    let msg = format!("`{rec}` records have no field `{}`", f.name);
+                    let mut d = Diagnostic::error(Code::E0209, msg, f.span, "unknown field").with_note(format!("fields: {}", names.join(", ")));
+                    if let Some((n, _)) = fields.iter().find(|(n, _)| super::edit_distance(n, &f.name) <= 2) {
+                        d = d.with_help(format!("did you mean `{n}`?"));
                     }
+                    self.error(d);
+                    Typed::error()
                 }
-            }
+            },
             _ => {
                 let msg = format!("a value of type {} has no fields", tx.meta.ty);
                 self.error(Diagnostic::error(Code::E0209, msg, f.span, "no field here"));
@@ -226,54 +140,24 @@ impl Checker {
         (ExprKind::Field(Box::new(tx), f.clone()), meta)
     }
 
-    fn method(
-        &mut self,
-        x: &Expr<()>,
-        m: &Ident,
-        args: &[crate::syntax::ast::Arg<()>],
-        span: Span,
-    ) -> (ExprKind<Typed>, Typed) {
+    fn method(&mut self, x: &Expr<()>, m: &Ident, args: &[crate::syntax::ast::Arg<()>], span: Span) -> (ExprKind<Typed>, Typed) {
         let tx = self.expr(x);
         let targs = self.args(args);
-        let kind_of = |r: &Base| {
-            if let Base::Record(r) = r {
-                schema::method(r, &m.name)
-            } else {
-                None
-            }
-        };
+        let kind_of = |r: &Base| if let Base::Record(r) = r { schema::method(r, &m.name) } else { None };
         let meta = match (&tx.meta.ty.base, kind_of(&tx.meta.ty.base)) {
             (Base::Error, _) => Typed::error(),
             (_, Some(form)) => {
-                let ok = targs.len() == 1
-                    && targs[0].value.meta.ty == Type::scalar(Base::Str)
-                    && targs[0].value.meta.value.is_some();
+                let ok = targs.len() == 1 && targs[0].value.meta.ty == Type::scalar(Base::Str) && targs[0].value.meta.value.is_some();
                 if ok {
-                    Typed {
-                        ty: Type::scalar(Base::Int),
-                        ad: Ad::Data,
-                        plates: tx.meta.plates.clone(),
-                        value: None,
-                    }
+                    Typed { ty: Type::scalar(Base::Int), ad: Ad::Data, plates: tx.meta.plates.clone(), value: None }
                 } else {
-                    self.error(
-                        Diagnostic::error(
-                            Code::E0305,
-                            format!("`{}` takes one quoted element symbol", m.name),
-                            span,
-                            "bad arguments",
-                        )
-                        .with_note(form),
-                    );
+                    self.error(Diagnostic::error(Code::E0305, format!("`{}` takes one quoted element symbol", m.name), span, "bad arguments").with_note(form));
                     Typed::error()
                 }
             }
             _ => {
                 let msg = format!("a value of type {} has no method `{}`", tx.meta.ty, m.name);
-                self.error(
-                    Diagnostic::error(Code::E0209, msg, m.span, "unknown method")
-                        .with_note("crystal records have sites(\"EL\")"),
-                );
+                self.error(Diagnostic::error(Code::E0209, msg, m.span, "unknown method").with_note("crystal records have sites(\"EL\")"));
                 Typed::error()
             }
         };
@@ -283,10 +167,7 @@ impl Checker {
     fn index(&mut self, x: &Expr<()>, idx: &[Expr<()>]) -> (ExprKind<Typed>, Typed) {
         let tx = self.expr(x);
         let tidx: Vec<TExpr> = idx.iter().map(|i| self.expr(i)).collect();
-        let mut meta = Typed {
-            value: None,
-            ..tx.meta.clone()
-        };
+        let mut meta = Typed { value: None, ..tx.meta.clone() };
         for i in &tidx {
             if !i.meta.ty.is_error() && i.meta.ty != Type::scalar(Base::Int) {
                 let msg = format!("an index must be an int, not {}", i.meta.ty);
@@ -299,12 +180,7 @@ impl Checker {
         if !tx.meta.ty.is_error() && !meta.ty.is_error() {
             if tidx.len() > tx.meta.ty.shape.len() {
                 let msg = format!("{} indices into a value of type {}", tidx.len(), tx.meta.ty);
-                self.error(Diagnostic::error(
-                    Code::E0306,
-                    msg,
-                    tx.span,
-                    format!("has {} dimension(s)", tx.meta.ty.shape.len()),
-                ));
+                self.error(Diagnostic::error(Code::E0306, msg, tx.span, format!("has {} dimension(s)", tx.meta.ty.shape.len())));
                 meta = Typed::error();
             } else {
                 meta.ty.shape = tx.meta.ty.shape[tidx.len()..].to_vec();
@@ -315,26 +191,14 @@ impl Checker {
 
     fn unary(&mut self, op: UnOp, x: &Expr<()>) -> (ExprKind<Typed>, Typed) {
         let tx = self.expr(x);
-        let mut meta = Typed {
-            value: None,
-            ..tx.meta.clone()
-        };
+        let mut meta = Typed { value: None, ..tx.meta.clone() };
         let ok = match op {
             UnOp::Neg => tx.meta.ty.is_numeric(),
             UnOp::Not => tx.meta.ty.base == Base::Bool,
         };
         if !ok && !tx.meta.ty.is_error() {
-            let want = if op == UnOp::Neg {
-                "a number"
-            } else {
-                "a bool"
-            };
-            self.error(Diagnostic::error(
-                Code::E0301,
-                format!("expected {want}, found {}", tx.meta.ty),
-                tx.span,
-                "wrong type",
-            ));
+            let want = if op == UnOp::Neg { "a number" } else { "a bool" };
+            self.error(Diagnostic::error(Code::E0301, format!("expected {want}, found {}", tx.meta.ty), tx.span, "wrong type"));
             meta = Typed::error();
         }
         meta.value = match (op, &tx.meta.value) {
@@ -360,30 +224,17 @@ impl Checker {
             return Typed::error();
         }
         let base = match op {
-            BinOp::Or | BinOp::And => {
-                (ta.base == Base::Bool && tb.base == Base::Bool).then_some(Base::Bool)
-            }
+            BinOp::Or | BinOp::And => (ta.base == Base::Bool && tb.base == Base::Bool).then_some(Base::Bool),
             BinOp::Eq | BinOp::Ne => self.equality(a, b).then_some(Base::Bool),
-            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => promote(&ta.base, &tb.base)
-                .filter(|b| *b != Base::Complex)
-                .map(|_| Base::Bool),
-            BinOp::Pow | BinOp::Div => {
-                promote(&ta.base, &tb.base).map(|b| if b == Base::Int { Base::Real } else { b })
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                promote(&ta.base, &tb.base).filter(|b| *b != Base::Complex).map(|_| Base::Bool)
             }
+            BinOp::Pow | BinOp::Div => promote(&ta.base, &tb.base).map(|b| if b == Base::Int { Base::Real } else { b }),
             _ => promote(&ta.base, &tb.base),
         };
         let Some(base) = base else {
             let msg = format!("`{}` cannot combine {} and {}", op.symbol(), ta, tb);
-            self.error(
-                Diagnostic::error(
-                    Code::E0301,
-                    msg,
-                    a.span.to(b.span),
-                    "operands of the wrong type",
-                )
-                .with_label(a.span, format!("{ta}"))
-                .with_label(b.span, format!("{tb}")),
-            );
+            self.error(Diagnostic::error(Code::E0301, msg, a.span.to(b.span), "operands of the wrong type").with_label(a.span, format!("{ta}")).with_label(b.span, format!("{tb}")));
             return Typed::error();
         };
         let Some(shape) = broadcast(&ta.shape, &tb.shape) else {
@@ -391,38 +242,20 @@ impl Checker {
             return Typed::error();
         };
         let value = fold(op, a.meta.value.as_ref(), b.meta.value.as_ref());
-        Typed {
-            ty: Type::tensor(base, shape),
-            ad: a.meta.ad.max(b.meta.ad),
-            plates: union(&a.meta.plates, &b.meta.plates),
-            value,
-        }
+        Typed { ty: Type::tensor(base, shape), ad: a.meta.ad.max(b.meta.ad), plates: union(&a.meta.plates, &b.meta.plates), value }
     }
 
     /// Whether `==`/`!=` may compare these; a choice compares with a quoted choice name.
     fn equality(&mut self, a: &TExpr, b: &TExpr) -> bool {
         let (ba, bb) = (&a.meta.ty.base, &b.meta.ty.base);
-        if promote(ba, bb).is_some()
-            || (ba == bb && matches!(ba, Base::Bool | Base::Str | Base::Choice))
-        {
+        if promote(ba, bb).is_some() || (ba == bb && matches!(ba, Base::Bool | Base::Str | Base::Choice)) {
             return true;
         }
-        if let ((Base::Choice, _), Some(Value::Str(s))) | ((_, Base::Choice), Some(Value::Str(s))) =
-            ((ba, bb), b.meta.value.as_ref().or(a.meta.value.as_ref()))
-        {
-            let choices = self
-                .choices_of(a)
-                .or_else(|| self.choices_of(b))
-                .unwrap_or_default();
+        if let ((Base::Choice, _), Some(Value::Str(s))) | ((_, Base::Choice), Some(Value::Str(s))) = ((ba, bb), b.meta.value.as_ref().or(a.meta.value.as_ref())) {
+            let choices = self.choices_of(a).or_else(|| self.choices_of(b)).unwrap_or_default();
             if !choices.contains(s) {
                 let lit = if *ba == Base::Str { a.span } else { b.span };
-                let d = Diagnostic::error(
-                    Code::E0310,
-                    format!("`{s}` is not a choice of this variant"),
-                    lit,
-                    "unknown choice",
-                )
-                .with_note(format!("choices: {}", choices.join(" | ")));
+                let d = Diagnostic::error(Code::E0310, format!("`{s}` is not a choice of this variant"), lit, "unknown choice").with_note(format!("choices: {}", choices.join(" | ")));
                 self.error(d);
             }
             return true;
@@ -431,9 +264,7 @@ impl Checker {
     }
 
     fn choices_of(&mut self, e: &TExpr) -> Option<Vec<String>> {
-        let ExprKind::Name(n) = &e.kind else {
-            return None;
-        };
+        let ExprKind::Name(n) = &e.kind else { return None };
         match self.scope.get(n).map(|x| &x.binding) {
             Some(Binding::Variant(choices, _)) => Some(choices.clone()),
             _ => None,
@@ -441,17 +272,11 @@ impl Checker {
     }
 
     pub(super) fn shape_error(&mut self, a: &TExpr, b: &TExpr) {
-        let msg = format!(
-            "shapes {} and {} do not broadcast",
-            shape_text(&a.meta.ty.shape),
-            shape_text(&b.meta.ty.shape)
-        );
+        let msg = format!("shapes {} and {} do not broadcast", shape_text(&a.meta.ty.shape), shape_text(&b.meta.ty.shape));
         let d = Diagnostic::error(Code::E0302, msg, a.span.to(b.span), "incompatible shapes")
             .with_label(a.span, format!("{}", a.meta.ty))
             .with_label(b.span, format!("{}", b.meta.ty))
-            .with_note(
-                "shapes align from the right; each pair of sizes must be equal or one of them 1",
-            );
+            .with_note("shapes align from the right; each pair of sizes must be equal or one of them 1");
         self.error(d);
     }
 
@@ -466,27 +291,10 @@ impl Checker {
                 meta = Typed::error();
                 break;
             }
-            let base = if first {
-                Some(x.meta.ty.base.clone())
-            } else {
-                promote(&meta.ty.base, &x.meta.ty.base)
-            };
-            let shape = if first {
-                Some(x.meta.ty.shape.clone())
-            } else {
-                broadcast(&meta.ty.shape, &x.meta.ty.shape)
-            };
-            let (Some(base), Some(shape)) = (
-                base.filter(|b| matches!(b, Base::Int | Base::Real | Base::Complex)),
-                shape,
-            ) else {
-                let d = Diagnostic::error(
-                    Code::E0301,
-                    format!("a list mixes or holds values of type {}", x.meta.ty),
-                    x.span,
-                    "does not fit the list",
-                )
-                .with_label(span, "in this list");
+            let base = if first { Some(x.meta.ty.base.clone()) } else { promote(&meta.ty.base, &x.meta.ty.base) };
+            let shape = if first { Some(x.meta.ty.shape.clone()) } else { broadcast(&meta.ty.shape, &x.meta.ty.shape) };
+            let (Some(base), Some(shape)) = (base.filter(|b| matches!(b, Base::Int | Base::Real | Base::Complex)), shape) else {
+                let d = Diagnostic::error(Code::E0301, format!("a list mixes or holds values of type {}", x.meta.ty), x.span, "does not fit the list").with_label(span, "in this list");
                 self.error(d);
                 meta = Typed::error();
                 break;
@@ -495,12 +303,7 @@ impl Checker {
             meta.ty = Type::tensor(base, shape);
             meta.ad = meta.ad.max(x.meta.ad);
             meta.plates = union(&meta.plates, &x.meta.plates);
-            values = values.and_then(|mut v: Vec<Value>| {
-                x.meta.value.clone().map(|x| {
-                    v.push(x);
-                    v
-                })
-            });
+            values = values.and_then(|mut v: Vec<Value>| x.meta.value.clone().map(|x| { v.push(x); v }));
         }
         if !meta.ty.is_error() {
             meta.ty.shape.insert(0, Dim::Known(txs.len() as u64));
@@ -514,51 +317,29 @@ impl Checker {
             Some(Binding::Plate(p) | Binding::PlateVar(p, _)) => Some(p),
             _ => None,
         };
-        let Some(id) = id.filter(|&p| self.program.plates[p].range != super::PlateRange::Single)
-        else {
-            let d = Diagnostic::error(
-                Code::E0403,
-                format!("`{}` is not a plate with several elements", plate.name),
-                plate.span,
-                "cannot reduce over this",
-            );
+        let Some(id) = id.filter(|&p| self.program.plates[p].range != super::PlateRange::Single) else {
+            let d = Diagnostic::error(Code::E0403, format!("`{}` is not a plate with several elements", plate.name), plate.span, "cannot reduce over this");
             self.error(d);
             let tx = self.expr(x);
-            return (
-                ExprKind::Reduce(op, Box::new(tx), plate.clone()),
-                Typed::error(),
-            );
+            return (ExprKind::Reduce(op, Box::new(tx), plate.clone()), Typed::error());
         };
         let saved = self.visible.clone();
         self.visible = union(&self.visible, &self.ancestors(id));
         let tx = self.expr(x);
         self.visible = saved;
-        let mut meta = Typed {
-            value: None,
-            ..tx.meta.clone()
-        };
+        let mut meta = Typed { value: None, ..tx.meta.clone() };
         if !tx.meta.ty.is_error() && !tx.meta.plates.contains(&id) {
             let msg = format!("this value does not vary over plate `{}`", plate.name);
-            self.error(
-                Diagnostic::error(Code::E0403, msg, tx.span, "the same for every element")
-                    .with_help("reduce a value declared or computed inside the plate"),
-            );
+            self.error(Diagnostic::error(Code::E0403, msg, tx.span, "the same for every element").with_help("reduce a value declared or computed inside the plate"));
             meta = Typed::error();
         } else if !tx.meta.ty.is_numeric() && !tx.meta.ty.is_error() {
-            self.error(Diagnostic::error(
-                Code::E0301,
-                format!("cannot {} values of type {}", op.name(), tx.meta.ty),
-                tx.span,
-                "not a number",
-            ));
+            self.error(Diagnostic::error(Code::E0301, format!("cannot {} values of type {}", op.name(), tx.meta.ty), tx.span, "not a number"));
             meta = Typed::error();
         } else if !meta.ty.is_error() {
             meta.plates.retain(|&p| p != id);
             match op {
                 ReduceOp::Stack => meta.ty.shape.insert(0, self.program.plates[id].size()),
-                ReduceOp::Mean | ReduceOp::LogSumExp if meta.ty.base == Base::Int => {
-                    meta.ty.base = Base::Real
-                }
+                ReduceOp::Mean | ReduceOp::LogSumExp if meta.ty.base == Base::Int => meta.ty.base = Base::Real,
                 _ => {}
             }
         }
@@ -570,20 +351,9 @@ impl Checker {
             Some(Binding::Variant(choices, selected)) => Some((choices, selected)),
             _ => None,
         };
-        let tarms: Vec<MatchArm<Typed>> = arms
-            .iter()
-            .map(|a| MatchArm {
-                pattern: a.pattern.clone(),
-                value: self.expr(&a.value),
-            })
-            .collect();
+        let tarms: Vec<MatchArm<Typed>> = arms.iter().map(|a| MatchArm { pattern: a.pattern.clone(), value: self.expr(&a.value) }).collect();
         let Some((choices, selected)) = variant else {
-            self.error(Diagnostic::error(
-                Code::E0310,
-                format!("`{}` is not a variant", v.name),
-                v.span,
-                "match needs a variant",
-            ));
+            self.error(Diagnostic::error(Code::E0310, format!("`{}` is not a variant", v.name), v.span, "match needs a variant"));
             return (ExprKind::Match(v.clone(), tarms), Typed::error());
         };
         let ok = self.check_arms(v, &tarms, &choices);
@@ -591,9 +361,7 @@ impl Checker {
         if !ok {
             meta = Typed::error();
         }
-        let chosen = tarms
-            .iter()
-            .find(|a| a.pattern.as_ref().is_none_or(|p| p.name == selected));
+        let chosen = tarms.iter().find(|a| a.pattern.as_ref().is_none_or(|p| p.name == selected));
         meta.value = chosen.and_then(|a| a.value.meta.value.clone());
         (ExprKind::Match(v.clone(), tarms), meta)
     }
@@ -607,22 +375,8 @@ impl Checker {
                 continue;
             };
             if !choices.contains(&p.name) || seen.contains(&p.name) {
-                let what = if seen.contains(&p.name) {
-                    "is matched twice"
-                } else {
-                    "is not a choice of this variant"
-                };
-                let d = Diagnostic::error(
-                    Code::E0310,
-                    format!("`{}` {what}", p.name),
-                    p.span,
-                    "bad pattern",
-                )
-                .with_note(format!(
-                    "choices of `{}`: {}",
-                    v.name,
-                    choices.join(" | ")
-                ));
+                let what = if seen.contains(&p.name) { "is matched twice" } else { "is not a choice of this variant" };
+                let d = Diagnostic::error(Code::E0310, format!("`{}` {what}", p.name), p.span, "bad pattern").with_note(format!("choices of `{}`: {}", v.name, choices.join(" | ")));
                 self.error(d);
                 return false;
             }
@@ -631,13 +385,8 @@ impl Checker {
         let missing: Vec<&String> = choices.iter().filter(|c| !seen.contains(c)).collect();
         if !wildcard && !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-            let d = Diagnostic::error(
-                Code::E0310,
-                format!("match on `{}` does not cover {}", v.name, names.join(", ")),
-                v.span,
-                "not every choice is covered",
-            )
-            .with_help("add an arm for each missing choice, or `_ => ...`");
+            let d = Diagnostic::error(Code::E0310, format!("match on `{}` does not cover {}", v.name, names.join(", ")), v.span, "not every choice is covered")
+                .with_help("add an arm for each missing choice, or `_ => ...`");
             self.error(d);
             return false;
         }
@@ -655,43 +404,20 @@ impl Checker {
             if prev.ty.is_error() || t.meta.ty.is_error() {
                 return Typed::error();
             }
-            let base = if prev.ty.base == t.meta.ty.base {
-                Some(prev.ty.base.clone())
-            } else {
-                promote(&prev.ty.base, &t.meta.ty.base)
-            };
-            let (Some(base), Some(shape)) = (base, broadcast(&prev.ty.shape, &t.meta.ty.shape))
-            else {
+            let base = if prev.ty.base == t.meta.ty.base { Some(prev.ty.base.clone()) } else { promote(&prev.ty.base, &t.meta.ty.base) };
+            let (Some(base), Some(shape)) = (base, broadcast(&prev.ty.shape, &t.meta.ty.shape)) else {
                 let msg = format!("match arms differ: {} and {}", prev.ty, t.meta.ty);
-                self.error(Diagnostic::error(
-                    Code::E0301,
-                    msg,
-                    t.span,
-                    "this arm does not fit the others",
-                ));
+                self.error(Diagnostic::error(Code::E0301, msg, t.span, "this arm does not fit the others"));
                 return Typed::error();
             };
-            acc = Some(Typed {
-                ty: Type::tensor(base, shape),
-                ad: prev.ad.max(t.meta.ad),
-                plates: union(&prev.plates, &t.meta.plates),
-                value: None,
-            });
+            acc = Some(Typed { ty: Type::tensor(base, shape), ad: prev.ad.max(t.meta.ad), plates: union(&prev.plates, &t.meta.plates), value: None });
         }
         acc.unwrap_or_else(Typed::error)
     }
 
     /// Checks arguments, keeping their names.
-    pub(super) fn args(
-        &mut self,
-        args: &[crate::syntax::ast::Arg<()>],
-    ) -> Vec<crate::syntax::ast::Arg<Typed>> {
-        args.iter()
-            .map(|a| crate::syntax::ast::Arg {
-                name: a.name.clone(),
-                value: self.expr(&a.value),
-            })
-            .collect()
+    pub(super) fn args(&mut self, args: &[crate::syntax::ast::Arg<()>]) -> Vec<crate::syntax::ast::Arg<Typed>> {
+        args.iter().map(|a| crate::syntax::ast::Arg { name: a.name.clone(), value: self.expr(&a.value) }).collect()
     }
 }
 

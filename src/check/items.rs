@@ -10,29 +10,14 @@ use crate::syntax::ast::{self, Arg, DataArg, DimExpr, Item, TypeExpr};
 use std::collections::HashMap;
 
 /// Flow settings and their defaults.
-const FLOW_DEFAULTS: &[(&str, &str)] = &[
-    ("kind", "affine_coupling"),
-    ("layers", "2"),
-    ("hidden", "[32, 32]"),
-    ("activation", "tanh"),
-];
+const FLOW_DEFAULTS: &[(&str, &str)] = &[("kind", "affine_coupling"), ("layers", "2"), ("hidden", "[32, 32]"), ("activation", "tanh")];
 /// Encoder settings and their defaults.
 const ENCODER_DEFAULTS: &[(&str, &str)] = &[("hidden", "[64, 64]"), ("activation", "relu")];
 
 impl Checker {
     /// Checks every item of a module in order.
     pub(super) fn items(&mut self, module: &ast::Module<()>) {
-        self.later_fns = module
-            .items
-            .iter()
-            .filter_map(|i| {
-                if let Item::Fn(f) = i {
-                    Some(f.name.name.clone())
-                } else {
-                    None
-                }
-            })
-            .collect();
+        self.later_fns = module.items.iter().filter_map(|i| if let Item::Fn(f) = i { Some(f.name.name.clone()) } else { None }).collect();
         for item in &module.items {
             match item {
                 Item::Use(_) => {}
@@ -63,54 +48,24 @@ impl Checker {
 
     fn const_decl(&mut self, c: &ast::ConstDecl<()>) {
         let te = self.expr(&c.value);
-        let declared =
-            c.ty.as_ref()
-                .and_then(|t| self.type_expr(t, &mut Vec::new()));
+        let declared = c.ty.as_ref().and_then(|t| self.type_expr(t, &mut Vec::new()));
         let mut ty = declared.clone().unwrap_or_else(|| te.meta.ty.clone());
         let mut value = te.meta.value.clone();
         if value.is_none() && !te.meta.ty.is_error() {
-            self.error(Diagnostic::error(
-                Code::E0606,
-                format!("const `{}` is not computable before fitting", c.name.name),
-                te.span,
-                "not a constant expression",
-            ));
+            self.error(Diagnostic::error(Code::E0606, format!("const `{}` is not computable before fitting", c.name.name), te.span, "not a constant expression"));
         }
         if let (Some(d), Some(v)) = (&declared, &value) {
             match coerce(v, d) {
                 Some(v2) => value = Some(v2),
-                None => self.error(Diagnostic::error(
-                    Code::E0305,
-                    format!(
-                        "const `{}` is declared {d} but its value is {}",
-                        c.name.name, te.meta.ty
-                    ),
-                    te.span,
-                    "wrong type",
-                )),
+                None => self.error(Diagnostic::error(Code::E0305, format!("const `{}` is declared {d} but its value is {}", c.name.name, te.meta.ty), te.span, "wrong type")),
             }
         }
         if let Some(text) = self.take_set(&c.name.name) {
             match parse_setting(&text, &ty) {
                 Some(v) => value = Some(v),
                 None => self.error(
-                    Diagnostic::global(
-                        Code::E0602,
-                        format!(
-                            "--set {}={text}: expected a value of type {ty}",
-                            c.name.name
-                        ),
-                    )
-                    .with_note(format!(
-                        "`{}` (module {}) has the default {}",
-                        c.name.name,
-                        self.module_name,
-                        te.meta
-                            .value
-                            .clone()
-                            .map(|v| v.to_string())
-                            .unwrap_or_default()
-                    )),
+                    Diagnostic::global(Code::E0602, format!("--set {}={text}: expected a value of type {ty}", c.name.name))
+                        .with_note(format!("`{}` (module {}) has the default {}", c.name.name, self.module_name, te.meta.value.clone().map(|v| v.to_string()).unwrap_or_default())),
                 ),
             }
         }
@@ -119,29 +74,16 @@ impl Checker {
             ty = Type::error();
         }
         if self.is_root {
-            self.program
-                .consts
-                .push((c.name.name.clone(), value.clone()));
+            self.program.consts.push((c.name.name.clone(), value.clone()));
         }
-        self.declare(
-            &c.name.name,
-            Entry {
-                binding: Binding::Const(value, ty),
-                span: c.name.span,
-            },
-        );
+        self.declare(&c.name.name, Entry { binding: Binding::Const(value, ty), span: c.name.span });
     }
 
     fn variant_decl(&mut self, v: &ast::VariantDecl) {
         let mut choices: Vec<String> = Vec::new();
         for c in &v.choices {
             if choices.contains(&c.name) {
-                self.error(Diagnostic::error(
-                    Code::E0202,
-                    format!("choice `{}` is listed twice", c.name),
-                    c.span,
-                    "repeated choice",
-                ));
+                self.error(Diagnostic::error(Code::E0202, format!("choice `{}` is listed twice", c.name), c.span, "repeated choice"));
             } else {
                 choices.push(c.name.clone());
             }
@@ -151,32 +93,13 @@ impl Checker {
             if choices.contains(&text) {
                 selected = text;
             } else {
-                let d = Diagnostic::global(
-                    Code::E0602,
-                    format!(
-                        "--set {}={text}: not a choice of variant `{}`",
-                        v.name.name, v.name.name
-                    ),
-                )
-                .with_note(format!("choices: {}", choices.join(" | ")));
+                let d = Diagnostic::global(Code::E0602, format!("--set {}={text}: not a choice of variant `{}`", v.name.name, v.name.name)).with_note(format!("choices: {}", choices.join(" | ")));
                 self.error(d);
             }
         }
-        let listed = if self.is_root {
-            v.name.name.clone()
-        } else {
-            format!("{}.{}", self.module_name, v.name.name)
-        };
-        self.program
-            .variants
-            .push((listed, choices.clone(), selected.clone()));
-        self.declare(
-            &v.name.name,
-            Entry {
-                binding: Binding::Variant(choices, selected),
-                span: v.name.span,
-            },
-        );
+        let listed = if self.is_root { v.name.name.clone() } else { format!("{}.{}", self.module_name, v.name.name) };
+        self.program.variants.push((listed, choices.clone(), selected.clone()));
+        self.declare(&v.name.name, Entry { binding: Binding::Variant(choices, selected), span: v.name.span });
     }
 
     fn data_decl(&mut self, d: &ast::DataDecl) {
@@ -192,9 +115,7 @@ impl Checker {
                     }
                 }
                 DataArg::Column(name, t) => {
-                    let ty = self
-                        .type_expr(t, &mut Vec::new())
-                        .unwrap_or_else(Type::error);
+                    let ty = self.type_expr(t, &mut Vec::new()).unwrap_or_else(Type::error);
                     columns.push((name.name.clone(), ty));
                 }
             }
@@ -204,10 +125,7 @@ impl Checker {
             Ok(ty) => ty,
             Err((code, msg)) => {
                 let forms: Vec<&str> = schema::SOURCES.iter().map(|(_, f)| *f).collect();
-                self.error(
-                    Diagnostic::error(code, msg, d.source.span, "bad data source")
-                        .with_note(format!("sources: {}", forms.join("; "))),
-                );
+                self.error(Diagnostic::error(code, msg, d.source.span, "bad data source").with_note(format!("sources: {}", forms.join("; "))));
                 Type::error()
             }
         };
@@ -215,25 +133,10 @@ impl Checker {
             self.program.tables.push((t.clone(), columns.clone()));
         }
         for (key, n) in &sizes {
-            self.program
-                .sizes
-                .push((schema::size_symbol(&d.source.name, &d.name.name, key), *n));
+            self.program.sizes.push((schema::size_symbol(&d.source.name, &d.name.name, key), *n));
         }
-        self.program.data.push(DataBinding {
-            name: d.name.name.clone(),
-            source: d.source.name.clone(),
-            paths,
-            columns,
-            ty: ty.clone(),
-            sizes,
-        });
-        self.declare(
-            &d.name.name,
-            Entry {
-                binding: Binding::Data(ty),
-                span: d.name.span,
-            },
-        );
+        self.program.data.push(DataBinding { name: d.name.name.clone(), source: d.source.name.clone(), paths, columns, ty: ty.clone(), sizes });
+        self.declare(&d.name.name, Entry { binding: Binding::Data(ty), span: d.name.span });
     }
 
     /// A size fixed in a data binding: a known key and a positive int constant.
@@ -241,75 +144,32 @@ impl Checker {
         let te = self.expr(e);
         let keys = schema::size_keys(&d.source.name);
         if !keys.contains(&key.name.as_str()) {
-            let note = if keys.is_empty() {
-                "this source has no sizes to fix".to_string()
-            } else {
-                format!("sizes of `{}`: {}", d.source.name, keys.join(", "))
-            };
-            self.error(
-                Diagnostic::error(
-                    Code::E0502,
-                    format!(
-                        "`{}` is not a size of a `{}` source",
-                        key.name, d.source.name
-                    ),
-                    key.span,
-                    "unknown size",
-                )
-                .with_note(note),
-            );
+            let note = if keys.is_empty() { "this source has no sizes to fix".to_string() } else { format!("sizes of `{}`: {}", d.source.name, keys.join(", ")) };
+            self.error(Diagnostic::error(Code::E0502, format!("`{}` is not a size of a `{}` source", key.name, d.source.name), key.span, "unknown size").with_note(note));
             return None;
         }
         match te.meta.value {
             Some(Value::Int(n)) if n > 0 => Some(n as u64),
             _ => {
                 if !te.meta.ty.is_error() {
-                    self.error(Diagnostic::error(
-                        Code::E0502,
-                        format!("size `{}` must be a positive int constant", key.name),
-                        te.span,
-                        "not a positive int",
-                    ));
+                    self.error(Diagnostic::error(Code::E0502, format!("size `{}` must be a positive int constant", key.name), te.span, "not a positive int"));
                 }
                 None
             }
         }
     }
 
-    fn signature(
-        &mut self,
-        name: &ast::Ident,
-        params: &[ast::ParamDecl],
-        ret: &TypeExpr,
-    ) -> Signature {
+    fn signature(&mut self, name: &ast::Ident, params: &[ast::ParamDecl], ret: &TypeExpr) -> Signature {
         let mut vars = Vec::new();
-        let params = params
-            .iter()
-            .map(|p| {
-                (
-                    p.name.name.clone(),
-                    self.type_expr(&p.ty, &mut vars).unwrap_or_else(Type::error),
-                )
-            })
-            .collect();
+        let params = params.iter().map(|p| (p.name.name.clone(), self.type_expr(&p.ty, &mut vars).unwrap_or_else(Type::error))).collect();
         let ret = self.type_expr(ret, &mut vars).unwrap_or_else(Type::error);
-        Signature {
-            name: name.name.clone(),
-            module: self.module_name.clone(),
-            params,
-            ret,
-            used: false,
-        }
+        Signature { name: name.name.clone(), module: self.module_name.clone(), params, ret, used: false }
     }
 
     fn fn_decl(&mut self, f: &ast::FnDecl<()>) {
         let sig = self.signature(&f.name, &f.params, &f.ret);
         self.later_fns.retain(|n| *n != f.name.name);
-        let frame: HashMap<String, (Type, Ad)> = sig
-            .params
-            .iter()
-            .map(|(n, t)| (n.clone(), (t.clone(), Ad::Data)))
-            .collect();
+        let frame: HashMap<String, (Type, Ad)> = sig.params.iter().map(|(n, t)| (n.clone(), (t.clone(), Ad::Data))).collect();
         self.locals.push(frame);
         self.in_fn = true;
         let mut lets = Vec::new();
@@ -324,129 +184,59 @@ impl Checker {
         self.in_fn = false;
         self.locals.pop();
         let mut bound = HashMap::new();
-        if !body.meta.ty.is_error()
-            && !sig.ret.is_error()
-            && !returns(&sig.ret, &body.meta.ty, &mut bound)
-        {
-            let msg = format!(
-                "`{}` is declared to return {} but its body has type {}",
-                f.name.name, sig.ret, body.meta.ty
-            );
-            self.error(
-                Diagnostic::error(Code::E0311, msg, body.span, "wrong result type")
-                    .with_label(f.ret.span, "declared here"),
-            );
+        if !body.meta.ty.is_error() && !sig.ret.is_error() && !returns(&sig.ret, &body.meta.ty, &mut bound) {
+            let msg = format!("`{}` is declared to return {} but its body has type {}", f.name.name, sig.ret, body.meta.ty);
+            self.error(Diagnostic::error(Code::E0311, msg, body.span, "wrong result type").with_label(f.ret.span, "declared here"));
         }
         self.program.fns.push(FnDef { sig, lets, body });
         let index = self.program.fns.len() - 1;
-        self.declare(
-            &f.name.name,
-            Entry {
-                binding: Binding::Fn(index),
-                span: f.name.span,
-            },
-        );
+        self.declare(&f.name.name, Entry { binding: Binding::Fn(index), span: f.name.span });
     }
 
     fn extern_decl(&mut self, e: &ast::ExternDecl) {
         let sig = self.signature(&e.name, &e.params, &e.ret);
         self.program.externs.push(sig);
         let index = self.program.externs.len() - 1;
-        self.declare(
-            &e.name.name,
-            Entry {
-                binding: Binding::Extern(index),
-                span: e.name.span,
-            },
-        );
+        self.declare(&e.name.name, Entry { binding: Binding::Extern(index), span: e.name.span });
     }
 
     fn net_decl(&mut self, n: &ast::NetDecl<()>, is_flow: bool) {
-        let defaults = if is_flow {
-            FLOW_DEFAULTS
-        } else {
-            ENCODER_DEFAULTS
-        };
-        let base: Vec<(String, Value)> = defaults
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), default_value(v)))
-            .collect();
+        let defaults = if is_flow { FLOW_DEFAULTS } else { ENCODER_DEFAULTS };
+        let base: Vec<(String, Value)> = defaults.iter().map(|(k, v)| ((*k).to_string(), default_value(v))).collect();
         let targs = self.net_args(&n.settings);
         let settings = self.net_settings(&base, &targs, is_flow);
-        self.program.nets.push(Net {
-            name: n.name.name.clone(),
-            is_flow,
-            settings,
-        });
+        self.program.nets.push(Net { name: n.name.name.clone(), is_flow, settings });
         let index = self.program.nets.len() - 1;
-        let binding = if is_flow {
-            Binding::Flow(index)
-        } else {
-            Binding::Encoder(index)
-        };
-        self.declare(
-            &n.name.name,
-            Entry {
-                binding,
-                span: n.name.span,
-            },
-        );
+        let binding = if is_flow { Binding::Flow(index) } else { Binding::Encoder(index) };
+        self.declare(&n.name.name, Entry { binding, span: n.name.span });
     }
 
     /// Checks setting values; a bare name (`relu`) is a word, not a variable.
     pub(super) fn net_args(&mut self, args: &[Arg<()>]) -> Vec<Arg<Typed>> {
-        let word = |e: &ast::Expr<()>, n: &str| ast::Expr {
-            kind: ast::ExprKind::Name(n.to_string()),
-            span: e.span,
-            meta: Typed::known(Type::scalar(Base::Str), Value::Str(n.to_string())),
-        };
+        let word = |e: &ast::Expr<()>, n: &str| ast::Expr { kind: ast::ExprKind::Name(n.to_string()), span: e.span, meta: Typed::known(Type::scalar(Base::Str), Value::Str(n.to_string())) };
         args.iter()
             .map(|a| {
                 let value = match &a.value.kind {
                     ast::ExprKind::Name(n) => word(&a.value, n),
                     _ => self.expr(&a.value),
                 };
-                Arg {
-                    name: a.name.clone(),
-                    value,
-                }
+                Arg { name: a.name.clone(), value }
             })
             .collect()
     }
 
     /// Validates flow or encoder settings over `base` and returns the merged list.
-    pub(super) fn net_settings(
-        &mut self,
-        base: &[(String, Value)],
-        args: &[Arg<Typed>],
-        is_flow: bool,
-    ) -> Vec<(String, Value)> {
+    pub(super) fn net_settings(&mut self, base: &[(String, Value)], args: &[Arg<Typed>], is_flow: bool) -> Vec<(String, Value)> {
         let mut out = base.to_vec();
         for arg in args {
-            let key = arg
-                .name
-                .as_ref()
-                .map(|k| k.name.clone())
-                .unwrap_or_default();
+            let key = arg.name.as_ref().map(|k| k.name.clone()).unwrap_or_default();
             let value = setting_value(&key, &arg.value, is_flow);
             match (out.iter_mut().find(|(k, _)| *k == key), value) {
                 (Some(slot), Some(v)) => slot.1 = v,
                 _ => {
-                    let span = arg
-                        .name
-                        .as_ref()
-                        .map(|k| k.span)
-                        .unwrap_or(arg.value.span)
-                        .to(arg.value.span);
-                    let msg = if key.is_empty() {
-                        "settings are written `key = value`".to_string()
-                    } else {
-                        format!("bad setting `{key}`")
-                    };
-                    self.error(
-                        Diagnostic::error(Code::E0603, msg, span, "not accepted here")
-                            .with_note(Code::E0603.explanation().replace('\n', " ")),
-                    );
+                    let span = arg.name.as_ref().map(|k| k.span).unwrap_or(arg.value.span).to(arg.value.span);
+                    let msg = if key.is_empty() { "settings are written `key = value`".to_string() } else { format!("bad setting `{key}`") };
+                    self.error(Diagnostic::error(Code::E0603, msg, span, "not accepted here").with_note(Code::E0603.explanation().replace('\n', " ")));
                 }
             }
         }
@@ -485,24 +275,14 @@ impl Checker {
         Some(Type::tensor(base, shape))
     }
 
-    fn dim_name(
-        &mut self,
-        name: &str,
-        span: crate::diagnostics::Span,
-        vars: &mut Vec<String>,
-    ) -> Option<Dim> {
+    fn dim_name(&mut self, name: &str, span: crate::diagnostics::Span, vars: &mut Vec<String>) -> Option<Dim> {
         if name.contains('.') {
             return Some(Dim::Sym(name.to_string()));
         }
         match self.lookup(name) {
             Some(Binding::Const(Value::Int(n), _)) if n > 0 => Some(Dim::Known(n as u64)),
             Some(_) => {
-                self.error(Diagnostic::error(
-                    Code::E0312,
-                    format!("`{name}` is not a positive int constant"),
-                    span,
-                    "not a size",
-                ));
+                self.error(Diagnostic::error(Code::E0312, format!("`{name}` is not a positive int constant"), span, "not a size"));
                 None
             }
             None => {
@@ -518,23 +298,16 @@ impl Checker {
 /// Whether a body type fits the declared result type.
 fn returns(declared: &Type, body: &Type, bound: &mut HashMap<String, Dim>) -> bool {
     let base_ok = match (&declared.base, &body.base) {
-        (Base::Real, Base::Int | Base::Real)
-        | (Base::Complex, Base::Int | Base::Real | Base::Complex) => true,
+        (Base::Real, Base::Int | Base::Real) | (Base::Complex, Base::Int | Base::Real | Base::Complex) => true,
         (a, b) => a == b,
     };
     base_ok
         && declared.shape.len() == body.shape.len()
-        && declared
-            .shape
-            .iter()
-            .zip(&body.shape)
-            .all(|(d, b)| match d {
-                Dim::Any => true,
-                Dim::Sym(n) if !n.contains('.') => {
-                    bound.entry(n.clone()).or_insert_with(|| b.clone()) == b
-                }
-                _ => d == b,
-            })
+        && declared.shape.iter().zip(&body.shape).all(|(d, b)| match d {
+            Dim::Any => true,
+            Dim::Sym(n) if !n.contains('.') => bound.entry(n.clone()).or_insert_with(|| b.clone()) == b,
+            _ => d == b,
+        })
 }
 
 /// A const value converted to a declared scalar type, if it fits.
@@ -544,10 +317,7 @@ fn coerce(v: &Value, ty: &Type) -> Option<Value> {
     }
     match (&ty.base, v) {
         (Base::Real, Value::Int(i)) => Some(Value::Real(*i as f64)),
-        (Base::Real, Value::Real(_))
-        | (Base::Int, Value::Int(_))
-        | (Base::Bool, Value::Bool(_))
-        | (Base::Str, Value::Str(_)) => Some(v.clone()),
+        (Base::Real, Value::Real(_)) | (Base::Int, Value::Int(_)) | (Base::Bool, Value::Bool(_)) | (Base::Str, Value::Str(_)) => Some(v.clone()),
         (Base::Complex, _) => v.as_complex().map(|(re, im)| Value::Complex(re, im)),
         _ => None,
     }
@@ -560,11 +330,7 @@ fn parse_setting(text: &str, ty: &Type) -> Option<Value> {
     }
     match ty.base {
         Base::Int => text.parse().ok().map(Value::Int),
-        Base::Real => text
-            .parse::<f64>()
-            .ok()
-            .filter(|r| r.is_finite())
-            .map(Value::Real),
+        Base::Real => text.parse::<f64>().ok().filter(|r| r.is_finite()).map(Value::Real),
         Base::Bool => text.parse().ok().map(Value::Bool),
         Base::Str => Some(Value::Str(text.to_string())),
         _ => None,
@@ -576,12 +342,7 @@ fn default_value(text: &str) -> Value {
         return Value::Int(n);
     }
     if let Some(list) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        return Value::List(
-            list.split(',')
-                .filter_map(|x| x.trim().parse().ok())
-                .map(Value::Int)
-                .collect(),
-        );
+        return Value::List(list.split(',').filter_map(|x| x.trim().parse().ok()).map(Value::Int).collect());
     }
     Value::Str(text.to_string())
 }
@@ -597,9 +358,7 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
     match key {
         "layers" if is_flow => positive(v).then(|| v.clone()),
         "hidden" => match v {
-            Value::List(items) if !items.is_empty() && items.iter().all(positive) => {
-                Some(v.clone())
-            }
+            Value::List(items) if !items.is_empty() && items.iter().all(positive) => Some(v.clone()),
             _ => None,
         },
         "activation" => word(&["relu", "tanh", "gelu", "softplus"]),

@@ -43,21 +43,11 @@ pub struct Typed {
 
 impl Typed {
     fn data(ty: Type) -> Typed {
-        Typed {
-            ty,
-            ad: Ad::Data,
-            plates: Vec::new(),
-            value: None,
-        }
+        Typed { ty, ad: Ad::Data, plates: Vec::new(), value: None }
     }
 
     fn known(ty: Type, value: Value) -> Typed {
-        Typed {
-            ty,
-            ad: Ad::Data,
-            plates: Vec::new(),
-            value: Some(value),
-        }
+        Typed { ty, ad: Ad::Data, plates: Vec::new(), value: Some(value) }
     }
 
     fn error() -> Typed {
@@ -191,10 +181,7 @@ pub struct Program {
 }
 
 /// Checks the modules (root last) with `--set name=value` overrides.
-pub fn check(
-    units: &[Unit],
-    sets: &[(String, String)],
-) -> Result<(Program, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub fn check(units: &[Unit], sets: &[(String, String)]) -> Result<(Program, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut checker = Checker::new(sets);
     for (index, unit) in units.iter().enumerate() {
         checker.unit(index, unit, index + 1 == units.len());
@@ -259,10 +246,7 @@ impl Checker {
             later_fns: Vec::new(),
             stack: Vec::new(),
             visible: Vec::new(),
-            sets: sets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone(), false))
-                .collect(),
+            sets: sets.iter().map(|(k, v)| (k.clone(), v.clone(), false)).collect(),
             module_name: String::new(),
             is_root: false,
             program,
@@ -281,12 +265,8 @@ impl Checker {
         self.import(unit);
         self.items(&unit.ast);
         self.report_unused_imports();
-        let exported: HashMap<String, Entry> = self
-            .scope
-            .iter()
-            .filter(|(n, e)| e.exportable() && !self.imports.contains_key(*n))
-            .map(|(n, e)| (n.clone(), e.clone()))
-            .collect();
+        let exported: HashMap<String, Entry> =
+            self.scope.iter().filter(|(n, e)| e.exportable() && !self.imports.contains_key(*n)).map(|(n, e)| (n.clone(), e.clone())).collect();
         debug_assert_eq!(self.exports.len(), index);
         self.exports.push(exported);
     }
@@ -294,25 +274,11 @@ impl Checker {
     /// Brings `use`d items into scope.
     fn import(&mut self, unit: &Unit) {
         for item in &unit.ast.items {
-            let crate::syntax::ast::Item::Use(u) = item else {
-                continue;
-            };
-            let Some(&dep) = unit.deps.get(&u.module.name) else {
-                continue;
-            };
+            let crate::syntax::ast::Item::Use(u) = item else { continue };
+            let Some(&dep) = unit.deps.get(&u.module.name) else { continue };
             for name in &u.items {
-                let Some(entry) = self
-                    .exports
-                    .get(dep)
-                    .and_then(|e| e.get(&name.name))
-                    .cloned()
-                else {
-                    continue;
-                };
-                let entry = Entry {
-                    span: name.span,
-                    ..entry
-                };
+                let Some(entry) = self.exports.get(dep).and_then(|e| e.get(&name.name)).cloned() else { continue };
+                let entry = Entry { span: name.span, ..entry };
                 if self.declare(&name.name, entry) {
                     self.imports.insert(name.name.clone(), (name.span, false));
                 }
@@ -321,49 +287,23 @@ impl Checker {
     }
 
     fn report_unused_imports(&mut self) {
-        let mut unused: Vec<(String, Span)> = self
-            .imports
-            .iter()
-            .filter(|(_, (_, used))| !used)
-            .map(|(n, (s, _))| (n.clone(), *s))
-            .collect();
+        let mut unused: Vec<(String, Span)> = self.imports.iter().filter(|(_, (_, used))| !used).map(|(n, (s, _))| (n.clone(), *s)).collect();
         unused.sort_by_key(|(_, s)| s.start);
         for (name, span) in unused {
             self.diags.push(
-                Diagnostic::warning(
-                    Code::E0206,
-                    format!("`{name}` is imported but never used"),
-                    span,
-                    "unused import",
-                )
-                .with_help("remove it from the `use` list"),
+                Diagnostic::warning(Code::E0206, format!("`{name}` is imported but never used"), span, "unused import")
+                    .with_help("remove it from the `use` list"),
             );
         }
     }
 
     fn report_unused_sets(&mut self) {
         let mut known: Vec<String> = self.program.consts.iter().map(|(n, _)| n.clone()).collect();
-        known.extend(
-            self.program
-                .variants
-                .iter()
-                .filter(|(n, _, _)| !n.contains('.'))
-                .map(|(n, _, _)| n.clone()),
-        );
+        known.extend(self.program.variants.iter().filter(|(n, _, _)| !n.contains('.')).map(|(n, _, _)| n.clone()));
         for (name, _, used) in &self.sets {
             if !used {
-                let d = Diagnostic::global(
-                    Code::E0601,
-                    format!("--set {name}: the model has no const or variant `{name}`"),
-                )
-                .with_note(format!(
-                    "settable names: {}",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ));
+                let d = Diagnostic::global(Code::E0601, format!("--set {name}: the model has no const or variant `{name}`"))
+                    .with_note(format!("settable names: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }));
                 self.diags.push(d);
             }
         }
@@ -372,14 +312,9 @@ impl Checker {
     /// Adds a name to the module scope; reports a duplicate and returns false if taken.
     fn declare(&mut self, name: &str, entry: Entry) -> bool {
         if let Some(previous) = self.scope.get(name) {
-            let d = Diagnostic::error(
-                Code::E0202,
-                format!("`{name}` is declared twice"),
-                entry.span,
-                "second declaration",
-            )
-            .with_label(previous.span, "first declared here")
-            .with_help("give one of them another name");
+            let d = Diagnostic::error(Code::E0202, format!("`{name}` is declared twice"), entry.span, "second declaration")
+                .with_label(previous.span, "first declared here")
+                .with_help("give one of them another name");
             self.diags.push(d);
             return false;
         }
@@ -407,11 +342,7 @@ impl Checker {
         for frame in &self.locals {
             candidates.extend(frame.keys());
         }
-        let best = candidates
-            .into_iter()
-            .map(|c| (edit_distance(name, c), c))
-            .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-            .min();
+        let best = candidates.into_iter().map(|c| (edit_distance(name, c), c)).filter(|(d, c)| *d <= 2.max(c.len() / 4)).min();
         best.map(|(_, c)| format!("did you mean `{c}`?"))
     }
 
@@ -421,21 +352,13 @@ impl Checker {
 
     /// The non-singleton plates among the current stack.
     fn plate_set(&self) -> Vec<usize> {
-        let mut v: Vec<usize> = self
-            .stack
-            .iter()
-            .copied()
-            .filter(|&p| self.program.plates[p].range != PlateRange::Single)
-            .collect();
+        let mut v: Vec<usize> = self.stack.iter().copied().filter(|&p| self.program.plates[p].range != PlateRange::Single).collect();
         v.sort_unstable();
         v
     }
 
     fn plate_names(&self, plates: &[usize]) -> String {
-        let names: Vec<String> = plates
-            .iter()
-            .map(|&p| format!("`{}`", self.program.plates[p].name))
-            .collect();
+        let names: Vec<String> = plates.iter().map(|&p| format!("`{}`", self.program.plates[p].name)).collect();
         names.join(", ")
     }
 }
@@ -459,11 +382,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 /// The size a typed expression stands for when used as a dimension, if known before fitting.
 pub fn static_dim(e: &Expr<Typed>, sizes: &[(String, u64)]) -> Option<Dim> {
     let fixed = |d: Dim| match &d {
-        Dim::Sym(s) => sizes
-            .iter()
-            .find(|(k, _)| k == s)
-            .map(|(_, n)| Dim::Known(*n))
-            .unwrap_or(d),
+        Dim::Sym(s) => sizes.iter().find(|(k, _)| k == s).map(|(_, n)| Dim::Known(*n)).unwrap_or(d),
         _ => d,
     };
     static_dim_raw(e).map(fixed)
@@ -472,17 +391,10 @@ pub fn static_dim(e: &Expr<Typed>, sizes: &[(String, u64)]) -> Option<Dim> {
 /// Replaces data-size symbols that the model fixed with their sizes.
 pub fn bind_sizes(ty: Type, sizes: &[(String, u64)]) -> Type {
     let shape = ty.shape.into_iter().map(|d| match &d {
-        Dim::Sym(s) => sizes
-            .iter()
-            .find(|(k, _)| k == s)
-            .map(|(_, n)| Dim::Known(*n))
-            .unwrap_or(d),
+        Dim::Sym(s) => sizes.iter().find(|(k, _)| k == s).map(|(_, n)| Dim::Known(*n)).unwrap_or(d),
         _ => d,
     });
-    Type {
-        base: ty.base,
-        shape: shape.collect(),
-    }
+    Type { base: ty.base, shape: shape.collect() }
 }
 
 fn static_dim_raw(e: &Expr<Typed>) -> Option<Dim> {
@@ -498,12 +410,10 @@ fn static_dim_raw(e: &Expr<Typed>) -> Option<Dim> {
             Base::Record(r) => Some(Dim::Sym(format!("{}.{}", rec_key(r), f.name))),
             _ => None,
         },
-        ExprKind::Method(_, m, args) => {
-            match args.first().and_then(|a| a.value.meta.value.as_ref()) {
-                Some(Value::Str(el)) => Some(Dim::Sym(format!("crystal.{}(\"{el}\")", m.name))),
-                _ => None,
-            }
-        }
+        ExprKind::Method(_, m, args) => match args.first().and_then(|a| a.value.meta.value.as_ref()) {
+            Some(Value::Str(el)) => Some(Dim::Sym(format!("crystal.{}(\"{el}\")", m.name))),
+            _ => None,
+        },
         _ => None,
     }
 }

@@ -16,14 +16,8 @@ pub type Tables = Vec<(String, Vec<(String, Type)>)>;
 /// Source kinds with the form of their arguments (for messages).
 pub const SOURCES: &[(&str, &str)] = &[
     ("pdb", "pdb(\"model.pdb\"): an atomic model (PDB or mmCIF)"),
-    (
-        "dials",
-        "dials(\"*.expt\", \"*.refl\"): DIALS experiment lists and reflection tables with shoeboxes",
-    ),
-    (
-        "table",
-        "table(\"file.csv\", column: real, ...): a CSV table with typed columns",
-    ),
+    ("dials", "dials(\"*.expt\", \"*.refl\"): DIALS experiment lists and reflection tables with shoeboxes"),
+    ("table", "table(\"file.csv\", column: real, ...): a CSV table with typed columns"),
 ];
 
 fn sym(name: &str) -> Dim {
@@ -63,27 +57,17 @@ pub fn fields(rec: &Rec, tables: &Tables) -> Vec<(String, Type)> {
         Rec::Shoebox => vec![
             ("pixels", real(vec![sym("shoebox.n_pixels")])),
             ("n_pixels", int()),
-            (
-                "mask",
-                Type::tensor(Base::Bool, vec![sym("shoebox.n_pixels")]),
-            ),
+            ("mask", Type::tensor(Base::Bool, vec![sym("shoebox.n_pixels")])),
             ("xy", real(vec![sym("shoebox.n_pixels"), Dim::Known(2)])),
             ("hkl", Type::tensor(Base::Int, vec![Dim::Known(3)])),
             ("panel", int()),
             ("bbox", Type::tensor(Base::Int, vec![Dim::Known(6)])),
         ],
         Rec::Table(t) => {
-            vec![
-                ("rows", Type::scalar(Base::Collection(Rec::Row(t.clone())))),
-                ("n_rows", int()),
-            ]
+            vec![("rows", Type::scalar(Base::Collection(Rec::Row(t.clone())))), ("n_rows", int())]
         }
         Rec::Row(t) => {
-            let cols = tables
-                .iter()
-                .find(|(n, _)| n == t)
-                .map(|(_, c)| c.clone())
-                .unwrap_or_default();
+            let cols = tables.iter().find(|(n, _)| n == t).map(|(_, c)| c.clone()).unwrap_or_default();
             return cols;
         }
     };
@@ -92,18 +76,13 @@ pub fn fields(rec: &Rec, tables: &Tables) -> Vec<(String, Type)> {
 
 /// The type of one field, if the record has it.
 pub fn field(rec: &Rec, name: &str, tables: &Tables) -> Option<Type> {
-    fields(rec, tables)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t)
+    fields(rec, tables).into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
 }
 
 /// Methods of records: `crystal.sites("FE")` is the number of sites of an element (a size).
 pub fn method(rec: &Rec, name: &str) -> Option<&'static str> {
     match (rec, name) {
-        (Rec::Crystal, "sites") => {
-            Some("sites(element: str) -> int, the number of atoms of an element")
-        }
+        (Rec::Crystal, "sites") => Some("sites(element: str) -> int, the number of atoms of an element"),
         _ => None,
     }
 }
@@ -126,20 +105,9 @@ pub fn size_symbol(kind: &str, binding: &str, key: &str) -> String {
 }
 
 /// The type a data binding gets from its source and arguments, or (code, problem, expected form).
-pub fn source_type(
-    kind: &str,
-    binding: &str,
-    args: &[DataArg],
-    column_types: &[Type],
-) -> Result<Type, (Code, String)> {
-    let paths = args
-        .iter()
-        .filter(|a| matches!(a, DataArg::Path(..)))
-        .count();
-    let columns = args
-        .iter()
-        .filter(|a| matches!(a, DataArg::Column(..)))
-        .count();
+pub fn source_type(kind: &str, binding: &str, args: &[DataArg], column_types: &[Type]) -> Result<Type, (Code, String)> {
+    let paths = args.iter().filter(|a| matches!(a, DataArg::Path(..))).count();
+    let columns = args.iter().filter(|a| matches!(a, DataArg::Column(..))).count();
     let form = SOURCES.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f);
     let Some(form) = form else {
         return Err((Code::E0501, format!("unknown data source `{kind}`")));
@@ -147,13 +115,7 @@ pub fn source_type(
     let ok = match kind {
         "pdb" => paths == 1 && columns == 0,
         "dials" => paths == 2 && columns == 0,
-        _ => {
-            paths == 1
-                && columns >= 1
-                && column_types.iter().all(|t| {
-                    t.shape.is_empty() && matches!(t.base, Base::Real | Base::Int | Base::Bool)
-                })
-        }
+        _ => paths == 1 && columns >= 1 && column_types.iter().all(|t| t.shape.is_empty() && matches!(t.base, Base::Real | Base::Int | Base::Bool)),
     };
     if !ok {
         return Err((Code::E0502, format!("expected {form}")));

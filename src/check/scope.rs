@@ -56,12 +56,7 @@ impl Entry {
     pub fn exportable(&self) -> bool {
         matches!(
             self.binding,
-            Binding::Const(..)
-                | Binding::Variant(..)
-                | Binding::Fn(_)
-                | Binding::Extern(_)
-                | Binding::Flow(_)
-                | Binding::Encoder(_)
+            Binding::Const(..) | Binding::Variant(..) | Binding::Fn(_) | Binding::Extern(_) | Binding::Flow(_) | Binding::Encoder(_)
         )
     }
 }

@@ -15,92 +15,31 @@ impl Checker {
     pub(super) fn stmt(&mut self, s: &Stmt<()>) -> TStmt {
         let kind = match &s.kind {
             StmtKind::Plate(p) => StmtKind::Plate(self.plate(p, s.span)),
-            StmtKind::Latent {
-                name,
-                shape,
-                dist,
-                guide,
-            } => {
+            StmtKind::Latent { name, shape, dist, guide } => {
                 let tshape = self.shape(shape);
-                let dims: Vec<Dim> = tshape
-                    .iter()
-                    .map(|e| static_dim(e, &self.program.sizes).unwrap_or(Dim::Any))
-                    .collect();
+                let dims: Vec<Dim> = tshape.iter().map(|e| static_dim(e, &self.program.sizes).unwrap_or(Dim::Any)).collect();
                 let (tdist, sig, _) = self.dist(dist, &dims, name.span);
                 if let Some(sig) = sig.filter(|s| !s.support.is_continuous()) {
-                    let msg = format!(
-                        "latent `{}` has a discrete distribution ({})",
-                        name.name, sig.name
-                    );
-                    self.error(
-                        Diagnostic::error(
-                            Code::E0314,
-                            msg,
-                            dist.name.span,
-                            "not reparameterizable",
-                        )
-                        .with_help("observe counts; give latents a continuous prior"),
-                    );
+                    let msg = format!("latent `{}` has a discrete distribution ({})", name.name, sig.name);
+                    self.error(Diagnostic::error(Code::E0314, msg, dist.name.span, "not reparameterizable").with_help("observe counts; give latents a continuous prior"));
                 }
                 let tguide = guide.as_ref().map(|g| self.guide(g));
-                self.declare_model(
-                    name,
-                    ModelKind::Latent,
-                    Type::tensor(Base::Real, dims),
-                    Ad::Param,
-                    self.plate_set(),
-                );
-                StmtKind::Latent {
-                    name: name.clone(),
-                    shape: tshape,
-                    dist: tdist,
-                    guide: tguide,
-                }
+                self.declare_model(name, ModelKind::Latent, Type::tensor(Base::Real, dims), Ad::Param, self.plate_set());
+                StmtKind::Latent { name: name.clone(), shape: tshape, dist: tdist, guide: tguide }
             }
-            StmtKind::Param {
-                name,
-                shape,
-                constraint,
-                init,
-            } => self.param(name, shape, constraint.as_ref(), init),
+            StmtKind::Param { name, shape, constraint, init } => self.param(name, shape, constraint.as_ref(), init),
             StmtKind::Let { name, value } => {
                 let tv = self.expr(value);
-                self.declare_model(
-                    name,
-                    ModelKind::Let,
-                    tv.meta.ty.clone(),
-                    tv.meta.ad,
-                    tv.meta.plates.clone(),
-                );
-                StmtKind::Let {
-                    name: name.clone(),
-                    value: tv,
-                }
+                self.declare_model(name, ModelKind::Let, tv.meta.ty.clone(), tv.meta.ad, tv.meta.plates.clone());
+                StmtKind::Let { name: name.clone(), value: tv }
             }
-            StmtKind::Observe {
-                data,
-                dist,
-                correction,
-            } => self.observe(data, dist, correction.as_ref()),
+            StmtKind::Observe { data, dist, correction } => self.observe(data, dist, correction.as_ref()),
         };
         Stmt { kind, span: s.span }
     }
 
-    fn declare_model(
-        &mut self,
-        name: &Ident,
-        kind: ModelKind,
-        ty: Type,
-        ad: Ad,
-        plates: Vec<usize>,
-    ) {
-        self.declare(
-            &name.name,
-            Entry {
-                binding: Binding::Model(kind, ty, ad, plates),
-                span: name.span,
-            },
-        );
+    fn declare_model(&mut self, name: &Ident, kind: ModelKind, ty: Type, ad: Ad, plates: Vec<usize>) {
+        self.declare(&name.name, Entry { binding: Binding::Model(kind, ty, ad, plates), span: name.span });
     }
 
     /// Checks shape expressions: each must be a size known before fitting.
@@ -119,69 +58,26 @@ impl Checker {
         out
     }
 
-    fn param(
-        &mut self,
-        name: &Ident,
-        shape: &[Expr<()>],
-        constraint: Option<&Ident>,
-        init: &Expr<()>,
-    ) -> StmtKind<Typed> {
+    fn param(&mut self, name: &Ident, shape: &[Expr<()>], constraint: Option<&Ident>, init: &Expr<()>) -> StmtKind<Typed> {
         let tshape = self.shape(shape);
-        let dims: Vec<Dim> = tshape
-            .iter()
-            .map(|e| static_dim(e, &self.program.sizes).unwrap_or(Dim::Any))
-            .collect();
-        if let Some(c) =
-            constraint.filter(|c| !["real", "positive", "unit_interval"].contains(&c.name.as_str()))
-        {
+        let dims: Vec<Dim> = tshape.iter().map(|e| static_dim(e, &self.program.sizes).unwrap_or(Dim::Any)).collect();
+        if let Some(c) = constraint.filter(|c| !["real", "positive", "unit_interval"].contains(&c.name.as_str())) {
             let msg = format!("unknown constraint `{}`", c.name);
-            self.error(
-                Diagnostic::error(Code::E0313, msg, c.span, "not a constraint")
-                    .with_note("constraints: real, positive, unit_interval"),
-            );
+            self.error(Diagnostic::error(Code::E0313, msg, c.span, "not a constraint").with_note("constraints: real, positive, unit_interval"));
         }
         let tinit = self.expr(init);
         let t = &tinit.meta.ty;
         if !t.is_error() {
             if tinit.meta.ad != Ad::Data || !matches!(t.base, Base::Int | Base::Real) {
-                let msg = format!(
-                    "the initial value of `{}` must be real data, found {} ({:?})",
-                    name.name, t, tinit.meta.ad
-                );
-                self.error(Diagnostic::error(
-                    Code::E0305,
-                    msg,
-                    tinit.span,
-                    "not a real known before fitting",
-                ));
+                let msg = format!("the initial value of `{}` must be real data, found {} ({:?})", name.name, t, tinit.meta.ad);
+                self.error(Diagnostic::error(Code::E0305, msg, tinit.span, "not a real known before fitting"));
             } else if super::types::broadcast(&t.shape, &dims).as_deref() != Some(&dims[..]) {
-                let msg = format!(
-                    "the initial value has shape {} but `{}` has shape {}",
-                    super::expr::shape_text(&t.shape),
-                    name.name,
-                    super::expr::shape_text(&dims)
-                );
-                self.error(Diagnostic::error(
-                    Code::E0302,
-                    msg,
-                    tinit.span,
-                    "does not fit",
-                ));
+                let msg = format!("the initial value has shape {} but `{}` has shape {}", super::expr::shape_text(&t.shape), name.name, super::expr::shape_text(&dims));
+                self.error(Diagnostic::error(Code::E0302, msg, tinit.span, "does not fit"));
             }
         }
-        self.declare_model(
-            name,
-            ModelKind::Param,
-            Type::tensor(Base::Real, dims),
-            Ad::Param,
-            self.plate_set(),
-        );
-        StmtKind::Param {
-            name: name.clone(),
-            shape: tshape,
-            constraint: constraint.cloned(),
-            init: tinit,
-        }
+        self.declare_model(name, ModelKind::Param, Type::tensor(Base::Real, dims), Ad::Param, self.plate_set());
+        StmtKind::Param { name: name.clone(), shape: tshape, constraint: constraint.cloned(), init: tinit }
     }
 
     fn guide(&mut self, g: &GuideSpec<()>) -> GuideSpec<Typed> {
@@ -191,14 +87,8 @@ impl Checker {
         let problem = if builtin && !targs.is_empty() {
             Some(format!("`guide {}` takes no inputs", g.kind.name))
         } else if !builtin && !is_encoder {
-            Some(format!(
-                "`{}` is not a guide kind or an encoder",
-                g.kind.name
-            ))
-        } else if let Some(a) = targs
-            .iter()
-            .find(|a| a.value.meta.ad != Ad::Data || a.name.is_some())
-        {
+            Some(format!("`{}` is not a guide kind or an encoder", g.kind.name))
+        } else if let Some(a) = targs.iter().find(|a| a.value.meta.ad != Ad::Data || a.name.is_some()) {
             let _ = a;
             Some("encoder inputs must be unnamed data values".to_string())
         } else {
@@ -207,42 +97,24 @@ impl Checker {
         if let Some(msg) = problem {
             self.error(Diagnostic::error(Code::E0604, msg, g.span, "bad guide").with_note("guides: mean_field (default), map, or an encoder declared with `encoder NAME { ... }`"));
         }
-        GuideSpec {
-            kind: g.kind.clone(),
-            args: targs,
-            span: g.span,
-        }
+        GuideSpec { kind: g.kind.clone(), args: targs, span: g.span }
     }
 
-    fn observe(
-        &mut self,
-        data: &Expr<()>,
-        dist: &crate::syntax::ast::DistCall<()>,
-        correction: Option<&Correction<()>>,
-    ) -> StmtKind<Typed> {
+    fn observe(&mut self, data: &Expr<()>, dist: &crate::syntax::ast::DistCall<()>, correction: Option<&Correction<()>>) -> StmtKind<Typed> {
         let tdata = self.expr(data);
         let (tdist, sig, _) = self.dist(dist, &tdata.meta.ty.shape.clone(), tdata.span);
         if !tdata.meta.ty.is_error() {
             self.observed_data(&tdata, sig.map(|s| s.support));
         }
         let tcorr = correction.map(|c| self.correction(c));
-        StmtKind::Observe {
-            data: tdata,
-            dist: tdist,
-            correction: tcorr,
-        }
+        StmtKind::Observe { data: tdata, dist: tdist, correction: tcorr }
     }
 
     /// The observed value must be data of a fitting kind, in exactly its plates.
     fn observed_data(&mut self, data: &Expr<Typed>, support: Option<Support>) {
         if data.meta.ad != Ad::Data {
-            let d = Diagnostic::error(
-                Code::E0405,
-                "the observed value depends on latents or params",
-                data.span,
-                "not data",
-            )
-            .with_help("observe a field of a data binding, e.g. shoebox.pixels");
+            let d = Diagnostic::error(Code::E0405, "the observed value depends on latents or params", data.span, "not data")
+                .with_help("observe a field of a data binding, e.g. shoebox.pixels");
             self.error(d);
             return;
         }
@@ -251,35 +123,15 @@ impl Checker {
             _ => matches!(data.meta.ty.base, Base::Int | Base::Real),
         };
         if !base_ok && support.is_some() {
-            let msg = format!(
-                "cannot observe a value of type {} with this distribution",
-                data.meta.ty
-            );
-            self.error(Diagnostic::error(
-                Code::E0301,
-                msg,
-                data.span,
-                "wrong kind of data",
-            ));
+            let msg = format!("cannot observe a value of type {} with this distribution", data.meta.ty);
+            self.error(Diagnostic::error(Code::E0301, msg, data.span, "wrong kind of data"));
         }
         let here = self.plate_set();
         if here != data.meta.plates {
-            let extra: Vec<usize> = here
-                .iter()
-                .copied()
-                .filter(|p| !data.meta.plates.contains(p))
-                .collect();
-            let msg = format!(
-                "this observe sits in plate(s) {} but its data does not vary over them",
-                self.plate_names(&extra)
-            );
-            let d = Diagnostic::error(
-                Code::E0402,
-                msg,
-                data.span,
-                "would be counted once per element",
-            )
-            .with_help("move the observe out to the plate of its data");
+            let extra: Vec<usize> = here.iter().copied().filter(|p| !data.meta.plates.contains(p)).collect();
+            let msg = format!("this observe sits in plate(s) {} but its data does not vary over them", self.plate_names(&extra));
+            let d = Diagnostic::error(Code::E0402, msg, data.span, "would be counted once per element")
+                .with_help("move the observe out to the plate of its data");
             self.error(d);
         }
     }
@@ -293,43 +145,19 @@ impl Checker {
                 let base = self.program.nets[i].settings.clone();
                 self.net_settings(&base, &targs, true);
             }
-            _ => self.error(Diagnostic::error(
-                Code::E0605,
-                format!("`{}` is not a flow", c.flow.name),
-                c.flow.span,
-                "not declared with `flow`",
-            )),
+            _ => self.error(Diagnostic::error(Code::E0605, format!("`{}` is not a flow", c.flow.name), c.flow.span, "not declared with `flow`")),
         }
         let w = penalty.meta.value.as_ref().and_then(|v| v.as_real());
         if !penalty.meta.ty.is_error() && !w.is_some_and(|w| w >= 0.0) {
-            self.error(Diagnostic::error(
-                Code::E0605,
-                "the penalty must be a non-negative real known before fitting",
-                penalty.span,
-                "bad penalty weight",
-            ));
+            self.error(Diagnostic::error(Code::E0605, "the penalty must be a non-negative real known before fitting", penalty.span, "bad penalty weight"));
         }
         if let Some(g) = &guard
             && !g.meta.ty.is_error()
             && !matches!(g.meta.value, Some(Value::Bool(_)))
         {
-            self.error(Diagnostic::error(
-                Code::E0308,
-                format!(
-                    "the condition is {}, not a bool known before fitting",
-                    g.meta.ty
-                ),
-                g.span,
-                "not a constant bool",
-            ));
+            self.error(Diagnostic::error(Code::E0308, format!("the condition is {}, not a bool known before fitting", g.meta.ty), g.span, "not a constant bool"));
         }
-        Correction {
-            flow: c.flow.clone(),
-            args: targs,
-            penalty,
-            guard,
-            span: c.span,
-        }
+        Correction { flow: c.flow.clone(), args: targs, penalty, guard, span: c.span }
     }
 
     fn plate(&mut self, p: &PlateStmt<()>, span: Span) -> PlateStmt<Typed> {
@@ -343,36 +171,19 @@ impl Checker {
             && sub.is_none()
             && !e.meta.ty.is_error()
         {
-            self.error(Diagnostic::error(
-                Code::E0406,
-                "a subsample size must be a positive int constant",
-                e.span,
-                "bad subsample size",
-            ));
+            self.error(Diagnostic::error(Code::E0406, "a subsample size must be a positive int constant", e.span, "bad subsample size"));
         }
         let id = self.program.plates.len();
         let record = match &range {
             PlateRange::Data { record, .. } => Some(record.clone()),
             _ => None,
         };
-        self.program.plates.push(Plate {
-            name: p.name.name.clone(),
-            parent: self.stack.last().copied(),
-            range,
-            subsample: sub,
-            span: p.name.span,
-        });
+        self.program.plates.push(Plate { name: p.name.name.clone(), parent: self.stack.last().copied(), range, subsample: sub, span: p.name.span });
         let binding = match record {
             Some(r) => Binding::PlateVar(id, Type::scalar(Base::Record(r))),
             None => Binding::Plate(id),
         };
-        self.declare(
-            &p.name.name,
-            Entry {
-                binding,
-                span: p.name.span,
-            },
-        );
+        self.declare(&p.name.name, Entry { binding, span: p.name.span });
         self.stack.push(id);
         let saved = self.visible.clone();
         self.visible = self.plate_set();
@@ -380,18 +191,10 @@ impl Checker {
         self.visible = saved;
         self.stack.pop();
         let _ = span;
-        PlateStmt {
-            name: p.name.clone(),
-            range: trange,
-            subsample,
-            body,
-        }
+        PlateStmt { name: p.name.clone(), range: trange, subsample, body }
     }
 
-    fn plate_range(
-        &mut self,
-        p: &PlateStmt<()>,
-    ) -> (PlateRange, crate::syntax::ast::PlateRange<Typed>) {
+    fn plate_range(&mut self, p: &PlateStmt<()>) -> (PlateRange, crate::syntax::ast::PlateRange<Typed>) {
         use crate::syntax::ast::PlateRange as R;
         match &p.range {
             R::Single => (PlateRange::Single, R::Single),
@@ -406,15 +209,7 @@ impl Checker {
                     Some(d) => PlateRange::Sized(d),
                     None => {
                         if !te.meta.ty.is_error() {
-                            self.error(Diagnostic::error(
-                                Code::E0406,
-                                format!(
-                                    "plate `{}` needs a positive size known before fitting",
-                                    p.name.name
-                                ),
-                                te.span,
-                                "bad plate size",
-                            ));
+                            self.error(Diagnostic::error(Code::E0406, format!("plate `{}` needs a positive size known before fitting", p.name.name), te.span, "bad plate size"));
                         }
                         PlateRange::Sized(Dim::Any)
                     }
@@ -426,29 +221,12 @@ impl Checker {
                 let range = match &te.meta.ty.base {
                     Base::Collection(rec) => {
                         self.no_repeat(p, rec);
-                        PlateRange::Data {
-                            collection: te.clone(),
-                            record: rec.clone(),
-                            size: super::bind_sizes(
-                                Type::tensor(Base::Int, vec![collection_size(rec)]),
-                                &self.program.sizes,
-                            )
-                            .shape
-                            .remove(0),
-                        }
+                        PlateRange::Data { collection: te.clone(), record: rec.clone(), size: super::bind_sizes(Type::tensor(Base::Int, vec![collection_size(rec)]), &self.program.sizes).shape.remove(0) }
                     }
                     Base::Error => PlateRange::Sized(Dim::Any),
                     _ => {
-                        let msg = format!(
-                            "`plate {} in ...` needs a collection of records, found {}",
-                            p.name.name, te.meta.ty
-                        );
-                        self.error(
-                            Diagnostic::error(Code::E0309, msg, te.span, "not a collection")
-                                .with_note(
-                                    "collections: shots.images, image.shoeboxes, TABLE.rows",
-                                ),
-                        );
+                        let msg = format!("`plate {} in ...` needs a collection of records, found {}", p.name.name, te.meta.ty);
+                        self.error(Diagnostic::error(Code::E0309, msg, te.span, "not a collection").with_note("collections: shots.images, image.shoeboxes, TABLE.rows"));
                         PlateRange::Sized(Dim::Any)
                     }
                 };
@@ -461,17 +239,10 @@ impl Checker {
     fn no_repeat(&mut self, p: &PlateStmt<()>, rec: &super::types::Rec) {
         let outer = self.stack.iter().copied().find(|&id| matches!(&self.program.plates[id].range, PlateRange::Data { record, .. } if record == rec));
         if let Some(id) = outer {
-            let d = Diagnostic::error(
-                Code::E0404,
-                format!(
-                    "plate `{}` ranges over the same records as an enclosing plate",
-                    p.name.name
-                ),
-                p.name.span,
-                "nested again",
-            )
-            .with_label(self.program.plates[id].span, "enclosing plate");
+            let d = Diagnostic::error(Code::E0404, format!("plate `{}` ranges over the same records as an enclosing plate", p.name.name), p.name.span, "nested again")
+                .with_label(self.program.plates[id].span, "enclosing plate");
             self.error(d);
         }
     }
 }
+

@@ -81,10 +81,7 @@ pub enum Ad {
 impl Type {
     /// A scalar of this base.
     pub fn scalar(base: Base) -> Type {
-        Type {
-            base,
-            shape: Vec::new(),
-        }
+        Type { base, shape: Vec::new() }
     }
 
     /// A tensor of this base and shape.
@@ -203,14 +200,8 @@ mod tests {
     #[test]
     fn broadcasting_aligns_from_the_right() {
         let k = |n| Dim::Known(n);
-        assert_eq!(
-            broadcast(&[k(3)], &[k(100), k(3)]),
-            Some(vec![k(100), k(3)])
-        );
-        assert_eq!(
-            broadcast(&[k(1), k(3)], &[k(4), k(1)]),
-            Some(vec![k(4), k(3)])
-        );
+        assert_eq!(broadcast(&[k(3)], &[k(100), k(3)]), Some(vec![k(100), k(3)]));
+        assert_eq!(broadcast(&[k(1), k(3)], &[k(4), k(1)]), Some(vec![k(4), k(3)]));
         assert_eq!(broadcast(&[k(3)], &[k(4)]), None);
         let s = Dim::Sym("shots.n_channels".into());
         assert_eq!(broadcast(&[s.clone()], &[k(1)]), Some(vec![s.clone()]));

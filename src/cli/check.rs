@@ -43,10 +43,7 @@ pub fn parse_set(text: &str) -> Result<(String, String), String> {
 
 /// Runs the check; exit 0 when the model is accepted, 1 on model errors, 2 when the file cannot be read.
 pub fn run(args: &Args) -> ExitCode {
-    let opts = Options {
-        search_path: args.path.clone(),
-        sets: args.sets.clone(),
-    };
+    let opts = Options { search_path: args.path.clone(), sets: args.sets.clone() };
     let compiled = match ir::compile_file(&args.file, &opts) {
         Ok(c) => c,
         Err(e) => {
@@ -54,10 +51,7 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprint!(
-        "{}",
-        render_all(&compiled.diagnostics, &compiled.sources, use_colour())
-    );
+    eprint!("{}", render_all(&compiled.diagnostics, &compiled.sources, use_colour()));
     let Some(program) = compiled.program.as_ref().filter(|_| !compiled.has_errors()) else {
         return ExitCode::from(1);
     };

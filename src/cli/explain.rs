@@ -21,19 +21,11 @@ pub fn run(args: &Args) -> ExitCode {
     }
     match Code::parse(&args.code) {
         Some(code) => {
-            println!(
-                "{}: {}\n\n{}",
-                code.as_str(),
-                code.title(),
-                code.explanation()
-            );
+            println!("{}: {}\n\n{}", code.as_str(), code.title(), code.explanation());
             ExitCode::SUCCESS
         }
         None => {
-            eprintln!(
-                "error: unknown code `{}`; `spreadc explain all` lists them",
-                args.code
-            );
+            eprintln!("error: unknown code `{}`; `spreadc explain all` lists them", args.code);
             ExitCode::from(2)
         }
     }

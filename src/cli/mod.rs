@@ -3,6 +3,6 @@
 
 pub mod check;
 pub mod explain;
-pub mod fcalc;
 pub mod inspect;
+pub mod fcalc;
 pub mod nanobragg;

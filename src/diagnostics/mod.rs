@@ -33,11 +33,7 @@ impl Span {
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span::new(
-            self.file,
-            self.start.min(other.start),
-            self.end.max(other.end),
-        )
+        Span::new(self.file, self.start.min(other.start), self.end.max(other.end))
     }
 }
 
@@ -80,20 +76,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error with code, message and a primary span labelled `label`.
-    pub fn error(
-        code: Code,
-        message: impl Into<String>,
-        span: Span,
-        label: impl Into<String>,
-    ) -> Self {
+    pub fn error(code: Code, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
         Diagnostic {
             severity: Severity::Error,
             code,
             message: message.into(),
-            primary: Some(Label {
-                span,
-                message: label.into(),
-            }),
+            primary: Some(Label { span, message: label.into() }),
             labels: Vec::new(),
             notes: Vec::new(),
             help: None,
@@ -101,16 +89,8 @@ impl Diagnostic {
     }
 
     /// A warning with code, message and a primary span labelled `label`.
-    pub fn warning(
-        code: Code,
-        message: impl Into<String>,
-        span: Span,
-        label: impl Into<String>,
-    ) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message, span, label)
-        }
+    pub fn warning(code: Code, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message, span, label) }
     }
 
     /// An error that belongs to no place in a source file (command-line settings, IO).
@@ -128,10 +108,7 @@ impl Diagnostic {
 
     /// Adds a secondary label.
     pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.labels.push(Label {
-            span,
-            message: message.into(),
-        });
+        self.labels.push(Label { span, message: message.into() });
         self
     }
 
@@ -176,10 +153,7 @@ impl SourceMap {
 
     /// Adds a file and returns its id.
     pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>) -> FileId {
-        self.files.push(SourceFile {
-            name: name.into(),
-            text: text.into(),
-        });
+        self.files.push(SourceFile { name: name.into(), text: text.into() });
         (self.files.len() - 1) as FileId
     }
 
@@ -195,8 +169,6 @@ impl SourceMap {
 
     /// The text under a span (empty if the span is out of range).
     pub fn slice(&self, span: Span) -> &str {
-        self.get(span.file)
-            .and_then(|f| f.text.get(span.start..span.end))
-            .unwrap_or("")
+        self.get(span.file).and_then(|f| f.text.get(span.start..span.end)).unwrap_or("")
     }
 }

@@ -37,42 +37,21 @@ pub fn render(diag: &Diagnostic, sources: &SourceMap, colour: bool) -> String {
         Severity::Error => ReportKind::Error,
         Severity::Warning => ReportKind::Warning,
     };
-    let name = |file: u32| {
-        sources
-            .get(file)
-            .map(|f| f.name.clone())
-            .unwrap_or_default()
-    };
+    let name = |file: u32| sources.get(file).map(|f| f.name.clone()).unwrap_or_default();
     let span = (name(primary.span.file), clamp(primary.span, sources));
     let config = Config::default()
         .with_color(colour)
         .with_index_type(IndexType::Byte)
-        .with_char_set(if colour {
-            CharSet::Unicode
-        } else {
-            CharSet::Ascii
-        });
-    let main_colour = if diag.is_error() {
-        Color::Red
-    } else {
-        Color::Yellow
-    };
+        .with_char_set(if colour { CharSet::Unicode } else { CharSet::Ascii });
+    let main_colour = if diag.is_error() { Color::Red } else { Color::Yellow };
     let mut report = Report::build(kind, span.clone())
         .with_config(config)
         .with_code(diag.code.as_str())
         .with_message(&diag.message)
-        .with_label(
-            Label::new(span)
-                .with_message(&primary.message)
-                .with_color(main_colour),
-        );
+        .with_label(Label::new(span).with_message(&primary.message).with_color(main_colour));
     for label in &diag.labels {
         let s = (name(label.span.file), clamp(label.span, sources));
-        report = report.with_label(
-            Label::new(s)
-                .with_message(&label.message)
-                .with_color(Color::Blue),
-        );
+        report = report.with_label(Label::new(s).with_message(&label.message).with_color(Color::Blue));
     }
     for note in &diag.notes {
         report = report.with_note(note);
@@ -80,12 +59,7 @@ pub fn render(diag: &Diagnostic, sources: &SourceMap, colour: bool) -> String {
     if let Some(help) = &diag.help {
         report = report.with_help(help);
     }
-    let cache = ariadne::sources(
-        sources
-            .files()
-            .iter()
-            .map(|f| (f.name.clone(), f.text.clone())),
-    );
+    let cache = ariadne::sources(sources.files().iter().map(|f| (f.name.clone(), f.text.clone())));
     let mut buf = Vec::new();
     if report.finish().write(cache, &mut buf).is_err() {
         return render_global(diag);
@@ -108,10 +82,7 @@ fn render_global(diag: &Diagnostic) -> String {
 
 /// Keeps a span inside its file and on character boundaries, so ariadne never sees a bad range.
 fn clamp(span: super::Span, sources: &SourceMap) -> std::ops::Range<usize> {
-    let text = sources
-        .get(span.file)
-        .map(|f| f.text.as_str())
-        .unwrap_or("");
+    let text = sources.get(span.file).map(|f| f.text.as_str()).unwrap_or("");
     let mut start = span.start.min(text.len());
     let mut end = span.end.clamp(start, text.len());
     while !text.is_char_boundary(start) {

@@ -40,14 +40,7 @@ pub fn compile_file(path: &Path, opts: &Options) -> std::io::Result<Compiled> {
     let bytes = std::fs::read(path)?;
     let mut opts = opts.clone();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    opts.search_path.insert(
-        0,
-        if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        },
-    );
+    opts.search_path.insert(0, if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir });
     Ok(compile(&path.display().to_string(), &bytes, &opts))
 }
 
@@ -61,9 +54,7 @@ pub fn compile(name: &str, bytes: &[u8], opts: &Options) -> Compiled {
             return out;
         }
     };
-    let resolve_opts = resolve::Options {
-        search_path: opts.search_path.clone(),
-    };
+    let resolve_opts = resolve::Options { search_path: opts.search_path.clone() };
     let units = match resolve::load(name, text, &resolve_opts, &mut out.sources) {
         Ok(units) => units,
         Err(diags) => {
@@ -72,9 +63,7 @@ pub fn compile(name: &str, bytes: &[u8], opts: &Options) -> Compiled {
         }
     };
     out.ast = units.last().map(|u| u.ast.clone());
-    let empty = units
-        .last()
-        .and_then(|u| syntax::empty_warning(u.file, &u.ast));
+    let empty = units.last().and_then(|u| syntax::empty_warning(u.file, &u.ast));
     match check::check(&units, &opts.sets) {
         Ok((program, warnings)) => {
             out.diagnostics = warnings;

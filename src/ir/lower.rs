@@ -9,59 +9,25 @@ type TExpr = ast::Expr<Typed>;
 
 /// Lowers a checked program.
 pub fn lower(p: &check::Program) -> Program {
-    let mut l = Lowerer {
-        p,
-        module: None,
-        plate_ids: Vec::new(),
-        stmts: Vec::new(),
-        guide: Vec::new(),
-        nets_used: Vec::new(),
-    };
+    let mut l = Lowerer { p, module: None, plate_ids: Vec::new(), stmts: Vec::new(), guide: Vec::new(), nets_used: Vec::new() };
     l.block(&p.body, None);
     let plates: Vec<Plate> = p.plates.iter().map(|pl| l.plate(pl)).collect();
-    let all_fns: Vec<Function> = p
-        .fns
-        .iter()
-        .filter(|f| f.sig.used)
-        .map(|f| l.function(f))
-        .collect();
+    let all_fns: Vec<Function> = p.fns.iter().filter(|f| f.sig.used).map(|f| l.function(f)).collect();
     let (called, externs_called) = reachable(&l.stmts, &l.guide, &plates, &all_fns);
-    let functions = all_fns
-        .into_iter()
-        .filter(|f| called.contains(&f.name))
-        .collect();
+    let functions = all_fns.into_iter().filter(|f| called.contains(&f.name)).collect();
     let externs = p
         .externs
         .iter()
         .filter(|e| externs_called.contains(&e.name))
-        .map(|e| ExternSig {
-            name: e.name.clone(),
-            module: e.sig_module(),
-            params: e.params.clone(),
-            ret: e.ret.clone(),
-        })
+        .map(|e| ExternSig { name: e.name.clone(), module: e.sig_module(), params: e.params.clone(), ret: e.ret.clone() })
         .collect();
     let nets = p
         .nets
         .iter()
         .filter(|n| l.nets_used.contains(&n.name))
-        .map(|n| Net {
-            name: n.name.clone(),
-            is_flow: n.is_flow,
-            settings: n.settings.clone(),
-        })
+        .map(|n| Net { name: n.name.clone(), is_flow: n.is_flow, settings: n.settings.clone() })
         .collect();
-    let data = p
-        .data
-        .iter()
-        .map(|d| DataSource {
-            name: d.name.clone(),
-            source: d.source.clone(),
-            paths: d.paths.clone(),
-            columns: d.columns.clone(),
-            sizes: d.sizes.clone(),
-        })
-        .collect();
+    let data = p.data.iter().map(|d| DataSource { name: d.name.clone(), source: d.source.clone(), paths: d.paths.clone(), columns: d.columns.clone(), sizes: d.sizes.clone() }).collect();
     Program {
         name: p.name.clone(),
         consts: p.consts.clone(),
@@ -106,33 +72,13 @@ impl Lowerer<'_> {
         let size = match &pl.range {
             check::PlateRange::Single => PlateSize::Single,
             check::PlateRange::Sized(d) => PlateSize::Fixed(d.clone()),
-            check::PlateRange::Data {
-                collection,
-                record,
-                size,
-            } => PlateSize::Data {
-                collection: self.expr(collection),
-                record: record.clone(),
-                size: size.clone(),
-            },
+            check::PlateRange::Data { collection, record, size } => PlateSize::Data { collection: self.expr(collection), record: record.clone(), size: size.clone() },
         };
-        Plate {
-            name: pl.name.clone(),
-            parent: pl.parent,
-            size,
-            subsample: pl.subsample,
-        }
+        Plate { name: pl.name.clone(), parent: pl.parent, size, subsample: pl.subsample }
     }
 
     fn function(&self, f: &check::FnDef) -> Function {
-        let l = Lowerer {
-            p: self.p,
-            module: Some(f.sig.module.clone()),
-            plate_ids: Vec::new(),
-            stmts: Vec::new(),
-            guide: Vec::new(),
-            nets_used: Vec::new(),
-        };
+        let l = Lowerer { p: self.p, module: Some(f.sig.module.clone()), plate_ids: Vec::new(), stmts: Vec::new(), guide: Vec::new(), nets_used: Vec::new() };
         l.function_in_module(f)
     }
 
@@ -141,11 +87,7 @@ impl Lowerer<'_> {
             name: format!("{}.{}", f.sig.module, f.sig.name),
             params: f.sig.params.clone(),
             ret: f.sig.ret.clone(),
-            lets: f
-                .lets
-                .iter()
-                .map(|(n, e)| (n.clone(), self.expr(e)))
-                .collect(),
+            lets: f.lets.iter().map(|(n, e)| (n.clone(), self.expr(e))).collect(),
             body: self.expr(&f.body),
         }
     }
@@ -164,75 +106,31 @@ impl Lowerer<'_> {
                 self.block(&p.body, id.or(plate));
                 return;
             }
-            S::Latent {
-                name,
-                shape,
-                dist,
-                guide,
-            } => {
-                self.guide.push(GuideSite {
-                    latent: name.name.clone(),
-                    plate,
-                    kind: self.guide_kind(guide.as_ref()),
-                });
-                let support = crate::check::distributions::lookup(&dist.name.name)
-                    .map(|d| d.support)
-                    .unwrap_or(Support::Real);
-                StmtKind::Latent {
-                    name: name.name.clone(),
-                    shape: dims(shape, &self.p.sizes),
-                    dist: self.dist(dist),
-                    support,
-                }
+            S::Latent { name, shape, dist, guide } => {
+                self.guide.push(GuideSite { latent: name.name.clone(), plate, kind: self.guide_kind(guide.as_ref()) });
+                let support = crate::check::distributions::lookup(&dist.name.name).map(|d| d.support).unwrap_or(Support::Real);
+                StmtKind::Latent { name: name.name.clone(), shape: dims(shape, &self.p.sizes), dist: self.dist(dist), support }
             }
-            S::Param {
-                name,
-                shape,
-                constraint,
-                init,
-            } => StmtKind::Param {
+            S::Param { name, shape, constraint, init } => StmtKind::Param {
                 name: name.name.clone(),
                 shape: dims(shape, &self.p.sizes),
-                constraint: constraint
-                    .as_ref()
-                    .map(|c| c.name.clone())
-                    .unwrap_or_else(|| "real".into()),
+                constraint: constraint.as_ref().map(|c| c.name.clone()).unwrap_or_else(|| "real".into()),
                 init: self.expr(init),
             },
-            S::Let { name, value } => StmtKind::Let {
-                name: name.name.clone(),
-                value: self.expr(value),
-            },
-            S::Observe {
-                data,
-                dist,
-                correction,
-            } => {
+            S::Let { name, value } => StmtKind::Let { name: name.name.clone(), value: self.expr(value) },
+            S::Observe { data, dist, correction } => {
                 let correction = correction.as_ref().and_then(|c| self.correction(c));
-                StmtKind::Observe {
-                    data: self.expr(data),
-                    dist: self.dist(dist),
-                    correction,
-                }
+                StmtKind::Observe { data: self.expr(data), dist: self.dist(dist), correction }
             }
         };
-        self.stmts.push(Stmt {
-            plate,
-            span: s.span,
-            kind,
-        });
+        self.stmts.push(Stmt { plate, span: s.span, kind });
     }
 
     fn guide_kind(&self, g: Option<&ast::GuideSpec<Typed>>) -> GuideKind {
         match g.map(|g| g.kind.name.as_str()) {
             None | Some("mean_field") => GuideKind::MeanField,
             Some("map") => GuideKind::Map,
-            Some(name) => GuideKind::Encoder {
-                name: name.to_string(),
-                inputs: g
-                    .map(|g| g.args.iter().map(|a| self.expr(&a.value)).collect())
-                    .unwrap_or_default(),
-            },
+            Some(name) => GuideKind::Encoder { name: name.to_string(), inputs: g.map(|g| g.args.iter().map(|a| self.expr(&a.value)).collect()).unwrap_or_default() },
         }
     }
 
@@ -242,40 +140,21 @@ impl Lowerer<'_> {
         {
             return None;
         }
-        let net = self
-            .p
-            .nets
-            .iter()
-            .find(|n| n.name == c.flow.name && n.is_flow)?;
+        let net = self.p.nets.iter().find(|n| n.name == c.flow.name && n.is_flow)?;
         let mut settings = net.settings.clone();
         for arg in &c.args {
-            let (Some(k), Some(v)) = (&arg.name, &arg.value.meta.value) else {
-                continue;
-            };
+            let (Some(k), Some(v)) = (&arg.name, &arg.value.meta.value) else { continue };
             if let Some(slot) = settings.iter_mut().find(|(n, _)| *n == k.name) {
                 slot.1 = v.clone();
             }
         }
         self.nets_used.push(net.name.clone());
-        let penalty = c
-            .penalty
-            .meta
-            .value
-            .as_ref()
-            .and_then(Value::as_real)
-            .unwrap_or(0.0);
-        Some(Correction {
-            flow: c.flow.name.clone(),
-            settings,
-            penalty,
-        })
+        let penalty = c.penalty.meta.value.as_ref().and_then(Value::as_real).unwrap_or(0.0);
+        Some(Correction { flow: c.flow.name.clone(), settings, penalty })
     }
 
     fn dist(&self, d: &ast::DistCall<Typed>) -> Dist {
-        Dist {
-            name: d.name.name.clone(),
-            args: d.args.iter().map(|a| self.expr(&a.value)).collect(),
-        }
+        Dist { name: d.name.name.clone(), args: d.args.iter().map(|a| self.expr(&a.value)).collect() }
     }
 
     fn exprs(&self, xs: &[TExpr]) -> Vec<Expr> {
@@ -288,12 +167,7 @@ impl Lowerer<'_> {
 
     /// Lowers an expression; anything with a known value becomes a constant.
     fn expr(&self, e: &TExpr) -> Expr {
-        let node = |kind| Expr {
-            ty: e.meta.ty.clone(),
-            ad: e.meta.ad,
-            plates: e.meta.plates.clone(),
-            kind,
-        };
+        let node = |kind| Expr { ty: e.meta.ty.clone(), ad: e.meta.ad, plates: e.meta.plates.clone(), kind };
         if let Some(v) = &e.meta.value {
             return node(ExprKind::Const(v.clone()));
         }
@@ -301,24 +175,14 @@ impl Lowerer<'_> {
         node(match &e.kind {
             ast::ExprKind::Name(n) => ExprKind::Var(n.clone()),
             ast::ExprKind::Field(x, f) => ExprKind::Field(b(x), f.name.clone()),
-            ast::ExprKind::Method(x, m, args) => {
-                ExprKind::Method(b(x), m.name.clone(), self.args(args))
-            }
+            ast::ExprKind::Method(x, m, args) => ExprKind::Method(b(x), m.name.clone(), self.args(args)),
             ast::ExprKind::Index(x, idx) => ExprKind::Index(b(x), self.exprs(idx)),
             ast::ExprKind::Call(f, args) => call(&f.name, self.args(args)),
             ast::ExprKind::Unary(op, x) => ExprKind::Unary(*op, b(x)),
             ast::ExprKind::Binary(op, x, y) => ExprKind::Binary(*op, b(x), b(y)),
             ast::ExprKind::Vector(xs) => ExprKind::Vector(self.exprs(xs)),
-            ast::ExprKind::Reduce(op, x, p) => ExprKind::Reduce {
-                op: *op,
-                plate: self.plate_id(&p.name).unwrap_or(0),
-                body: b(x),
-            },
-            ast::ExprKind::Match(v, arms) => {
-                return self
-                    .selected_arm(&v.name, arms)
-                    .unwrap_or_else(|| node(ExprKind::Const(Value::Int(0))));
-            }
+            ast::ExprKind::Reduce(op, x, p) => ExprKind::Reduce { op: *op, plate: self.plate_id(&p.name).unwrap_or(0), body: b(x) },
+            ast::ExprKind::Match(v, arms) => return self.selected_arm(&v.name, arms).unwrap_or_else(|| node(ExprKind::Const(Value::Int(0)))),
             ast::ExprKind::Int(i) => ExprKind::Const(Value::Int(*i)),
             ast::ExprKind::Real(r) => ExprKind::Const(Value::Real(*r)),
             ast::ExprKind::Imag(r) => ExprKind::Const(Value::Complex(0.0, *r)),
@@ -330,10 +194,7 @@ impl Lowerer<'_> {
     /// The arm of a match selected by the variant's current choice.
     fn selected_arm(&self, variant: &str, arms: &[ast::MatchArm<Typed>]) -> Option<Expr> {
         let selected = self.selected(variant)?;
-        let arm = arms
-            .iter()
-            .find(|a| a.pattern.as_ref().is_some_and(|p| p.name == selected))
-            .or_else(|| arms.iter().find(|a| a.pattern.is_none()))?;
+        let arm = arms.iter().find(|a| a.pattern.as_ref().is_some_and(|p| p.name == selected)).or_else(|| arms.iter().find(|a| a.pattern.is_none()))?;
         Some(self.expr(&arm.value))
     }
 
@@ -343,21 +204,12 @@ impl Lowerer<'_> {
             Some(m) if *m != self.p.name => format!("{m}.{variant}"),
             _ => variant.to_string(),
         };
-        self.p
-            .variants
-            .iter()
-            .find(|(n, _, _)| *n == qualified)
-            .map(|(_, _, s)| s.clone())
+        self.p.variants.iter().find(|(n, _, _)| *n == qualified).map(|(_, _, s)| s.clone())
     }
 }
 
 /// User functions and physics operators reachable from the model (after variants are applied).
-fn reachable(
-    stmts: &[Stmt],
-    guide: &[GuideSite],
-    plates: &[Plate],
-    fns: &[Function],
-) -> (Vec<String>, Vec<String>) {
+fn reachable(stmts: &[Stmt], guide: &[GuideSite], plates: &[Plate], fns: &[Function]) -> (Vec<String>, Vec<String>) {
     let mut roots: Vec<&Expr> = Vec::new();
     for s in stmts {
         match &s.kind {
@@ -405,14 +257,9 @@ pub(super) fn children(e: &Expr) -> Vec<&Expr> {
         ExprKind::Const(_) | ExprKind::Var(_) => Vec::new(),
         ExprKind::Field(x, _) | ExprKind::Unary(_, x) => vec![x],
         ExprKind::Reduce { body, .. } => vec![body],
-        ExprKind::Method(x, _, xs) | ExprKind::Index(x, xs) => {
-            std::iter::once(&**x).chain(xs).collect()
-        }
+        ExprKind::Method(x, _, xs) | ExprKind::Index(x, xs) => std::iter::once(&**x).chain(xs).collect(),
         ExprKind::Binary(_, a, b) => vec![a, b],
-        ExprKind::Builtin(_, xs)
-        | ExprKind::Extern(_, xs)
-        | ExprKind::Call(_, xs)
-        | ExprKind::Vector(xs) => xs.iter().collect(),
+        ExprKind::Builtin(_, xs) | ExprKind::Extern(_, xs) | ExprKind::Call(_, xs) | ExprKind::Vector(xs) => xs.iter().collect(),
     }
 }
 
@@ -427,8 +274,5 @@ fn call(name: &str, args: Vec<Expr>) -> ExprKind {
 }
 
 fn dims(shape: &[TExpr], sizes: &[(String, u64)]) -> Vec<Dim> {
-    shape
-        .iter()
-        .map(|e| static_dim(e, sizes).unwrap_or(Dim::Any))
-        .collect()
+    shape.iter().map(|e| static_dim(e, sizes).unwrap_or(Dim::Any)).collect()
 }

@@ -16,11 +16,7 @@ pub fn print(p: &Program) -> String {
         let _ = writeln!(out, "const {name} = {value}");
     }
     for (name, choices, selected) in &p.variants {
-        let _ = writeln!(
-            out,
-            "variant {name} = {selected}   (of {})",
-            choices.join(" | ")
-        );
+        let _ = writeln!(out, "variant {name} = {selected}   (of {})", choices.join(" | "));
     }
     for d in &p.data {
         let mut args: Vec<String> = d.paths.iter().map(|x| format!("\"{x}\"")).collect();
@@ -33,31 +29,14 @@ pub fn print(p: &Program) -> String {
     }
     for e in &p.externs {
         let params: Vec<String> = e.params.iter().map(|(n, t)| format!("{n}: {t}")).collect();
-        let _ = writeln!(
-            out,
-            "extern {}.{}({}) -> {}",
-            e.module,
-            e.name,
-            params.join(", "),
-            e.ret
-        );
+        let _ = writeln!(out, "extern {}.{}({}) -> {}", e.module, e.name, params.join(", "), e.ret);
     }
     for f in &p.functions {
         print_function(&mut out, p, f);
     }
     for n in &p.nets {
-        let settings: Vec<String> = n
-            .settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "{} {} {{ {} }}",
-            if n.is_flow { "flow" } else { "encoder" },
-            n.name,
-            settings.join(", ")
-        );
+        let settings: Vec<String> = n.settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        let _ = writeln!(out, "{} {} {{ {} }}", if n.is_flow { "flow" } else { "encoder" }, n.name, settings.join(", "));
     }
     out.push_str("\nlog_joint {\n");
     for s in &p.log_joint {
@@ -65,13 +44,7 @@ pub fn print(p: &Program) -> String {
     }
     out.push_str("}\n\nguide {\n");
     for g in &p.guide {
-        let _ = writeln!(
-            out,
-            "  {}{} ~ {}",
-            plate_prefix(p, g.plate),
-            g.latent,
-            guide_kind(p, &g.kind)
-        );
+        let _ = writeln!(out, "  {}{} ~ {}", plate_prefix(p, g.plate), g.latent, guide_kind(p, &g.kind));
     }
     out.push_str("}\n");
     out
@@ -81,18 +54,10 @@ fn plate_line(p: &Program, i: usize, pl: &Plate) -> String {
     let range = match &pl.size {
         PlateSize::Single => "single".to_string(),
         PlateSize::Fixed(d) => format!("[{d}]"),
-        PlateSize::Data {
-            collection, size, ..
-        } => format!("in {} (size {size})", expr(p, collection)),
+        PlateSize::Data { collection, size, .. } => format!("in {} (size {size})", expr(p, collection)),
     };
-    let parent = pl
-        .parent
-        .map(|q| format!(" inside {}", p.plates[q].name))
-        .unwrap_or_default();
-    let sub = pl
-        .subsample
-        .map(|n| format!(" subsample {n}"))
-        .unwrap_or_default();
+    let parent = pl.parent.map(|q| format!(" inside {}", p.plates[q].name)).unwrap_or_default();
+    let sub = pl.subsample.map(|n| format!(" subsample {n}")).unwrap_or_default();
     format!("plate #{i} {} {range}{sub}{parent}", pl.name)
 }
 
@@ -138,63 +103,19 @@ fn shape_text(shape: &[Dim]) -> String {
 
 fn stmt(p: &Program, s: &StmtKind) -> String {
     match s {
-        StmtKind::Latent {
-            name,
-            shape,
-            dist: d,
-            support,
-        } => {
-            format!(
-                "latent {name}{} ~ {}  support {}",
-                shape_text(shape),
-                dist(p, d),
-                support.name()
-            )
+        StmtKind::Latent { name, shape, dist: d, support } => {
+            format!("latent {name}{} ~ {}  support {}", shape_text(shape), dist(p, d), support.name())
         }
-        StmtKind::Param {
-            name,
-            shape,
-            constraint,
-            init,
-        } => {
-            format!(
-                "param {name}{}: {constraint} = {}",
-                shape_text(shape),
-                expr(p, init)
-            )
+        StmtKind::Param { name, shape, constraint, init } => {
+            format!("param {name}{}: {constraint} = {}", shape_text(shape), expr(p, init))
         }
-        StmtKind::Let { name, value } => format!(
-            "let {name} = {}  : {} {}",
-            expr(p, value),
-            value.ty,
-            ad(value)
-        ),
-        StmtKind::Observe {
-            data,
-            dist: d,
-            correction,
-        } => {
+        StmtKind::Let { name, value } => format!("let {name} = {}  : {} {}", expr(p, value), value.ty, ad(value)),
+        StmtKind::Observe { data, dist: d, correction } => {
             let corr = correction.as_ref().map(|c| {
-                let settings: Vec<String> = c
-                    .settings
-                    .iter()
-                    .map(|(k, v)| format!("{k} = {v}"))
-                    .collect();
-                format!(
-                    " corrected by {}({}) penalty {:?}",
-                    c.flow,
-                    settings.join(", "),
-                    c.penalty
-                )
+                let settings: Vec<String> = c.settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                format!(" corrected by {}({}) penalty {:?}", c.flow, settings.join(", "), c.penalty)
             });
-            format!(
-                "observe {} ~ {}{}  : {} {}",
-                expr(p, data),
-                dist(p, d),
-                corr.unwrap_or_default(),
-                data.ty,
-                ad(data)
-            )
+            format!("observe {} ~ {}{}  : {} {}", expr(p, data), dist(p, d), corr.unwrap_or_default(), data.ty, ad(data))
         }
     }
 }
@@ -227,19 +148,13 @@ pub(super) fn expr(p: &Program, e: &Expr) -> String {
         ExprKind::Field(x, f) => format!("{}.{f}", expr(p, x)),
         ExprKind::Method(x, m, args) => format!("{}.{m}({})", expr(p, x), list(p, args)),
         ExprKind::Index(x, idx) => format!("{}[{}]", expr(p, x), list(p, idx)),
-        ExprKind::Unary(op, x) => {
-            format!("{}{}", if *op == UnOp::Neg { "-" } else { "!" }, expr(p, x))
-        }
+        ExprKind::Unary(op, x) => format!("{}{}", if *op == UnOp::Neg { "-" } else { "!" }, expr(p, x)),
         ExprKind::Binary(op, a, b) => format!("({} {} {})", expr(p, a), op.symbol(), expr(p, b)),
         ExprKind::Builtin(f, args) | ExprKind::Call(f, args) => format!("{f}({})", list(p, args)),
         ExprKind::Extern(f, args) => format!("@{f}({})", list(p, args)),
         ExprKind::Vector(xs) => format!("[{}]", list(p, xs)),
         ExprKind::Reduce { op, plate, body } => {
-            let name = p
-                .plates
-                .get(*plate)
-                .map(|pl| pl.name.as_str())
-                .unwrap_or("?");
+            let name = p.plates.get(*plate).map(|pl| pl.name.as_str()).unwrap_or("?");
             format!("{}({} over {name})", op.name(), expr(p, body))
         }
     }

@@ -37,31 +37,12 @@ pub struct Unit {
 }
 
 /// Loads the root text and everything it uses; `sources` receives every file read.
-pub fn load(
-    root_name: &str,
-    root_text: &str,
-    opts: &Options,
-    sources: &mut SourceMap,
-) -> Result<Vec<Unit>, Vec<Diagnostic>> {
+pub fn load(root_name: &str, root_text: &str, opts: &Options, sources: &mut SourceMap) -> Result<Vec<Unit>, Vec<Diagnostic>> {
     let file = sources.add(root_name, root_text);
-    let stem = Path::new(root_name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut loader = Loader {
-        opts,
-        sources,
-        units: Vec::new(),
-        by_name: HashMap::new(),
-        active: Vec::new(),
-        diags: Vec::new(),
-    };
+    let stem = Path::new(root_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut loader = Loader { opts, sources, units: Vec::new(), by_name: HashMap::new(), active: Vec::new(), diags: Vec::new() };
     loader.visit(stem, file, true);
-    if loader.diags.iter().any(Diagnostic::is_error) {
-        Err(loader.diags)
-    } else {
-        Ok(loader.units)
-    }
+    if loader.diags.iter().any(Diagnostic::is_error) { Err(loader.diags) } else { Ok(loader.units) }
 }
 
 struct Loader<'a> {
@@ -76,11 +57,7 @@ struct Loader<'a> {
 impl Loader<'_> {
     /// Parses one file, loads its dependencies depth-first, then appends it.
     fn visit(&mut self, name: String, file: FileId, is_root: bool) -> Option<usize> {
-        let text = self
-            .sources
-            .get(file)
-            .map(|f| f.text.clone())
-            .unwrap_or_default();
+        let text = self.sources.get(file).map(|f| f.text.clone()).unwrap_or_default();
         let module = match syntax::parse(file, &text) {
             Ok(m) => m,
             Err(errors) => {
@@ -99,12 +76,7 @@ impl Loader<'_> {
                 deps.insert(u.module.name.clone(), index);
             }
         }
-        self.units.push(Unit {
-            name: name.clone(),
-            file,
-            ast: module,
-            deps,
-        });
+        self.units.push(Unit { name: name.clone(), file, ast: module, deps });
         let index = self.units.len() - 1;
         self.by_name.insert(name, index);
         Some(index)
@@ -152,16 +124,9 @@ impl Loader<'_> {
         }
         let stdlib: Vec<&str> = STDLIB.iter().map(|(n, _)| *n).collect();
         self.diags.push(
-            Diagnostic::error(
-                Code::E0203,
-                format!("no module named `{name}`"),
-                span,
-                "unknown module",
-            )
-            .with_note(format!("standard modules: {}", stdlib.join(", ")))
-            .with_help(format!(
-                "put {name}.spread next to the model, or add its folder with --path"
-            )),
+            Diagnostic::error(Code::E0203, format!("no module named `{name}`"), span, "unknown module")
+                .with_note(format!("standard modules: {}", stdlib.join(", ")))
+                .with_help(format!("put {name}.spread next to the model, or add its folder with --path")),
         );
         None
     }
@@ -171,18 +136,14 @@ impl Loader<'_> {
         chain.push(u.module.name.clone());
         let mut d = Diagnostic::error(
             Code::E0204,
-            format!(
-                "modules import each other in a cycle: {}",
-                chain.join(" -> ")
-            ),
+            format!("modules import each other in a cycle: {}", chain.join(" -> ")),
             u.span,
             "this import closes the cycle",
         );
         if let Some((n, span)) = self.active.get(pos) {
             d = d.with_label(*span, format!("`{n}` is first imported here"));
         }
-        self.diags
-            .push(d.with_help("move the shared items into a module that both can use"));
+        self.diags.push(d.with_help("move the shared items into a module that both can use"));
     }
 
     /// Every requested item must be declared (and importable) in the module.
@@ -196,11 +157,7 @@ impl Loader<'_> {
                     item.span,
                     "not declared there",
                 )
-                .with_note(format!(
-                    "`{}` offers: {}",
-                    u.module.name,
-                    exports.join(", ")
-                ));
+                .with_note(format!("`{}` offers: {}", u.module.name, exports.join(", ")));
                 self.diags.push(d);
             }
         }

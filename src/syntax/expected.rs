@@ -10,58 +10,19 @@ use pest::error::{Error, ErrorVariant, InputLocation};
 
 /// Grammar rules and the words for them.
 const DESCRIBE: &[(Rule, &str)] = &[
-    (
-        Rule::use_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::const_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::variant_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::data_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::fn_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::extern_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::flow_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::encoder_decl,
-        "a declaration (use, const, variant, data, fn, extern, flow, encoder)",
-    ),
-    (
-        Rule::plate_stmt,
-        "a statement (plate, latent, param, let, observe)",
-    ),
-    (
-        Rule::latent_stmt,
-        "a statement (plate, latent, param, let, observe)",
-    ),
-    (
-        Rule::param_stmt,
-        "a statement (plate, latent, param, let, observe)",
-    ),
-    (
-        Rule::let_stmt,
-        "a statement (plate, latent, param, let, observe)",
-    ),
-    (
-        Rule::observe_stmt,
-        "a statement (plate, latent, param, let, observe)",
-    ),
+    (Rule::use_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::const_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::variant_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::data_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::fn_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::extern_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::flow_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::encoder_decl, "a declaration (use, const, variant, data, fn, extern, flow, encoder)"),
+    (Rule::plate_stmt, "a statement (plate, latent, param, let, observe)"),
+    (Rule::latent_stmt, "a statement (plate, latent, param, let, observe)"),
+    (Rule::param_stmt, "a statement (plate, latent, param, let, observe)"),
+    (Rule::let_stmt, "a statement (plate, latent, param, let, observe)"),
+    (Rule::observe_stmt, "a statement (plate, latent, param, let, observe)"),
     (Rule::tilde, "`~` and a distribution"),
     (Rule::assign, "`=` and a value"),
     (Rule::ident, "a name"),
@@ -69,105 +30,42 @@ const DESCRIBE: &[(Rule, &str)] = &[
     (Rule::dim, "a size (a number, `_`, or a name)"),
     (Rule::int, "a whole number"),
     (Rule::wild, "`_`"),
-    (
-        Rule::type_expr,
-        "a type such as real, int, complex or real[3]",
-    ),
-    (
-        Rule::use_list,
-        "a list of names in braces, e.g. {structure_factor, bragg_spot}",
-    ),
+    (Rule::type_expr, "a type such as real, int, complex or real[3]"),
+    (Rule::use_list, "a list of names in braces, e.g. {structure_factor, bragg_spot}"),
     (Rule::string, "a quoted file name"),
     (Rule::column, "a column such as `y: real`"),
     (Rule::size_arg, "a data size such as `n_channels = 100`"),
     (Rule::param_decl, "a parameter such as `x: real`"),
-    (
-        Rule::fn_body,
-        "`=` and the function's value, or a block in braces",
-    ),
+    (Rule::fn_body, "`=` and the function's value, or a block in braces"),
     (Rule::setting, "a setting such as `layers = 2`"),
-    (
-        Rule::plate_in,
-        "`in` and the collection the plate runs over",
-    ),
-    (
-        Rule::plate_sized,
-        "a plate size in brackets, e.g. [n_domains]",
-    ),
+    (Rule::plate_in, "`in` and the collection the plate runs over"),
+    (Rule::plate_sized, "a plate size in brackets, e.g. [n_domains]"),
     (Rule::subsample, "`subsample` and a batch size"),
     (Rule::shape, "a shape in brackets, e.g. [3]"),
     (Rule::dist_call, "a distribution such as Normal(0.0, 1.0)"),
-    (
-        Rule::guide,
-        "`guide` and its kind (mean_field, map, or an encoder)",
-    ),
+    (Rule::guide, "`guide` and its kind (mean_field, map, or an encoder)"),
     (Rule::correction, "`corrected by` a flow and its penalty"),
-    (
-        Rule::expr,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::unary,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::postfix,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::prefix_op,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::reduction,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::match_expr,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::call,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::vector,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::paren,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::imag,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::float,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::boolean,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::reduce_op,
-        "a value (a number, a name, a call, or an expression in parentheses)",
-    ),
-    (
-        Rule::bin_op,
-        "an operator (+ - * / ^ == != < <= > >= && ||)",
-    ),
+    (Rule::expr, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::unary, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::postfix, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::prefix_op, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::reduction, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::match_expr, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::call, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::vector, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::paren, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::imag, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::float, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::boolean, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::reduce_op, "a value (a number, a name, a call, or an expression in parentheses)"),
+    (Rule::bin_op, "an operator (+ - * / ^ == != < <= > >= && ||)"),
     (Rule::method, "`.` and a field or method name"),
     (Rule::field, "`.` and a field or method name"),
     (Rule::index, "an index in brackets"),
     (Rule::args, "arguments"),
     (Rule::arg, "an argument"),
     (Rule::match_arm, "a match arm such as `gauss => 1.0`"),
-    (
-        Rule::use_dot,
-        "`.` and the items to import, e.g. physics.{bragg_spot}",
-    ),
+    (Rule::use_dot, "`.` and the items to import, e.g. physics.{bragg_spot}"),
     (Rule::EOI, "the end of the file"),
 ];
 
@@ -183,15 +81,9 @@ pub fn translate(file: FileId, source: &str, error: &Error<Rule>) -> Diagnostic 
         ErrorVariant::CustomError { message } => vec![message.clone()],
     };
     let (message, label) = if expected.is_empty() {
-        (
-            format!("unexpected {found}"),
-            "not expected here".to_string(),
-        )
+        (format!("unexpected {found}"), "not expected here".to_string())
     } else {
-        (
-            format!("expected {}, found {found}", join_or(&expected)),
-            format!("expected {}", join_or(&expected)),
-        )
+        (format!("expected {}, found {found}", join_or(&expected)), format!("expected {}", join_or(&expected)))
     };
     let end = (at + found_len(source, at)).min(source.len());
     let mut d = Diagnostic::error(Code::E0100, message, Span::new(file, at, end), label);
@@ -244,17 +136,8 @@ fn found_at(source: &str, at: usize) -> String {
 /// Length of the word or symbol at `at`, capped so a huge token gives a short message.
 fn found_len(source: &str, at: usize) -> usize {
     let rest = source.get(at..).unwrap_or("");
-    let word: usize = rest
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .take(40)
-        .map(char::len_utf8)
-        .sum();
-    if word > 0 {
-        word
-    } else {
-        rest.chars().next().map(char::len_utf8).unwrap_or(0)
-    }
+    let word: usize = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').take(40).map(char::len_utf8).sum();
+    if word > 0 { word } else { rest.chars().next().map(char::len_utf8).unwrap_or(0) }
 }
 
 /// "a `(` opened on line N is not closed" when the error follows an unbalanced bracket.
@@ -287,12 +170,7 @@ fn unclosed(source: &str, at: usize) -> Option<String> {
     let (c, i) = *open.last()?;
     let line = source[..i].matches('\n').count() + 1;
     let rest = source.get(at..).unwrap_or("");
-    let at_statement = rest.is_empty()
-        || [
-            "latent", "let", "observe", "param", "plate", "const", "data", "use", "fn",
-        ]
-        .iter()
-        .any(|k| rest.starts_with(k));
+    let at_statement = rest.is_empty() || ["latent", "let", "observe", "param", "plate", "const", "data", "use", "fn"].iter().any(|k| rest.starts_with(k));
     at_statement.then(|| format!("the `{c}` opened on line {line} is not closed"))
 }
 
@@ -302,43 +180,11 @@ fn hint(source: &str, at: usize, expects_name: bool) -> Option<&'static str> {
     if rest.starts_with(';') {
         return Some("statements need no `;`: each starts with its keyword");
     }
-    if rest.starts_with('=')
-        && source[..at]
-            .trim_end()
-            .ends_with(|c: char| c.is_alphanumeric())
-    {
-        return Some(
-            "inside an expression, compare with `==`; declare a value with `let name = ...`",
-        );
+    if rest.starts_with('=') && source[..at].trim_end().ends_with(|c: char| c.is_alphanumeric()) {
+        return Some("inside an expression, compare with `==`; declare a value with `let name = ...`");
     }
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    let keywords = [
-        "use",
-        "const",
-        "variant",
-        "data",
-        "fn",
-        "extern",
-        "flow",
-        "encoder",
-        "plate",
-        "in",
-        "latent",
-        "param",
-        "let",
-        "observe",
-        "guide",
-        "corrected",
-        "by",
-        "penalty",
-        "subsample",
-        "match",
-        "over",
-        "if",
-    ];
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let keywords = ["use", "const", "variant", "data", "fn", "extern", "flow", "encoder", "plate", "in", "latent", "param", "let", "observe", "guide", "corrected", "by", "penalty", "subsample", "match", "over", "if"];
     if expects_name && keywords.contains(&word.as_str()) {
         return Some("this word is a keyword of the language and cannot be used as a name");
     }

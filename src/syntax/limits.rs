@@ -21,10 +21,7 @@ pub fn decode<'a>(name: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         Diagnostic::global(
             Code::E0101,
-            format!(
-                "{name} is not UTF-8 text: byte {at} (0x{:02x}, line {line}) is invalid",
-                bytes[at]
-            ),
+            format!("{name} is not UTF-8 text: byte {at} (0x{:02x}, line {line}) is invalid", bytes[at]),
         )
         .with_help("re-save the file as UTF-8")
     })
@@ -35,10 +32,7 @@ pub fn check_source(file: FileId, source: &str) -> Result<(), Vec<Diagnostic>> {
     if source.len() > MAX_SOURCE_BYTES {
         let d = Diagnostic::error(
             Code::E0106,
-            format!(
-                "the file has {} bytes; the limit is {MAX_SOURCE_BYTES}",
-                source.len()
-            ),
+            format!("the file has {} bytes; the limit is {MAX_SOURCE_BYTES}", source.len()),
             Span::new(file, 0, 0),
             "this file is too large for a model",
         );

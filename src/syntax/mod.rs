@@ -28,12 +28,6 @@ pub fn parse(file: FileId, source: &str) -> Result<ast::Module<()>, Vec<Diagnost
 pub fn empty_warning(file: FileId, module: &ast::Module<()>) -> Option<Diagnostic> {
     module.items.is_empty().then(|| {
         let span = crate::diagnostics::Span::new(file, 0, 0);
-        Diagnostic::warning(
-            crate::diagnostics::Code::E0107,
-            "the file is empty",
-            span,
-            "no declarations or statements",
-        )
-        .with_help("a model needs at least one latent, param or observe")
+        Diagnostic::warning(crate::diagnostics::Code::E0107, "the file is empty", span, "no declarations or statements").with_help("a model needs at least one latent, param or observe")
     })
 }

@@ -18,18 +18,13 @@ type Result<T> = std::result::Result<T, Diagnostic>;
 type E = Expr<()>;
 
 /// Parses one file.
-pub fn parse_module(
-    file: FileId,
-    source: &str,
-) -> std::result::Result<Module<()>, Vec<Diagnostic>> {
+pub fn parse_module(file: FileId, source: &str) -> std::result::Result<Module<()>, Vec<Diagnostic>> {
     let mut pairs = SpreadParser::parse(Rule::program, source)
         .map_err(|e| vec![expected::translate(file, source, &e)])?;
     let builder = Builder { file };
     let mut items = Vec::new();
     let mut errors = Vec::new();
-    let Some(program) = pairs.next() else {
-        return Ok(Module { items });
-    };
+    let Some(program) = pairs.next() else { return Ok(Module { items }) };
     for pair in program.into_inner() {
         if pair.as_rule() == Rule::EOI {
             continue;
@@ -39,11 +34,7 @@ pub fn parse_module(
             Err(d) => errors.push(d),
         }
     }
-    if errors.is_empty() {
-        Ok(Module { items })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Module { items }) } else { Err(errors) }
 }
 
 struct Builder {
@@ -60,21 +51,10 @@ impl Builder {
         let span = self.span(&pair);
         let name = pair.as_str();
         if name.len() > MAX_IDENT {
-            let msg = format!(
-                "a name of {} characters; the limit is {MAX_IDENT}",
-                name.len()
-            );
-            return Err(Diagnostic::error(
-                Code::E0103,
-                msg,
-                Span::new(span.file, span.start, span.start),
-                "this name is too long",
-            ));
+            let msg = format!("a name of {} characters; the limit is {MAX_IDENT}", name.len());
+            return Err(Diagnostic::error(Code::E0103, msg, Span::new(span.file, span.start, span.start), "this name is too long"));
         }
-        Ok(Ident {
-            name: name.to_string(),
-            span,
-        })
+        Ok(Ident { name: name.to_string(), span })
     }
 
     fn item(&self, pair: Pair<Rule>) -> Result<Item<()>> {
@@ -97,17 +77,11 @@ impl Builder {
         let module = self.ident(next(&mut inner, span)?)?;
         let rest = next(&mut inner, span)?;
         let items = if rest.as_rule() == Rule::use_list {
-            rest.into_inner()
-                .map(|p| self.ident(p))
-                .collect::<Result<_>>()?
+            rest.into_inner().map(|p| self.ident(p)).collect::<Result<_>>()?
         } else {
             vec![self.ident(rest)?]
         };
-        Ok(UseDecl {
-            module,
-            items,
-            span,
-        })
+        Ok(UseDecl { module, items, span })
     }
 
     fn const_decl(&self, pair: Pair<Rule>, span: Span) -> Result<ConstDecl<()>> {
@@ -119,25 +93,13 @@ impl Builder {
             ty = Some(self.type_expr(value)?);
             value = next(&mut inner, span)?;
         }
-        Ok(ConstDecl {
-            name,
-            ty,
-            value: self.expr(value)?,
-            span,
-        })
+        Ok(ConstDecl { name, ty, value: self.expr(value)?, span })
     }
 
     fn variant_decl(&self, pair: Pair<Rule>, span: Span) -> Result<VariantDecl> {
-        let mut idents = pair
-            .into_inner()
-            .map(|p| self.ident(p))
-            .collect::<Result<Vec<_>>>()?;
+        let mut idents = pair.into_inner().map(|p| self.ident(p)).collect::<Result<Vec<_>>>()?;
         let name = idents.remove(0);
-        Ok(VariantDecl {
-            name,
-            choices: idents,
-            span,
-        })
+        Ok(VariantDecl { name, choices: idents, span })
     }
 
     fn data_decl(&self, pair: Pair<Rule>, span: Span) -> Result<DataDecl> {
@@ -160,12 +122,7 @@ impl Builder {
                 args.push(DataArg::Column(col_name, ty));
             }
         }
-        Ok(DataDecl {
-            name,
-            source,
-            args,
-            span,
-        })
+        Ok(DataDecl { name, source, args, span })
     }
 
     fn fn_decl(&self, pair: Pair<Rule>, span: Span) -> Result<FnDecl<()>> {
@@ -192,17 +149,8 @@ impl Builder {
                 }
             }
         }
-        let (Some(ret), Some(body)) = (ret, body) else {
-            return Err(internal(span));
-        };
-        Ok(FnDecl {
-            name,
-            params,
-            ret,
-            lets,
-            body,
-            span,
-        })
+        let (Some(ret), Some(body)) = (ret, body) else { return Err(internal(span)) };
+        Ok(FnDecl { name, params, ret, lets, body, span })
     }
 
     fn extern_decl(&self, pair: Pair<Rule>, span: Span) -> Result<ExternDecl> {
@@ -217,15 +165,8 @@ impl Builder {
                 ret = Some(self.type_expr(p)?);
             }
         }
-        let Some(ret) = ret else {
-            return Err(internal(span));
-        };
-        Ok(ExternDecl {
-            name,
-            params,
-            ret,
-            span,
-        })
+        let Some(ret) = ret else { return Err(internal(span)) };
+        Ok(ExternDecl { name, params, ret, span })
     }
 
     fn param_decl(&self, pair: Pair<Rule>) -> Result<ParamDecl> {
@@ -260,16 +201,9 @@ impl Builder {
         for s in inner {
             let mut kv = s.into_inner();
             let key = self.ident(next(&mut kv, span)?)?;
-            settings.push(Arg {
-                name: Some(key),
-                value: self.expr(next(&mut kv, span)?)?,
-            });
+            settings.push(Arg { name: Some(key), value: self.expr(next(&mut kv, span)?)? });
         }
-        Ok(NetDecl {
-            name,
-            settings,
-            span,
-        })
+        Ok(NetDecl { name, settings, span })
     }
 
     fn stmt(&self, pair: Pair<Rule>) -> Result<Stmt<()>> {
@@ -281,10 +215,7 @@ impl Builder {
             Rule::let_stmt => {
                 let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::assign);
                 let name = self.ident(next(&mut inner, span)?)?;
-                StmtKind::Let {
-                    name,
-                    value: self.expr(next(&mut inner, span)?)?,
-                }
+                StmtKind::Let { name, value: self.expr(next(&mut inner, span)?)? }
             }
             Rule::observe_stmt => self.observe(pair, span)?,
             _ => return Err(internal(span)),
@@ -306,12 +237,7 @@ impl Builder {
                 _ => body.push(self.stmt(p)?),
             }
         }
-        Ok(PlateStmt {
-            name,
-            range,
-            subsample,
-            body,
-        })
+        Ok(PlateStmt { name, range, subsample, body })
     }
 
     fn first_expr(&self, pair: Pair<Rule>, span: Span) -> Result<E> {
@@ -332,12 +258,7 @@ impl Builder {
             }
         }
         let dist = dist.ok_or_else(|| internal(span))?;
-        Ok(StmtKind::Latent {
-            name,
-            shape,
-            dist,
-            guide,
-        })
+        Ok(StmtKind::Latent { name, shape, dist, guide })
     }
 
     fn param(&self, pair: Pair<Rule>, span: Span) -> Result<StmtKind<()>> {
@@ -354,12 +275,7 @@ impl Builder {
             }
         }
         let init = init.ok_or_else(|| internal(span))?;
-        Ok(StmtKind::Param {
-            name,
-            shape,
-            constraint,
-            init,
-        })
+        Ok(StmtKind::Param { name, shape, constraint, init })
     }
 
     fn observe(&self, pair: Pair<Rule>, span: Span) -> Result<StmtKind<()>> {
@@ -370,11 +286,7 @@ impl Builder {
             Some(p) => Some(self.correction(p)?),
             None => None,
         };
-        Ok(StmtKind::Observe {
-            data,
-            dist,
-            correction,
-        })
+        Ok(StmtKind::Observe { data, dist, correction })
     }
 
     fn correction(&self, pair: Pair<Rule>) -> Result<Correction<()>> {
@@ -392,13 +304,7 @@ impl Builder {
         }
         let mut exprs = exprs.into_iter();
         let penalty = exprs.next().ok_or_else(|| internal(span))?;
-        Ok(Correction {
-            flow,
-            args,
-            penalty,
-            guard: exprs.next(),
-            span,
-        })
+        Ok(Correction { flow, args, penalty, guard: exprs.next(), span })
     }
 
     fn dist_call(&self, pair: Pair<Rule>) -> Result<DistCall<()>> {
@@ -432,10 +338,7 @@ impl Builder {
             if inner.peek().is_some_and(|p| p.as_rule() == Rule::ident) {
                 name = Some(self.ident(next(&mut inner, span)?)?);
             }
-            out.push(Arg {
-                name,
-                value: self.expr(next(&mut inner, span)?)?,
-            });
+            out.push(Arg { name, value: self.expr(next(&mut inner, span)?)? });
         }
         Ok(out)
     }
@@ -457,16 +360,8 @@ impl Builder {
             }
         }
         if ops.len() > MAX_OPERATORS {
-            let msg = format!(
-                "an expression with {} operators; the limit is {MAX_OPERATORS}",
-                ops.len()
-            );
-            return Err(Diagnostic::error(
-                Code::E0104,
-                msg,
-                Span::new(span.file, span.start, span.start),
-                "this expression is too long",
-            ));
+            let msg = format!("an expression with {} operators; the limit is {MAX_OPERATORS}", ops.len());
+            return Err(Diagnostic::error(Code::E0104, msg, Span::new(span.file, span.start, span.start), "this expression is too long"));
         }
         let mut operands = operands.into_iter();
         let first = operands.next().ok_or_else(|| internal(span))?;
@@ -474,12 +369,7 @@ impl Builder {
         let e = climb(first, &mut rest, 0);
         if exceeds_depth(&e, MAX_EXPR_DEPTH) {
             let msg = format!("an expression nested deeper than {MAX_EXPR_DEPTH} operations");
-            return Err(Diagnostic::error(
-                Code::E0104,
-                msg,
-                Span::new(span.file, span.start, span.start),
-                "this expression is too deep",
-            ));
+            return Err(Diagnostic::error(Code::E0104, msg, Span::new(span.file, span.start, span.start), "this expression is too deep"));
         }
         Ok(e)
     }
@@ -497,22 +387,13 @@ impl Builder {
         }
         if prefixes.len() > MAX_EXPR_DEPTH {
             let msg = format!("{} signs in a row before one value", prefixes.len());
-            return Err(Diagnostic::error(
-                Code::E0104,
-                msg,
-                Span::new(span.file, span.start, span.start),
-                "this expression is too deep",
-            ));
+            return Err(Diagnostic::error(Code::E0104, msg, Span::new(span.file, span.start, span.start), "this expression is too deep"));
         }
         let mut e = operand.ok_or_else(|| internal(span))?;
         for (neg, op_span) in prefixes.into_iter().rev() {
             let op = if neg { UnOp::Neg } else { UnOp::Not };
             let s = op_span.to(e.span);
-            e = Expr {
-                kind: ExprKind::Unary(op, Box::new(e)),
-                span: s,
-                meta: (),
-            };
+            e = Expr { kind: ExprKind::Unary(op, Box::new(e)), span: s, meta: () };
         }
         Ok(e)
     }
@@ -524,9 +405,7 @@ impl Builder {
         for p in inner {
             let s = e.span.to(self.span(&p));
             let kind = match p.as_rule() {
-                Rule::field => {
-                    ExprKind::Field(Box::new(e), self.ident(next(&mut p.into_inner(), s)?)?)
-                }
+                Rule::field => ExprKind::Field(Box::new(e), self.ident(next(&mut p.into_inner(), s)?)?),
                 Rule::method => {
                     let mut m = p.into_inner();
                     let name = self.ident(next(&mut m, s)?)?;
@@ -538,11 +417,7 @@ impl Builder {
                 }
                 _ => ExprKind::Index(Box::new(e), self.exprs(p)?),
             };
-            e = Expr {
-                kind,
-                span: s,
-                meta: (),
-            };
+            e = Expr { kind, span: s, meta: () };
         }
         Ok(e)
     }
@@ -572,11 +447,7 @@ impl Builder {
             Rule::match_expr => self.match_expr(pair, span)?,
             _ => return Err(internal(span)),
         };
-        Ok(Expr {
-            kind,
-            span,
-            meta: (),
-        })
+        Ok(Expr { kind, span, meta: () })
     }
 
     fn reduction(&self, pair: Pair<Rule>, span: Span) -> Result<ExprKind<()>> {
@@ -600,15 +471,8 @@ impl Builder {
         for arm in inner {
             let mut parts = arm.into_inner();
             let pat = next(&mut parts, span)?;
-            let pattern = if pat.as_rule() == Rule::wild {
-                None
-            } else {
-                Some(self.ident(pat)?)
-            };
-            arms.push(MatchArm {
-                pattern,
-                value: self.expr(next(&mut parts, span)?)?,
-            });
+            let pattern = if pat.as_rule() == Rule::wild { None } else { Some(self.ident(pat)?) };
+            arms.push(MatchArm { pattern, value: self.expr(next(&mut parts, span)?)? });
         }
         Ok(ExprKind::Match(scrutinee, arms))
     }
@@ -643,9 +507,7 @@ where
         if prec < min_prec {
             break;
         }
-        let Some((op, mut rhs)) = rest.next() else {
-            break;
-        };
+        let Some((op, mut rhs)) = rest.next() else { break };
         while let Some((next_op, _)) = rest.peek() {
             let np = next_op.precedence();
             let tighter = np > prec || (np == prec && *next_op == BinOp::Pow);
@@ -656,11 +518,7 @@ where
             rhs = climb(rhs, rest, climb_to);
         }
         let span = lhs.span.to(rhs.span);
-        lhs = Expr {
-            kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-            span,
-            meta: (),
-        };
+        lhs = Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span, meta: () };
     }
     lhs
 }
@@ -683,50 +541,30 @@ fn bin_op(text: &str) -> BinOp {
     }
 }
 
-fn next<'i>(
-    inner: &mut impl Iterator<Item = Pair<'i, Rule>>,
-    span: Span,
-) -> Result<Pair<'i, Rule>> {
+fn next<'i>(inner: &mut impl Iterator<Item = Pair<'i, Rule>>, span: Span) -> Result<Pair<'i, Rule>> {
     inner.next().ok_or_else(|| internal(span))
 }
 
 /// The one path for "the grammar and this walk disagree": a compiler bug, reported, not panicked.
 fn internal(span: Span) -> Diagnostic {
-    Diagnostic::error(
-        Code::E0100,
-        "internal compiler error: unexpected parse tree",
-        span,
-        "while reading this",
-    )
-    .with_note("this is a bug in spreadc; please report it with the file")
+    Diagnostic::error(Code::E0100, "internal compiler error: unexpected parse tree", span, "while reading this")
+        .with_note("this is a bug in spreadc; please report it with the file")
 }
 
 fn parse_int(text: &str, span: Span) -> Result<i64> {
     text.replace('_', "").parse::<i64>().map_err(|_| {
-        Diagnostic::error(
-            Code::E0105,
-            "integer literal out of range",
-            span,
-            "does not fit in 64 bits",
-        )
-        .with_help("write a real with a decimal point, e.g. 1.0e30")
+        Diagnostic::error(Code::E0105, "integer literal out of range", span, "does not fit in 64 bits")
+            .with_help("write a real with a decimal point, e.g. 1.0e30")
     })
 }
 
 fn parse_real(text: &str, span: Span) -> Result<f64> {
     match text.replace('_', "").parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Diagnostic::error(
-            Code::E0105,
-            "real literal out of range",
-            span,
-            "not a finite number",
-        )),
+        _ => Err(Diagnostic::error(Code::E0105, "real literal out of range", span, "not a finite number")),
     }
 }
 
 fn unquote(text: &str) -> String {
-    text.trim_start_matches('"')
-        .trim_end_matches('"')
-        .to_string()
+    text.trim_start_matches('"').trim_end_matches('"').to_string()
 }
