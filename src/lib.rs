@@ -14,3 +14,4 @@ pub mod report;
 pub mod resolve;
 pub mod syntax;
 pub mod tape;
+pub mod ops;
