@@ -14,3 +14,5 @@ pub mod report;
 pub mod physics;
 pub mod infer;
 pub mod tape;
+pub mod plan;
+pub mod run;

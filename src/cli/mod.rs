@@ -6,3 +6,4 @@ pub mod explain;
 pub mod inspect;
 pub mod fcalc;
 pub mod nanobragg;
+pub mod run;
