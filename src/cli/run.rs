@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Total SVI steps (counting steps of a resumed run).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 4000)]
     pub steps: u64,
     /// Seed of every random stream.
     #[arg(long, default_value_t = 0)]
@@ -34,11 +34,14 @@ pub struct Args {
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = super::check::parse_set)]
     pub sets: Vec<(String, String)>,
     /// ELBO particles per step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 4)]
     pub particles: usize,
-    /// Adam learning rate.
+    /// Adam learning rate at the first step.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
+    /// Factor the learning rate falls by (exponentially) over --steps; 1 keeps it constant.
+    #[arg(long, default_value_t = 0.002)]
+    pub lr_decay: f64,
     /// Write a checkpoint every N steps (one is always written at the end).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
@@ -65,6 +68,7 @@ pub fn run(args: &Args) -> ExitCode {
         sets: args.sets.clone(),
         particles: args.particles,
         lr: args.lr,
+        lr_decay: args.lr_decay,
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         draws: args.draws.max(2),

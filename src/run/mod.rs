@@ -11,6 +11,7 @@
 use crate::diagnostics::render_all;
 use crate::infer::error::InferError;
 use crate::infer::model::{Env, Model, Site};
+use crate::infer::optim::LrSchedule;
 use crate::infer::posterior;
 use crate::infer::reduce::SingleProcess;
 use crate::infer::svi::{self, StepReport, SviConfig, SviState};
@@ -41,8 +42,10 @@ pub struct RunConfig {
     pub sets: Vec<(String, String)>,
     /// ELBO particles per step.
     pub particles: usize,
-    /// Adam learning rate.
+    /// Adam learning rate at the first step.
     pub lr: f64,
+    /// Factor the learning rate falls by, exponentially, over `steps` (1 = constant).
+    pub lr_decay: f64,
     /// Checkpoint every this many steps (a final checkpoint is always written).
     pub checkpoint_every: Option<u64>,
     /// Continue from the checkpoint in `out`.
@@ -63,6 +66,7 @@ impl Default for RunConfig {
             sets: Vec::new(),
             particles: 1,
             lr: 0.05,
+            lr_decay: 0.002,
             checkpoint_every: None,
             resume: false,
             draws: 1000,
@@ -161,7 +165,11 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
         steps: cfg.steps,
         seed: cfg.seed,
         particles: cfg.particles.max(1),
-        adam: crate::infer::optim::Adam { lr: cfg.lr, ..Default::default() },
+        adam: crate::infer::optim::Adam {
+            lr: cfg.lr,
+            schedule: LrSchedule::Exponential { decay: cfg.lr_decay, every: cfg.steps.max(1) },
+            ..Default::default()
+        },
         checkpoint_every: cfg.checkpoint_every,
         checkpoint_path: Some(ckpt.clone()),
         ..SviConfig::default()
@@ -205,6 +213,8 @@ fn settings(cfg: &RunConfig, program: &Program) -> serde_json::Value {
         "sets": cfg.sets.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         "particles": cfg.particles.max(1),
         "lr": cfg.lr,
+        "lr_decay": cfg.lr_decay,
+        "steps": cfg.steps,
         "draws": cfg.draws,
     })
 }
