@@ -39,9 +39,13 @@ pub struct Args {
     /// Adam learning rate at the first step.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
-    /// Factor the learning rate falls by (exponentially) over --steps; 1 keeps it constant.
+    /// Factor the learning rate falls by (exponentially) over the horizon; 1 keeps it constant.
     #[arg(long, default_value_t = 0.002)]
     pub lr_decay: f64,
+    /// Steps over which the rate falls by --lr-decay (default: --steps; --resume keeps the
+    /// horizon of the run it continues).
+    #[arg(long, value_name = "N")]
+    pub lr_horizon: Option<u64>,
     /// Write a checkpoint every N steps (one is always written at the end).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
@@ -69,6 +73,7 @@ pub fn run(args: &Args) -> ExitCode {
         particles: args.particles,
         lr: args.lr,
         lr_decay: args.lr_decay,
+        lr_horizon: args.lr_horizon,
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         draws: args.draws.max(2),
@@ -128,7 +133,7 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
     }
     let rate = r.steps_now as f64 / seconds.max(1e-9);
     println!("{} steps ({} now, {rate:.0} steps/s), final ELBO {:.3}", r.state.step, r.steps_now, r.state.elbo.last().copied().unwrap_or(f64::NAN));
-    println!("{:<16} {:>10} {:>10} {:>10} {:>10} {:>10}", "", "mean", "sd", "5%", "50%", "95%");
+    println!("{:<20} {:>10} {:>10} {:>10} {:>10} {:>10}", "", "mean", "sd", "5%", "50%", "95%");
     for q in &r.quantities {
         table_rows(q);
     }
@@ -142,9 +147,9 @@ fn table_rows(q: &LatentDraws) {
     for row in rows.iter().take(if n > 10 { 8 } else { n }) {
         let s = &row.summary;
         let name = if q.kind == "let" { format!("{} (let)", row.name) } else { row.name.clone() };
-        println!("{name:<16} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}", s.mean, s.sd, s.q05, s.q50, s.q95);
+        println!("{name:<20} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}", s.mean, s.sd, s.q05, s.q50, s.q95);
     }
     if n > 10 {
-        println!("{:<16} ... {} more in summary.json", "", n - 8);
+        println!("{:<20} ... {} more in summary.json", "", n - 8);
     }
 }

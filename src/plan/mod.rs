@@ -40,6 +40,8 @@ pub struct Planned {
     pub inputs: Vec<PathBuf>,
     /// Columns present in data files but not declared by the model, as `file: column`.
     pub ignored_columns: Vec<String>,
+    /// Lets computed from data alone (not part of the posterior).
+    pub data_lets: Vec<String>,
 }
 
 /// "models/x.spread:12:3" for a span.
@@ -96,7 +98,15 @@ pub fn plan(program: &Program, sources: &SourceMap, data_dir: &Path, externs: &R
         m.site(site(program, sources, &scope, k, s)?);
     }
     m.validate()?;
-    Ok(Planned { model: m, scope, inputs, ignored_columns })
+    let data_lets = program
+        .log_joint
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StmtKind::Let { name, value } if value.ad == crate::check::types::Ad::Data => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(Planned { model: m, scope, inputs, ignored_columns, data_lets })
 }
 
 fn stmt_name(kind: &StmtKind) -> Option<&str> {

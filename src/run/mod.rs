@@ -44,8 +44,11 @@ pub struct RunConfig {
     pub particles: usize,
     /// Adam learning rate at the first step.
     pub lr: f64,
-    /// Factor the learning rate falls by, exponentially, over `steps` (1 = constant).
+    /// Factor the learning rate falls by, exponentially, over the horizon (1 = constant).
     pub lr_decay: f64,
+    /// Steps over which the rate falls by `lr_decay` (None: `steps`). A resumed run keeps the
+    /// horizon of the run it continues, so its trajectory is the uninterrupted run's.
+    pub lr_horizon: Option<u64>,
     /// Checkpoint every this many steps (a final checkpoint is always written).
     pub checkpoint_every: Option<u64>,
     /// Continue from the checkpoint in `out`.
@@ -67,6 +70,7 @@ impl Default for RunConfig {
             particles: 1,
             lr: 0.05,
             lr_decay: 0.002,
+            lr_horizon: None,
             checkpoint_every: None,
             resume: false,
             draws: 1000,
@@ -159,7 +163,7 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
     let (program, planned, warnings) = load(cfg, &Registry::builtin())?;
     std::fs::create_dir_all(&cfg.out).map_err(|source| RunError::Io { path: cfg.out.clone(), source })?;
     let fingerprint = fingerprint(cfg, &planned)?;
-    let state = start_state(cfg, &planned.model, &fingerprint)?;
+    let (state, horizon) = start_state(cfg, &planned.model, &fingerprint)?;
     let ckpt = checkpoint_path(&cfg.out);
     let svi_cfg = SviConfig {
         steps: cfg.steps,
@@ -167,7 +171,7 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
         particles: cfg.particles.max(1),
         adam: crate::infer::optim::Adam {
             lr: cfg.lr,
-            schedule: LrSchedule::Exponential { decay: cfg.lr_decay, every: cfg.steps.max(1) },
+            schedule: LrSchedule::Exponential { decay: cfg.lr_decay, every: horizon.max(1) },
             ..Default::default()
         },
         checkpoint_every: cfg.checkpoint_every,
@@ -182,7 +186,7 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
     let model = &planned.model;
     let state = pool.install(|| svi::run(model, &svi_cfg, state, &SingleProcess, on_step))?;
     state.save(&ckpt)?;
-    let quantities = draw_quantities(model, &state, cfg.draws)?;
+    let quantities = draw_quantities(model, &state, cfg.draws, &planned.data_lets)?;
     let elbo: Vec<(u64, f64)> = state.elbo.iter().enumerate().map(|(i, v)| (i as u64 + 1, *v)).collect();
     let run = LatentRun {
         model: &cfg.model,
@@ -191,7 +195,7 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
         steps: state.step,
         elbo: &elbo,
         quantities: &quantities,
-        settings: settings(cfg, &program),
+        settings: settings(cfg, &program, horizon),
     };
     let mut written = write_latent_report(&cfg.out, &run)?;
     written.push(ckpt);
@@ -205,7 +209,7 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
     })
 }
 
-fn settings(cfg: &RunConfig, program: &Program) -> serde_json::Value {
+fn settings(cfg: &RunConfig, program: &Program, horizon: u64) -> serde_json::Value {
     let variants: serde_json::Map<String, serde_json::Value> =
         program.variants.iter().map(|(n, _, c)| (n.clone(), c.clone().into())).collect();
     serde_json::json!({
@@ -214,7 +218,7 @@ fn settings(cfg: &RunConfig, program: &Program) -> serde_json::Value {
         "particles": cfg.particles.max(1),
         "lr": cfg.lr,
         "lr_decay": cfg.lr_decay,
-        "steps": cfg.steps,
+        "lr_horizon": horizon,
         "draws": cfg.draws,
     })
 }
@@ -235,13 +239,17 @@ fn fingerprint(cfg: &RunConfig, planned: &Planned) -> Result<serde_json::Value, 
     }))
 }
 
-/// A fresh state (recording the fingerprint), or the checkpoint's after checking it.
-fn start_state(cfg: &RunConfig, model: &Model, fingerprint: &serde_json::Value) -> Result<SviState, RunError> {
+/// A fresh state (recording the fingerprint and the learning-rate horizon), or the
+/// checkpoint's after checking it, with the horizon of the run it continues.
+fn start_state(cfg: &RunConfig, model: &Model, fingerprint: &serde_json::Value) -> Result<(SviState, u64), RunError> {
     let run_json = cfg.out.join("run.json");
     if !cfg.resume {
-        let text = serde_json::to_string_pretty(fingerprint).unwrap_or_default();
+        let horizon = cfg.lr_horizon.unwrap_or(cfg.steps);
+        let mut record = fingerprint.clone();
+        record["lr_horizon"] = horizon.into();
+        let text = serde_json::to_string_pretty(&record).unwrap_or_default();
         crate::report::write_atomic(&run_json, text.as_bytes())?;
-        return Ok(SviState::new(model, cfg.seed));
+        return Ok((SviState::new(model, cfg.seed), horizon));
     }
     let refuse = |detail: String| RunError::Resume { path: run_json.clone(), detail };
     let text = std::fs::read_to_string(&run_json).map_err(|e| refuse(format!("no run to resume ({e})")))?;
@@ -255,11 +263,13 @@ fn start_state(cfg: &RunConfig, model: &Model, fingerprint: &serde_json::Value) 
     if state.layout != crate::infer::guide::ParamLayout::new(model) {
         return Err(refuse("the checkpoint's parameters do not fit this model".into()));
     }
-    Ok(state)
+    let horizon = old.get("lr_horizon").and_then(serde_json::Value::as_u64).unwrap_or(cfg.steps);
+    Ok((state, cfg.lr_horizon.unwrap_or(horizon)))
 }
 
-/// Draws of every latent and param from the guide, and of every let computed from them.
-pub fn draw_quantities(model: &Model, state: &SviState, n: usize) -> Result<Vec<LatentDraws>, RunError> {
+/// Draws of every latent and param from the guide, and of every let computed from them
+/// (except the lets named in `skip`).
+pub fn draw_quantities(model: &Model, state: &SviState, n: usize, skip: &[String]) -> Result<Vec<LatentDraws>, RunError> {
     let sampled = posterior::sample(model, state, n)?;
     let mut out = Vec::new();
     let mut by_site = vec![None; model.sites.len()];
@@ -287,6 +297,9 @@ pub fn draw_quantities(model: &Model, state: &SviState, n: usize) -> Result<Vec<
             let Site::Let(site) = &model.sites[i] else { continue };
             let node = env.eval(&mut tape, &site.value).map_err(|e| InferError::from_tape(e, state.step, "posterior draw".into()))?;
             env.values[i] = Some(node);
+            if skip.contains(&site.name) {
+                continue;
+            }
             let Value::Real(a) = tape.value(node) else { continue };
             let slot = let_draws[j].get_or_insert_with(|| LatentDraws {
                 name: site.name.clone(),
