@@ -171,24 +171,26 @@ fn axis_chain(program: &Program, scope: &Scope, plate: Option<usize>) -> Vec<usi
 
 fn check_externs(program: &Program, sources: &SourceMap, externs: &Registry) -> Result<(), PlanError> {
     for s in &program.log_joint {
-        let mut missing = None;
-        let mut visit = |e: &ir::Expr| {
-            if let ExprKind::Extern(name, _) = &e.kind
-                && externs.get(name).is_none()
-                && missing.is_none()
-            {
-                missing = Some(name.clone());
-            }
-        };
-        stmt_exprs(&s.kind).into_iter().for_each(|e| walk(e, &mut visit));
-        for f in &program.functions {
-            f.lets.iter().map(|(_, e)| e).chain([&f.body]).for_each(|e| walk(e, &mut visit));
-        }
-        if let Some(name) = missing {
+        let mut called = Vec::new();
+        stmt_exprs(&s.kind).into_iter().for_each(|e| externs_called(program, e, &mut called));
+        if let Some(name) = called.into_iter().find(|n| externs.get(n).is_none()) {
             return Err(PlanError::MissingExtern { name, at: locate(sources, s.span) });
         }
     }
     Ok(())
+}
+
+/// Externs `e` calls, directly or through user functions, in evaluation order.
+fn externs_called(program: &Program, e: &ir::Expr, out: &mut Vec<String>) {
+    walk(e, &mut |x: &ir::Expr| match &x.kind {
+        ExprKind::Extern(name, _) => out.push(name.clone()),
+        ExprKind::Call(name, _) => {
+            if let Some(f) = program.functions.iter().find(|f| &f.name == name) {
+                f.lets.iter().map(|(_, e)| e).chain([&f.body]).for_each(|b| externs_called(program, b, out));
+            }
+        }
+        _ => {}
+    });
 }
 
 fn stmt_exprs(kind: &StmtKind) -> Vec<&ir::Expr> {
