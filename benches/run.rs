@@ -20,11 +20,24 @@ fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
     let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else {
         return f64::NAN;
     };
-    let cfg = SviConfig { steps, seed: 1, particles: 1, ..SviConfig::default() };
+    let cfg = SviConfig {
+        steps,
+        seed: 1,
+        particles: 1,
+        ..SviConfig::default()
+    };
     let mut rates: Vec<f64> = (0..5)
         .map(|_| {
             let start = Instant::now();
-            if let Err(e) = pool.install(|| run(model, &cfg, SviState::new(model, 1), &SingleProcess, &mut |_| {})) {
+            if let Err(e) = pool.install(|| {
+                run(
+                    model,
+                    &cfg,
+                    SviState::new(model, 1),
+                    &SingleProcess,
+                    &mut |_| {},
+                )
+            }) {
                 eprintln!("run failed: {e}");
             }
             steps as f64 / start.elapsed().as_secs_f64()
@@ -39,7 +52,10 @@ fn planned(model: &str, data: &str, sets: &[(&str, &str)]) -> Option<Model> {
     let cfg = RunConfig {
         model: root.join(model),
         data: root.join(data),
-        sets: sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        sets: sets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..RunConfig::default()
     };
     match load(&cfg, &Registry::builtin()) {
@@ -54,22 +70,50 @@ fn planned(model: &str, data: &str, sets: &[(&str, &str)]) -> Option<Model> {
 fn main() {
     let y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0];
     let sigma = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0];
-    let Ok(hand) = eight_schools(&y, &sigma) else { return };
-    let Some(plan) = planned("models/eight_schools.spread", "examples/eight_schools", &[("parametrization", "noncentered")]) else {
+    let Ok(hand) = eight_schools(&y, &sigma) else {
+        return;
+    };
+    let Some(plan) = planned(
+        "models/eight_schools.spread",
+        "examples/eight_schools",
+        &[("parametrization", "noncentered")],
+    ) else {
         return;
     };
     let steps = 2000;
-    println!("{:<38} {:>8} {:>14} {:>14} {:>10}", "model", "threads", "planned st/s", "hand st/s", "ratio");
+    println!(
+        "{:<38} {:>8} {:>14} {:>14} {:>10}",
+        "model", "threads", "planned st/s", "hand st/s", "ratio"
+    );
     for threads in [1, 2] {
-        let (p, h) = (steps_per_second(&plan, steps, threads), steps_per_second(&hand, steps, threads));
-        println!("{:<38} {threads:>8} {p:>14.0} {h:>14.0} {:>9.2}x", "eight_schools (non-centred)", p / h);
+        let (p, h) = (
+            steps_per_second(&plan, steps, threads),
+            steps_per_second(&hand, steps, threads),
+        );
+        println!(
+            "{:<38} {threads:>8} {p:>14.0} {h:>14.0} {:>9.2}x",
+            "eight_schools (non-centred)",
+            p / h
+        );
     }
     for (model, data) in [
         ("models/normal_normal.spread", "examples/normal_normal"),
-        ("models/hierarchical_regression.spread", "examples/hierarchical_regression"),
+        (
+            "models/hierarchical_regression.spread",
+            "examples/hierarchical_regression",
+        ),
     ] {
-        let Some(m) = planned(model, data, &[]) else { continue };
-        let (one, two) = (steps_per_second(&m, steps, 1), steps_per_second(&m, steps, 2));
-        println!("{model:<38} {:>8} {one:>14.0} {two:>14.0} {:>9.2}x  (2 threads / 1)", "1 | 2", two / one);
+        let Some(m) = planned(model, data, &[]) else {
+            continue;
+        };
+        let (one, two) = (
+            steps_per_second(&m, steps, 1),
+            steps_per_second(&m, steps, 2),
+        );
+        println!(
+            "{model:<38} {:>8} {one:>14.0} {two:>14.0} {:>9.2}x  (2 threads / 1)",
+            "1 | 2",
+            two / one
+        );
     }
 }

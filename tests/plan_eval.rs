@@ -8,7 +8,9 @@ use spread::run::{RunConfig, RunError, draw_quantities, load};
 use std::path::{Path, PathBuf};
 
 fn fixture(dir: &str) -> RunConfig {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/run")
+        .join(dir);
     RunConfig {
         model: root.join("model.spread"),
         data: root,
@@ -17,7 +19,10 @@ fn fixture(dir: &str) -> RunConfig {
 }
 
 fn value<'a>(q: &'a [LatentDraws], name: &str) -> (&'a [usize], &'a [f64]) {
-    let d = q.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no quantity {name}"));
+    let d = q
+        .iter()
+        .find(|d| d.name == name)
+        .unwrap_or_else(|| panic!("no quantity {name}"));
     (&d.shape, &d.draws[0])
 }
 
@@ -31,17 +36,30 @@ fn lets_match_closed_forms() {
         let (s, v) = value(&q, name);
         assert_eq!(s, shape, "{name} shape");
         for (a, b) in v.iter().zip(want) {
-            assert!((a - b).abs() < 1e-12 * b.abs().max(1.0), "{name}: {v:?} vs {want:?}");
+            assert!(
+                (a - b).abs() < 1e-12 * b.abs().max(1.0),
+                "{name}: {v:?} vs {want:?}"
+            );
         }
     };
     close("x2", &[4], &[1.0, 4.0, 0.25, 9.0]);
-    close("xw", &[4, 3], &[1.0, 2.0, 3.0, 2.0, 4.0, 6.0, -0.5, -1.0, -1.5, 3.0, 6.0, 9.0]);
+    close(
+        "xw",
+        &[4, 3],
+        &[
+            1.0, 2.0, 3.0, 2.0, 4.0, 6.0, -0.5, -1.0, -1.5, 3.0, 6.0, 9.0,
+        ],
+    );
     close("pick", &[4], &[1.0, 3.0, 2.0, 3.0]);
     close("big", &[4], &[0.0, 1.0, 0.0, 1.0]);
     close("total", &[], &[14.25]);
     close("m", &[3], &[1.375, 2.75, 4.125]);
     close("st", &[4], &[1.0, 3.0, 2.0, 3.0]);
-    let lse = [1.0f64, 4.0, 0.25, 9.0].iter().map(|v| v.exp()).sum::<f64>().ln();
+    let lse = [1.0f64, 4.0, 0.25, 9.0]
+        .iter()
+        .map(|v| v.exp())
+        .sum::<f64>()
+        .ln();
     close("lse", &[], &[lse]);
     close("zz", &[], &[50.0]);
     close("mx", &[], &[14.25]);
@@ -51,14 +69,23 @@ fn lets_match_closed_forms() {
 }
 
 fn table_error(csv: &str, model_line: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("plan_table_{}", csv.len() + model_line.len()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("plan_table_{}", csv.len() + model_line.len()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("t.csv"), csv).unwrap();
-    let model = format!("{model_line}\nlatent mu ~ Normal(0.0, 1.0)\nplate r in t.rows {{\n  observe r.y ~ Normal(mu, 1.0)\n}}\n");
+    let model = format!(
+        "{model_line}\nlatent mu ~ Normal(0.0, 1.0)\nplate r in t.rows {{\n  observe r.y ~ Normal(mu, 1.0)\n}}\n"
+    );
     std::fs::write(dir.join("model.spread"), model).unwrap();
-    let cfg = RunConfig { model: dir.join("model.spread"), data: dir.clone(), ..RunConfig::default() };
+    let cfg = RunConfig {
+        model: dir.join("model.spread"),
+        data: dir.clone(),
+        ..RunConfig::default()
+    };
     match load(&cfg, &Registry::builtin()) {
-        Err(RunError::Plan(e @ PlanError::Data { .. })) => e.to_string().replace(&dir.display().to_string(), "DIR"),
+        Err(RunError::Plan(e @ PlanError::Data { .. })) => {
+            e.to_string().replace(&dir.display().to_string(), "DIR")
+        }
         other => panic!("expected a data error, got {other:?}"),
     }
 }
@@ -66,10 +93,22 @@ fn table_error(csv: &str, model_line: &str) -> String {
 #[test]
 fn table_errors_name_file_line_and_column() {
     let decl = "data t = table(\"t.csv\", y: real, k: int)";
-    assert_eq!(table_error("y,k\n1.0,2\n2.5,x\n", decl), "DIR/t.csv:3: column `k`: `x` is not an integer");
-    assert_eq!(table_error("y,k\n1.0,2\nabc,3\n", decl), "DIR/t.csv:3: column `y`: `abc` is not a finite number");
-    assert_eq!(table_error("y\n1.0\n", decl), "DIR/t.csv:1: no column `k` (the header has: y)");
-    assert_eq!(table_error("y,k\n1.0,2,7\n", decl), "DIR/t.csv:2: has 3 cells, the header has 2");
+    assert_eq!(
+        table_error("y,k\n1.0,2\n2.5,x\n", decl),
+        "DIR/t.csv:3: column `k`: `x` is not an integer"
+    );
+    assert_eq!(
+        table_error("y,k\n1.0,2\nabc,3\n", decl),
+        "DIR/t.csv:3: column `y`: `abc` is not a finite number"
+    );
+    assert_eq!(
+        table_error("y\n1.0\n", decl),
+        "DIR/t.csv:1: no column `k` (the header has: y)"
+    );
+    assert_eq!(
+        table_error("y,k\n1.0,2,7\n", decl),
+        "DIR/t.csv:2: has 3 cells, the header has 2"
+    );
     let sized = "data t = table(\"t.csv\", y: real, k: int, n_rows = 3)";
     assert_eq!(
         table_error("y,k\n1.0,2\n2.0,1\n", sized),
@@ -92,5 +131,8 @@ fn missing_extern_names_operator_and_span() {
     let err = load(&cfg, &Registry::builtin()).unwrap_err();
     assert_eq!(err.exit_code(), 1);
     let text = err.to_string();
-    assert!(text.contains("rubredoxin_fe.spread:36:3: physics operator `kramers_kronig`"), "{text}");
+    assert!(
+        text.contains("rubredoxin_fe.spread:36:3: physics operator `kramers_kronig`"),
+        "{text}"
+    );
 }

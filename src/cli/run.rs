@@ -83,10 +83,14 @@ pub fn run(args: &Args) -> ExitCode {
     let json = args.json;
     let every = (args.steps / 100).max(1);
     let mut on_step = |r: spread::infer::svi::StepReport| {
-        let rate = f64::from(u32::try_from(r.step).unwrap_or(u32::MAX)) / start.elapsed().as_secs_f64().max(1e-9);
+        let rate = f64::from(u32::try_from(r.step).unwrap_or(u32::MAX))
+            / start.elapsed().as_secs_f64().max(1e-9);
         if json {
-            if r.step % every == 0 || r.step == args.steps {
-                println!("{}", serde_json::json!({"event": "step", "step": r.step, "elbo": r.elbo}));
+            if r.step.is_multiple_of(every) || r.step == args.steps {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "step", "step": r.step, "elbo": r.elbo})
+                );
             }
         } else {
             bar.set_position(r.step);
@@ -102,7 +106,10 @@ pub fn run(args: &Args) -> ExitCode {
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"event": "error", "message": e.to_string(), "exit": e.exit_code()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "error", "message": e.to_string(), "exit": e.exit_code()})
+                );
             }
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
@@ -128,12 +135,23 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
     }
     if args.json {
         let rows: Vec<_> = r.quantities.iter().flat_map(summarize).collect();
-        println!("{}", serde_json::json!({"event": "done", "steps": r.state.step, "elbo": r.state.elbo.last(), "seconds": seconds, "posterior": rows}));
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "steps": r.state.step, "elbo": r.state.elbo.last(), "seconds": seconds, "posterior": rows})
+        );
         return;
     }
     let rate = r.steps_now as f64 / seconds.max(1e-9);
-    println!("{} steps ({} now, {rate:.0} steps/s), final ELBO {:.3}", r.state.step, r.steps_now, r.state.elbo.last().copied().unwrap_or(f64::NAN));
-    println!("{:<20} {:>10} {:>10} {:>10} {:>10} {:>10}", "", "mean", "sd", "5%", "50%", "95%");
+    println!(
+        "{} steps ({} now, {rate:.0} steps/s), final ELBO {:.3}",
+        r.state.step,
+        r.steps_now,
+        r.state.elbo.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "mean", "sd", "5%", "50%", "95%"
+    );
     for q in &r.quantities {
         table_rows(q);
     }
@@ -146,8 +164,15 @@ fn table_rows(q: &LatentDraws) {
     let n = rows.len();
     for row in rows.iter().take(if n > 10 { 8 } else { n }) {
         let s = &row.summary;
-        let name = if q.kind == "let" { format!("{} (let)", row.name) } else { row.name.clone() };
-        println!("{name:<20} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}", s.mean, s.sd, s.q05, s.q50, s.q95);
+        let name = if q.kind == "let" {
+            format!("{} (let)", row.name)
+        } else {
+            row.name.clone()
+        };
+        println!(
+            "{name:<20} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            s.mean, s.sd, s.q05, s.q50, s.q95
+        );
     }
     if n > 10 {
         println!("{:<20} ... {} more in summary.json", "", n - 8);

@@ -352,7 +352,9 @@ impl Evaluator<'_> {
                 Site::Latent(l) => self.latent(tape, env, i, l, leaves),
                 Site::Observe(o) => self.observe(tape, env, o),
                 Site::Let(d) => {
-                    let v = env.eval(tape, &d.value).map_err(|e| self.tape_err(e, env))?;
+                    let v = env
+                        .eval(tape, &d.value)
+                        .map_err(|e| self.tape_err(e, env))?;
                     env.values[i] = Some(v);
                     continue;
                 }

@@ -107,11 +107,20 @@ fn is_complex(t: &Tape, n: NodeId) -> bool {
 impl<'a, 'm> Eval<'a, 'm> {
     /// An evaluator for one statement.
     pub fn new(scope: &'a Scope, env: &'a Env<'m>, label: &'a str) -> Self {
-        Eval { scope, env, locals: Vec::new(), label }
+        Eval {
+            scope,
+            env,
+            locals: Vec::new(),
+            label,
+        }
     }
 
     fn fail(&self, op: &'static str, detail: impl Into<String>) -> TapeError {
-        TapeError::Op { op, label: self.label.to_string(), detail: detail.into() }
+        TapeError::Op {
+            op,
+            label: self.label.to_string(),
+            detail: detail.into(),
+        }
     }
 
     fn own_rank(&self, t: &Tape, v: &Val) -> usize {
@@ -119,37 +128,72 @@ impl<'a, 'm> Eval<'a, 'm> {
     }
 
     /// Reshapes `v` to axes `plates` (size 1 where `v` does not vary) then `rank` own axes.
-    pub fn lift(&self, t: &mut Tape, v: &Val, plates: &[usize], rank: usize) -> Result<NodeId, TapeError> {
+    pub fn lift(
+        &self,
+        t: &mut Tape,
+        v: &Val,
+        plates: &[usize],
+        rank: usize,
+    ) -> Result<NodeId, TapeError> {
         let shape = t.value(v.node).shape().to_vec();
         let own = &shape[v.plates.len().min(shape.len())..];
         if own.len() > rank || v.plates.iter().any(|p| !plates.contains(p)) {
-            return Err(self.fail("broadcast", format!("cannot align a value of shape {shape:?} to {rank} axes")));
+            return Err(self.fail(
+                "broadcast",
+                format!("cannot align a value of shape {shape:?} to {rank} axes"),
+            ));
         }
         let mut target: Vec<usize> = plates
             .iter()
-            .map(|p| if v.plates.contains(p) { self.scope.plates[*p].size } else { 1 })
+            .map(|p| {
+                if v.plates.contains(p) {
+                    self.scope.plates[*p].size
+                } else {
+                    1
+                }
+            })
             .collect();
         target.extend(std::iter::repeat_n(1, rank - own.len()));
         target.extend_from_slice(own);
-        if target == shape { Ok(v.node) } else { t.reshape(v.node, &target) }
+        if target == shape {
+            Ok(v.node)
+        } else {
+            t.reshape(v.node, &target)
+        }
     }
 
     /// `lift` and then broadcast to the full sizes of `plates`.
-    pub fn expand(&self, t: &mut Tape, v: &Val, plates: &[usize], rank: usize) -> Result<NodeId, TapeError> {
+    pub fn expand(
+        &self,
+        t: &mut Tape,
+        v: &Val,
+        plates: &[usize],
+        rank: usize,
+    ) -> Result<NodeId, TapeError> {
         let n = self.lift(t, v, plates, rank)?;
         let shape = t.value(n).shape().to_vec();
         let mut full = self.scope.plate_shape(plates);
         full.extend_from_slice(&shape[plates.len()..]);
-        if full == shape { Ok(n) } else { t.broadcast_to(n, &full) }
+        if full == shape {
+            Ok(n)
+        } else {
+            t.broadcast_to(n, &full)
+        }
     }
 
     /// Evaluates an expression.
     pub fn expr(&mut self, t: &mut Tape, e: &ir::Expr) -> Result<Val, TapeError> {
         match &e.kind {
-            ExprKind::Const(c) => Ok(Val { node: self.constant(t, c)?, plates: vec![] }),
+            ExprKind::Const(c) => Ok(Val {
+                node: self.constant(t, c)?,
+                plates: vec![],
+            }),
             ExprKind::Var(name) => self.var(name),
             ExprKind::Field(rec, field) => self.field(t, rec, field),
-            ExprKind::Method(_, m, _) => Err(self.fail("method", format!("record method `{m}` needs a physics data source"))),
+            ExprKind::Method(_, m, _) => Err(self.fail(
+                "method",
+                format!("record method `{m}` needs a physics data source"),
+            )),
             ExprKind::Index(x, idx) => self.index(t, x, idx),
             ExprKind::Unary(op, x) => self.unary(t, *op, x),
             ExprKind::Binary(op, a, b) => self.binary(t, *op, a, b),
@@ -165,8 +209,10 @@ impl<'a, 'm> Eval<'a, 'm> {
         match c {
             Const::Complex(re, im) => Ok(t.complex_scalar(Complex64::new(*re, *im))),
             Const::List(_) => {
-                let (shape, flat) = flatten(c).ok_or_else(|| self.fail("constant", "a ragged or non-numeric list"))?;
-                let a = ArrayD::from_shape_vec(IxDyn(&shape), flat).map_err(|e| self.fail("constant", e.to_string()))?;
+                let (shape, flat) = flatten(c)
+                    .ok_or_else(|| self.fail("constant", "a ragged or non-numeric list"))?;
+                let a = ArrayD::from_shape_vec(IxDyn(&shape), flat)
+                    .map_err(|e| self.fail("constant", e.to_string()))?;
                 Ok(t.constant_real(a))
             }
             other => real_of(other)
@@ -180,7 +226,10 @@ impl<'a, 'm> Eval<'a, 'm> {
             return Ok(v.clone());
         }
         match (self.env.site(name), self.scope.sites.get(name)) {
-            (Some(node), Some(plates)) => Ok(Val { node, plates: plates.clone() }),
+            (Some(node), Some(plates)) => Ok(Val {
+                node,
+                plates: plates.clone(),
+            }),
             _ => Err(self.fail("lookup", format!("`{name}` has no value here"))),
         }
     }
@@ -190,14 +239,30 @@ impl<'a, 'm> Eval<'a, 'm> {
             return Err(self.fail("field", format!("field `{field}` of a computed record")));
         };
         if let Some((plate, table)) = self.scope.rows.get(name) {
-            let col = self.scope.tables.get(table).and_then(|tb| tb.columns.get(field));
-            let col = col.ok_or_else(|| self.fail("field", format!("table `{table}` has no column `{field}`")))?;
-            let a = ArrayD::from_shape_vec(IxDyn(&[col.len()]), col.clone()).map_err(|e| self.fail("field", e.to_string()))?;
-            return Ok(Val { node: t.constant_real(a), plates: vec![*plate] });
+            let col = self
+                .scope
+                .tables
+                .get(table)
+                .and_then(|tb| tb.columns.get(field));
+            let col = col.ok_or_else(|| {
+                self.fail("field", format!("table `{table}` has no column `{field}`"))
+            })?;
+            let a = ArrayD::from_shape_vec(IxDyn(&[col.len()]), col.clone())
+                .map_err(|e| self.fail("field", e.to_string()))?;
+            return Ok(Val {
+                node: t.constant_real(a),
+                plates: vec![*plate],
+            });
         }
         match (self.scope.tables.get(name), field) {
-            (Some(tb), "n_rows") => Ok(Val { node: t.scalar(tb.n_rows as f64), plates: vec![] }),
-            _ => Err(self.fail("field", format!("`{name}.{field}` is not a value the planner can load"))),
+            (Some(tb), "n_rows") => Ok(Val {
+                node: t.scalar(tb.n_rows as f64),
+                plates: vec![],
+            }),
+            _ => Err(self.fail(
+                "field",
+                format!("`{name}.{field}` is not a value the planner can load"),
+            )),
         }
     }
 
@@ -224,7 +289,9 @@ impl<'a, 'm> Eval<'a, 'm> {
             let iv = self.expr(t, i)?;
             let axis = cur.plates.len();
             let shape = t.value(cur.node).shape().to_vec();
-            let len = *shape.get(axis).ok_or_else(|| self.fail("index", "indexing a scalar"))?;
+            let len = *shape
+                .get(axis)
+                .ok_or_else(|| self.fail("index", "indexing a scalar"))?;
             let ks = self.indices(t, &iv, len)?;
             let ishape = t.value(iv.node).shape().to_vec();
             let rest = &shape[axis + 1..];
@@ -232,14 +299,23 @@ impl<'a, 'm> Eval<'a, 'm> {
                 let g = t.gather(cur.node, axis, &ks)?;
                 let mut s = shape[..axis].to_vec();
                 s.extend_from_slice(rest);
-                cur = Val { node: t.reshape(g, &s)?, plates: cur.plates };
+                cur = Val {
+                    node: t.reshape(g, &s)?,
+                    plates: cur.plates,
+                };
             } else if cur.plates.is_empty() && idx.len() == 1 {
                 let g = t.gather(cur.node, 0, &ks)?;
                 let mut s = ishape.clone();
                 s.extend_from_slice(rest);
-                cur = Val { node: t.reshape(g, &s)?, plates: iv.plates };
+                cur = Val {
+                    node: t.reshape(g, &s)?,
+                    plates: iv.plates,
+                };
             } else {
-                return Err(self.fail("index", "indexing a plate-varying value with a plate-varying index"));
+                return Err(self.fail(
+                    "index",
+                    "indexing a plate-varying value with a plate-varying index",
+                ));
             }
         }
         Ok(cur)
@@ -258,17 +334,35 @@ impl<'a, 'm> Eval<'a, 'm> {
                 t.constant_real(a)
             }
         };
-        Ok(Val { node, plates: v.plates })
+        Ok(Val {
+            node,
+            plates: v.plates,
+        })
     }
 
     /// Both operands aligned to common plates and own rank.
-    fn align(&self, t: &mut Tape, a: &Val, b: &Val) -> Result<(NodeId, NodeId, Vec<usize>), TapeError> {
+    fn align(
+        &self,
+        t: &mut Tape,
+        a: &Val,
+        b: &Val,
+    ) -> Result<(NodeId, NodeId, Vec<usize>), TapeError> {
         let plates = union(&a.plates, &b.plates);
         let rank = self.own_rank(t, a).max(self.own_rank(t, b));
-        Ok((self.lift(t, a, &plates, rank)?, self.lift(t, b, &plates, rank)?, plates))
+        Ok((
+            self.lift(t, a, &plates, rank)?,
+            self.lift(t, b, &plates, rank)?,
+            plates,
+        ))
     }
 
-    fn binary(&mut self, t: &mut Tape, op: BinOp, a: &ir::Expr, b: &ir::Expr) -> Result<Val, TapeError> {
+    fn binary(
+        &mut self,
+        t: &mut Tape,
+        op: BinOp,
+        a: &ir::Expr,
+        b: &ir::Expr,
+    ) -> Result<Val, TapeError> {
         let (a, b) = (self.expr(t, a)?, self.expr(t, b)?);
         let (x, y, plates) = self.align(t, &a, &b)?;
         let node = if is_complex(t, x) || is_complex(t, y) {
@@ -295,7 +389,13 @@ impl<'a, 'm> Eval<'a, 'm> {
         t.complex(x, im)
     }
 
-    fn complex_binary(&self, t: &mut Tape, op: BinOp, x: NodeId, y: NodeId) -> Result<NodeId, TapeError> {
+    fn complex_binary(
+        &self,
+        t: &mut Tape,
+        op: BinOp,
+        x: NodeId,
+        y: NodeId,
+    ) -> Result<NodeId, TapeError> {
         match op {
             BinOp::Mul if !is_complex(t, x) => t.cscale(x, y),
             BinOp::Mul if !is_complex(t, y) => t.cscale(y, x),
@@ -332,14 +432,22 @@ impl<'a, 'm> Eval<'a, 'm> {
                 _ => p != 0.0 || q != 0.0,
             }
         };
-        let out = Zip::from(&a).and(&b).map_collect(|&p, &q| if f(p, q) { 1.0 } else { 0.0 });
+        let out = Zip::from(&a)
+            .and(&b)
+            .map_collect(|&p, &q| if f(p, q) { 1.0 } else { 0.0 });
         Ok(t.constant_real(out))
     }
 
     fn call(&mut self, t: &mut Tape, name: &str, args: &[ir::Expr]) -> Result<Val, TapeError> {
         let scope = self.scope;
-        let f = scope.functions.get(name).ok_or_else(|| self.fail("call", format!("unknown function `{name}`")))?;
-        let vals = args.iter().map(|a| self.expr(t, a)).collect::<Result<Vec<_>, _>>()?;
+        let f = scope
+            .functions
+            .get(name)
+            .ok_or_else(|| self.fail("call", format!("unknown function `{name}`")))?;
+        let vals = args
+            .iter()
+            .map(|a| self.expr(t, a))
+            .collect::<Result<Vec<_>, _>>()?;
         let outer = std::mem::take(&mut self.locals);
         self.locals = f.params.iter().map(|(n, _)| n.clone()).zip(vals).collect();
         let result = (|| {
@@ -354,8 +462,13 @@ impl<'a, 'm> Eval<'a, 'm> {
     }
 
     fn vector(&mut self, t: &mut Tape, items: &[ir::Expr]) -> Result<Val, TapeError> {
-        let vals = items.iter().map(|e| self.expr(t, e)).collect::<Result<Vec<_>, _>>()?;
-        let plates = vals.iter().fold(Vec::new(), |acc, v| union(&acc, &v.plates));
+        let vals = items
+            .iter()
+            .map(|e| self.expr(t, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plates = vals
+            .iter()
+            .fold(Vec::new(), |acc, v| union(&acc, &v.plates));
         let rank = vals.iter().map(|v| self.own_rank(t, v)).max().unwrap_or(0);
         let mut nodes = Vec::with_capacity(vals.len());
         let mut own: Option<Vec<usize>> = None;
@@ -363,7 +476,8 @@ impl<'a, 'm> Eval<'a, 'm> {
             let n = self.expand(t, v, &plates, rank)?;
             let s = t.value(n).shape()[plates.len()..].to_vec();
             own = Some(match own {
-                Some(o) => crate::tape::value::broadcast_shape(&o, &s).ok_or_else(|| self.fail("vector", "items of different shapes"))?,
+                Some(o) => crate::tape::value::broadcast_shape(&o, &s)
+                    .ok_or_else(|| self.fail("vector", "items of different shapes"))?,
                 None => s,
             });
             nodes.push(n);
@@ -376,12 +490,25 @@ impl<'a, 'm> Eval<'a, 'm> {
             let mut s = t.value(n).shape().to_vec();
             s.insert(plates.len(), 1);
             let r = t.reshape(n, &s)?;
-            parts.push(if s == full { r } else { t.broadcast_to(r, &full)? });
+            parts.push(if s == full {
+                r
+            } else {
+                t.broadcast_to(r, &full)?
+            });
         }
-        Ok(Val { node: t.concat(&parts, plates.len())?, plates })
+        Ok(Val {
+            node: t.concat(&parts, plates.len())?,
+            plates,
+        })
     }
 
-    fn reduce(&mut self, t: &mut Tape, op: ReduceOp, plate: usize, body: &ir::Expr) -> Result<Val, TapeError> {
+    fn reduce(
+        &mut self,
+        t: &mut Tape,
+        op: ReduceOp,
+        plate: usize,
+        body: &ir::Expr,
+    ) -> Result<Val, TapeError> {
         let v = self.expr(t, body)?;
         if !self.scope.plates[plate].axis {
             return self.reduce_single(t, op, v);
@@ -413,17 +540,29 @@ impl<'a, 'm> Eval<'a, 'm> {
         }
         let mut s = t.value(v.node).shape().to_vec();
         s.insert(v.plates.len(), 1);
-        Ok(Val { node: t.reshape(v.node, &s)?, plates: v.plates })
+        Ok(Val {
+            node: t.reshape(v.node, &s)?,
+            plates: v.plates,
+        })
     }
 
     fn external(&mut self, t: &mut Tape, name: &str, args: &[ir::Expr]) -> Result<Val, TapeError> {
         let scope = self.scope;
-        let op = scope.externs.get(name).ok_or_else(|| self.fail("extern", format!("no implementation of `{name}`")))?;
+        let op = scope
+            .externs
+            .get(name)
+            .ok_or_else(|| self.fail("extern", format!("no implementation of `{name}`")))?;
         let mut vals = Vec::with_capacity(args.len());
         for a in args {
             vals.push(match &a.kind {
                 ExprKind::Const(Const::Str(s) | Const::Choice(s)) => ExternArg::Text(s.clone()),
-                ExprKind::Var(v) if matches!(a.ty.base, crate::check::types::Base::Record(_) | crate::check::types::Base::Collection(_)) => {
+                ExprKind::Var(v)
+                    if matches!(
+                        a.ty.base,
+                        crate::check::types::Base::Record(_)
+                            | crate::check::types::Base::Collection(_)
+                    ) =>
+                {
                     ExternArg::Record(v.clone())
                 }
                 _ => ExternArg::Tensor(self.expr(t, a)?),
@@ -433,37 +572,64 @@ impl<'a, 'm> Eval<'a, 'm> {
     }
 
     fn builtin(&mut self, t: &mut Tape, name: &str, args: &[ir::Expr]) -> Result<Val, TapeError> {
-        let vals = args.iter().map(|a| self.expr(t, a)).collect::<Result<Vec<_>, _>>()?;
+        let vals = args
+            .iter()
+            .map(|a| self.expr(t, a))
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(x) = vals.first().cloned() else {
             return Err(self.fail("builtin", format!("`{name}` without arguments")));
         };
         if let Some(n) = self.elementwise(t, name, x.node)? {
-            return Ok(Val { node: n, plates: x.plates });
+            return Ok(Val {
+                node: n,
+                plates: x.plates,
+            });
         }
         match (name, vals.get(1)) {
             ("complex" | "min" | "max", Some(y)) => {
                 let (a, b, plates) = self.align(t, &x, y)?;
-                Ok(Val { node: self.pair(t, name, a, b)?, plates })
+                Ok(Val {
+                    node: self.pair(t, name, a, b)?,
+                    plates,
+                })
             }
             ("dot", Some(y)) => {
                 let (a, b, plates) = self.align(t, &x, y)?;
                 let p = t.mul(a, b)?;
                 let last = t.value(p).shape().len() - 1;
-                Ok(Val { node: t.sum_axis(p, last)?, plates })
+                Ok(Val {
+                    node: t.sum_axis(p, last)?,
+                    plates,
+                })
             }
             ("sum" | "mean", Some(axis)) => {
                 let k = t.scalar_value(axis.node)? as usize + x.plates.len();
-                let node = if name == "sum" { t.sum_axis(x.node, k)? } else { t.mean_axis(x.node, k)? };
-                Ok(Val { node, plates: x.plates })
+                let node = if name == "sum" {
+                    t.sum_axis(x.node, k)?
+                } else {
+                    t.mean_axis(x.node, k)?
+                };
+                Ok(Val {
+                    node,
+                    plates: x.plates,
+                })
             }
             ("sum" | "mean" | "norm", None) => self.own_reduce(t, name, x),
             ("linspace", Some(_)) => self.linspace(t, &vals),
-            _ => Err(self.fail("builtin", format!("`{name}` is not implemented by the planner"))),
+            _ => Err(self.fail(
+                "builtin",
+                format!("`{name}` is not implemented by the planner"),
+            )),
         }
     }
 
     /// Element-wise one-argument built-ins; None if `name` is not one.
-    fn elementwise(&self, t: &mut Tape, name: &str, x: NodeId) -> Result<Option<NodeId>, TapeError> {
+    fn elementwise(
+        &self,
+        t: &mut Tape,
+        name: &str,
+        x: NodeId,
+    ) -> Result<Option<NodeId>, TapeError> {
         let complex = is_complex(t, x);
         let n = match (name, complex) {
             ("exp", false) => t.exp(x)?,
@@ -508,7 +674,11 @@ impl<'a, 'm> Eval<'a, 'm> {
         let s = t.add(a, b)?;
         let d = t.sub(a, b)?;
         let d = t.abs(d)?;
-        let r = if name == "max" { t.add(s, d)? } else { t.sub(s, d)? };
+        let r = if name == "max" {
+            t.add(s, d)?
+        } else {
+            t.sub(s, d)?
+        };
         t.scale(r, 0.5)
     }
 
@@ -519,13 +689,23 @@ impl<'a, 'm> Eval<'a, 'm> {
             let sq = t.square(node)?;
             let last = t.value(sq).shape().len() - 1;
             let s = t.sum_axis(sq, last)?;
-            return Ok(Val { node: t.sqrt(s)?, plates: x.plates });
+            return Ok(Val {
+                node: t.sqrt(s)?,
+                plates: x.plates,
+            });
         }
         for _ in 0..self.own_rank(t, &x) {
             let last = t.value(node).shape().len() - 1;
-            node = if name == "sum" { t.sum_axis(node, last)? } else { t.mean_axis(node, last)? };
+            node = if name == "sum" {
+                t.sum_axis(node, last)?
+            } else {
+                t.mean_axis(node, last)?
+            };
         }
-        Ok(Val { node, plates: x.plates })
+        Ok(Val {
+            node,
+            plates: x.plates,
+        })
     }
 
     fn linspace(&self, t: &mut Tape, vals: &[Val]) -> Result<Val, TapeError> {
@@ -536,7 +716,10 @@ impl<'a, 'm> Eval<'a, 'm> {
         let n = n as usize;
         let step = if n > 1 { (b - a) / (n - 1) as f64 } else { 0.0 };
         let v = ArrayD::from_shape_fn(IxDyn(&[n]), |i| a + step * i[0] as f64);
-        Ok(Val { node: t.constant_real(v), plates: vec![] })
+        Ok(Val {
+            node: t.constant_real(v),
+            plates: vec![],
+        })
     }
 }
 

@@ -56,9 +56,17 @@ pub fn locate(sources: &SourceMap, span: Span) -> String {
 }
 
 /// Plans `program` over the data in `data_dir`.
-pub fn plan(program: &Program, sources: &SourceMap, data_dir: &Path, externs: &Registry) -> Result<Planned, PlanError> {
+pub fn plan(
+    program: &Program,
+    sources: &SourceMap,
+    data_dir: &Path,
+    externs: &Registry,
+) -> Result<Planned, PlanError> {
     check_externs(program, sources, externs)?;
-    let mut scope = Scope { externs: externs.clone(), ..Scope::default() };
+    let mut scope = Scope {
+        externs: externs.clone(),
+        ..Scope::default()
+    };
     let mut inputs = Vec::new();
     let mut ignored_columns = Vec::new();
     for d in &program.data {
@@ -74,7 +82,11 @@ pub fn plan(program: &Program, sources: &SourceMap, data_dir: &Path, externs: &R
         })?;
         let tb = table::load(data_dir, file, &d.columns, &d.sizes)?;
         inputs.push(tb.path.clone());
-        ignored_columns.extend(tb.ignored.iter().map(|c| format!("{}: {c}", tb.path.display())));
+        ignored_columns.extend(
+            tb.ignored
+                .iter()
+                .map(|c| format!("{}: {c}", tb.path.display())),
+        );
         scope.tables.insert(d.name.clone(), tb);
     }
     for p in &program.plates {
@@ -82,10 +94,16 @@ pub fn plan(program: &Program, sources: &SourceMap, data_dir: &Path, externs: &R
         if let PlateSize::Data { collection, .. } = &p.size
             && let Some(tb) = table_of(collection)
         {
-            scope.rows.insert(p.name.clone(), (scope.plates.len() - 1, tb));
+            scope
+                .rows
+                .insert(p.name.clone(), (scope.plates.len() - 1, tb));
         }
     }
-    scope.functions = program.functions.iter().map(|f| (f.name.clone(), f.clone())).collect();
+    scope.functions = program
+        .functions
+        .iter()
+        .map(|f| (f.name.clone(), f.clone()))
+        .collect();
     for s in &program.log_joint {
         if let Some(name) = stmt_name(&s.kind) {
             let chain = axis_chain(program, &scope, s.plate);
@@ -102,16 +120,26 @@ pub fn plan(program: &Program, sources: &SourceMap, data_dir: &Path, externs: &R
         .log_joint
         .iter()
         .filter_map(|s| match &s.kind {
-            StmtKind::Let { name, value } if value.ad == crate::check::types::Ad::Data => Some(name.clone()),
+            StmtKind::Let { name, value } if value.ad == crate::check::types::Ad::Data => {
+                Some(name.clone())
+            }
             _ => None,
         })
         .collect();
-    Ok(Planned { model: m, scope, inputs, ignored_columns, data_lets })
+    Ok(Planned {
+        model: m,
+        scope,
+        inputs,
+        ignored_columns,
+        data_lets,
+    })
 }
 
 fn stmt_name(kind: &StmtKind) -> Option<&str> {
     match kind {
-        StmtKind::Latent { name, .. } | StmtKind::Param { name, .. } | StmtKind::Let { name, .. } => Some(name),
+        StmtKind::Latent { name, .. }
+        | StmtKind::Param { name, .. }
+        | StmtKind::Let { name, .. } => Some(name),
         StmtKind::Observe { .. } => None,
     }
 }
@@ -128,19 +156,35 @@ fn table_of(collection: &ir::Expr) -> Option<String> {
 }
 
 fn plate_info(p: &ir::Plate, scope: &Scope) -> Result<PlateInfo, PlanError> {
-    let unsupported = |what: String| PlanError::Unsupported { at: format!("plate `{}`", p.name), what };
+    let unsupported = |what: String| PlanError::Unsupported {
+        at: format!("plate `{}`", p.name),
+        what,
+    };
     if p.subsample.is_some() {
         return Err(unsupported("subsampling (mini-batches)".into()));
     }
     let size = match &p.size {
-        PlateSize::Single => return Ok(PlateInfo { name: p.name.clone(), size: 1, axis: false }),
-        PlateSize::Fixed(d) => dim(d, scope).ok_or_else(|| unsupported(format!("a plate of size {d:?}")))?,
+        PlateSize::Single => {
+            return Ok(PlateInfo {
+                name: p.name.clone(),
+                size: 1,
+                axis: false,
+            });
+        }
+        PlateSize::Fixed(d) => {
+            dim(d, scope).ok_or_else(|| unsupported(format!("a plate of size {d:?}")))?
+        }
         PlateSize::Data { collection, .. } => {
             let tb = table_of(collection).and_then(|t| scope.tables.get(&t));
-            tb.map(|t| t.n_rows).ok_or_else(|| unsupported("a plate over physics records".into()))?
+            tb.map(|t| t.n_rows)
+                .ok_or_else(|| unsupported("a plate over physics records".into()))?
         }
     };
-    Ok(PlateInfo { name: p.name.clone(), size, axis: true })
+    Ok(PlateInfo {
+        name: p.name.clone(),
+        size,
+        axis: true,
+    })
 }
 
 /// A dimension's size: known, or a table's `n_rows`.
@@ -169,12 +213,21 @@ fn axis_chain(program: &Program, scope: &Scope, plate: Option<usize>) -> Vec<usi
     chain
 }
 
-fn check_externs(program: &Program, sources: &SourceMap, externs: &Registry) -> Result<(), PlanError> {
+fn check_externs(
+    program: &Program,
+    sources: &SourceMap,
+    externs: &Registry,
+) -> Result<(), PlanError> {
     for s in &program.log_joint {
         let mut called = Vec::new();
-        stmt_exprs(&s.kind).into_iter().for_each(|e| externs_called(program, e, &mut called));
+        stmt_exprs(&s.kind)
+            .into_iter()
+            .for_each(|e| externs_called(program, e, &mut called));
         if let Some(name) = called.into_iter().find(|n| externs.get(n).is_none()) {
-            return Err(PlanError::MissingExtern { name, at: locate(sources, s.span) });
+            return Err(PlanError::MissingExtern {
+                name,
+                at: locate(sources, s.span),
+            });
         }
     }
     Ok(())
@@ -186,7 +239,11 @@ fn externs_called(program: &Program, e: &ir::Expr, out: &mut Vec<String>) {
         ExprKind::Extern(name, _) => out.push(name.clone()),
         ExprKind::Call(name, _) => {
             if let Some(f) = program.functions.iter().find(|f| &f.name == name) {
-                f.lets.iter().map(|(_, e)| e).chain([&f.body]).for_each(|b| externs_called(program, b, out));
+                f.lets
+                    .iter()
+                    .map(|(_, e)| e)
+                    .chain([&f.body])
+                    .for_each(|b| externs_called(program, b, out));
             }
         }
         _ => {}
@@ -207,7 +264,9 @@ fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
     f(e);
     match &e.kind {
         ExprKind::Const(_) | ExprKind::Var(_) => {}
-        ExprKind::Field(x, _) | ExprKind::Unary(_, x) | ExprKind::Reduce { body: x, .. } => walk(x, f),
+        ExprKind::Field(x, _) | ExprKind::Unary(_, x) | ExprKind::Reduce { body: x, .. } => {
+            walk(x, f)
+        }
         ExprKind::Method(x, _, args) | ExprKind::Index(x, args) => {
             walk(x, f);
             args.iter().for_each(|a| walk(a, f));
@@ -216,15 +275,22 @@ fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
             walk(a, f);
             walk(b, f);
         }
-        ExprKind::Builtin(_, args) | ExprKind::Extern(_, args) | ExprKind::Call(_, args) | ExprKind::Vector(args) => {
-            args.iter().for_each(|a| walk(a, f))
-        }
+        ExprKind::Builtin(_, args)
+        | ExprKind::Extern(_, args)
+        | ExprKind::Call(_, args)
+        | ExprKind::Vector(args) => args.iter().for_each(|a| walk(a, f)),
     }
 }
 
 /// A closure evaluating `e` and expanding it to the statement's plates and `rank` own axes
 /// (None: keep the value's own rank).
-fn closure(scope: &Arc<Scope>, e: &ir::Expr, chain: &[usize], rank: Option<usize>, label: &str) -> model::Expr {
+fn closure(
+    scope: &Arc<Scope>,
+    e: &ir::Expr,
+    chain: &[usize],
+    rank: Option<usize>,
+    label: &str,
+) -> model::Expr {
     let (scope, e, chain, label) = (scope.clone(), e.clone(), chain.to_vec(), label.to_string());
     model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
         let mut ev = Eval::new(&scope, env, &label);
@@ -237,7 +303,13 @@ fn closure(scope: &Arc<Scope>, e: &ir::Expr, chain: &[usize], rank: Option<usize
 }
 
 /// A non-finite element becomes an error naming the first bad op, the span and the plates.
-fn finite(t: &Tape, scope: &Scope, node: NodeId, chain: &[usize], label: &str) -> Result<(), TapeError> {
+fn finite(
+    t: &Tape,
+    scope: &Scope,
+    node: NodeId,
+    chain: &[usize],
+    label: &str,
+) -> Result<(), TapeError> {
     let v = t.value(node);
     if v.is_finite() {
         return Ok(());
@@ -251,7 +323,12 @@ fn finite(t: &Tape, scope: &Scope, node: NodeId, chain: &[usize], label: &str) -
         Some(TapeError::NonFinite { op, .. }) => op,
         _ => "value",
     };
-    Err(TapeError::NonFinite { op, label: format!("{label} [{at}]"), what: "value", node: node.index() })
+    Err(TapeError::NonFinite {
+        op,
+        label: format!("{label} [{at}]"),
+        what: "value",
+        node: node.index(),
+    })
 }
 
 fn family(name: &str, at: &str) -> Result<Family, PlanError> {
@@ -268,14 +345,27 @@ fn family(name: &str, at: &str) -> Result<Family, PlanError> {
         "Uniform" => Family::Uniform,
         "Poisson" => Family::Poisson,
         other => {
-            return Err(PlanError::Unsupported { at: at.into(), what: format!("the {other} distribution") });
+            return Err(PlanError::Unsupported {
+                at: at.into(),
+                what: format!("the {other} distribution"),
+            });
         }
     })
 }
 
 /// Distribution arguments as closures; Cauchy(loc, scale) is StudentT(1, loc, scale).
-fn dist_args(scope: &Arc<Scope>, dist: &ir::Dist, chain: &[usize], rank: usize, label: &str) -> Vec<model::Expr> {
-    let mut args: Vec<model::Expr> = dist.args.iter().map(|a| closure(scope, a, chain, Some(rank), label)).collect();
+fn dist_args(
+    scope: &Arc<Scope>,
+    dist: &ir::Dist,
+    chain: &[usize],
+    rank: usize,
+    label: &str,
+) -> Vec<model::Expr> {
+    let mut args: Vec<model::Expr> = dist
+        .args
+        .iter()
+        .map(|a| closure(scope, a, chain, Some(rank), label))
+        .collect();
     if dist.name == "Cauchy" {
         args.insert(0, model::Expr::Const(1.0));
     }
@@ -293,39 +383,76 @@ fn constraint(support: Support, dist: &ir::Dist, at: &str) -> Result<Constraint,
         Support::Unit => Ok(Constraint::Interval(0.0, 1.0)),
         Support::Interval => match (bound(0), bound(1)) {
             (Some(lo), Some(hi)) if lo < hi => Ok(Constraint::Interval(lo, hi)),
-            _ => Err(PlanError::Unsupported { at: at.into(), what: "an interval latent with non-constant bounds".into() }),
+            _ => Err(PlanError::Unsupported {
+                at: at.into(),
+                what: "an interval latent with non-constant bounds".into(),
+            }),
         },
-        other => Err(PlanError::Unsupported { at: at.into(), what: format!("a latent with {} support", other.name()) }),
+        other => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: format!("a latent with {} support", other.name()),
+        }),
     }
 }
 
 fn shape(dims: &[Dim], scope: &Scope, at: &str) -> Result<Vec<usize>, PlanError> {
     dims.iter()
-        .map(|d| dim(d, scope).ok_or_else(|| PlanError::Unsupported { at: at.into(), what: format!("the dimension {d:?}") }))
+        .map(|d| {
+            dim(d, scope).ok_or_else(|| PlanError::Unsupported {
+                at: at.into(),
+                what: format!("the dimension {d:?}"),
+            })
+        })
         .collect()
 }
 
 fn guide_kind(program: &Program, name: &str, at: &str) -> Result<GuideKind, PlanError> {
-    match program.guide.iter().find(|g| g.latent == name).map(|g| &g.kind) {
+    match program
+        .guide
+        .iter()
+        .find(|g| g.latent == name)
+        .map(|g| &g.kind)
+    {
         None | Some(ir::GuideKind::MeanField) => Ok(GuideKind::MeanField),
         Some(ir::GuideKind::Map) => Ok(GuideKind::Point),
-        Some(ir::GuideKind::Encoder { name, .. }) => {
-            Err(PlanError::Unsupported { at: at.into(), what: format!("the amortized guide `{name}`") })
-        }
+        Some(ir::GuideKind::Encoder { name, .. }) => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: format!("the amortized guide `{name}`"),
+        }),
     }
 }
 
 /// One statement as a site (all sites are global: plates are axes of their tensors).
-fn site(program: &Program, sources: &SourceMap, scope: &Arc<Scope>, k: usize, s: &ir::Stmt) -> Result<Site, PlanError> {
+fn site(
+    program: &Program,
+    sources: &SourceMap,
+    scope: &Arc<Scope>,
+    k: usize,
+    s: &ir::Stmt,
+) -> Result<Site, PlanError> {
     let at = locate(sources, s.span);
     let chain = axis_chain(program, scope, s.plate);
     let mut full = scope.plate_shape(&chain);
-    let text = sources.slice(s.span).lines().next().unwrap_or("").trim().to_string();
+    let text = sources
+        .slice(s.span)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let label = format!("{at} `{text}`");
     Ok(match &s.kind {
-        StmtKind::Latent { name, shape: dims, dist, support } => {
+        StmtKind::Latent {
+            name,
+            shape: dims,
+            dist,
+            support,
+        } => {
             let own = shape(dims, scope, &at)?;
-            let prior = (family(&dist.name, &at)?, dist_args(scope, dist, &chain, own.len(), &label));
+            let prior = (
+                family(&dist.name, &at)?,
+                dist_args(scope, dist, &chain, own.len(), &label),
+            );
             full.extend(&own);
             Site::Latent(LatentSite {
                 name: name.clone(),
@@ -338,17 +465,41 @@ fn site(program: &Program, sources: &SourceMap, scope: &Arc<Scope>, k: usize, s:
                 label,
             })
         }
-        StmtKind::Param { name, shape: dims, constraint: c, init } => {
+        StmtKind::Param {
+            name,
+            shape: dims,
+            constraint: c,
+            init,
+        } => {
             full.extend(shape(dims, scope, &at)?);
             let (constraint, init) = param_init(c, init, &at)?;
-            Site::Latent(LatentSite { name: name.clone(), plate: None, shape: full, prior: None, constraint, guide: GuideKind::Point, init, label })
+            Site::Latent(LatentSite {
+                name: name.clone(),
+                plate: None,
+                shape: full,
+                prior: None,
+                constraint,
+                guide: GuideKind::Point,
+                init,
+                label,
+            })
         }
-        StmtKind::Let { name, value } => {
-            Site::Let(LetSite { name: name.clone(), plate: None, value: closure(scope, value, &chain, None, &label), label })
-        }
-        StmtKind::Observe { data, dist, correction } => {
+        StmtKind::Let { name, value } => Site::Let(LetSite {
+            name: name.clone(),
+            plate: None,
+            value: closure(scope, value, &chain, None, &label),
+            label,
+        }),
+        StmtKind::Observe {
+            data,
+            dist,
+            correction,
+        } => {
             if let Some(c) = correction {
-                return Err(PlanError::Unsupported { at, what: format!("the correction flow `{}`", c.flow) });
+                return Err(PlanError::Unsupported {
+                    at,
+                    what: format!("the correction flow `{}`", c.flow),
+                });
             }
             let rank = data.ty.shape.len();
             Site::Observe(ObserveSite {
@@ -368,10 +519,18 @@ fn param_init(c: &str, init: &ir::Expr, at: &str) -> Result<(Constraint, Option<
         "real" => Constraint::Real,
         "positive" => Constraint::Positive,
         "unit_interval" => Constraint::Interval(0.0, 1.0),
-        other => return Err(PlanError::Unsupported { at: at.into(), what: format!("a `{other}` param") }),
+        other => {
+            return Err(PlanError::Unsupported {
+                at: at.into(),
+                what: format!("a `{other}` param"),
+            });
+        }
     };
     match &init.kind {
         ExprKind::Const(v) => Ok((constraint, v.as_real())),
-        _ => Err(PlanError::Unsupported { at: at.into(), what: "a param whose initial value is not a constant".into() }),
+        _ => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: "a param whose initial value is not a constant".into(),
+        }),
     }
 }

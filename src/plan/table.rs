@@ -42,7 +42,10 @@ pub fn load(
         line,
         detail,
     };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((header_no, header)) = lines.next() else {
         return Err(err(None, "is empty (expected a header line)".into()));
     };
@@ -61,7 +64,9 @@ pub fn load(
             _ => {
                 return Err(err(
                     None,
-                    format!("column `{name}`: only real and int scalar columns are supported, got {ty}"),
+                    format!(
+                        "column `{name}`: only real and int scalar columns are supported, got {ty}"
+                    ),
                 ));
             }
         };
@@ -78,7 +83,10 @@ pub fn load(
         }
         for (name, pos, int, values) in &mut wanted {
             values.push(parse_cell(cells[*pos], *int).map_err(|what| {
-                err(Some(no + 1), format!("column `{name}`: `{}` is not {what}", cells[*pos]))
+                err(
+                    Some(no + 1),
+                    format!("column `{name}`: `{}` is not {what}", cells[*pos]),
+                )
             })?);
         }
         n_rows += 1;
@@ -86,7 +94,10 @@ pub fn load(
     if let Some((_, n)) = sizes.iter().find(|(k, _)| k == "n_rows")
         && *n as usize != n_rows
     {
-        return Err(err(None, format!("the model says n_rows = {n} but the file has {n_rows} data rows")));
+        return Err(err(
+            None,
+            format!("the model says n_rows = {n} but the file has {n_rows} data rows"),
+        ));
     }
     if n_rows == 0 {
         return Err(err(None, "has a header but no data rows".into()));
@@ -97,12 +108,19 @@ pub fn load(
         .map(|n| n.to_string())
         .collect();
     let columns = wanted.into_iter().map(|(n, _, _, v)| (n, v)).collect();
-    Ok(Table { path, n_rows, columns, ignored })
+    Ok(Table {
+        path,
+        n_rows,
+        columns,
+        ignored,
+    })
 }
 
 fn parse_cell(cell: &str, int: bool) -> Result<f64, &'static str> {
     if int {
-        cell.parse::<i64>().map(|v| v as f64).map_err(|_| "an integer")
+        cell.parse::<i64>()
+            .map(|v| v as f64)
+            .map_err(|_| "an integer")
     } else {
         cell.parse::<f64>()
             .ok()

@@ -112,14 +112,21 @@ pub fn summarize(q: &LatentDraws) -> Vec<ElementSummary> {
 
 /// Writes summary.json, elbo.csv and posterior.npz into `out_dir`; returns the paths.
 pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBuf>, ReportError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let tail: Vec<f64> = run.elbo.iter().rev().take(100).map(|(_, v)| *v).collect();
     let summary = Summary {
         spread_version: env!("CARGO_PKG_VERSION"),
         seed: run.seed,
         steps: run.steps,
         model: hash_input(run.model)?,
-        inputs: run.inputs.iter().map(|p| hash_input(p)).collect::<Result<_, _>>()?,
+        inputs: run
+            .inputs
+            .iter()
+            .map(|p| hash_input(p))
+            .collect::<Result<_, _>>()?,
         settings: &run.settings,
         elbo: ElboTail {
             records: run.elbo.len(),
@@ -129,7 +136,12 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
         quantities: run
             .quantities
             .iter()
-            .map(|q| Quantity { name: &q.name, kind: q.kind, shape: &q.shape, elements: summarize(q) })
+            .map(|q| Quantity {
+                name: &q.name,
+                kind: q.kind,
+                shape: &q.shape,
+                elements: summarize(q),
+            })
             .collect(),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| ReportError::Io {
@@ -149,7 +161,10 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
 }
 
 fn write_npz(path: &Path, quantities: &[LatentDraws]) -> Result<(), ReportError> {
-    let fail = |e: &dyn std::fmt::Display| ReportError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) };
+    let fail = |e: &dyn std::fmt::Display| ReportError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
     let tmp = path.with_extension("npz.tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| fail(&e))?;
     let mut npz = NpzWriter::new(file);

@@ -148,8 +148,14 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 
 /// Compiles and plans a model (the first half of a run; also used by benchmarks).
 pub fn load(cfg: &RunConfig, registry: &Registry) -> Result<(Program, Planned, String), RunError> {
-    let opts = Options { search_path: Vec::new(), sets: cfg.sets.clone() };
-    let compiled = ir::compile_file(&cfg.model, &opts).map_err(|source| RunError::Io { path: cfg.model.clone(), source })?;
+    let opts = Options {
+        search_path: Vec::new(),
+        sets: cfg.sets.clone(),
+    };
+    let compiled = ir::compile_file(&cfg.model, &opts).map_err(|source| RunError::Io {
+        path: cfg.model.clone(),
+        source,
+    })?;
     let rendered = render_all(&compiled.diagnostics, &compiled.sources, false);
     let Some(program) = compiled.program.clone().filter(|_| !compiled.has_errors()) else {
         return Err(RunError::Compile(rendered));
@@ -159,9 +165,15 @@ pub fn load(cfg: &RunConfig, registry: &Registry) -> Result<(Program, Planned, S
 }
 
 /// Runs a model end to end; `on_step` sees every step of this invocation.
-pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) -> Result<RunResult, RunError> {
+pub fn run_model(
+    cfg: &RunConfig,
+    on_step: &mut (dyn FnMut(StepReport) + Send),
+) -> Result<RunResult, RunError> {
     let (program, planned, warnings) = load(cfg, &Registry::builtin())?;
-    std::fs::create_dir_all(&cfg.out).map_err(|source| RunError::Io { path: cfg.out.clone(), source })?;
+    std::fs::create_dir_all(&cfg.out).map_err(|source| RunError::Io {
+        path: cfg.out.clone(),
+        source,
+    })?;
     let fingerprint = fingerprint(cfg, &planned)?;
     let (state, horizon) = start_state(cfg, &planned.model, &fingerprint)?;
     let ckpt = checkpoint_path(&cfg.out);
@@ -171,7 +183,10 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
         particles: cfg.particles.max(1),
         adam: crate::infer::optim::Adam {
             lr: cfg.lr,
-            schedule: LrSchedule::Exponential { decay: cfg.lr_decay, every: horizon.max(1) },
+            schedule: LrSchedule::Exponential {
+                decay: cfg.lr_decay,
+                every: horizon.max(1),
+            },
             ..Default::default()
         },
         checkpoint_every: cfg.checkpoint_every,
@@ -187,7 +202,12 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
     let state = pool.install(|| svi::run(model, &svi_cfg, state, &SingleProcess, on_step))?;
     state.save(&ckpt)?;
     let quantities = draw_quantities(model, &state, cfg.draws, &planned.data_lets)?;
-    let elbo: Vec<(u64, f64)> = state.elbo.iter().enumerate().map(|(i, v)| (i as u64 + 1, *v)).collect();
+    let elbo: Vec<(u64, f64)> = state
+        .elbo
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, *v))
+        .collect();
     let run = LatentRun {
         model: &cfg.model,
         inputs: &planned.inputs,
@@ -210,8 +230,11 @@ pub fn run_model(cfg: &RunConfig, on_step: &mut (dyn FnMut(StepReport) + Send)) 
 }
 
 fn settings(cfg: &RunConfig, program: &Program, horizon: u64) -> serde_json::Value {
-    let variants: serde_json::Map<String, serde_json::Value> =
-        program.variants.iter().map(|(n, _, c)| (n.clone(), c.clone().into())).collect();
+    let variants: serde_json::Map<String, serde_json::Value> = program
+        .variants
+        .iter()
+        .map(|(n, _, c)| (n.clone(), c.clone().into()))
+        .collect();
     serde_json::json!({
         "variants": variants,
         "sets": cfg.sets.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
@@ -241,7 +264,11 @@ fn fingerprint(cfg: &RunConfig, planned: &Planned) -> Result<serde_json::Value, 
 
 /// A fresh state (recording the fingerprint and the learning-rate horizon), or the
 /// checkpoint's after checking it, with the horizon of the run it continues.
-fn start_state(cfg: &RunConfig, model: &Model, fingerprint: &serde_json::Value) -> Result<(SviState, u64), RunError> {
+fn start_state(
+    cfg: &RunConfig,
+    model: &Model,
+    fingerprint: &serde_json::Value,
+) -> Result<(SviState, u64), RunError> {
     let run_json = cfg.out.join("run.json");
     if !cfg.resume {
         let horizon = cfg.lr_horizon.unwrap_or(cfg.steps);
@@ -251,56 +278,102 @@ fn start_state(cfg: &RunConfig, model: &Model, fingerprint: &serde_json::Value) 
         crate::report::write_atomic(&run_json, text.as_bytes())?;
         return Ok((SviState::new(model, cfg.seed), horizon));
     }
-    let refuse = |detail: String| RunError::Resume { path: run_json.clone(), detail };
-    let text = std::fs::read_to_string(&run_json).map_err(|e| refuse(format!("no run to resume ({e})")))?;
-    let old: serde_json::Value = serde_json::from_str(&text).map_err(|e| refuse(format!("not a run record: {e}")))?;
-    for (key, what) in [("model_sha256", "the model file"), ("sets", "the --set values"), ("data", "the data files"), ("seed", "the seed")] {
+    let refuse = |detail: String| RunError::Resume {
+        path: run_json.clone(),
+        detail,
+    };
+    let text = std::fs::read_to_string(&run_json)
+        .map_err(|e| refuse(format!("no run to resume ({e})")))?;
+    let old: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| refuse(format!("not a run record: {e}")))?;
+    for (key, what) in [
+        ("model_sha256", "the model file"),
+        ("sets", "the --set values"),
+        ("data", "the data files"),
+        ("seed", "the seed"),
+    ] {
         if old.get(key) != fingerprint.get(key) {
             return Err(refuse(format!("{what} differ from the checkpointed run's")));
         }
     }
     let state = SviState::load(&checkpoint_path(&cfg.out))?;
     if state.layout != crate::infer::guide::ParamLayout::new(model) {
-        return Err(refuse("the checkpoint's parameters do not fit this model".into()));
+        return Err(refuse(
+            "the checkpoint's parameters do not fit this model".into(),
+        ));
     }
-    let horizon = old.get("lr_horizon").and_then(serde_json::Value::as_u64).unwrap_or(cfg.steps);
+    let horizon = old
+        .get("lr_horizon")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(cfg.steps);
     Ok((state, cfg.lr_horizon.unwrap_or(horizon)))
 }
 
 /// Draws of every latent and param from the guide, and of every let computed from them
 /// (except the lets named in `skip`).
-pub fn draw_quantities(model: &Model, state: &SviState, n: usize, skip: &[String]) -> Result<Vec<LatentDraws>, RunError> {
+pub fn draw_quantities(
+    model: &Model,
+    state: &SviState,
+    n: usize,
+    skip: &[String],
+) -> Result<Vec<LatentDraws>, RunError> {
     let sampled = posterior::sample(model, state, n)?;
     let mut out = Vec::new();
     let mut by_site = vec![None; model.sites.len()];
     for s in sampled {
-        let Some(i) = model.site_index(&s.name) else { continue };
-        let Site::Latent(l) = &model.sites[i] else { continue };
-        let draws: Vec<Vec<f64>> = s.values.iter().map(|d| d.iter().flatten().copied().collect()).collect();
+        let Some(i) = model.site_index(&s.name) else {
+            continue;
+        };
+        let Site::Latent(l) = &model.sites[i] else {
+            continue;
+        };
+        let draws: Vec<Vec<f64>> = s
+            .values
+            .iter()
+            .map(|d| d.iter().flatten().copied().collect())
+            .collect();
         by_site[i] = Some(out.len());
         let kind = if l.prior.is_some() { "latent" } else { "param" };
-        out.push(LatentDraws { name: s.name, kind, shape: l.shape.clone(), draws });
+        out.push(LatentDraws {
+            name: s.name,
+            kind,
+            shape: l.shape.clone(),
+            draws,
+        });
     }
-    let lets: Vec<usize> = (0..model.sites.len()).filter(|&i| matches!(model.sites[i], Site::Let(_))).collect();
+    let lets: Vec<usize> = (0..model.sites.len())
+        .filter(|&i| matches!(model.sites[i], Site::Let(_)))
+        .collect();
     let mut let_draws: Vec<Option<LatentDraws>> = vec![None; lets.len()];
     let mut tape = Tape::new();
     for d in 0..n {
         tape.clear();
-        let mut env = Env { model, values: vec![None; model.sites.len()], instance: vec![] };
+        let mut env = Env {
+            model,
+            values: vec![None; model.sites.len()],
+            instance: vec![],
+        };
         for (i, slot) in by_site.iter().enumerate() {
             if let (Some(k), Site::Latent(l)) = (slot, &model.sites[i]) {
-                let a = ArrayD::from_shape_vec(IxDyn(&l.shape), out[*k].draws[d].clone()).unwrap_or_default();
+                let a = ArrayD::from_shape_vec(IxDyn(&l.shape), out[*k].draws[d].clone())
+                    .unwrap_or_default();
                 env.values[i] = Some(tape.constant_real(a));
             }
         }
         for (j, &i) in lets.iter().enumerate() {
-            let Site::Let(site) = &model.sites[i] else { continue };
-            let node = env.eval(&mut tape, &site.value).map_err(|e| InferError::from_tape(e, state.step, "posterior draw".into()))?;
+            let Site::Let(site) = &model.sites[i] else {
+                continue;
+            };
+            let node = env
+                .eval(&mut tape, &site.value)
+                .map_err(|e| InferError::from_tape(e, state.step, "posterior draw".into()))?;
             env.values[i] = Some(node);
             if skip.contains(&site.name) {
                 continue;
             }
-            let Value::Real(a) = tape.value(node) else { continue };
+            let Value::Real(a) = tape.value(node) else {
+                continue;
+            };
             let slot = let_draws[j].get_or_insert_with(|| LatentDraws {
                 name: site.name.clone(),
                 kind: "let",
