@@ -85,8 +85,9 @@ fn normal_normal_matches_closed_form() {
 /// Mean-field SVI on the non-centred model against long NUTS (tests/fixtures/infer). Stated
 /// against the NUTS posterior sd: mu within 0.1 sd; each theta_j within 0.25 sd (mean-field
 /// ignores the mu-tau-eta correlations and shrinks school effects towards mu; seeds 1-3 gave at
-/// most 0.21 sd). The centred form (a funnel, which mean-field fits slowly) must run and give
-/// finite, positive-scale results.
+/// most 0.21 sd). The centred form (a funnel, which mean-field fits slowly) must run and put mu
+/// within 0.25 NUTS sd (its mean-field optimum, from 20000-step runs, is 4.15 vs NUTS 4.41, i.e.
+/// 0.08 sd; the margin covers the default 10000 steps not having fully converged).
 #[test]
 fn eight_schools_matches_nuts_and_both_variants_run() {
     let nuts: serde_json::Value =
@@ -129,7 +130,7 @@ fn eight_schools_matches_nuts_and_both_variants_run() {
     );
     let (mu, _) = post(&s, "mu");
     let (tau, _) = post(&s, "tau");
-    assert!(mu.is_finite() && tau > 0.0, "centred: mu {mu} tau {tau}");
+    assert!((mu - f("mu_mean")).abs() < 0.25 * f("mu_sd") && tau > 0.0, "centred: mu {mu} tau {tau}");
     assert_eq!(s["settings"]["variants"]["parametrization"], "centered");
 }
 

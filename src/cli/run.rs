@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
     /// Total SVI steps (counting steps of a resumed run).
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 10000)]
     pub steps: u64,
     /// Seed of every random stream.
     #[arg(long, default_value_t = 0)]
@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub particles: usize,
     /// Adam learning rate at the first step.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
     /// Factor the learning rate falls by (exponentially) over the horizon; 1 keeps it constant.
     #[arg(long, default_value_t = 0.002)]
