@@ -15,3 +15,5 @@ pub mod report;
 pub mod resolve;
 pub mod syntax;
 pub mod tape;
+pub mod plan;
+pub mod run;

@@ -27,6 +27,8 @@ enum Command {
     /// nanoBragg-compatible image simulation (nanoBragg's own single-dash options).
     #[command(disable_help_flag = true)]
     Nanobragg(cli::nanobragg::Args),
+    /// Fit a model to data by variational inference and write the posterior.
+    Run(cli::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +39,6 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(&args),
         Command::Fcalc(args) => cli::fcalc::run(&args),
         Command::Nanobragg(args) => cli::nanobragg::run(&args),
+        Command::Run(args) => cli::run::run(&args),
     }
 }

@@ -6,3 +6,4 @@ pub mod explain;
 pub mod fcalc;
 pub mod inspect;
 pub mod nanobragg;
+pub mod run;

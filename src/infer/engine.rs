@@ -401,6 +401,13 @@ impl Evaluator<'_> {
             let term = match site {
                 Site::Latent(l) => self.latent(tape, env, i, l, leaves),
                 Site::Observe(o) => self.observe(tape, env, o),
+                Site::Let(d) => {
+                    let v = env
+                        .eval(tape, &d.value)
+                        .map_err(|e| self.tape_err(e, env))?;
+                    env.values[i] = Some(v);
+                    continue;
+                }
             }
             .map_err(|source| self.site_error(site, env, source))?;
             let scaled = tape.scale(term, scale).map_err(|e| self.tape_err(e, env))?;

@@ -76,7 +76,7 @@ impl ParamLayout {
             .iter()
             .enumerate()
             .map(|(i, site)| match site {
-                Site::Observe(_) => None,
+                Site::Observe(_) | Site::Let(_) => None,
                 Site::Latent(l) => {
                     let event = l.shape.iter().product();
                     let block = SiteBlock {

@@ -116,6 +116,19 @@ pub struct ObserveSite {
     pub label: String,
 }
 
+/// A deterministic value computed once per evaluation and visible to later sites by name.
+#[derive(Clone, Debug)]
+pub struct LetSite {
+    /// Name.
+    pub name: String,
+    /// Innermost enclosing plate.
+    pub plate: Option<PlateId>,
+    /// The value.
+    pub value: Expr,
+    /// Source label for errors.
+    pub label: String,
+}
+
 /// A site, in declaration order.
 #[derive(Clone, Debug)]
 pub enum Site {
@@ -123,6 +136,8 @@ pub enum Site {
     Latent(LatentSite),
     /// An observation.
     Observe(ObserveSite),
+    /// A named deterministic value (adds nothing to the density).
+    Let(LetSite),
 }
 
 impl Site {
@@ -131,6 +146,7 @@ impl Site {
         match self {
             Site::Latent(l) => &l.name,
             Site::Observe(o) => &o.name,
+            Site::Let(d) => &d.name,
         }
     }
 
@@ -139,6 +155,7 @@ impl Site {
         match self {
             Site::Latent(l) => l.plate,
             Site::Observe(o) => o.plate,
+            Site::Let(d) => d.plate,
         }
     }
 }
@@ -351,6 +368,7 @@ impl Model {
                 Some(o.family),
                 o.args.iter().chain(std::iter::once(&o.value)).collect(),
             ),
+            Site::Let(d) => (None, vec![&d.value]),
         };
         if let Some(f) = family {
             let given = args.len() - usize::from(matches!(site, Site::Observe(_)));
@@ -413,6 +431,7 @@ pub fn site_label(site: &Site) -> String {
     match site {
         Site::Latent(l) => l.label.clone(),
         Site::Observe(o) => o.label.clone(),
+        Site::Let(d) => d.label.clone(),
     }
 }
 

@@ -1,0 +1,180 @@
+//! `spreadc run MODEL --data DIR --out DIR`: fit a model by SVI, show progress, print a short
+//! posterior table, write the report and the checkpoint.
+
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use spread::report::latents::{LatentDraws, summarize};
+use spread::run::{RunConfig, RunResult, run_model};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Arguments of `spreadc run`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The .spread model file.
+    pub model: PathBuf,
+    /// Folder holding the model's data files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder (summary.json, elbo.csv, posterior.npz, checkpoint).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Total SVI steps (counting steps of a resumed run).
+    #[arg(long, default_value_t = 10000)]
+    pub steps: u64,
+    /// Seed of every random stream.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override a const or select a variant choice: --set parametrization=noncentered.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = super::check::parse_set)]
+    pub sets: Vec<(String, String)>,
+    /// ELBO particles per step.
+    #[arg(long, default_value_t = 4)]
+    pub particles: usize,
+    /// Adam learning rate at the first step.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Factor the learning rate falls by (exponentially) over the horizon; 1 keeps it constant.
+    #[arg(long, default_value_t = 0.002)]
+    pub lr_decay: f64,
+    /// Steps over which the rate falls by --lr-decay (default: --steps; --resume keeps the
+    /// horizon of the run it continues).
+    #[arg(long, value_name = "N")]
+    pub lr_horizon: Option<u64>,
+    /// Write a checkpoint every N steps (one is always written at the end).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Posterior draws for the summaries.
+    #[arg(long, default_value_t = 1000)]
+    pub draws: usize,
+    /// Print JSON lines (progress and the result) instead of a progress bar and a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the fit; exit 0 on success, 1 on model or data errors, 2 on usage or IO errors.
+pub fn run(args: &Args) -> ExitCode {
+    let cfg = RunConfig {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        out: args.out.clone(),
+        steps: args.steps,
+        seed: args.seed,
+        threads: args.threads,
+        sets: args.sets.clone(),
+        particles: args.particles,
+        lr: args.lr,
+        lr_decay: args.lr_decay,
+        lr_horizon: args.lr_horizon,
+        checkpoint_every: args.checkpoint_every,
+        resume: args.resume,
+        draws: args.draws.max(2),
+    };
+    let bar = progress_bar(args);
+    let start = Instant::now();
+    let json = args.json;
+    let every = (args.steps / 100).max(1);
+    let mut on_step = |r: spread::infer::svi::StepReport| {
+        let rate = f64::from(u32::try_from(r.step).unwrap_or(u32::MAX))
+            / start.elapsed().as_secs_f64().max(1e-9);
+        if json {
+            if r.step.is_multiple_of(every) || r.step == args.steps {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "step", "step": r.step, "elbo": r.elbo})
+                );
+            }
+        } else {
+            bar.set_position(r.step);
+            bar.set_message(format!("ELBO {:.3}  {rate:.0} steps/s", r.elbo));
+        }
+    };
+    let result = run_model(&cfg, &mut on_step);
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            report(args, &r, start.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "error", "message": e.to_string(), "exit": e.exit_code()})
+                );
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn progress_bar(args: &Args) -> ProgressBar {
+    if args.json || !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(Some(args.steps), ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::new(args.steps);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn report(args: &Args, r: &RunResult, seconds: f64) {
+    eprint!("{}", r.warnings);
+    for c in &r.ignored_columns {
+        eprintln!("note: column not used by the model: {c}");
+    }
+    if args.json {
+        let rows: Vec<_> = r.quantities.iter().flat_map(summarize).collect();
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "steps": r.state.step, "elbo": r.state.elbo.last(), "seconds": seconds, "posterior": rows})
+        );
+        return;
+    }
+    let rate = r.steps_now as f64 / seconds.max(1e-9);
+    println!(
+        "{} steps ({} now, {rate:.0} steps/s), final ELBO {:.3}",
+        r.state.step,
+        r.steps_now,
+        r.state.elbo.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "mean", "sd", "5%", "50%", "95%"
+    );
+    for q in &r.quantities {
+        table_rows(q);
+    }
+    println!("wrote {}", args.out.display());
+}
+
+/// Rows of the posterior table: every element of small quantities, the first 8 of larger ones.
+fn table_rows(q: &LatentDraws) {
+    let rows = summarize(q);
+    let n = rows.len();
+    for row in rows.iter().take(if n > 10 { 8 } else { n }) {
+        let s = &row.summary;
+        let name = if q.kind == "let" {
+            format!("{} (let)", row.name)
+        } else {
+            row.name.clone()
+        };
+        println!(
+            "{name:<20} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            s.mean, s.sd, s.q05, s.q50, s.q95
+        );
+    }
+    if n > 10 {
+        println!("{:<20} ... {} more in summary.json", "", n - 8);
+    }
+}

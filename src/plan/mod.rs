@@ -1,0 +1,536 @@
+//! The planner: an IR `Program` plus a data directory → a runnable `infer::Model`.
+//!
+//! In: a checked program, its source map (for spans), `--data DIR` and an extern registry.
+//! Out: a `Planned` model whose sites are the program's statements in order (latents with
+//! priors, supports and guide kinds; params; lets; observes), each argument an expression
+//! recorded on the tape by `eval`. Guarantees: every plate with an axis is vectorized (a
+//! latent inside `plate school` is one tensor with a leading school axis; a let is computed once
+//! per evaluation and reused by name); every extern is checked against the registry and every
+//! data file loaded and validated before anything runs; a non-finite value of a statement names
+//! its span (file:line:col), the plate indices of the first bad element, and the op.
+
+pub mod error;
+pub mod eval;
+pub mod externs;
+pub mod table;
+
+pub use error::PlanError;
+pub use eval::{Eval, PlateInfo, Scope, Val};
+pub use externs::{Extern, ExternArg, Registry};
+
+use crate::check::distributions::Support;
+use crate::check::types::Dim;
+use crate::diagnostics::{SourceMap, Span};
+use crate::infer::constraint::Constraint;
+use crate::infer::dist::Family;
+use crate::infer::model::{self, Env, GuideKind, LatentSite, LetSite, Model, ObserveSite, Site};
+use crate::ir::{self, ExprKind, PlateSize, Program, StmtKind};
+use crate::tape::{NodeId, Tape, TapeError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A planned program.
+#[derive(Debug)]
+pub struct Planned {
+    /// The model the SVI runtime fits.
+    pub model: Model,
+    /// Plates, names and plates of every site.
+    pub scope: Arc<Scope>,
+    /// Data files read, in order.
+    pub inputs: Vec<PathBuf>,
+    /// Columns present in data files but not declared by the model, as `file: column`.
+    pub ignored_columns: Vec<String>,
+    /// Lets computed from data alone (not part of the posterior).
+    pub data_lets: Vec<String>,
+}
+
+/// "models/x.spread:12:3" for a span.
+pub fn locate(sources: &SourceMap, span: Span) -> String {
+    let Some(f) = sources.get(span.file) else {
+        return format!("<file {}>:{}", span.file, span.start);
+    };
+    let before = f.text.get(..span.start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("{}:{line}:{col}", f.name)
+}
+
+/// Plans `program` over the data in `data_dir`.
+pub fn plan(
+    program: &Program,
+    sources: &SourceMap,
+    data_dir: &Path,
+    externs: &Registry,
+) -> Result<Planned, PlanError> {
+    check_externs(program, sources, externs)?;
+    let mut scope = Scope {
+        externs: externs.clone(),
+        ..Scope::default()
+    };
+    let mut inputs = Vec::new();
+    let mut ignored_columns = Vec::new();
+    for d in &program.data {
+        if d.source != "table" {
+            return Err(PlanError::Unsupported {
+                at: format!("data `{}`", d.name),
+                what: format!("a `{}(...)` data source", d.source),
+            });
+        }
+        let file = d.paths.first().ok_or_else(|| PlanError::Unsupported {
+            at: format!("data `{}`", d.name),
+            what: "a table without a file".into(),
+        })?;
+        let tb = table::load(data_dir, file, &d.columns, &d.sizes)?;
+        inputs.push(tb.path.clone());
+        ignored_columns.extend(
+            tb.ignored
+                .iter()
+                .map(|c| format!("{}: {c}", tb.path.display())),
+        );
+        scope.tables.insert(d.name.clone(), tb);
+    }
+    for p in &program.plates {
+        scope.plates.push(plate_info(p, &scope)?);
+        if let PlateSize::Data { collection, .. } = &p.size
+            && let Some(tb) = table_of(collection)
+        {
+            scope
+                .rows
+                .insert(p.name.clone(), (scope.plates.len() - 1, tb));
+        }
+    }
+    scope.functions = program
+        .functions
+        .iter()
+        .map(|f| (f.name.clone(), f.clone()))
+        .collect();
+    for s in &program.log_joint {
+        if let Some(name) = stmt_name(&s.kind) {
+            let chain = axis_chain(program, &scope, s.plate);
+            scope.sites.insert(name.to_string(), chain);
+        }
+    }
+    let scope = Arc::new(scope);
+    let mut m = Model::default();
+    for (k, s) in program.log_joint.iter().enumerate() {
+        m.site(site(program, sources, &scope, k, s)?);
+    }
+    m.validate()?;
+    let data_lets = program
+        .log_joint
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StmtKind::Let { name, value } if value.ad == crate::check::types::Ad::Data => {
+                Some(name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Planned {
+        model: m,
+        scope,
+        inputs,
+        ignored_columns,
+        data_lets,
+    })
+}
+
+fn stmt_name(kind: &StmtKind) -> Option<&str> {
+    match kind {
+        StmtKind::Latent { name, .. }
+        | StmtKind::Param { name, .. }
+        | StmtKind::Let { name, .. } => Some(name),
+        StmtKind::Observe { .. } => None,
+    }
+}
+
+/// The table binding a `t.rows` collection ranges over.
+fn table_of(collection: &ir::Expr) -> Option<String> {
+    match &collection.kind {
+        ExprKind::Field(rec, f) if f == "rows" => match &rec.kind {
+            ExprKind::Var(name) => Some(name.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn plate_info(p: &ir::Plate, scope: &Scope) -> Result<PlateInfo, PlanError> {
+    let unsupported = |what: String| PlanError::Unsupported {
+        at: format!("plate `{}`", p.name),
+        what,
+    };
+    if p.subsample.is_some() {
+        return Err(unsupported("subsampling (mini-batches)".into()));
+    }
+    let size = match &p.size {
+        PlateSize::Single => {
+            return Ok(PlateInfo {
+                name: p.name.clone(),
+                size: 1,
+                axis: false,
+            });
+        }
+        PlateSize::Fixed(d) => {
+            dim(d, scope).ok_or_else(|| unsupported(format!("a plate of size {d:?}")))?
+        }
+        PlateSize::Data { collection, .. } => {
+            let tb = table_of(collection).and_then(|t| scope.tables.get(&t));
+            tb.map(|t| t.n_rows)
+                .ok_or_else(|| unsupported("a plate over physics records".into()))?
+        }
+    };
+    Ok(PlateInfo {
+        name: p.name.clone(),
+        size,
+        axis: true,
+    })
+}
+
+/// A dimension's size: known, or a table's `n_rows`.
+fn dim(d: &Dim, scope: &Scope) -> Option<usize> {
+    match d {
+        Dim::Known(n) => usize::try_from(*n).ok(),
+        Dim::Sym(s) => {
+            let (table, field) = s.split_once('.')?;
+            (field == "n_rows").then(|| scope.tables.get(table).map(|t| t.n_rows))?
+        }
+        Dim::Any => None,
+    }
+}
+
+/// The plates with an axis from outermost to `plate`.
+fn axis_chain(program: &Program, scope: &Scope, plate: Option<usize>) -> Vec<usize> {
+    let mut chain = Vec::new();
+    let mut p = plate;
+    while let Some(id) = p {
+        if scope.plates[id].axis {
+            chain.push(id);
+        }
+        p = program.plates[id].parent;
+    }
+    chain.sort_unstable();
+    chain
+}
+
+fn check_externs(
+    program: &Program,
+    sources: &SourceMap,
+    externs: &Registry,
+) -> Result<(), PlanError> {
+    for s in &program.log_joint {
+        let mut called = Vec::new();
+        stmt_exprs(&s.kind)
+            .into_iter()
+            .for_each(|e| externs_called(program, e, &mut called));
+        if let Some(name) = called.into_iter().find(|n| externs.get(n).is_none()) {
+            return Err(PlanError::MissingExtern {
+                name,
+                at: locate(sources, s.span),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Externs `e` calls, directly or through user functions, in evaluation order.
+fn externs_called(program: &Program, e: &ir::Expr, out: &mut Vec<String>) {
+    walk(e, &mut |x: &ir::Expr| match &x.kind {
+        ExprKind::Extern(name, _) => out.push(name.clone()),
+        ExprKind::Call(name, _) => {
+            if let Some(f) = program.functions.iter().find(|f| &f.name == name) {
+                f.lets
+                    .iter()
+                    .map(|(_, e)| e)
+                    .chain([&f.body])
+                    .for_each(|b| externs_called(program, b, out));
+            }
+        }
+        _ => {}
+    });
+}
+
+fn stmt_exprs(kind: &StmtKind) -> Vec<&ir::Expr> {
+    match kind {
+        StmtKind::Latent { dist, .. } => dist.args.iter().collect(),
+        StmtKind::Param { init, .. } => vec![init],
+        StmtKind::Let { value, .. } => vec![value],
+        StmtKind::Observe { data, dist, .. } => dist.args.iter().chain([data]).collect(),
+    }
+}
+
+/// Visits `e` and every sub-expression.
+fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Const(_) | ExprKind::Var(_) => {}
+        ExprKind::Field(x, _) | ExprKind::Unary(_, x) | ExprKind::Reduce { body: x, .. } => {
+            walk(x, f)
+        }
+        ExprKind::Method(x, _, args) | ExprKind::Index(x, args) => {
+            walk(x, f);
+            args.iter().for_each(|a| walk(a, f));
+        }
+        ExprKind::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        ExprKind::Builtin(_, args)
+        | ExprKind::Extern(_, args)
+        | ExprKind::Call(_, args)
+        | ExprKind::Vector(args) => args.iter().for_each(|a| walk(a, f)),
+    }
+}
+
+/// A closure evaluating `e` and expanding it to the statement's plates and `rank` own axes
+/// (None: keep the value's own rank).
+fn closure(
+    scope: &Arc<Scope>,
+    e: &ir::Expr,
+    chain: &[usize],
+    rank: Option<usize>,
+    label: &str,
+) -> model::Expr {
+    let (scope, e, chain, label) = (scope.clone(), e.clone(), chain.to_vec(), label.to_string());
+    model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
+        let mut ev = Eval::new(&scope, env, &label);
+        let v = ev.expr(t, &e)?;
+        let own = t.value(v.node).shape().len().saturating_sub(v.plates.len());
+        let node = ev.expand(t, &v, &chain, rank.unwrap_or(own).max(own))?;
+        finite(t, &scope, node, &chain, &label)?;
+        Ok(node)
+    }))
+}
+
+/// A non-finite element becomes an error naming the first bad op, the span and the plates.
+fn finite(
+    t: &Tape,
+    scope: &Scope,
+    node: NodeId,
+    chain: &[usize],
+    label: &str,
+) -> Result<(), TapeError> {
+    let v = t.value(node);
+    if v.is_finite() {
+        return Ok(());
+    }
+    let flat = match v {
+        crate::tape::Value::Real(a) => a.iter().position(|x| !x.is_finite()),
+        crate::tape::Value::Complex(a) => a.iter().position(|x| !x.is_finite()),
+    };
+    let at = scope.describe(chain, v.shape(), flat.unwrap_or(0));
+    let op = match t.first_non_finite_value() {
+        Some(TapeError::NonFinite { op, .. }) => op,
+        _ => "value",
+    };
+    Err(TapeError::NonFinite {
+        op,
+        label: format!("{label} [{at}]"),
+        what: "value",
+        node: node.index(),
+    })
+}
+
+fn family(name: &str, at: &str) -> Result<Family, PlanError> {
+    Ok(match name {
+        "Normal" => Family::Normal,
+        "HalfNormal" => Family::HalfNormal,
+        "LogNormal" => Family::LogNormal,
+        "StudentT" | "Cauchy" => Family::StudentT,
+        "HalfCauchy" => Family::HalfCauchy,
+        "Laplace" => Family::Laplace,
+        "Exponential" => Family::Exponential,
+        "Gamma" => Family::Gamma,
+        "Beta" => Family::Beta,
+        "Uniform" => Family::Uniform,
+        "Poisson" => Family::Poisson,
+        other => {
+            return Err(PlanError::Unsupported {
+                at: at.into(),
+                what: format!("the {other} distribution"),
+            });
+        }
+    })
+}
+
+/// Distribution arguments as closures; Cauchy(loc, scale) is StudentT(1, loc, scale).
+fn dist_args(
+    scope: &Arc<Scope>,
+    dist: &ir::Dist,
+    chain: &[usize],
+    rank: usize,
+    label: &str,
+) -> Vec<model::Expr> {
+    let mut args: Vec<model::Expr> = dist
+        .args
+        .iter()
+        .map(|a| closure(scope, a, chain, Some(rank), label))
+        .collect();
+    if dist.name == "Cauchy" {
+        args.insert(0, model::Expr::Const(1.0));
+    }
+    args
+}
+
+fn constraint(support: Support, dist: &ir::Dist, at: &str) -> Result<Constraint, PlanError> {
+    let bound = |k: usize| match dist.args.get(k).map(|a| &a.kind) {
+        Some(ExprKind::Const(c)) => c.as_real(),
+        _ => None,
+    };
+    match support {
+        Support::Real => Ok(Constraint::Real),
+        Support::Positive => Ok(Constraint::Positive),
+        Support::Unit => Ok(Constraint::Interval(0.0, 1.0)),
+        Support::Interval => match (bound(0), bound(1)) {
+            (Some(lo), Some(hi)) if lo < hi => Ok(Constraint::Interval(lo, hi)),
+            _ => Err(PlanError::Unsupported {
+                at: at.into(),
+                what: "an interval latent with non-constant bounds".into(),
+            }),
+        },
+        other => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: format!("a latent with {} support", other.name()),
+        }),
+    }
+}
+
+fn shape(dims: &[Dim], scope: &Scope, at: &str) -> Result<Vec<usize>, PlanError> {
+    dims.iter()
+        .map(|d| {
+            dim(d, scope).ok_or_else(|| PlanError::Unsupported {
+                at: at.into(),
+                what: format!("the dimension {d:?}"),
+            })
+        })
+        .collect()
+}
+
+fn guide_kind(program: &Program, name: &str, at: &str) -> Result<GuideKind, PlanError> {
+    match program
+        .guide
+        .iter()
+        .find(|g| g.latent == name)
+        .map(|g| &g.kind)
+    {
+        None | Some(ir::GuideKind::MeanField) => Ok(GuideKind::MeanField),
+        Some(ir::GuideKind::Map) => Ok(GuideKind::Point),
+        Some(ir::GuideKind::Encoder { name, .. }) => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: format!("the amortized guide `{name}`"),
+        }),
+    }
+}
+
+/// One statement as a site (all sites are global: plates are axes of their tensors).
+fn site(
+    program: &Program,
+    sources: &SourceMap,
+    scope: &Arc<Scope>,
+    k: usize,
+    s: &ir::Stmt,
+) -> Result<Site, PlanError> {
+    let at = locate(sources, s.span);
+    let chain = axis_chain(program, scope, s.plate);
+    let mut full = scope.plate_shape(&chain);
+    let text = sources
+        .slice(s.span)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let label = format!("{at} `{text}`");
+    Ok(match &s.kind {
+        StmtKind::Latent {
+            name,
+            shape: dims,
+            dist,
+            support,
+        } => {
+            let own = shape(dims, scope, &at)?;
+            let prior = (
+                family(&dist.name, &at)?,
+                dist_args(scope, dist, &chain, own.len(), &label),
+            );
+            full.extend(&own);
+            Site::Latent(LatentSite {
+                name: name.clone(),
+                plate: None,
+                shape: full,
+                prior: Some(prior),
+                constraint: constraint(*support, dist, &at)?,
+                guide: guide_kind(program, name, &at)?,
+                init: None,
+                label,
+            })
+        }
+        StmtKind::Param {
+            name,
+            shape: dims,
+            constraint: c,
+            init,
+        } => {
+            full.extend(shape(dims, scope, &at)?);
+            let (constraint, init) = param_init(c, init, &at)?;
+            Site::Latent(LatentSite {
+                name: name.clone(),
+                plate: None,
+                shape: full,
+                prior: None,
+                constraint,
+                guide: GuideKind::Point,
+                init,
+                label,
+            })
+        }
+        StmtKind::Let { name, value } => Site::Let(LetSite {
+            name: name.clone(),
+            plate: None,
+            value: closure(scope, value, &chain, None, &label),
+            label,
+        }),
+        StmtKind::Observe {
+            data,
+            dist,
+            correction,
+        } => {
+            if let Some(c) = correction {
+                return Err(PlanError::Unsupported {
+                    at,
+                    what: format!("the correction flow `{}`", c.flow),
+                });
+            }
+            let rank = data.ty.shape.len();
+            Site::Observe(ObserveSite {
+                name: format!("observe {k} ({at})"),
+                plate: None,
+                family: family(&dist.name, &at)?,
+                args: dist_args(scope, dist, &chain, rank, &label),
+                value: closure(scope, data, &chain, Some(rank), &label),
+                label,
+            })
+        }
+    })
+}
+
+fn param_init(c: &str, init: &ir::Expr, at: &str) -> Result<(Constraint, Option<f64>), PlanError> {
+    let constraint = match c {
+        "real" => Constraint::Real,
+        "positive" => Constraint::Positive,
+        "unit_interval" => Constraint::Interval(0.0, 1.0),
+        other => {
+            return Err(PlanError::Unsupported {
+                at: at.into(),
+                what: format!("a `{other}` param"),
+            });
+        }
+    };
+    match &init.kind {
+        ExprKind::Const(v) => Ok((constraint, v.as_real())),
+        _ => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: "a param whose initial value is not a constant".into(),
+        }),
+    }
+}

@@ -1,0 +1,180 @@
+//! Results of generic models (every latent, param and let, not only f'/f''): summary.json,
+//! elbo.csv and posterior.npz.
+//!
+//! In: a [`LatentRun`]: posterior draws of every named quantity (draw-major, each draw the
+//! quantity's row-major elements), the ELBO history, the inputs and the seed. Out: the files,
+//! written atomically. Guarantees: summary.json holds mean, sd and the 5/50/95% quantiles of
+//! every element, the SHA-256 of the model and of every input, the seed and the step count;
+//! it holds no timings, so two runs that reach the same state write the same file.
+//! posterior.npz holds one array per quantity of shape (chain = 1, draw, ...shape).
+
+use super::posterior::{PointSummary, summarize_sample};
+use super::tables::{InputFile, elbo_csv, hash_input};
+use super::{ReportError, write_atomic};
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::NpzWriter;
+use std::path::{Path, PathBuf};
+
+/// Draws of one named quantity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatentDraws {
+    /// Name in the model.
+    pub name: String,
+    /// `latent`, `param` or `let`.
+    pub kind: &'static str,
+    /// Shape of one draw (plate axes first).
+    pub shape: Vec<usize>,
+    /// `draws[d]` holds draw d's elements, row-major.
+    pub draws: Vec<Vec<f64>>,
+}
+
+/// The summary of one element.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ElementSummary {
+    /// `mu`, `eta[3]`, `w[1,2]`.
+    pub name: String,
+    /// Posterior mean, sd and quantiles.
+    #[serde(flatten)]
+    pub summary: PointSummary,
+}
+
+/// Everything a finished generic run reports.
+#[derive(Debug, Clone)]
+pub struct LatentRun<'a> {
+    /// The model file.
+    pub model: &'a Path,
+    /// Data files read.
+    pub inputs: &'a [PathBuf],
+    /// Seed of the run.
+    pub seed: u64,
+    /// Steps taken.
+    pub steps: u64,
+    /// (step, ELBO) history.
+    pub elbo: &'a [(u64, f64)],
+    /// Posterior draws of every named quantity.
+    pub quantities: &'a [LatentDraws],
+    /// Settings to record (variants, consts, optimizer).
+    pub settings: serde_json::Value,
+}
+
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    spread_version: &'static str,
+    seed: u64,
+    steps: u64,
+    model: InputFile,
+    inputs: Vec<InputFile>,
+    settings: &'a serde_json::Value,
+    elbo: ElboTail,
+    quantities: Vec<Quantity<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ElboTail {
+    records: usize,
+    last: Option<f64>,
+    mean_last_100: Option<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct Quantity<'a> {
+    name: &'a str,
+    kind: &'a str,
+    shape: &'a [usize],
+    elements: Vec<ElementSummary>,
+}
+
+/// `name`, or `name[i,j]` for element `flat` of a tensor of `shape`.
+pub fn element_name(name: &str, shape: &[usize], flat: usize) -> String {
+    if shape.is_empty() {
+        return name.into();
+    }
+    let mut idx = vec![0; shape.len()];
+    let mut rest = flat;
+    for (k, &n) in shape.iter().enumerate().rev() {
+        idx[k] = rest % n.max(1);
+        rest /= n.max(1);
+    }
+    let parts: Vec<String> = idx.iter().map(usize::to_string).collect();
+    format!("{name}[{}]", parts.join(","))
+}
+
+/// Mean, sd and quantiles of every element of a quantity.
+pub fn summarize(q: &LatentDraws) -> Vec<ElementSummary> {
+    let n: usize = q.shape.iter().product();
+    (0..n)
+        .map(|i| ElementSummary {
+            name: element_name(&q.name, &q.shape, i),
+            summary: summarize_sample(q.draws.iter().filter_map(|d| d.get(i).copied()).collect()),
+        })
+        .collect()
+}
+
+/// Writes summary.json, elbo.csv and posterior.npz into `out_dir`; returns the paths.
+pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let tail: Vec<f64> = run.elbo.iter().rev().take(100).map(|(_, v)| *v).collect();
+    let summary = Summary {
+        spread_version: env!("CARGO_PKG_VERSION"),
+        seed: run.seed,
+        steps: run.steps,
+        model: hash_input(run.model)?,
+        inputs: run
+            .inputs
+            .iter()
+            .map(|p| hash_input(p))
+            .collect::<Result<_, _>>()?,
+        settings: &run.settings,
+        elbo: ElboTail {
+            records: run.elbo.len(),
+            last: run.elbo.last().map(|(_, v)| *v),
+            mean_last_100: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
+        },
+        quantities: run
+            .quantities
+            .iter()
+            .map(|q| Quantity {
+                name: &q.name,
+                kind: q.kind,
+                shape: &q.shape,
+                elements: summarize(q),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| ReportError::Io {
+        path: out_dir.join("summary.json"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut written = Vec::new();
+    for (name, text) in [("summary.json", json), ("elbo.csv", elbo_csv(run.elbo))] {
+        let path = out_dir.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        written.push(path);
+    }
+    let npz = out_dir.join("posterior.npz");
+    write_npz(&npz, run.quantities)?;
+    written.push(npz);
+    Ok(written)
+}
+
+fn write_npz(path: &Path, quantities: &[LatentDraws]) -> Result<(), ReportError> {
+    let fail = |e: &dyn std::fmt::Display| ReportError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let tmp = path.with_extension("npz.tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| fail(&e))?;
+    let mut npz = NpzWriter::new(file);
+    for q in quantities {
+        let mut shape = vec![1, q.draws.len()];
+        shape.extend(&q.shape);
+        let flat: Vec<f64> = q.draws.iter().flatten().copied().collect();
+        let a = ArrayD::from_shape_vec(IxDyn(&shape), flat).map_err(|e| fail(&e))?;
+        npz.add_array(q.name.as_str(), &a).map_err(|e| fail(&e))?;
+    }
+    npz.finish().map_err(|e| fail(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+}

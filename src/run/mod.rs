@@ -1,0 +1,388 @@
+//! `run_model`: the library side of `spreadc run`. Compile a model, plan it over its data, fit
+//! it by SVI (fresh or resumed from the output directory's checkpoint), draw from the fitted
+//! guide, and write the report.
+//!
+//! In: a `RunConfig` and a per-step callback. Out: a `RunResult` (posterior draws of every
+//! latent, param and let, the final SVI state, the files written) or a `RunError` that knows
+//! its exit code. Guarantees: nothing is printed here; `--resume` refuses a checkpoint written
+//! for another model file, other `--set` values, other data or another seed (run.json in the
+//! output directory records their hashes); a failed run leaves the last good checkpoint.
+
+use crate::diagnostics::render_all;
+use crate::infer::error::InferError;
+use crate::infer::model::{Env, Model, Site};
+use crate::infer::optim::LrSchedule;
+use crate::infer::posterior;
+use crate::infer::reduce::SingleProcess;
+use crate::infer::svi::{self, StepReport, SviConfig, SviState};
+use crate::ir::{self, Options, Program};
+use crate::plan::{self, PlanError, Planned, Registry};
+use crate::report::latents::{LatentDraws, LatentRun, write_latent_report};
+use crate::report::{ReportError, hash_input};
+use crate::tape::{Tape, Value};
+use ndarray::{ArrayD, IxDyn};
+use std::path::{Path, PathBuf};
+
+/// Settings of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// The .spread model file.
+    pub model: PathBuf,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The output directory.
+    pub out: PathBuf,
+    /// Total SVI steps (counting resumed ones).
+    pub steps: u64,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Worker threads (None: rayon's default).
+    pub threads: Option<usize>,
+    /// `--set name=value` overrides.
+    pub sets: Vec<(String, String)>,
+    /// ELBO particles per step.
+    pub particles: usize,
+    /// Adam learning rate at the first step.
+    pub lr: f64,
+    /// Factor the learning rate falls by, exponentially, over the horizon (1 = constant).
+    pub lr_decay: f64,
+    /// Steps over which the rate falls by `lr_decay` (None: `steps`). A resumed run keeps the
+    /// horizon of the run it continues, so its trajectory is the uninterrupted run's.
+    pub lr_horizon: Option<u64>,
+    /// Checkpoint every this many steps (a final checkpoint is always written).
+    pub checkpoint_every: Option<u64>,
+    /// Continue from the checkpoint in `out`.
+    pub resume: bool,
+    /// Posterior draws for the summaries.
+    pub draws: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            model: PathBuf::new(),
+            data: PathBuf::new(),
+            out: PathBuf::from("out"),
+            steps: 10000,
+            seed: 0,
+            threads: None,
+            sets: Vec::new(),
+            particles: 1,
+            lr: 0.1,
+            lr_decay: 0.002,
+            lr_horizon: None,
+            checkpoint_every: None,
+            resume: false,
+            draws: 1000,
+        }
+    }
+}
+
+/// What a finished run returns.
+#[derive(Debug)]
+pub struct RunResult {
+    /// Posterior draws of every latent, param and let.
+    pub quantities: Vec<LatentDraws>,
+    /// The final SVI state.
+    pub state: SviState,
+    /// Steps taken by this invocation (0 when a resumed run was already complete).
+    pub steps_now: u64,
+    /// Files written.
+    pub written: Vec<PathBuf>,
+    /// Compiler warnings, rendered.
+    pub warnings: String,
+    /// Data columns present but not declared by the model.
+    pub ignored_columns: Vec<String>,
+}
+
+/// A failed run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The model file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The model has errors (rendered diagnostics).
+    #[error("{0}")]
+    Compile(String),
+    /// The program cannot be planned over the data.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The fit failed (non-finite values name op, span, plates and step).
+    #[error(transparent)]
+    Infer(#[from] InferError),
+    /// `--resume` with a checkpoint of another model, data or seed.
+    #[error("cannot resume from {path}: {detail}")]
+    Resume {
+        /// The run.json or checkpoint.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
+    /// The report could not be written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// The thread pool could not be built.
+    #[error("cannot start {0} worker threads")]
+    Threads(usize),
+}
+
+impl RunError {
+    /// 1 for model and data errors, 2 for usage and IO errors.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Io { .. } | RunError::Report(_) | RunError::Threads(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Where the checkpoint of a run in `out` lives.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.msgpack")
+}
+
+/// Compiles and plans a model (the first half of a run; also used by benchmarks).
+pub fn load(cfg: &RunConfig, registry: &Registry) -> Result<(Program, Planned, String), RunError> {
+    let opts = Options {
+        search_path: Vec::new(),
+        sets: cfg.sets.clone(),
+    };
+    let compiled = ir::compile_file(&cfg.model, &opts).map_err(|source| RunError::Io {
+        path: cfg.model.clone(),
+        source,
+    })?;
+    let rendered = render_all(&compiled.diagnostics, &compiled.sources, false);
+    let Some(program) = compiled.program.clone().filter(|_| !compiled.has_errors()) else {
+        return Err(RunError::Compile(rendered));
+    };
+    let planned = plan::plan(&program, &compiled.sources, &cfg.data, registry)?;
+    Ok((program, planned, rendered))
+}
+
+/// Runs a model end to end; `on_step` sees every step of this invocation.
+pub fn run_model(
+    cfg: &RunConfig,
+    on_step: &mut (dyn FnMut(StepReport) + Send),
+) -> Result<RunResult, RunError> {
+    let (program, planned, warnings) = load(cfg, &Registry::builtin())?;
+    std::fs::create_dir_all(&cfg.out).map_err(|source| RunError::Io {
+        path: cfg.out.clone(),
+        source,
+    })?;
+    let fingerprint = fingerprint(cfg, &planned)?;
+    let (state, horizon) = start_state(cfg, &planned.model, &fingerprint)?;
+    let ckpt = checkpoint_path(&cfg.out);
+    let svi_cfg = SviConfig {
+        steps: cfg.steps,
+        seed: cfg.seed,
+        particles: cfg.particles.max(1),
+        adam: crate::infer::optim::Adam {
+            lr: cfg.lr,
+            schedule: LrSchedule::Exponential {
+                decay: cfg.lr_decay,
+                every: horizon.max(1),
+            },
+            ..Default::default()
+        },
+        checkpoint_every: cfg.checkpoint_every,
+        checkpoint_path: Some(ckpt.clone()),
+        ..SviConfig::default()
+    };
+    let before = state.step;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.unwrap_or(0))
+        .build()
+        .map_err(|_| RunError::Threads(cfg.threads.unwrap_or(0)))?;
+    let model = &planned.model;
+    let state = pool.install(|| svi::run(model, &svi_cfg, state, &SingleProcess, on_step))?;
+    state.save(&ckpt)?;
+    let quantities = draw_quantities(model, &state, cfg.draws, &planned.data_lets)?;
+    let elbo: Vec<(u64, f64)> = state
+        .elbo
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, *v))
+        .collect();
+    let run = LatentRun {
+        model: &cfg.model,
+        inputs: &planned.inputs,
+        seed: state.seed,
+        steps: state.step,
+        elbo: &elbo,
+        quantities: &quantities,
+        settings: settings(cfg, &program, horizon),
+    };
+    let mut written = write_latent_report(&cfg.out, &run)?;
+    written.push(ckpt);
+    Ok(RunResult {
+        steps_now: state.step - before,
+        quantities,
+        state,
+        written,
+        warnings,
+        ignored_columns: planned.ignored_columns,
+    })
+}
+
+fn settings(cfg: &RunConfig, program: &Program, horizon: u64) -> serde_json::Value {
+    let variants: serde_json::Map<String, serde_json::Value> = program
+        .variants
+        .iter()
+        .map(|(n, _, c)| (n.clone(), c.clone().into()))
+        .collect();
+    serde_json::json!({
+        "variants": variants,
+        "sets": cfg.sets.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "particles": cfg.particles.max(1),
+        "lr": cfg.lr,
+        "lr_decay": cfg.lr_decay,
+        "lr_horizon": horizon,
+        "draws": cfg.draws,
+    })
+}
+
+/// What a checkpoint must match to be resumed: model bytes, `--set`s, data bytes, seed.
+fn fingerprint(cfg: &RunConfig, planned: &Planned) -> Result<serde_json::Value, RunError> {
+    let model = hash_input(&cfg.model)?;
+    let data = planned
+        .inputs
+        .iter()
+        .map(|p| hash_input(p).map(|h| serde_json::json!({"file": p.file_name().map(|f| f.to_string_lossy().to_string()), "sha256": h.sha256})))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(serde_json::json!({
+        "model_sha256": model.sha256,
+        "sets": cfg.sets.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "data": data,
+        "seed": cfg.seed,
+    }))
+}
+
+/// A fresh state (recording the fingerprint and the learning-rate horizon), or the
+/// checkpoint's after checking it, with the horizon of the run it continues.
+fn start_state(
+    cfg: &RunConfig,
+    model: &Model,
+    fingerprint: &serde_json::Value,
+) -> Result<(SviState, u64), RunError> {
+    let run_json = cfg.out.join("run.json");
+    if !cfg.resume {
+        let horizon = cfg.lr_horizon.unwrap_or(cfg.steps);
+        let mut record = fingerprint.clone();
+        record["lr_horizon"] = horizon.into();
+        let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+        crate::report::write_atomic(&run_json, text.as_bytes())?;
+        return Ok((SviState::new(model, cfg.seed), horizon));
+    }
+    let refuse = |detail: String| RunError::Resume {
+        path: run_json.clone(),
+        detail,
+    };
+    let text = std::fs::read_to_string(&run_json)
+        .map_err(|e| refuse(format!("no run to resume ({e})")))?;
+    let old: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| refuse(format!("not a run record: {e}")))?;
+    for (key, what) in [
+        ("model_sha256", "the model file"),
+        ("sets", "the --set values"),
+        ("data", "the data files"),
+        ("seed", "the seed"),
+    ] {
+        if old.get(key) != fingerprint.get(key) {
+            return Err(refuse(format!("{what} differ from the checkpointed run's")));
+        }
+    }
+    let state = SviState::load(&checkpoint_path(&cfg.out))?;
+    if state.layout != crate::infer::guide::ParamLayout::new(model) {
+        return Err(refuse(
+            "the checkpoint's parameters do not fit this model".into(),
+        ));
+    }
+    let horizon = old
+        .get("lr_horizon")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(cfg.steps);
+    Ok((state, cfg.lr_horizon.unwrap_or(horizon)))
+}
+
+/// Draws of every latent and param from the guide, and of every let computed from them
+/// (except the lets named in `skip`).
+pub fn draw_quantities(
+    model: &Model,
+    state: &SviState,
+    n: usize,
+    skip: &[String],
+) -> Result<Vec<LatentDraws>, RunError> {
+    let sampled = posterior::sample(model, state, n)?;
+    let mut out = Vec::new();
+    let mut by_site = vec![None; model.sites.len()];
+    for s in sampled {
+        let Some(i) = model.site_index(&s.name) else {
+            continue;
+        };
+        let Site::Latent(l) = &model.sites[i] else {
+            continue;
+        };
+        let draws: Vec<Vec<f64>> = s
+            .values
+            .iter()
+            .map(|d| d.iter().flatten().copied().collect())
+            .collect();
+        by_site[i] = Some(out.len());
+        let kind = if l.prior.is_some() { "latent" } else { "param" };
+        out.push(LatentDraws {
+            name: s.name,
+            kind,
+            shape: l.shape.clone(),
+            draws,
+        });
+    }
+    let lets: Vec<usize> = (0..model.sites.len())
+        .filter(|&i| matches!(model.sites[i], Site::Let(_)))
+        .collect();
+    let mut let_draws: Vec<Option<LatentDraws>> = vec![None; lets.len()];
+    let mut tape = Tape::new();
+    for d in 0..n {
+        tape.clear();
+        let mut env = Env {
+            model,
+            values: vec![None; model.sites.len()],
+            instance: vec![],
+        };
+        for (i, slot) in by_site.iter().enumerate() {
+            if let (Some(k), Site::Latent(l)) = (slot, &model.sites[i]) {
+                let a = ArrayD::from_shape_vec(IxDyn(&l.shape), out[*k].draws[d].clone())
+                    .unwrap_or_default();
+                env.values[i] = Some(tape.constant_real(a));
+            }
+        }
+        for (j, &i) in lets.iter().enumerate() {
+            let Site::Let(site) = &model.sites[i] else {
+                continue;
+            };
+            let node = env
+                .eval(&mut tape, &site.value)
+                .map_err(|e| InferError::from_tape(e, state.step, "posterior draw".into()))?;
+            env.values[i] = Some(node);
+            if skip.contains(&site.name) {
+                continue;
+            }
+            let Value::Real(a) = tape.value(node) else {
+                continue;
+            };
+            let slot = let_draws[j].get_or_insert_with(|| LatentDraws {
+                name: site.name.clone(),
+                kind: "let",
+                shape: a.shape().to_vec(),
+                draws: Vec::with_capacity(n),
+            });
+            slot.draws.push(a.iter().copied().collect());
+        }
+    }
+    out.extend(let_draws.into_iter().flatten());
+    Ok(out)
+}

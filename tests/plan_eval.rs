@@ -1,0 +1,138 @@
+//! The planner's expression evaluation against closed forms, and its data and extern errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use spread::infer::svi::SviState;
+use spread::plan::{PlanError, Registry};
+use spread::report::latents::LatentDraws;
+use spread::run::{RunConfig, RunError, draw_quantities, load};
+use std::path::{Path, PathBuf};
+
+fn fixture(dir: &str) -> RunConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/run")
+        .join(dir);
+    RunConfig {
+        model: root.join("model.spread"),
+        data: root,
+        ..RunConfig::default()
+    }
+}
+
+fn value<'a>(q: &'a [LatentDraws], name: &str) -> (&'a [usize], &'a [f64]) {
+    let d = q
+        .iter()
+        .find(|d| d.name == name)
+        .unwrap_or_else(|| panic!("no quantity {name}"));
+    (&d.shape, &d.draws[0])
+}
+
+/// x = (1, 2, -0.5, 3), g = (0, 2, 1, 2), w = (1, 2, 3): every let against its value by hand.
+#[test]
+fn lets_match_closed_forms() {
+    let (_, planned, _) = load(&fixture("exprs"), &Registry::builtin()).unwrap();
+    let state = SviState::new(&planned.model, 0);
+    let q = draw_quantities(&planned.model, &state, 2, &[]).unwrap();
+    let close = |name: &str, shape: &[usize], want: &[f64]| {
+        let (s, v) = value(&q, name);
+        assert_eq!(s, shape, "{name} shape");
+        for (a, b) in v.iter().zip(want) {
+            assert!(
+                (a - b).abs() < 1e-12 * b.abs().max(1.0),
+                "{name}: {v:?} vs {want:?}"
+            );
+        }
+    };
+    close("x2", &[4], &[1.0, 4.0, 0.25, 9.0]);
+    close(
+        "xw",
+        &[4, 3],
+        &[
+            1.0, 2.0, 3.0, 2.0, 4.0, 6.0, -0.5, -1.0, -1.5, 3.0, 6.0, 9.0,
+        ],
+    );
+    close("pick", &[4], &[1.0, 3.0, 2.0, 3.0]);
+    close("big", &[4], &[0.0, 1.0, 0.0, 1.0]);
+    close("total", &[], &[14.25]);
+    close("m", &[3], &[1.375, 2.75, 4.125]);
+    close("st", &[4], &[1.0, 3.0, 2.0, 3.0]);
+    let lse = [1.0f64, 4.0, 0.25, 9.0]
+        .iter()
+        .map(|v| v.exp())
+        .sum::<f64>()
+        .ln();
+    close("lse", &[], &[lse]);
+    close("zz", &[], &[50.0]);
+    close("mx", &[], &[14.25]);
+    close("v", &[3], &[14.25, -14.25, 1.0]);
+    close("vs", &[], &[17.0 + 14f64.sqrt()]);
+    close("shifted", &[], &[7.125]);
+}
+
+fn table_error(csv: &str, model_line: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("plan_table_{}", csv.len() + model_line.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let model = format!(
+        "{model_line}\nlatent mu ~ Normal(0.0, 1.0)\nplate r in t.rows {{\n  observe r.y ~ Normal(mu, 1.0)\n}}\n"
+    );
+    std::fs::write(dir.join("model.spread"), model).unwrap();
+    let cfg = RunConfig {
+        model: dir.join("model.spread"),
+        data: dir.clone(),
+        ..RunConfig::default()
+    };
+    match load(&cfg, &Registry::builtin()) {
+        Err(RunError::Plan(e @ PlanError::Data { .. })) => {
+            e.to_string().replace(&dir.display().to_string(), "DIR")
+        }
+        other => panic!("expected a data error, got {other:?}"),
+    }
+}
+
+#[test]
+fn table_errors_name_file_line_and_column() {
+    let decl = "data t = table(\"t.csv\", y: real, k: int)";
+    assert_eq!(
+        table_error("y,k\n1.0,2\n2.5,x\n", decl),
+        "DIR/t.csv:3: column `k`: `x` is not an integer"
+    );
+    assert_eq!(
+        table_error("y,k\n1.0,2\nabc,3\n", decl),
+        "DIR/t.csv:3: column `y`: `abc` is not a finite number"
+    );
+    assert_eq!(
+        table_error("y\n1.0\n", decl),
+        "DIR/t.csv:1: no column `k` (the header has: y)"
+    );
+    assert_eq!(
+        table_error("y,k\n1.0,2,7\n", decl),
+        "DIR/t.csv:2: has 3 cells, the header has 2"
+    );
+    let sized = "data t = table(\"t.csv\", y: real, k: int, n_rows = 3)";
+    assert_eq!(
+        table_error("y,k\n1.0,2\n2.0,1\n", sized),
+        "DIR/t.csv: the model says n_rows = 3 but the file has 2 data rows"
+    );
+    let missing = "data t = table(\"absent.csv\", y: real)";
+    assert!(table_error("y\n1\n", missing).starts_with("DIR/absent.csv: cannot read:"));
+}
+
+/// A physics model whose operators have no implementation yet: the first one is named with
+/// the span of the statement calling it.
+#[test]
+fn missing_extern_names_operator_and_span() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = RunConfig {
+        model: root.join("models/rubredoxin_fe.spread"),
+        data: root.join("examples"),
+        ..RunConfig::default()
+    };
+    let err = load(&cfg, &Registry::builtin()).unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    let text = err.to_string();
+    assert!(
+        text.contains("rubredoxin_fe.spread:36:3: physics operator `kramers_kronig`"),
+        "{text}"
+    );
+}

@@ -1,0 +1,265 @@
+//! `spreadc run` end to end through the binary: the generic models against closed forms and a
+//! long NUTS reference, resume and thread-count determinism, the non-finite error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("run_cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Runs `spreadc run MODEL --data DATA --out OUT ARGS...` from the crate root.
+fn spreadc(model: &str, data: &str, out: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spreadc"))
+        .current_dir(root())
+        .args(["run", model, "--data", data, "--out"])
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(model: &str, data: &str, out: &Path, args: &[&str]) -> serde_json::Value {
+    let o = spreadc(model, data, out, args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// (mean, sd) of element `name` (e.g. `theta[3]`) in a summary.json.
+fn post(summary: &serde_json::Value, name: &str) -> (f64, f64) {
+    for q in summary["quantities"].as_array().unwrap() {
+        for e in q["elements"].as_array().unwrap() {
+            if e["name"] == name {
+                return (e["mean"].as_f64().unwrap(), e["sd"].as_f64().unwrap());
+            }
+        }
+    }
+    panic!("{name} not in summary.json")
+}
+
+fn column(path: &str, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    let mut lines = text.lines();
+    let k = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == name)
+        .unwrap();
+    lines
+        .map(|l| l.split(',').nth(k).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// mu ~ N(0, 10), y_i ~ N(mu, 2): posterior N(m, s) in closed form; mean and sd within 2%.
+#[test]
+fn normal_normal_matches_closed_form() {
+    let y = column("examples/normal_normal/obs.csv", "y");
+    let precision = 1.0 / 100.0 + y.len() as f64 / 4.0;
+    let (m, s) = (
+        y.iter().sum::<f64>() / 4.0 / precision,
+        precision.powf(-0.5),
+    );
+    let out = out_dir("normal_normal");
+    let summary = ok(
+        "models/normal_normal.spread",
+        "examples/normal_normal",
+        &out,
+        &["--seed", "1", "--draws", "4000"],
+    );
+    let (mean, sd) = post(&summary, "mu");
+    assert!((mean - m).abs() < 0.02 * m.abs(), "mean {mean} vs {m}");
+    assert!((sd - s).abs() < 0.02 * s, "sd {sd} vs {s}");
+}
+
+/// Mean-field SVI on the non-centred model against long NUTS (tests/fixtures/infer). Stated
+/// against the NUTS posterior sd: mu within 0.1 sd; each theta_j within 0.25 sd (mean-field
+/// ignores the mu-tau-eta correlations and shrinks school effects towards mu; seeds 1-3 gave at
+/// most 0.21 sd). The centred form (a funnel, which mean-field fits slowly) must run and put mu
+/// within 0.25 NUTS sd (its mean-field optimum, from 20000-step runs, is 4.15 vs NUTS 4.41, i.e.
+/// 0.08 sd; the margin covers the default 10000 steps not having fully converged).
+#[test]
+fn eight_schools_matches_nuts_and_both_variants_run() {
+    let nuts: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/infer/eight_schools_nuts.json")).unwrap();
+    let f = |k: &str| nuts[k].as_f64().unwrap();
+    let out = out_dir("eight_schools_nc");
+    let args = [
+        "--set",
+        "parametrization=noncentered",
+        "--seed",
+        "1",
+        "--draws",
+        "4000",
+    ];
+    let s = ok(
+        "models/eight_schools.spread",
+        "examples/eight_schools",
+        &out,
+        &args,
+    );
+    let (mu, _) = post(&s, "mu");
+    assert!((mu - f("mu_mean")).abs() < 0.1 * f("mu_sd"), "mu {mu}");
+    for j in 0..8 {
+        let (theta, _) = post(&s, &format!("theta[{j}]"));
+        let (want, sd) = (
+            nuts["theta_mean"][j].as_f64().unwrap(),
+            nuts["theta_sd"][j].as_f64().unwrap(),
+        );
+        assert!(
+            (theta - want).abs() < 0.25 * sd,
+            "theta[{j}] {theta} vs {want} (sd {sd})"
+        );
+    }
+    let out = out_dir("eight_schools_c");
+    let s = ok(
+        "models/eight_schools.spread",
+        "examples/eight_schools",
+        &out,
+        &["--set", "parametrization=centered"],
+    );
+    let (mu, _) = post(&s, "mu");
+    let (tau, _) = post(&s, "tau");
+    assert!((mu - f("mu_mean")).abs() < 0.25 * f("mu_sd") && tau > 0.0, "centred: mu {mu} tau {tau}");
+    assert_eq!(s["settings"]["variants"]["parametrization"], "centered");
+}
+
+/// y = a[g] + b[g] x + noise: each group's posterior means within 0.5 posterior sd of that
+/// group's least-squares fit (closed form; 10 rows per group, so the population prior barely
+/// shrinks them), and the data-generating values (examples/hierarchical_regression/SOURCES.md)
+/// within 3 posterior sd.
+#[test]
+fn hierarchical_regression_matches_least_squares() {
+    let (x, y, g) = (
+        column("examples/hierarchical_regression/groups.csv", "x"),
+        column("examples/hierarchical_regression/groups.csv", "y"),
+        column("examples/hierarchical_regression/groups.csv", "group"),
+    );
+    let out = out_dir("hier");
+    let s = ok(
+        "models/hierarchical_regression.spread",
+        "examples/hierarchical_regression",
+        &out,
+        &["--seed", "2"],
+    );
+    let truth = [(1.0, 0.8), (-0.5, 1.2), (2.0, 0.5), (0.3, 1.0)];
+    for (k, (a_true, b_true)) in truth.iter().enumerate() {
+        let rows: Vec<(f64, f64)> = (0..x.len())
+            .filter(|&i| g[i] as usize == k)
+            .map(|i| (x[i], y[i]))
+            .collect();
+        let n = rows.len() as f64;
+        let (mx, my) = (
+            rows.iter().map(|r| r.0).sum::<f64>() / n,
+            rows.iter().map(|r| r.1).sum::<f64>() / n,
+        );
+        let b_ols = rows.iter().map(|r| (r.0 - mx) * (r.1 - my)).sum::<f64>()
+            / rows.iter().map(|r| (r.0 - mx).powi(2)).sum::<f64>();
+        let a_ols = my - b_ols * mx;
+        let (a, a_sd) = post(&s, &format!("a[{k}]"));
+        let (b, b_sd) = post(&s, &format!("b[{k}]"));
+        assert!((a - a_ols).abs() < 0.5 * a_sd, "a[{k}] {a} vs OLS {a_ols}");
+        assert!((b - b_ols).abs() < 0.5 * b_sd, "b[{k}] {b} vs OLS {b_ols}");
+        assert!(
+            (a - a_true).abs() < 3.0 * a_sd && (b - b_true).abs() < 3.0 * b_sd,
+            "group {k}"
+        );
+    }
+    let (noise, noise_sd) = post(&s, "noise_sd");
+    assert!((noise - 0.5).abs() < 3.0 * noise_sd, "noise_sd {noise}");
+}
+
+/// 200 steps straight == 100 steps + --resume to 200 (same learning-rate horizon), to the bit;
+/// and --threads 1 == --threads 2.
+#[test]
+fn resume_and_threads_are_bit_identical() {
+    let m = "models/eight_schools.spread";
+    let d = "examples/eight_schools";
+    let read = |o: &Path| std::fs::read_to_string(o.join("summary.json")).unwrap();
+    let straight = out_dir("straight");
+    ok(m, d, &straight, &["--steps", "200", "--threads", "1"]);
+    let split = out_dir("split");
+    ok(
+        m,
+        d,
+        &split,
+        &["--steps", "100", "--lr-horizon", "200", "--threads", "2"],
+    );
+    assert_ne!(read(&straight), read(&split));
+    ok(
+        m,
+        d,
+        &split,
+        &["--steps", "200", "--resume", "--threads", "2"],
+    );
+    assert_eq!(read(&straight), read(&split));
+    assert_eq!(
+        std::fs::read_to_string(straight.join("elbo.csv")).unwrap(),
+        std::fs::read_to_string(split.join("elbo.csv")).unwrap()
+    );
+    let two = out_dir("threads2");
+    ok(m, d, &two, &["--steps", "200", "--threads", "2"]);
+    assert_eq!(read(&straight), read(&two));
+    let o = spreadc(
+        m,
+        d,
+        &split,
+        &[
+            "--steps",
+            "300",
+            "--resume",
+            "--set",
+            "parametrization=noncentered",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the --set values differ"));
+}
+
+#[test]
+fn non_finite_value_names_span_plate_and_step() {
+    let out = out_dir("nonfinite");
+    let o = spreadc(
+        "tests/fixtures/run/nonfinite/model.spread",
+        "tests/fixtures/run/nonfinite",
+        &out,
+        &["--steps", "5"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    insta::assert_snapshot!("run_non_finite", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn json_lines_report_steps_and_result() {
+    let out = out_dir("json");
+    let o = spreadc(
+        "models/normal_normal.spread",
+        "examples/normal_normal",
+        &out,
+        &["--steps", "300", "--json"],
+    );
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| l["event"] == "step").count(), 100);
+    let done = lines.last().unwrap();
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["steps"], 300);
+    assert!(
+        out.join("posterior.npz").exists()
+            && out.join("elbo.csv").exists()
+            && out.join("checkpoint.msgpack").exists()
+    );
+}
