@@ -4,7 +4,9 @@
 //!
 //! The planned model is vectorized over its plates (one tensor per latent), the hand-built one
 //! runs one tape per school in parallel; the ratio column is planned / hand-built steps/s (> 1:
-//! the planned model is faster). Run: `cargo bench --bench run`.
+//! the planned model is faster). With one particle a planned step is one tape, so a second
+//! thread only helps when a step has several particles (they run in parallel). Run:
+//! `cargo bench --bench run`.
 
 use spread::infer::examples::eight_schools;
 use spread::infer::model::Model;
@@ -15,15 +17,20 @@ use spread::run::{RunConfig, load};
 use std::path::Path;
 use std::time::Instant;
 
-/// Steps per second: median of 5 runs of `steps` steps each.
+/// Steps per second (1 particle): median of 5 runs of `steps` steps each.
 fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
+    rate(model, steps, threads, 1)
+}
+
+/// Steps per second with `particles` ELBO particles per step.
+fn rate(model: &Model, steps: u64, threads: usize, particles: usize) -> f64 {
     let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else {
         return f64::NAN;
     };
     let cfg = SviConfig {
         steps,
         seed: 1,
-        particles: 1,
+        particles,
         ..SviConfig::default()
     };
     let mut rates: Vec<f64> = (0..5)
@@ -96,6 +103,13 @@ fn main() {
             p / h
         );
     }
+    let (one, two) = (rate(&plan, steps, 1, 4), rate(&plan, steps, 2, 4));
+    let name = "eight_schools, 4 particles";
+    println!(
+        "{name:<38} {:>8} {one:>14.0} {two:>14.0} {:>9.2}x  (2 threads / 1)",
+        "1 | 2",
+        two / one
+    );
     for (model, data) in [
         ("models/normal_normal.spread", "examples/normal_normal"),
         (

@@ -13,6 +13,7 @@ use super::guide::ParamLayout;
 use super::model::Model;
 use super::optim::Adam;
 use super::reduce::GradientReduce;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// Settings of a run.
@@ -134,7 +135,10 @@ pub fn objective_and_gradient(
     cfg: &SviConfig,
     reducer: &dyn GradientReduce,
 ) -> Result<(f64, Vec<f64>, Vec<bool>), InferError> {
+    // Particles are independent (own random streams) and collected in index order, so running
+    // them in parallel leaves the result bit-identical for any thread count.
     let particles = (0..cfg.particles.max(1) as u64)
+        .into_par_iter()
         .map(|k| {
             let spec = ParticleSpec {
                 seed: state.seed,
