@@ -131,8 +131,22 @@ fn missing_extern_names_operator_and_span() {
     let err = load(&cfg, &Registry::builtin()).unwrap_err();
     assert_eq!(err.exit_code(), 1);
     let text = err.to_string();
+    // "<path>/rubredoxin_fe.spread:LINE:COL: physics operator `NAME` has no implementation ..."
+    let (location, rest) = text
+        .split_once(": physics operator `")
+        .unwrap_or_else(|| panic!("{text}"));
+    let operator = rest.split('`').next().unwrap();
+    let mut parts = location.rsplitn(3, ':');
+    let column: usize = parts.next().unwrap().parse().unwrap();
+    let line: usize = parts.next().unwrap().parse().unwrap();
     assert!(
-        text.contains("rubredoxin_fe.spread:36:3: physics operator `kramers_kronig`"),
+        parts.next().unwrap().ends_with("rubredoxin_fe.spread"),
         "{text}"
+    );
+    let source = std::fs::read_to_string(&cfg.model).unwrap();
+    let statement = source.lines().nth(line - 1).unwrap();
+    assert!(
+        column >= 1 && statement.contains(&format!("{operator}(")),
+        "{text}\n{statement}"
     );
 }
