@@ -17,3 +17,4 @@ pub mod syntax;
 pub mod tape;
 pub mod plan;
 pub mod run;
+pub mod simulate;

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod eval;
 pub mod externs;
+pub mod reference;
 pub mod table;
 
 pub use error::PlanError;
@@ -260,7 +261,7 @@ fn stmt_exprs(kind: &StmtKind) -> Vec<&ir::Expr> {
 }
 
 /// Visits `e` and every sub-expression.
-fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
+pub(crate) fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
     f(e);
     match &e.kind {
         ExprKind::Const(_) | ExprKind::Var(_) => {}
