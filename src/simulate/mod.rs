@@ -26,6 +26,7 @@ use crate::physics::atoms::{self, Crystal};
 use crate::physics::beam::{Beam, DEFAULT_FLUENCE, spectrum_channels};
 use crate::physics::form_factor::FormFactors;
 use crate::physics::geometry::detector::Panel;
+use crate::physics::geometry::rotation::rotation_from_vector;
 use crate::physics::geometry::{Mat3, Vec3, cross, mat_vec, scale};
 use crate::physics::mosaic::MosaicDomains;
 use crate::physics::noise::{NoiseModel, add_noise};
@@ -220,7 +221,11 @@ pub fn simulate(
             tolerance: 2e-3,
         };
         let real_a = real.map(|row| scale(row, 1e10));
-        let found = predict(&real_a, INCIDENT, &panel, &limits);
+        // Shoeboxes are drawn around the spots of the true orientation, R(rot)·U (as a refined
+        // DIALS model would place them); the .expt keeps U, the `image.rot0` the fit starts from.
+        let r = rotation_from_vector(image.latents.rotation);
+        let true_a = real_a.map(|row| mat_vec(&r, row));
+        let found = predict(&true_a, INCIDENT, &panel, &limits);
         let model = image.spot_model(&panel, real, settings, template)?;
         let kept = render(
             &crystal, &form_factors, settings, &found, &image, &model, (&fp, &fdp), &panel,
@@ -264,7 +269,8 @@ impl Image {
         let orientation = random_rotation(&mut rng);
         let (weights, mean_ev) = draw_spectrum(&mut rng, energies, template);
         let normal = |rng: &mut StdRng, sd: f64| sd * rng.sample::<f64, _>(StandardNormal);
-        let rotation = [0; 3].map(|_| normal(&mut rng, settings.rot_sd));
+        let drawn = [0; 3].map(|_| normal(&mut rng, settings.rot_sd));
+        let rotation = fixed.rot.unwrap_or(drawn);
         let log_scale = match fixed.log_scale {
             Some(v) => v,
             None => truth::sample(&settings.log_scale, &mut rng, "log_scale")?,

@@ -25,13 +25,20 @@ pub struct Fixed {
     pub log_scale: Option<f64>,
     /// Plane background of every shoebox (offset, fast slope, slow slope), photons.
     pub background: Option<[f64; 3]>,
+    /// Every image's `rot` (radians).
+    pub rot: Option<Vec3>,
 }
 
 /// The simulator's own truth.json keys besides the model's dataset latents.
-const OWN_KEYS: [&str; 2] = ["log_scale", "background"];
+const OWN_KEYS: [&str; 3] = ["log_scale", "background", "rot"];
+
+fn three(v: &serde_json::Value) -> Option<[f64; 3]> {
+    let list: Vec<f64> = v.as_array()?.iter().map(|x| x.as_f64()).collect::<Option<_>>()?;
+    <[f64; 3]>::try_from(list).ok()
+}
 
 impl Fixed {
-    /// Reads `path`: a JSON object of latent name → number (`background`: three numbers).
+    /// Reads `path`: a JSON object of latent name → number (`background`, `rot`: three numbers).
     pub fn read(path: &Path, settings: &Settings) -> Result<Self, SimulateError> {
         let err = |detail: String| SimulateError::Truth {
             path: path.to_path_buf(),
@@ -48,12 +55,12 @@ impl Fixed {
             let number = || v.as_f64().ok_or_else(|| err(format!("`{key}` must be a number")));
             match key.as_str() {
                 "log_scale" => fixed.log_scale = Some(number()?),
-                "background" => {
-                    let list: Option<Vec<f64>> =
-                        v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect());
-                    match list.as_deref() {
-                        Some(&[a, b, c]) => fixed.background = Some([a, b, c]),
-                        _ => return Err(err("`background` must be three numbers".into())),
+                "background" | "rot" => {
+                    let v = three(v).ok_or_else(|| err(format!("`{key}` must be three numbers")))?;
+                    if key == "rot" {
+                        fixed.rot = Some(v);
+                    } else {
+                        fixed.background = Some(v);
                     }
                 }
                 name if settings.dataset_priors.iter().any(|(n, _)| n == name) => {
