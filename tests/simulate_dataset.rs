@@ -48,7 +48,10 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         if p.is_dir() {
             out.extend(files(&p));
         } else {
-            out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+            out.push((
+                p.strip_prefix(dir).unwrap().to_path_buf(),
+                std::fs::read(&p).unwrap(),
+            ));
         }
     }
     out.sort();
@@ -78,7 +81,17 @@ fn dataset_reads_back_whole_and_spots_sit_where_bragg_puts_them() {
     let fixed = dir.with_extension("truth.json");
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     std::fs::write(&fixed, r#"{"rot": [0.0, 0.0, 0.0]}"#).unwrap();
-    ok(&simulate(&dir, &["--images", "4", "--seed", "3", "--truth", fixed.to_str().unwrap()]));
+    ok(&simulate(
+        &dir,
+        &[
+            "--images",
+            "4",
+            "--seed",
+            "3",
+            "--truth",
+            fixed.to_str().unwrap(),
+        ],
+    ));
     let t = truth(&dir);
     let ds = Dataset::open(&dir).unwrap();
     let mut stream = ds.images();
@@ -86,7 +99,10 @@ fn dataset_reads_back_whole_and_spots_sit_where_bragg_puts_them() {
     let mut n_shoeboxes = 0;
     for (i, image) in stream.by_ref().enumerate() {
         let image = image.unwrap();
-        assert_eq!(image.identifier, t["images"][i]["identifier"].as_str().unwrap());
+        assert_eq!(
+            image.identifier,
+            t["images"][i]["identifier"].as_str().unwrap()
+        );
         assert_eq!(image.spectrum.wavelength_a.len(), 100);
         assert_eq!(
             image.shoeboxes.len() as u64,
@@ -99,7 +115,10 @@ fn dataset_reads_back_whole_and_spots_sit_where_bragg_puts_them() {
     assert_eq!(n_images, 4);
     assert!(n_shoeboxes > 10, "only {n_shoeboxes} shoeboxes");
     let report = stream.report();
-    assert_eq!(report.images.skipped.len() + report.shoeboxes.skipped.len(), 0);
+    assert_eq!(
+        report.images.skipped.len() + report.shoeboxes.skipped.len(),
+        0
+    );
 
     // With `rot` fixed at zero the .expt orientation is the true one, so the photons above the
     // flat background are centred on the ray the Ewald construction predicts (xyzcal.px): across
@@ -127,8 +146,14 @@ fn dataset_reads_back_whole_and_spots_sit_where_bragg_puts_them() {
         let (ux, uy) = (xyz[k][0] - centre, xyz[k][1] - centre);
         let r = ux.hypot(uy);
         let (radial, across) = ((dx * ux + dy * uy) / r, (dx * uy - dy * ux) / r);
-        assert!(across.abs() < 1.0, "spot {k}: {across:.2} px across the ray");
-        assert!(radial.abs() < 8.0, "spot {k}: {radial:.2} px along the radius");
+        assert!(
+            across.abs() < 1.0,
+            "spot {k}: {across:.2} px across the ray"
+        );
+        assert!(
+            radial.abs() < 8.0,
+            "spot {k}: {radial:.2} px along the radius"
+        );
     }
 }
 
@@ -138,13 +163,17 @@ fn fixed_oxidized_state_uses_the_sherrell_oxidized_curve() {
     let fixed = dir.with_extension("truth.json");
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     std::fs::write(&fixed, r#"{"frac_oxidized": 1.0, "mosaic_deg": 0.02}"#).unwrap();
-    ok(&simulate(&dir, &["--images", "1", "--truth", fixed.to_str().unwrap()]));
+    ok(&simulate(
+        &dir,
+        &["--images", "1", "--truth", fixed.to_str().unwrap()],
+    ));
     let t = truth(&dir);
     assert_eq!(t["state"], "oxidized");
     assert_eq!(t["dataset"]["mosaic_deg"], 0.02);
     // Row 7120.0 of the Sherrell file, read here independently of the library's table code.
-    let text = std::fs::read_to_string(root().join("tests/fixtures/tables/Fe_ox_red_7000_7300.csv"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/tables/Fe_ox_red_7000_7300.csv"))
+            .unwrap();
     let row: Vec<f64> = text
         .lines()
         .find(|l| l.starts_with("7120.0,"))
@@ -153,7 +182,10 @@ fn fixed_oxidized_state_uses_the_sherrell_oxidized_curve() {
         .map(|x| x.parse().unwrap())
         .collect();
     let energies = t["energy_ev"].as_array().unwrap();
-    let k = energies.iter().position(|e| e.as_f64() == Some(7120.0)).unwrap();
+    let k = energies
+        .iter()
+        .position(|e| e.as_f64() == Some(7120.0))
+        .unwrap();
     assert_eq!(t["fp"][k].as_f64().unwrap(), row[1]);
     assert_eq!(t["fdp"][k].as_f64().unwrap(), row[2]);
 }
@@ -167,5 +199,8 @@ fn truth_keys_the_model_lacks_are_refused() {
     let o = simulate(&dir, &["--images", "1", "--truth", fixed.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("`frac_oxidised`") && err.contains("frac_oxidized"), "{err}");
+    assert!(
+        err.contains("`frac_oxidised`") && err.contains("frac_oxidized"),
+        "{err}"
+    );
 }

@@ -228,8 +228,16 @@ pub fn simulate(
         let found = predict(&true_a, INCIDENT, &panel, &limits);
         let model = image.spot_model(&panel, real, settings, template)?;
         let kept = render(
-            &crystal, &form_factors, settings, &found, &image, &model, (&fp, &fdp), &panel,
-            template, &mut out.skipped,
+            &crystal,
+            &form_factors,
+            settings,
+            &found,
+            &image,
+            &model,
+            (&fp, &fdp),
+            &panel,
+            template,
+            &mut out.skipped,
         )?;
         out.push_image(&crystal, i, &image, real_a, kept, seed)?;
         truth.images.push(image.record(out.last_count));
@@ -401,7 +409,14 @@ fn render(
     let (total, spot) = expected_counts(sf, fp_fdp, model, &image.latents, &regions)?;
     let n = template.shoebox * template.shoebox;
     let mut ranked: Vec<(usize, f64)> = (0..regions.len())
-        .map(|k| (k, spot[k * n..(k + 1) * n].iter().fold(0.0f64, |a, &b| a.max(b))))
+        .map(|k| {
+            (
+                k,
+                spot[k * n..(k + 1) * n]
+                    .iter()
+                    .fold(0.0f64, |a, &b| a.max(b)),
+            )
+        })
         .collect();
     let before = ranked.len();
     ranked.retain(|(_, peak)| *peak >= template.min_peak_photons);
@@ -417,7 +432,10 @@ fn render(
         .map(|(k, _)| Kept {
             candidate: on_panel[k].0,
             region: regions[k],
-            counts: total[k * n..(k + 1) * n].iter().map(|&x| x as f32).collect(),
+            counts: total[k * n..(k + 1) * n]
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
         })
         .collect())
 }
@@ -541,7 +559,10 @@ impl Output {
                 0,
                 1,
             ];
-            let data: Vec<f32> = counts[k * n..(k + 1) * n].iter().map(|&c| f32::from(c)).collect();
+            let data: Vec<f32> = counts[k * n..(k + 1) * n]
+                .iter()
+                .map(|&c| f32::from(c))
+                .collect();
             let mask = vec![mask_bits::VALID; n];
             let background = vec![0.0f32; n];
             self.shoeboxes
@@ -567,11 +588,17 @@ impl Output {
             .collect();
         let columns = [
             ("id", Column::Int(std::mem::take(&mut self.ids))),
-            ("miller_index", Column::MillerIndex(std::mem::take(&mut self.hkl))),
+            (
+                "miller_index",
+                Column::MillerIndex(std::mem::take(&mut self.hkl)),
+            ),
             ("panel", Column::SizeT(std::mem::take(&mut self.panel))),
             ("bbox", Column::Int6(std::mem::take(&mut self.bbox))),
             ("xyzcal.px", Column::Vec3(std::mem::take(&mut self.xyzcal))),
-            ("shoebox", Column::Shoebox(std::mem::take(&mut self.shoeboxes))),
+            (
+                "shoebox",
+                Column::Shoebox(std::mem::take(&mut self.shoeboxes)),
+            ),
         ];
         for (name, column) in columns {
             table

@@ -7,9 +7,9 @@
 //! ray hits. Guarantees: every Miller index within the resolution limit is tried once, in a fixed
 //! order (h, then k, then l ascending), so the output does not depend on anything but the inputs.
 
+use crate::physics::geometry::detector::Panel;
 use crate::physics::geometry::{Mat3, Vec3, cross, dot, norm, scale, sub};
 use crate::physics::spot::Region;
-use crate::physics::geometry::detector::Panel;
 use rand::RngExt;
 use rand_distr::StandardNormal;
 
@@ -144,10 +144,8 @@ fn hit(panel: &Panel, dir: Vec3) -> Option<(f64, f64)> {
     let p = sub(scale(dir, t), panel.origin_m);
     let fast = dot(p, panel.fast) / panel.pixel_size_m[0];
     let slow = dot(p, panel.slow) / panel.pixel_size_m[1];
-    let inside = fast >= 0.0
-        && slow >= 0.0
-        && fast < panel.n_fast as f64
-        && slow < panel.n_slow as f64;
+    let inside =
+        fast >= 0.0 && slow >= 0.0 && fast < panel.n_fast as f64 && slow < panel.n_slow as f64;
     inside.then_some((fast, slow))
 }
 
@@ -157,7 +155,7 @@ pub fn shoebox_region(panel: &Panel, c: &Candidate, size: usize) -> Option<Regio
     let fast0 = (c.fast_px.floor() - half) as i64;
     let slow0 = (c.slow_px.floor() - half) as i64;
     let fits = |start: i64, n: usize| start >= 0 && start as usize + size <= n;
-    (fits(fast0, panel.n_fast) && fits(slow0, panel.n_slow)).then(|| Region {
+    (fits(fast0, panel.n_fast) && fits(slow0, panel.n_slow)).then_some(Region {
         slow0: slow0 as usize,
         fast0: fast0 as usize,
         n_slow: size,
@@ -192,9 +190,14 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let u = random_rotation(&mut rng);
         let rotated = real.map(|row| crate::physics::geometry::mat_vec(&u, row));
-        let panel =
-            Panel::from_dials([-105.6, 105.6, -100.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.11, 0.11], [1920, 1920])
-                .unwrap();
+        let panel = Panel::from_dials(
+            [-105.6, 105.6, -100.0],
+            [1.0, 0.0, 0.0],
+            [0.0, -1.0, 0.0],
+            [0.11, 0.11],
+            [1920, 1920],
+        )
+        .unwrap();
         let limits = Limits {
             d_min_a: 2.5,
             wavelength_range_a: (1.73, 1.75),

@@ -144,9 +144,15 @@ fn latents<'a>(program: &'a Program, plate: &str) -> Vec<(&'a str, &'a Dist, usi
     program
         .log_joint
         .iter()
-        .filter(|s| s.plate.and_then(|p| program.plates.get(p)).is_some_and(|p| p.name == plate))
+        .filter(|s| {
+            s.plate
+                .and_then(|p| program.plates.get(p))
+                .is_some_and(|p| p.name == plate)
+        })
         .filter_map(|s| match &s.kind {
-            StmtKind::Latent { name, shape, dist, .. } => Some((name.as_str(), dist, shape.len())),
+            StmtKind::Latent {
+                name, shape, dist, ..
+            } => Some((name.as_str(), dist, shape.len())),
             _ => None,
         })
         .collect()
@@ -174,7 +180,12 @@ impl Settings {
             .filter_map(|(n, d, _)| prior(d).map(|p| (n.to_string(), p)))
             .collect();
         let image = latents(program, "image");
-        let find = |name: &str| image.iter().find(|(n, _, _)| *n == name).map(|(_, d, _)| *d);
+        let find = |name: &str| {
+            image
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, d, _)| *d)
+        };
         let log_scale = find("log_scale")
             .and_then(prior)
             .ok_or_else(|| missing("image latent `log_scale` with a constant prior"))?;
@@ -184,11 +195,15 @@ impl Settings {
                 ExprKind::Const(c) => c.as_real(),
                 _ => None,
             })
-            .ok_or_else(|| missing("image latent `rot ~ Normal(image.rot0, SD)` with a constant SD"))?;
+            .ok_or_else(|| {
+                missing("image latent `rot ~ Normal(image.rot0, SD)` with a constant SD")
+            })?;
         let metal = extern_texts(program, "structure_factor", 3)
             .into_iter()
             .next()
-            .ok_or_else(|| missing("`structure_factor(xtal, hkl, energies, \"ELEMENT\", ...)` call"))?;
+            .ok_or_else(|| {
+                missing("`structure_factor(xtal, hkl, energies, \"ELEMENT\", ...)` call")
+            })?;
         Ok(Settings {
             pdb: model_dir.join(pdb),
             n_channels: constant(program, "n_channels")? as usize,
@@ -197,7 +212,10 @@ impl Settings {
             shape: shape(&choice(program, "shape")?)?,
             fdp_model: choice(program, "fdp_model")?,
             metal,
-            states: [state_curve(program, "oxidized")?, state_curve(program, "reduced")?],
+            states: [
+                state_curve(program, "oxidized")?,
+                state_curve(program, "reduced")?,
+            ],
             dataset_priors,
             log_scale,
             rot_sd,

@@ -67,7 +67,10 @@ pub fn expected_counts(
     let coeffs: Vec<f64> = regions.iter().flat_map(|_| latents.background).collect();
     let coeffs = vec_node(&mut t, coeffs, &[regions.len(), 3])?;
     let background = t
-        .fused(Arc::new(PlaneBackgroundOp::new(regions.to_vec())?), &[coeffs])
+        .fused(
+            Arc::new(PlaneBackgroundOp::new(regions.to_vec())?),
+            &[coeffs],
+        )
         .map_err(|e| fail(e.to_string()))?;
     let total = t.add(spot, background).map_err(|e| fail(e.to_string()))?;
     let values = |id: NodeId| match t.value(id) {

@@ -33,7 +33,11 @@ pub struct Fixed {
 const OWN_KEYS: [&str; 3] = ["log_scale", "background", "rot"];
 
 fn three(v: &serde_json::Value) -> Option<[f64; 3]> {
-    let list: Vec<f64> = v.as_array()?.iter().map(|x| x.as_f64()).collect::<Option<_>>()?;
+    let list: Vec<f64> = v
+        .as_array()?
+        .iter()
+        .map(|x| x.as_f64())
+        .collect::<Option<_>>()?;
     <[f64; 3]>::try_from(list).ok()
 }
 
@@ -52,11 +56,15 @@ impl Fixed {
             .ok_or_else(|| err("expected a JSON object of latent values".into()))?;
         let mut fixed = Fixed::default();
         for (key, v) in object {
-            let number = || v.as_f64().ok_or_else(|| err(format!("`{key}` must be a number")));
+            let number = || {
+                v.as_f64()
+                    .ok_or_else(|| err(format!("`{key}` must be a number")))
+            };
             match key.as_str() {
                 "log_scale" => fixed.log_scale = Some(number()?),
                 "background" | "rot" => {
-                    let v = three(v).ok_or_else(|| err(format!("`{key}` must be three numbers")))?;
+                    let v =
+                        three(v).ok_or_else(|| err(format!("`{key}` must be three numbers")))?;
                     if key == "rot" {
                         fixed.rot = Some(v);
                     } else {
@@ -137,13 +145,23 @@ pub fn sample(prior: &super::Prior, rng: &mut StdRng, name: &str) -> Result<f64,
     let a = |k: usize| prior.args.get(k).copied().unwrap_or(f64::NAN);
     let bad = |e: String| SimulateError::Model(format!("prior of `{name}`: {e}"));
     Ok(match prior.family.as_str() {
-        "Normal" => Normal::new(a(0), a(1)).map_err(|e| bad(e.to_string()))?.sample(rng),
+        "Normal" => Normal::new(a(0), a(1))
+            .map_err(|e| bad(e.to_string()))?
+            .sample(rng),
         "HalfNormal" => (a(0) * rng.sample::<f64, _>(rand_distr::StandardNormal)).abs(),
-        "LogNormal" => LogNormal::new(a(0), a(1)).map_err(|e| bad(e.to_string()))?.sample(rng),
-        "Beta" => Beta::new(a(0), a(1)).map_err(|e| bad(e.to_string()))?.sample(rng),
-        "Gamma" => Gamma::new(a(0), 1.0 / a(1)).map_err(|e| bad(e.to_string()))?.sample(rng),
+        "LogNormal" => LogNormal::new(a(0), a(1))
+            .map_err(|e| bad(e.to_string()))?
+            .sample(rng),
+        "Beta" => Beta::new(a(0), a(1))
+            .map_err(|e| bad(e.to_string()))?
+            .sample(rng),
+        "Gamma" => Gamma::new(a(0), 1.0 / a(1))
+            .map_err(|e| bad(e.to_string()))?
+            .sample(rng),
         "Exponential" => Exp::new(a(0)).map_err(|e| bad(e.to_string()))?.sample(rng),
-        "Uniform" => Uniform::new(a(0), a(1)).map_err(|e| bad(e.to_string()))?.sample(rng),
+        "Uniform" => Uniform::new(a(0), a(1))
+            .map_err(|e| bad(e.to_string()))?
+            .sample(rng),
         other => return Err(bad(format!("cannot sample a {other} prior"))),
     })
 }
@@ -159,7 +177,10 @@ impl Truth {
         let mut dataset = BTreeMap::new();
         for (name, prior) in &settings.dataset_priors {
             let drawn = sample(prior, &mut rng, name)?;
-            dataset.insert(name.clone(), fixed.dataset.get(name).copied().unwrap_or(drawn));
+            dataset.insert(
+                name.clone(),
+                fixed.dataset.get(name).copied().unwrap_or(drawn),
+            );
         }
         let frac = *dataset
             .get("frac_oxidized")
