@@ -132,7 +132,7 @@ fn missing_extern_names_operator_and_span() {
     assert_eq!(err.exit_code(), 1);
     let text = err.to_string();
     assert!(
-        text.contains("rubredoxin_fe.spread:36:3: physics operator `kramers_kronig`"),
+        text.contains("rubredoxin_fe.spread:66:5: physics operator `structure_factor`"),
         "{text}"
     );
 }

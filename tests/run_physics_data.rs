@@ -18,7 +18,14 @@ fn simulated(name: &str, images: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
         .current_dir(root())
-        .args(["simulate", "models/rubredoxin_fe.spread", "--seed", "11", "--images", images])
+        .args([
+            "simulate",
+            "models/rubredoxin_fe.spread",
+            "--seed",
+            "11",
+            "--images",
+            images,
+        ])
         .arg("--out")
         .arg(&d)
         .output()
@@ -42,7 +49,10 @@ fn dials_source_reads_grid_images_and_shoeboxes() {
     for (i, image) in data.images.iter().enumerate() {
         let t = &truth["images"][i];
         assert_eq!(image.identifier, t["identifier"].as_str().unwrap());
-        assert_eq!(image.shoeboxes.len() as u64, t["n_shoeboxes"].as_u64().unwrap());
+        assert_eq!(
+            image.shoeboxes.len() as u64,
+            t["n_shoeboxes"].as_u64().unwrap()
+        );
         assert!((image.spectrum.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert_eq!(image.counts.len(), image.shoeboxes.len() * 121);
     }
@@ -54,7 +64,10 @@ fn dials_source_reads_grid_images_and_shoeboxes() {
 fn wrong_channel_count_and_grid_name_the_image() {
     let dir = simulated("grid", "2");
     let err = load_dials(&dir, 50).unwrap_err().to_string();
-    assert!(err.contains("100 channels") && err.contains("n_channels = 50"), "{err}");
+    assert!(
+        err.contains("100 channels") && err.contains("n_channels = 50"),
+        "{err}"
+    );
     // Move the second shot's spectrum by 0.5 eV: its channels no longer match the first's.
     let list: Vec<_> = std::fs::read_dir(dir.join("spectra")).unwrap().collect();
     let mut names: Vec<PathBuf> = list.into_iter().map(|e| e.unwrap().path()).collect();
@@ -84,5 +97,8 @@ fn pdb_comes_from_data_then_model_folder() {
     let err = load_pdb(Path::new("/nonexistent"), &models, "none.pdb")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("/nonexistent/none.pdb") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/none.pdb") && err.contains("not found"),
+        "{err}"
+    );
 }

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod eval;
 pub mod externs;
+pub mod externs_anomalous;
 pub mod physics_data;
 pub mod reference;
 pub mod table;

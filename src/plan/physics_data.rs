@@ -111,7 +111,8 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
         match &grid {
             None => grid = Some(energy),
             Some(g) => {
-                if let Some(k) = (0..n_channels).find(|&k| (g[k] - energy[k]).abs() > SAME_CHANNEL_EV)
+                if let Some(k) =
+                    (0..n_channels).find(|&k| (g[k] - energy[k]).abs() > SAME_CHANNEL_EV)
                 {
                     return Err(at(format!(
                         "channel {k} is at {} eV, the first image's at {} eV (all shots must share one grid)",
