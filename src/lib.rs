@@ -15,5 +15,6 @@ pub mod plan;
 pub mod report;
 pub mod resolve;
 pub mod run;
+pub mod simulate;
 pub mod syntax;
 pub mod tape;

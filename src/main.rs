@@ -29,6 +29,8 @@ enum Command {
     Nanobragg(cli::nanobragg::Args),
     /// Fit a model to data by variational inference and write the posterior.
     Run(cli::run::Args),
+    /// Draw a synthetic dataset (DIALS .expt/.refl, spectra, truth.json) from a model.
+    Simulate(cli::simulate::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +42,6 @@ fn main() -> ExitCode {
         Command::Fcalc(args) => cli::fcalc::run(&args),
         Command::Nanobragg(args) => cli::nanobragg::run(&args),
         Command::Run(args) => cli::run::run(&args),
+        Command::Simulate(args) => cli::simulate::run(&args),
     }
 }

@@ -7,3 +7,4 @@ pub mod fcalc;
 pub mod inspect;
 pub mod nanobragg;
 pub mod run;
+pub mod simulate;

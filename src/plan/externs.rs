@@ -43,9 +43,11 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The operators this build implements (none are registered until src/ops provides them).
+    /// The operators this build implements that need no data record (the anomalous curves).
     pub fn builtin() -> Self {
-        Registry::default()
+        let mut registry = Registry::default();
+        super::externs_anomalous::register(&mut registry);
+        registry
     }
 
     /// Adds or replaces an operator.

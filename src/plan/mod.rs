@@ -12,6 +12,9 @@
 pub mod error;
 pub mod eval;
 pub mod externs;
+pub mod externs_anomalous;
+pub mod physics_data;
+pub mod reference;
 pub mod table;
 
 pub use error::PlanError;
@@ -42,6 +45,57 @@ pub struct Planned {
     pub ignored_columns: Vec<String>,
     /// Lets computed from data alone (not part of the posterior).
     pub data_lets: Vec<String>,
+    /// The `pdb(...)` and `dials(...)` sources, loaded.
+    pub physics: PhysicsData,
+}
+
+/// Loaded physics data sources by binding name.
+#[derive(Debug, Default)]
+pub struct PhysicsData {
+    /// `pdb("file")` atomic models.
+    pub crystals: Vec<(String, Arc<crate::physics::atoms::Crystal>)>,
+    /// `dials(...)` stills.
+    pub dials: Vec<(String, Arc<physics_data::DialsData>)>,
+}
+
+impl PhysicsData {
+    /// Loads `d` if it is a physics source (true), leaving table sources to the caller (false).
+    fn load(
+        &mut self,
+        d: &ir::DataSource,
+        sources: &SourceMap,
+        data_dir: &Path,
+    ) -> Result<bool, PlanError> {
+        let model_dir = sources
+            .get(0)
+            .and_then(|f| Path::new(&f.name).parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        match d.source.as_str() {
+            "pdb" => {
+                let file = d.paths.first().ok_or_else(|| PlanError::Unsupported {
+                    at: format!("data `{}`", d.name),
+                    what: "a pdb source without a file".into(),
+                })?;
+                let crystal = physics_data::load_pdb(data_dir, &model_dir, file)?;
+                self.crystals.push((d.name.clone(), Arc::new(crystal)));
+            }
+            "dials" => {
+                let k = d
+                    .sizes
+                    .iter()
+                    .find(|(n, _)| n == "n_channels")
+                    .map(|(_, k)| *k as usize)
+                    .ok_or_else(|| PlanError::Unsupported {
+                        at: format!("data `{}`", d.name),
+                        what: "a dials source without `n_channels = K`".into(),
+                    })?;
+                let data = physics_data::load_dials(data_dir, k)?;
+                self.dials.push((d.name.clone(), Arc::new(data)));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 /// "models/x.spread:12:3" for a span.
@@ -69,7 +123,11 @@ pub fn plan(
     };
     let mut inputs = Vec::new();
     let mut ignored_columns = Vec::new();
+    let mut physics = PhysicsData::default();
     for d in &program.data {
+        if physics.load(d, sources, data_dir)? {
+            continue;
+        }
         if d.source != "table" {
             return Err(PlanError::Unsupported {
                 at: format!("data `{}`", d.name),
@@ -132,6 +190,7 @@ pub fn plan(
         inputs,
         ignored_columns,
         data_lets,
+        physics,
     })
 }
 
@@ -260,7 +319,7 @@ fn stmt_exprs(kind: &StmtKind) -> Vec<&ir::Expr> {
 }
 
 /// Visits `e` and every sub-expression.
-fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
+pub(crate) fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
     f(e);
     match &e.kind {
         ExprKind::Const(_) | ExprKind::Var(_) => {}

@@ -1,0 +1,115 @@
+//! The anomalous-scattering externs of stdlib/anomalous.spread as registry entries:
+//! `reference_curve`, `shifted_curve` and `kramers_kronig`.
+//!
+//! In: evaluated arguments (table or element names as text, channel energies and f'' or a shift
+//! as tensors without plate axes). Out: a tape node: a constant (2, K) curve, a
+//! `ShiftedCurveOp` node, or a `KramersKronigOp` node. Guarantees: the values and gradients are
+//! those of src/ops (tested there against finite differences); a wrong argument kind, a value
+//! that varies over a plate, or an unknown table is an `Op` error naming the operator and the
+//! argument.
+
+use super::eval::Val;
+use super::externs::{Extern, ExternArg, Registry};
+use super::reference;
+use crate::ops::{KramersKronigOp, ShiftedCurveOp, anomalous};
+use crate::tape::{Tape, TapeError, Value};
+use std::sync::Arc;
+
+fn fail(op: &'static str, detail: String) -> TapeError {
+    TapeError::Op {
+        op,
+        label: format!("extern {op}"),
+        detail,
+    }
+}
+
+fn text<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a str, TapeError> {
+    match args.get(i) {
+        Some(ExternArg::Text(s)) => Ok(s),
+        other => Err(fail(
+            op,
+            format!("argument {i} must be text, got {other:?}"),
+        )),
+    }
+}
+
+/// Argument `i` as a tensor with no plate axes.
+fn tensor<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a Val, TapeError> {
+    match args.get(i) {
+        Some(ExternArg::Tensor(v)) if v.plates.is_empty() => Ok(v),
+        Some(ExternArg::Tensor(_)) => Err(fail(
+            op,
+            format!("argument {i} varies over a plate; this operator takes dataset-level values"),
+        )),
+        other => Err(fail(
+            op,
+            format!("argument {i} must be a tensor, got {other:?}"),
+        )),
+    }
+}
+
+fn energies(op: &'static str, t: &Tape, v: &Val) -> Result<Vec<f64>, TapeError> {
+    match t.value(v.node) {
+        Value::Real(a) => Ok(a.iter().copied().collect()),
+        Value::Complex(_) => Err(fail(op, "channel energies must be real".into())),
+    }
+}
+
+/// `reference_curve(table, energy_ev)`: f' (row 0) and f'' (row 1) of a built-in table.
+struct ReferenceCurve;
+
+impl Extern for ReferenceCurve {
+    fn call(&self, t: &mut Tape, args: &[ExternArg]) -> Result<Val, TapeError> {
+        const OP: &str = "reference_curve";
+        let table = reference::table(text(OP, args, 0)?).map_err(|e| fail(OP, e.to_string()))?;
+        let e = energies(OP, t, tensor(OP, args, 1)?)?;
+        let curve = anomalous::reference_curve(&table, &e).map_err(|e| fail(OP, e.to_string()))?;
+        Ok(Val {
+            node: t.constant_real(curve),
+            plates: vec![],
+        })
+    }
+}
+
+/// `shifted_curve(table, energy_ev, shift_ev)`: the table read at E − shift.
+struct ShiftedCurve;
+
+impl Extern for ShiftedCurve {
+    fn call(&self, t: &mut Tape, args: &[ExternArg]) -> Result<Val, TapeError> {
+        const OP: &str = "shifted_curve";
+        let table = reference::table(text(OP, args, 0)?).map_err(|e| fail(OP, e.to_string()))?;
+        let e = energies(OP, t, tensor(OP, args, 1)?)?;
+        let shift = tensor(OP, args, 2)?.node;
+        let node = t.fused(Arc::new(ShiftedCurveOp::new(table, e)), &[shift])?;
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
+    }
+}
+
+/// `kramers_kronig(energy_ev, fdp, element)`: f' from f'' with the element's Henke tails.
+struct KramersKronig;
+
+impl Extern for KramersKronig {
+    fn call(&self, t: &mut Tape, args: &[ExternArg]) -> Result<Val, TapeError> {
+        const OP: &str = "kramers_kronig";
+        let e = energies(OP, t, tensor(OP, args, 0)?)?;
+        let fdp = tensor(OP, args, 1)?.node;
+        let element = text(OP, args, 2)?;
+        let op = KramersKronigOp::with_henke(&e, element).map_err(|e| fail(OP, e.to_string()))?;
+        let node = t.fused(Arc::new(op), &[fdp])?;
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
+    }
+}
+
+/// Registers the three operators.
+pub fn register(registry: &mut Registry) {
+    registry
+        .register("reference_curve", Arc::new(ReferenceCurve))
+        .register("shifted_curve", Arc::new(ShiftedCurve))
+        .register("kramers_kronig", Arc::new(KramersKronig));
+}

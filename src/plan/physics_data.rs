@@ -1,0 +1,142 @@
+//! The physics data sources of a model: `pdb("file")` (an atomic model) and
+//! `dials("*.expt", "*.refl", n_channels = K)` (stills with shoeboxes and per-shot spectra).
+//!
+//! In: the `--data` directory (and the model's folder, which may ship the PDB), the file name or
+//! the channel count the model declares. Out: a `physics::atoms::Crystal`, or a [`DialsData`]:
+//! the shared channel grid (`shots.energies`), one [`DialsImage`] per used experiment (spectrum
+//! weights on that grid, beam, crystal, shoeboxes with hkl, pixels and use flags) and the
+//! [`DataReport`] of what `formats::dataset_dir` skipped and why. Guarantees: a missing or
+//! malformed file is a `PlanError::Data` naming it; a shot whose spectrum is not on the model's
+//! K-channel grid is an error naming the image and the channel (never resampled silently).
+
+use super::error::PlanError;
+use crate::formats::dataset_dir::{DataReport, Dataset, ShoeboxObs};
+use crate::formats::expt::{Beam, Crystal as ExptCrystal};
+use crate::physics::atoms::{self, Crystal};
+use std::path::{Path, PathBuf};
+
+/// One still as the planner uses it.
+#[derive(Debug, Clone)]
+pub struct DialsImage {
+    /// Experiment identifier.
+    pub identifier: String,
+    /// Spectrum weights on [`DialsData::energy_ev`], summing to one.
+    pub spectrum: Vec<f64>,
+    /// Beam model.
+    pub beam: Beam,
+    /// Crystal model (orientation and cell: `image.rot0`, `image.cell0`).
+    pub crystal: ExptCrystal,
+    /// Shoeboxes with their Miller indices and pixel offsets.
+    pub shoeboxes: Vec<ShoeboxObs>,
+    /// Counts of all shoeboxes, concatenated.
+    pub counts: Vec<f32>,
+    /// Pixels to use (valid mask, finite, non-negative).
+    pub use_pixel: Vec<bool>,
+}
+
+/// A loaded `dials(...)` source.
+#[derive(Debug, Clone)]
+pub struct DialsData {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Channel energies shared by every shot (eV, increasing).
+    pub energy_ev: Vec<f64>,
+    /// Used images in file order.
+    pub images: Vec<DialsImage>,
+    /// What was skipped and why.
+    pub report: DataReport,
+}
+
+/// Channels closer than this (eV) are the same channel.
+const SAME_CHANNEL_EV: f64 = 1e-6;
+
+fn data_error(path: &Path, detail: String) -> PlanError {
+    PlanError::Data {
+        path: path.display().to_string(),
+        line: None,
+        detail,
+    }
+}
+
+/// Reads `pdb(file)`: from the data directory, else from the model's folder.
+pub fn load_pdb(data_dir: &Path, model_dir: &Path, file: &str) -> Result<Crystal, PlanError> {
+    let in_data = data_dir.join(file);
+    let path = if in_data.is_file() {
+        in_data.clone()
+    } else {
+        model_dir.join(file)
+    };
+    if !path.is_file() {
+        return Err(data_error(
+            &in_data,
+            format!("atomic model not found (nor in {})", model_dir.display()),
+        ));
+    }
+    atoms::read(&path).map_err(|e| data_error(&path, e.to_string()))
+}
+
+/// Energies (increasing) and normalized weights of a spectrum.
+fn channels(image: &crate::formats::dataset_dir::ImageData) -> (Vec<f64>, Vec<f64>) {
+    let mut pairs: Vec<(f64, f64)> = image
+        .spectrum
+        .energy_ev()
+        .into_iter()
+        .zip(image.spectrum.normalized_weights())
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pairs.into_iter().unzip()
+}
+
+/// Reads every image of the `dials(...)` source in `data_dir`, checking `n_channels`.
+pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanError> {
+    let dataset = Dataset::open(data_dir).map_err(|e| data_error(data_dir, e.to_string()))?;
+    let mut stream = dataset.images();
+    let mut images = Vec::new();
+    let mut grid: Option<Vec<f64>> = None;
+    for image in stream.by_ref() {
+        let image = image.map_err(|e| data_error(data_dir, e.to_string()))?;
+        let (energy, weight) = channels(&image);
+        let at = |detail: String| {
+            data_error(
+                &image.source,
+                format!("image `{}`: {detail}", image.identifier),
+            )
+        };
+        if energy.len() != n_channels {
+            return Err(at(format!(
+                "spectrum has {} channels, the model declares n_channels = {n_channels}",
+                energy.len()
+            )));
+        }
+        match &grid {
+            None => grid = Some(energy),
+            Some(g) => {
+                if let Some(k) =
+                    (0..n_channels).find(|&k| (g[k] - energy[k]).abs() > SAME_CHANNEL_EV)
+                {
+                    return Err(at(format!(
+                        "channel {k} is at {} eV, the first image's at {} eV (all shots must share one grid)",
+                        energy[k], g[k]
+                    )));
+                }
+            }
+        }
+        images.push(DialsImage {
+            identifier: image.identifier,
+            spectrum: weight,
+            beam: image.beam,
+            crystal: image.crystal,
+            shoeboxes: image.shoeboxes,
+            counts: image.counts,
+            use_pixel: image.use_pixel,
+        });
+    }
+    let report = stream.report().clone();
+    let energy_ev = grid.ok_or_else(|| data_error(data_dir, "no usable images".into()))?;
+    Ok(DialsData {
+        dir: data_dir.to_path_buf(),
+        energy_ev,
+        images,
+        report,
+    })
+}
