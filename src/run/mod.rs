@@ -352,6 +352,7 @@ pub fn draw_quantities(
             model,
             values: vec![None; model.sites.len()],
             instance: vec![],
+            batch: None,
         };
         for (i, slot) in by_site.iter().enumerate() {
             if let (Some(k), Site::Latent(l)) = (slot, &model.sites[i]) {
