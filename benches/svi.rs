@@ -11,8 +11,9 @@ use spread::infer::reduce::SingleProcess;
 use spread::infer::svi::{SviConfig, SviState, run};
 use std::time::Instant;
 
-/// Steps per second: median of 5 runs of `steps` steps each.
+/// Steps per second: median of `SPREAD_BENCH_REPS` (default 5) runs of `steps` steps each.
 fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
+    let reps = env_usize("SPREAD_BENCH_REPS", 5).max(1);
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(p) => p,
         Err(e) => {
@@ -26,7 +27,7 @@ fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
         particles: 1,
         ..SviConfig::default()
     };
-    let mut rates: Vec<f64> = (0..5)
+    let mut rates: Vec<f64> = (0..reps)
         .map(|_| {
             let start = Instant::now();
             let done = pool.install(|| {
@@ -45,7 +46,15 @@ fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
         })
         .collect();
     rates.sort_by(f64::total_cmp);
-    rates[2]
+    rates[reps / 2]
+}
+
+/// A positive integer from the environment (for short profiling runs under callgrind).
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn regression_data() -> (Array2<f64>, Array1<f64>) {
@@ -101,8 +110,13 @@ fn main() {
             eprintln!("{name}: model failed to build");
             continue;
         };
+        let steps = (steps / env_usize("SPREAD_BENCH_DIVIDE", 1).max(1) as u64).max(1);
         let one = steps_per_second(&model, steps, 1);
-        let two = steps_per_second(&model, steps, 2);
+        let two = if env_usize("SPREAD_BENCH_ONE_THREAD", 0) == 1 {
+            f64::NAN
+        } else {
+            steps_per_second(&model, steps, 2)
+        };
         println!(
             "{name:<44} {one:>12.1} {two:>12.1} {:>8.2}x {:>14.1}",
             two / one,
