@@ -111,12 +111,17 @@ fn main() {
             continue;
         };
         let steps = (steps / env_usize("SPREAD_BENCH_DIVIDE", 1).max(1) as u64).max(1);
-        let one = steps_per_second(&model, steps, 1);
-        let two = if env_usize("SPREAD_BENCH_ONE_THREAD", 0) == 1 {
-            f64::NAN
-        } else {
-            steps_per_second(&model, steps, 2)
+        // SPREAD_BENCH_THREADS=1 or 2 runs one pool size only, so `/usr/bin/time` can report
+        // the user+sys CPU time of each on a shared machine.
+        let only = env_usize("SPREAD_BENCH_THREADS", 0);
+        let rate = |t: usize| {
+            if only == 0 || only == t {
+                steps_per_second(&model, steps, t)
+            } else {
+                f64::NAN
+            }
         };
+        let (one, two) = (rate(1), rate(2));
         println!(
             "{name:<44} {one:>12.1} {two:>12.1} {:>8.2}x {:>14.1}",
             two / one,
