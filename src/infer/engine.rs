@@ -87,6 +87,41 @@ fn pieces(target: &Target, g: &ArrayD<f64>, spans: &mut Vec<Span>, values: &mut 
 /// (offset in the flat parameter vector, start in an instance's gradient values, length).
 type Span = (usize, usize, usize);
 
+/// Tapes kept per worker thread across steps at most.
+const POOLED_TAPES: usize = 4;
+
+thread_local! {
+    /// Cleared tapes of this worker: their arenas, gradient buffers and spare value buffers
+    /// outlive a step, so a static model structure stops allocating after the first step.
+    static TAPE_POOL: std::cell::RefCell<Vec<Tape>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A tape borrowed from the worker's pool and given back when dropped. Every use starts
+/// with `Tape::clear`, so which pooled tape a chunk gets never changes its result.
+struct PooledTape(Tape);
+
+impl PooledTape {
+    fn take() -> Self {
+        PooledTape(
+            TAPE_POOL
+                .with(|p| p.borrow_mut().pop())
+                .unwrap_or_else(Tape::new),
+        )
+    }
+}
+
+impl Drop for PooledTape {
+    fn drop(&mut self) {
+        let tape = std::mem::take(&mut self.0);
+        TAPE_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOLED_TAPES {
+                pool.push(tape);
+            }
+        });
+    }
+}
+
 /// What one plate instance (with its nested plates) returns.
 struct InstanceResult {
     value: f64,
@@ -239,8 +274,8 @@ impl Evaluator<'_> {
         let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
         let results: Vec<Result<InstanceResult, InferError>> = chunks
             .par_iter()
-            .map_init(Tape::new, |tape, &rows| {
-                self.instance(tape, plate, rows, scale, global_ids, inputs)
+            .map_init(PooledTape::take, |tape, &rows| {
+                self.instance(&mut tape.0, plate, rows, scale, global_ids, inputs)
             })
             .collect();
         let globals_len: usize = inputs.iter().map(Value::len).sum();
