@@ -99,6 +99,11 @@ fn main() {
             chunked(hierarchical_regression(1000, 20, 7), 125),
             400,
         ),
+        (
+            "hier_regression 1000x200, chunk 125",
+            chunked(hierarchical_regression(1000, 200, 7), 125),
+            100,
+        ),
     ];
     println!(
         "{:<44} {:>12} {:>12} {:>9} {:>14}",
