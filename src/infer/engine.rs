@@ -102,11 +102,7 @@ struct PooledTape(Tape);
 
 impl PooledTape {
     fn take() -> Self {
-        PooledTape(
-            TAPE_POOL
-                .with(|p| p.borrow_mut().pop())
-                .unwrap_or_else(Tape::new),
-        )
+        PooledTape(TAPE_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default())
     }
 }
 

@@ -71,7 +71,7 @@ pub struct Node {
 }
 
 /// A reverse-mode tape over real and complex tensors.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Tape {
     nodes: Vec<Node>,
     /// Gradient buffers, kept across passes and re-recordings so a static structure
@@ -84,12 +84,22 @@ pub struct Tape {
     current_label: u32,
 }
 
+impl Default for Tape {
+    fn default() -> Self {
+        Tape::new()
+    }
+}
+
 impl Tape {
-    /// An empty tape.
+    /// An empty tape (label 0 is "<unlabelled>").
     pub fn new() -> Self {
         Tape {
+            nodes: Vec::new(),
+            grads: Vec::new(),
+            live: Vec::new(),
+            spare: std::collections::HashMap::new(),
             labels: vec![Arc::from("<unlabelled>")],
-            ..Default::default()
+            current_label: 0,
         }
     }
 
