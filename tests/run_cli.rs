@@ -130,10 +130,7 @@ fn eight_schools_matches_nuts_and_both_variants_run() {
     );
     let (mu, _) = post(&s, "mu");
     let (tau, _) = post(&s, "tau");
-    assert!(
-        (mu - f("mu_mean")).abs() < 0.25 * f("mu_sd") && tau > 0.0,
-        "centred: mu {mu} tau {tau}"
-    );
+    assert!((mu - f("mu_mean")).abs() < 0.25 * f("mu_sd") && tau > 0.0, "centred: mu {mu} tau {tau}");
     assert_eq!(s["settings"]["variants"]["parametrization"], "centered");
 }
 
