@@ -11,8 +11,9 @@ use spread::infer::reduce::SingleProcess;
 use spread::infer::svi::{SviConfig, SviState, run};
 use std::time::Instant;
 
-/// Steps per second: median of 5 runs of `steps` steps each.
+/// Steps per second: median of `SPREAD_BENCH_REPS` (default 5) runs of `steps` steps each.
 fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
+    let reps = env_usize("SPREAD_BENCH_REPS", 5).max(1);
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(p) => p,
         Err(e) => {
@@ -26,7 +27,7 @@ fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
         particles: 1,
         ..SviConfig::default()
     };
-    let mut rates: Vec<f64> = (0..5)
+    let mut rates: Vec<f64> = (0..reps)
         .map(|_| {
             let start = Instant::now();
             let done = pool.install(|| {
@@ -45,7 +46,15 @@ fn steps_per_second(model: &Model, steps: u64, threads: usize) -> f64 {
         })
         .collect();
     rates.sort_by(f64::total_cmp);
-    rates[2]
+    rates[reps / 2]
+}
+
+/// A positive integer from the environment (for short profiling runs under callgrind).
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn regression_data() -> (Array2<f64>, Array1<f64>) {
@@ -90,6 +99,11 @@ fn main() {
             chunked(hierarchical_regression(1000, 20, 7), 125),
             400,
         ),
+        (
+            "hier_regression 1000x200, chunk 125",
+            chunked(hierarchical_regression(1000, 200, 7), 125),
+            100,
+        ),
     ];
     println!(
         "{:<44} {:>12} {:>12} {:>9} {:>14}",
@@ -101,8 +115,18 @@ fn main() {
             eprintln!("{name}: model failed to build");
             continue;
         };
-        let one = steps_per_second(&model, steps, 1);
-        let two = steps_per_second(&model, steps, 2);
+        let steps = (steps / env_usize("SPREAD_BENCH_DIVIDE", 1).max(1) as u64).max(1);
+        // SPREAD_BENCH_THREADS=1 or 2 runs one pool size only, so `/usr/bin/time` can report
+        // the user+sys CPU time of each on a shared machine.
+        let only = env_usize("SPREAD_BENCH_THREADS", 0);
+        let rate = |t: usize| {
+            if only == 0 || only == t {
+                steps_per_second(&model, steps, t)
+            } else {
+                f64::NAN
+            }
+        };
+        let (one, two) = (rate(1), rate(2));
         println!(
             "{name:<44} {one:>12.1} {two:>12.1} {:>8.2}x {:>14.1}",
             two / one,

@@ -61,6 +61,10 @@ def main():
     alpha = 1.0 + 0.5 * rng.standard_normal((1000, 1))
     y = alpha + 0.7 * x + rng.standard_normal((1000, 20))
     time_model("hierarchical_regression (1000 groups x 20)", hierarchical, (jnp.array(x), jnp.array(y)), 400)
+    x = rng.standard_normal((1000, 200))
+    alpha = 1.0 + 0.5 * rng.standard_normal((1000, 1))
+    y = alpha + 0.7 * x + rng.standard_normal((1000, 200))
+    time_model("hierarchical_regression (1000 groups x 200)", hierarchical, (jnp.array(x), jnp.array(y)), 100)
 
 
 if __name__ == "__main__":

@@ -63,19 +63,58 @@ enum Target {
     Rows(Vec<usize>),
 }
 
-/// Splits a leaf gradient into (offset, values) pieces of the flat vector.
-fn pieces(target: &Target, g: &ArrayD<f64>) -> Vec<(usize, Vec<f64>)> {
-    let flat: Vec<f64> = g.iter().copied().collect();
+/// Appends a leaf gradient to `values` and records where its pieces go in the flat
+/// vector as (offset, start in `values`, length); one buffer per instance, not one per row.
+fn pieces(target: &Target, g: &ArrayD<f64>, spans: &mut Vec<Span>, values: &mut Vec<f64>) {
+    let start = values.len();
+    values.extend(g.iter().copied());
+    let n = values.len() - start;
     match target {
-        Target::At(o) => vec![(*o, flat)],
+        Target::At(o) => spans.push((*o, start, n)),
         Target::Rows(offsets) => {
-            let per = flat.len() / offsets.len().max(1);
-            offsets
-                .iter()
-                .zip(flat.chunks(per.max(1)))
-                .map(|(o, c)| (*o, c.to_vec()))
-                .collect()
+            let per = (n / offsets.len().max(1)).max(1);
+            spans.extend(
+                offsets
+                    .iter()
+                    .enumerate()
+                    .map(|(k, o)| (*o, start + k * per, per.min(n.saturating_sub(k * per))))
+                    .filter(|s| s.2 > 0),
+            );
         }
+    }
+}
+
+/// (offset in the flat parameter vector, start in an instance's gradient values, length).
+type Span = (usize, usize, usize);
+
+/// Tapes kept per worker thread across steps at most.
+const POOLED_TAPES: usize = 4;
+
+thread_local! {
+    /// Cleared tapes of this worker: their arenas, gradient buffers and spare value buffers
+    /// outlive a step, so a static model structure stops allocating after the first step.
+    static TAPE_POOL: std::cell::RefCell<Vec<Tape>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A tape borrowed from the worker's pool and given back when dropped. Every use starts
+/// with `Tape::clear`, so which pooled tape a chunk gets never changes its result.
+struct PooledTape(Tape);
+
+impl PooledTape {
+    fn take() -> Self {
+        PooledTape(TAPE_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default())
+    }
+}
+
+impl Drop for PooledTape {
+    fn drop(&mut self) {
+        let tape = std::mem::take(&mut self.0);
+        TAPE_POOL.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOLED_TAPES {
+                pool.push(tape);
+            }
+        });
     }
 }
 
@@ -83,7 +122,8 @@ fn pieces(target: &Target, g: &ArrayD<f64>) -> Vec<(usize, Vec<f64>)> {
 struct InstanceResult {
     value: f64,
     global_grads: Vec<ArrayD<f64>>,
-    param_grads: Vec<(usize, Vec<f64>)>,
+    param_spans: Vec<Span>,
+    param_values: Vec<f64>,
 }
 
 /// Everything shared by the evaluation of one particle.
@@ -230,8 +270,8 @@ impl Evaluator<'_> {
         let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
         let results: Vec<Result<InstanceResult, InferError>> = chunks
             .par_iter()
-            .map_init(Tape::new, |tape, &rows| {
-                self.instance(tape, plate, rows, scale, global_ids, inputs)
+            .map_init(PooledTape::take, |tape, &rows| {
+                self.instance(&mut tape.0, plate, rows, scale, global_ids, inputs)
             })
             .collect();
         let globals_len: usize = inputs.iter().map(Value::len).sum();
@@ -246,8 +286,9 @@ impl Evaluator<'_> {
                     .for_each(|(a, b)| *a += b);
                 pos += g.len();
             }
-            for (offset, g) in &r.param_grads {
-                touched[*offset..offset + g.len()].fill(true);
+            for &(offset, start, len) in &r.param_spans {
+                let g = &r.param_values[start..start + len];
+                touched[offset..offset + len].fill(true);
                 let dst = &mut buffer[1 + globals_len + offset..][..g.len()];
                 dst.iter_mut().zip(g.iter()).for_each(|(a, b)| *a += b);
             }
@@ -303,15 +344,15 @@ impl Evaluator<'_> {
                 .unwrap_or(crate::tape::TapeError::UnknownNode(0));
             return Err(fail(e));
         }
-        let param_grads = leaves
-            .iter()
-            .zip(&leaf_grads)
-            .flat_map(|((target, _), g)| pieces(target, g))
-            .collect();
+        let (mut param_spans, mut param_values) = (Vec::new(), Vec::new());
+        for ((target, _), g) in leaves.iter().zip(&leaf_grads) {
+            pieces(target, g, &mut param_spans, &mut param_values);
+        }
         Ok(InstanceResult {
             value,
             global_grads,
-            param_grads,
+            param_spans,
+            param_values,
         })
     }
 

@@ -69,12 +69,139 @@ fn operand<'a>(a: &'a ArrayD<f64>, shape: &[usize]) -> Option<Operand<'a>> {
 
 /// Slice-based forward and adjoint when every input is full or a single number.
 fn fast_forward(x: Operand, m: Operand, s: Operand, n: usize) -> Vec<f64> {
+    if let Operand::Scalar(sd) = s {
+        // One logarithm for a shared scale (the usual likelihood) instead of one per element.
+        let ln_sd = sd.ln();
+        if let (Operand::Full(xs), Operand::Full(ms)) = (x, m) {
+            return xs
+                .iter()
+                .zip(ms)
+                .map(|(&x, &m)| {
+                    let z = (x - m) / sd;
+                    -0.5 * z * z - ln_sd - LN_SQRT_2PI
+                })
+                .collect();
+        }
+        return (0..n)
+            .map(|i| {
+                let z = (x.at(i) - m.at(i)) / sd;
+                -0.5 * z * z - ln_sd - LN_SQRT_2PI
+            })
+            .collect();
+    }
     (0..n)
         .map(|i| {
             let (sd, z) = (s.at(i), (x.at(i) - m.at(i)) / s.at(i));
             -0.5 * z * z - sd.ln() - LN_SQRT_2PI
         })
         .collect()
+}
+
+/// Where one input's elementwise adjoint goes: nowhere (not wanted), a full tensor, or a
+/// sum (the input is a single number).
+enum Sink {
+    Skip,
+    Full(Vec<f64>),
+    Sum(f64),
+}
+
+impl Sink {
+    fn new(wanted: bool, target: &ArrayD<f64>, n: usize) -> Sink {
+        match (wanted, target.len() == 1 && n != 1) {
+            (false, _) => Sink::Skip,
+            // -0.0 is the start of `Iterator::sum` for f64, so sums match the unfused path.
+            (true, true) => Sink::Sum(-0.0),
+            (true, false) => Sink::Full(Vec::with_capacity(n)),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, v: f64) {
+        match self {
+            Sink::Skip => {}
+            Sink::Full(out) => out.push(v),
+            Sink::Sum(acc) => *acc += v,
+        }
+    }
+
+    fn finish(self, target: &ArrayD<f64>, shape: &[usize]) -> Result<Option<Value>, String> {
+        Ok(match self {
+            Sink::Skip => None,
+            Sink::Sum(v) => Some(Value::Real(ArrayD::from_elem(target.raw_dim(), v))),
+            Sink::Full(g) => Some(Value::Real(
+                ArrayD::from_shape_vec(IxDyn(shape), g).map_err(|e| e.to_string())?,
+            )),
+        })
+    }
+}
+
+/// The likelihood's usual case (data x, a full mean, a fixed scale): only d/dloc, in one
+/// tight loop over slices.
+fn loc_adjoint(
+    xs: &[f64],
+    ms: &[f64],
+    sd: f64,
+    gs: &[f64],
+    shape: &[usize],
+) -> Result<Vec<Option<Value>>, String> {
+    let gl: Vec<f64> = xs
+        .iter()
+        .zip(ms)
+        .zip(gs)
+        .map(|((&x, &m), &g)| {
+            let z = (x - m) / sd;
+            -(-g * z / sd)
+        })
+        .collect();
+    let gl = ArrayD::from_shape_vec(IxDyn(shape), gl).map_err(|e| e.to_string())?;
+    Ok(vec![None, Some(Value::Real(gl)), None])
+}
+
+/// The adjoint of the inputs that are wanted, in one pass over slices and without the
+/// temporaries of the unwanted ones; None when an input is neither full nor a single number.
+fn fast_vjp_wanted(
+    [x, loc, scale]: [&ArrayD<f64>; 3],
+    shape: &[usize],
+    g: &ArrayD<f64>,
+    wanted: &[bool],
+) -> Option<Result<Vec<Option<Value>>, String>> {
+    let (xo, mo, so) = (
+        operand(x, shape)?,
+        operand(loc, shape)?,
+        operand(scale, shape)?,
+    );
+    let gs = g.as_slice()?;
+    let want = |i: usize| wanted.get(i).copied().unwrap_or(true);
+    if let ((Operand::Full(xs), Operand::Full(ms), Operand::Scalar(sd)), [false, true, false]) =
+        ((xo, mo, so), [want(0), want(1), want(2)])
+    {
+        return Some(loc_adjoint(xs, ms, sd, gs, shape));
+    }
+    let n = gs.len();
+    let mut sinks = [
+        Sink::new(want(0), x, n),
+        Sink::new(want(1), loc, n),
+        Sink::new(want(2), scale, n),
+    ];
+    let need_scale = want(2);
+    for (i, &g) in gs.iter().enumerate() {
+        let sd = so.at(i);
+        let z = (xo.at(i) - mo.at(i)) / sd;
+        let gx = -g * z / sd;
+        sinks[0].push(gx);
+        sinks[1].push(-gx);
+        if need_scale {
+            sinks[2].push(g * (z * z - 1.0) / sd);
+        }
+    }
+    let [sx, sl, ss] = sinks;
+    Some((|| {
+        Ok(vec![
+            sx.finish(x, shape)?,
+            sl.finish(loc, shape)?,
+            ss.finish(scale, shape)?,
+        ])
+    })())
 }
 
 /// Returns (dx, dscale) elementwise; dloc = -dx.
@@ -101,6 +228,22 @@ fn reduce_to(g: Vec<f64>, target: &ArrayD<f64>, shape: &[usize]) -> Option<Array
 impl FusedOp for NormalLogPdf {
     fn name(&self) -> &'static str {
         "normal_log_prob"
+    }
+
+    fn vjp_wanted(
+        &self,
+        v: &[&Value],
+        y: &Value,
+        g: &Value,
+        wanted: &[bool],
+    ) -> Result<Vec<Option<Value>>, String> {
+        let (inputs, shape) = views(v)?;
+        if let Value::Real(gr) = g
+            && let Some(out) = fast_vjp_wanted(inputs, &shape, gr, wanted)
+        {
+            return out;
+        }
+        self.vjp(v, y, g)
     }
 
     fn forward(&self, v: &[&Value]) -> Result<Value, String> {

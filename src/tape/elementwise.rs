@@ -431,6 +431,25 @@ impl Binary {
             return None;
         }
         let s = w.scalar;
+        let want = |i: usize| wanted.get(i).copied().unwrap_or(true);
+        let want_full = want(if w.full_is_a { 0 } else { 1 });
+        if !want_full && matches!(self, Binary::Mul) {
+            // A global latent times data: only the latent's gradient, a dot product, is needed.
+            let dot: f64 = gs.iter().zip(w.full).map(|(g, x)| g * x).sum();
+            let scalar_grad = ArrayD::from_elem(
+                if w.full_is_a {
+                    b.raw_dim()
+                } else {
+                    a.raw_dim()
+                },
+                dot,
+            );
+            return Some(if w.full_is_a {
+                (None, want(1).then_some(scalar_grad))
+            } else {
+                (want(0).then_some(scalar_grad), None)
+            });
+        }
         let (mut full_grad, mut scalar_grad) = (Vec::with_capacity(gs.len()), 0.0);
         for i in 0..gs.len() {
             let (da, db) = if w.full_is_a {
@@ -454,7 +473,6 @@ impl Binary {
         } else {
             (scalar_grad, full_grad)
         };
-        let want = |i: usize| wanted.get(i).copied().unwrap_or(true);
         Some((want(0).then_some(ga), want(1).then_some(gb)))
     }
 }

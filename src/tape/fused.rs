@@ -25,6 +25,18 @@ pub trait FusedOp: Send + Sync + std::fmt::Debug {
         output: &Value,
         grad: &Value,
     ) -> Result<Vec<Option<Value>>, String>;
+
+    /// Like `vjp`, told which inputs need a gradient (`wanted[i]`), so an operator may skip
+    /// the others (data and constants); the default computes them all.
+    fn vjp_wanted(
+        &self,
+        inputs: &[&Value],
+        output: &Value,
+        grad: &Value,
+        _wanted: &[bool],
+    ) -> Result<Vec<Option<Value>>, String> {
+        self.vjp(inputs, output, grad)
+    }
 }
 
 impl Tape {

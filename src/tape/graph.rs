@@ -6,6 +6,7 @@
 //! reverse sweep is a valid reverse-mode pass; `replay` recomputes the same structure with new
 //! leaf values without re-recording; `clear` keeps the arena's capacity for the next record.
 
+use super::elementwise::Binary;
 use super::op::{Op, OpError};
 use super::value::Value;
 use ndarray::{ArrayD, IxDyn};
@@ -70,7 +71,7 @@ pub struct Node {
 }
 
 /// A reverse-mode tape over real and complex tensors.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Tape {
     nodes: Vec<Node>,
     /// Gradient buffers, kept across passes and re-recordings so a static structure
@@ -83,12 +84,22 @@ pub struct Tape {
     current_label: u32,
 }
 
+impl Default for Tape {
+    fn default() -> Self {
+        Tape::new()
+    }
+}
+
 impl Tape {
-    /// An empty tape.
+    /// An empty tape (label 0 is "<unlabelled>").
     pub fn new() -> Self {
         Tape {
+            nodes: Vec::new(),
+            grads: Vec::new(),
+            live: Vec::new(),
+            spare: std::collections::HashMap::new(),
             labels: vec![Arc::from("<unlabelled>")],
-            ..Default::default()
+            current_label: 0,
         }
     }
 
@@ -392,6 +403,37 @@ impl Tape {
                 }
                 true
             }
+            Op::Binary(b @ (Binary::Add | Binary::Sub)) => {
+                let inner: Vec<Option<(usize, usize)>> = node
+                    .inputs
+                    .iter()
+                    .map(|id| match &self.nodes[id.index()].value {
+                        Value::Real(a) => row_blocks(a.shape(), g.shape()).map(|r| (id.index(), r)),
+                        Value::Complex(_) => None,
+                    })
+                    .collect();
+                if inner.iter().any(Option::is_none) {
+                    return false;
+                }
+                let Some(gs) = g.as_slice() else { return false };
+                for (which, (j, block)) in inner.into_iter().flatten().enumerate() {
+                    if !self.nodes[j].needs_grad {
+                        continue;
+                    }
+                    let shape = self.nodes[j].value.shape();
+                    let sign = if which == 1 && *b == Binary::Sub {
+                        -1.0
+                    } else {
+                        1.0
+                    };
+                    if let Some(acc) = grad_buffer(&mut lo[j], &mut self.live[j], shape)
+                        && let Some(acc) = acc.as_slice_mut()
+                    {
+                        sum_blocks_into(acc, gs, block, sign);
+                    }
+                }
+                true
+            }
             Op::Binary(b) => {
                 let (Some(a), Some(c)) = (real(&node.inputs[0]), real(&node.inputs[1])) else {
                     return false;
@@ -477,6 +519,36 @@ fn grad_buffer<'a>(
     match slot {
         Some(Value::Real(a)) => Some(a),
         _ => None,
+    }
+}
+
+/// Block length b when an input of `shape` broadcasts to `out` by repeating each of its
+/// elements over b consecutive output elements (equal shapes: 1; one number or a column
+/// [r, 1] against [r, c]: the whole or c), so its gradient is a sum over each block.
+fn row_blocks(shape: &[usize], out: &[usize]) -> Option<usize> {
+    if shape.len() > out.len() {
+        return None;
+    }
+    let padded = out.len() - shape.len();
+    let dims = |i: usize| if i < padded { 1 } else { shape[i - padded] };
+    let kept = (0..out.len())
+        .rposition(|i| dims(i) != 1)
+        .map_or(0, |i| i + 1);
+    let prefix_matches = (0..kept).all(|i| dims(i) == out[i]);
+    prefix_matches.then(|| out[kept..].iter().product())
+}
+
+/// acc[k] += sign · Σ g over block k (blocks of `block` consecutive elements).
+fn sum_blocks_into(acc: &mut [f64], g: &[f64], block: usize, sign: f64) {
+    if block == 0 {
+        return;
+    }
+    if block == 1 {
+        acc.iter_mut().zip(g).for_each(|(a, &g)| *a += sign * g);
+        return;
+    }
+    for (a, chunk) in acc.iter_mut().zip(g.chunks(block)) {
+        *a += sign * chunk.iter().sum::<f64>();
     }
 }
 

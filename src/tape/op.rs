@@ -123,7 +123,9 @@ impl Op {
                 let (ga, gb) = linalg::matmul_vjp(a, b, gr)?;
                 Ok(vec![Some(Value::Real(ga)), Some(Value::Real(gb))])
             }
-            Op::Fused(f) => f.vjp(x, y, g).map_err(|d| OpError::new(name, d)),
+            Op::Fused(f) => f
+                .vjp_wanted(x, y, g, wanted)
+                .map_err(|d| OpError::new(name, d)),
         }
     }
 }
