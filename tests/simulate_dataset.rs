@@ -71,7 +71,11 @@ fn truth(dir: &Path) -> serde_json::Value {
 fn same_seed_same_bytes_on_1_and_2_threads_other_seed_other_data() {
     let (a, b, c) = (out_dir("a"), out_dir("b"), out_dir("c"));
     ok(&simulate(&a, &["--images", "3", "--seed", "7"]));
-    ok(&simulate_threads(&b, &["--images", "3", "--seed", "7"], "1"));
+    ok(&simulate_threads(
+        &b,
+        &["--images", "3", "--seed", "7"],
+        "1",
+    ));
     ok(&simulate(&c, &["--images", "3", "--seed", "8"]));
     let (fa, fb) = (files(&a), files(&b));
     assert_eq!(fa.len(), 4 + 3, "expt, refl, pdb, truth.json and 3 spectra");
