@@ -19,29 +19,15 @@ const SEEDS: &[&str] = &[
     include_str!("corpus/good/variant_selected_by_set.spread"),
 ];
 
-const TOKENS: &[&str] = &[
-    "use",
-    "const",
-    "variant",
-    "data",
-    "fn",
-    "extern",
-    "flow",
-    "encoder",
-    "plate",
-    "in",
-    "latent",
-    "param",
-    "let",
-    "observe",
-    "guide",
-    "corrected",
-    "by",
-    "penalty",
-    "subsample",
-    "match",
-    "over",
-    "if",
+/// Every token the generators draw from: the language keywords and the others below.
+fn tokens() -> Vec<&'static str> {
+    let mut all = spread::syntax::KEYWORDS.to_vec();
+    all.extend_from_slice(OTHER_TOKENS);
+    all
+}
+
+/// Tokens beyond the keywords (spread::syntax::KEYWORDS) that the generators draw from.
+const OTHER_TOKENS: &[&str] = &[
     "true",
     "false",
     "x",
@@ -143,7 +129,7 @@ fn check_properties(bytes: &[u8]) -> Result<(), TestCaseError> {
 }
 
 fn token_soup() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(TOKENS), 0..60).prop_map(|t| t.join(" "))
+    prop::collection::vec(prop::sample::select(tokens()), 0..60).prop_map(|t| t.join(" "))
 }
 
 /// Random expressions over a pool of names, sizes and operators.
@@ -213,7 +199,7 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1usize..40).prop_map(|(a, n)| Mutation::Delete(a, n)),
-        (any::<usize>(), prop::sample::select(TOKENS)).prop_map(|(a, t)| Mutation::Insert(a, t)),
+        (any::<usize>(), prop::sample::select(tokens())).prop_map(|(a, t)| Mutation::Insert(a, t)),
         (any::<usize>(), 1usize..80).prop_map(|(a, n)| Mutation::Duplicate(a, n)),
         (any::<usize>(), any::<u8>()).prop_map(|(a, b)| Mutation::Byte(a, b)),
     ]

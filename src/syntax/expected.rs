@@ -8,6 +8,32 @@ use super::parser::Rule;
 use crate::diagnostics::{Code, Diagnostic, FileId, Span};
 use pest::error::{Error, ErrorVariant, InputLocation};
 
+/// The words that start or join statements; they cannot be used as names.
+pub const KEYWORDS: &[&str] = &[
+    "use",
+    "const",
+    "variant",
+    "data",
+    "fn",
+    "extern",
+    "flow",
+    "encoder",
+    "plate",
+    "in",
+    "latent",
+    "param",
+    "let",
+    "observe",
+    "guide",
+    "corrected",
+    "by",
+    "penalty",
+    "subsample",
+    "match",
+    "over",
+    "if",
+];
+
 /// Grammar rules and the words for them.
 const DESCRIBE: &[(Rule, &str)] = &[
     (
@@ -315,31 +341,7 @@ fn hint(source: &str, at: usize, expects_name: bool) -> Option<&'static str> {
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .collect();
-    let keywords = [
-        "use",
-        "const",
-        "variant",
-        "data",
-        "fn",
-        "extern",
-        "flow",
-        "encoder",
-        "plate",
-        "in",
-        "latent",
-        "param",
-        "let",
-        "observe",
-        "guide",
-        "corrected",
-        "by",
-        "penalty",
-        "subsample",
-        "match",
-        "over",
-        "if",
-    ];
-    if expects_name && keywords.contains(&word.as_str()) {
+    if expects_name && KEYWORDS.contains(&word.as_str()) {
         return Some("this word is a keyword of the language and cannot be used as a name");
     }
     None

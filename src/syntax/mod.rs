@@ -11,6 +11,7 @@ mod parser;
 
 use crate::diagnostics::{Diagnostic, FileId};
 
+pub use expected::KEYWORDS;
 pub use limits::{MAX_DEPTH, MAX_EXPR_DEPTH, MAX_IDENT, MAX_OPERATORS, MAX_SOURCE_BYTES};
 
 /// Decodes a file's bytes as UTF-8, or reports where the first bad byte is.
