@@ -102,7 +102,14 @@ struct DatasetToml {
     files: Vec<FilePair>,
     #[serde(default)]
     spectra: BTreeMap<String, PathBuf>,
+    /// Photons per m² per shot (the beam model of DIALS has no fluence).
+    fluence: Option<f64>,
 }
+
+/// Photons per m² per shot when dataset.toml gives none: 1e-4 × nanoBragg's default
+/// (1/r_e²), the fluence `spreadc simulate` uses. Real data put their fluence in
+/// dataset.toml, or leave it and let the per-image scale absorb it.
+pub const DEFAULT_FLUENCE_PER_M2: f64 = crate::physics::beam::DEFAULT_FLUENCE * 1e-4;
 
 /// One experiment list and the reflection table that goes with it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -127,6 +134,8 @@ pub struct Dataset {
     pub spectra: BTreeMap<String, PathBuf>,
     /// Spectrum for experiments without their own (else the beam's wavelength is used).
     pub default_spectrum: Option<PathBuf>,
+    /// Photons per m² per shot (dataset.toml `fluence`, else [`DEFAULT_FLUENCE_PER_M2`]).
+    pub fluence_per_m2: f64,
 }
 
 /// Used and skipped counts of one kind of item, skips by reason.
@@ -248,6 +257,10 @@ pub struct ImageData {
     pub crystal: Crystal,
     /// Index of the detector in the list (shared across images).
     pub detector: usize,
+    /// That detector's panels, composed to the lab frame (shared by the images of one list).
+    pub panels: std::sync::Arc<Vec<crate::formats::expt::Panel>>,
+    /// Photons per m² per shot: `fluence` of dataset.toml, else [`DEFAULT_FLUENCE_PER_M2`].
+    pub fluence_per_m2: f64,
     /// Spectrum (the beam's wavelength alone when no spectrum file exists).
     pub spectrum: Spectrum,
     /// Shoeboxes with pixels.
@@ -292,7 +305,17 @@ impl Dataset {
                 .map(|(k, v)| (k, dir.join(v)))
                 .collect(),
             default_spectrum: config.spectrum.map(|p| dir.join(p)),
+            fluence_per_m2: config.fluence.unwrap_or(DEFAULT_FLUENCE_PER_M2),
         };
+        if !(dataset.fluence_per_m2 > 0.0 && dataset.fluence_per_m2.is_finite()) {
+            return Err(DataError::Toml {
+                path: toml_path,
+                message: format!(
+                    "`fluence` must be a positive number of photons per m², got {}",
+                    dataset.fluence_per_m2
+                ),
+            });
+        }
         dataset.check_files_exist()?;
         Ok(dataset)
     }
@@ -393,6 +416,7 @@ struct LoadedPair {
     table: ReflectionTable,
     rows_by_experiment: Vec<Vec<usize>>,
     next_experiment: usize,
+    fluence_per_m2: f64,
 }
 
 impl LoadedPair {
@@ -403,11 +427,13 @@ impl LoadedPair {
         let crystal = self.list.crystals[experiment.crystal?].clone();
         let beam = self.list.beams[experiment.beam?].clone();
         let detector = experiment.detector.unwrap_or(0);
-        let n_panels = self
+        let panels = self
             .list
             .detectors
             .get(detector)
-            .map_or(0, |d| d.panels.len());
+            .map(|d| d.panels.clone())
+            .unwrap_or_default();
+        let n_panels = panels.len();
         let image = ImageData {
             experiment: e,
             identifier: experiment.identifier.clone(),
@@ -416,6 +442,8 @@ impl LoadedPair {
             beam,
             crystal,
             detector,
+            panels: std::sync::Arc::new(panels),
+            fluence_per_m2: self.fluence_per_m2,
             shoeboxes: Vec::new(),
             counts: Vec::new(),
             background: Vec::new(),
@@ -476,6 +504,7 @@ impl ImageStream<'_> {
             table,
             rows_by_experiment,
             next_experiment: 0,
+            fluence_per_m2: self.dataset.fluence_per_m2,
         })
     }
 

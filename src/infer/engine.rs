@@ -236,6 +236,9 @@ impl Evaluator<'_> {
     /// The instances of a plate drawn this step (all of them without subsampling).
     fn batch(&self, plate: PlateId, parent_flat: usize) -> (Vec<usize>, f64) {
         let p = &self.model.plates[plate];
+        if p.ragged.is_some() {
+            return (self.model.child_instances(plate, parent_flat).collect(), 1.0);
+        }
         match p.subsample {
             None => ((0..p.size).collect(), 1.0),
             Some(b) => {
@@ -389,9 +392,7 @@ impl Evaluator<'_> {
 
     /// Row-major flat index of the current instance over its plate chain.
     fn flat_instance(&self, instance: &[(PlateId, usize)]) -> usize {
-        instance
-            .iter()
-            .fold(0, |acc, &(p, i)| acc * self.model.plates[p].size + i)
+        self.model.flat_index(instance)
     }
 
     /// "school 3" / "image 17, shoebox 4" / "global".

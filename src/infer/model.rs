@@ -33,6 +33,10 @@ pub struct Plate {
     /// over that axis. Only for top-level plates without nested plates, with mean-field or
     /// point guides. None: one tape per instance.
     pub chunk: Option<usize>,
+    /// A ragged child plate: instances are numbered globally (0..size over all parent
+    /// instances) and parent instance p owns `offsets[p]..offsets[p + 1]` (e.g. the shoeboxes
+    /// of each image). None: every parent instance has `size` instances of its own.
+    pub ragged: Option<Arc<Vec<usize>>>,
 }
 
 /// A closure building a node from the instance's environment.
@@ -243,8 +247,43 @@ impl Model {
             subsample: None,
             parent,
             chunk: None,
+            ragged: None,
         });
         self.plates.len() - 1
+    }
+
+    /// Adds a ragged child plate of `parent`: parent instance p owns the instances
+    /// `offsets[p]..offsets[p + 1]` (offsets start at 0, never decrease, and end at the total).
+    pub fn ragged_plate(&mut self, name: &str, parent: PlateId, offsets: Vec<usize>) -> PlateId {
+        let size = offsets.last().copied().unwrap_or(0);
+        let id = self.plate(name, size, Some(parent));
+        self.plates[id].ragged = Some(Arc::new(offsets));
+        id
+    }
+
+    /// The instances of `plate` inside parent instance `parent_flat` (all of a plain plate).
+    pub fn child_instances(&self, plate: PlateId, parent_flat: usize) -> std::ops::Range<usize> {
+        let p = &self.plates[plate];
+        match &p.ragged {
+            Some(offsets) => {
+                let lo = offsets.get(parent_flat).copied().unwrap_or(0);
+                let hi = offsets.get(parent_flat + 1).copied().unwrap_or(lo);
+                lo..hi
+            }
+            None => 0..p.size,
+        }
+    }
+
+    /// Row-major flat index of an instance over its plate chain (a ragged plate's indices are
+    /// already global, so the enclosing plates do not multiply them).
+    pub fn flat_index(&self, instance: &[(PlateId, usize)]) -> usize {
+        instance.iter().fold(0, |acc, &(p, i)| {
+            if self.plates[p].ragged.is_some() {
+                i
+            } else {
+                acc * self.plates[p].size + i
+            }
+        })
     }
 
     /// Adds a site (order matters: a site may only use sites declared before it).
@@ -278,10 +317,13 @@ impl Model {
 
     /// Number of instances of a site (product of its plate sizes).
     pub fn instances(&self, plate: Option<PlateId>) -> usize {
-        self.plate_chain(plate)
-            .iter()
-            .map(|&p| self.plates[p].size)
-            .product()
+        self.plate_chain(plate).iter().fold(1, |acc, &p| {
+            if self.plates[p].ragged.is_some() {
+                self.plates[p].size
+            } else {
+                acc * self.plates[p].size
+            }
+        })
     }
 
     /// Resolves names and checks arities, plates and data shapes.
@@ -320,9 +362,32 @@ impl Model {
                     "only a top-level plate without nested plates can be chunked".into(),
                 ));
             }
+            if let Some(offsets) = &p.ragged {
+                self.check_ragged(p, offsets).map_err(err)?;
+            }
             if p.subsample.is_some_and(|b| b == 0 || b > p.size) {
                 return Err(err(format!("subsample must be in 1..={}", p.size)));
             }
+        }
+        Ok(())
+    }
+
+    fn check_ragged(&self, p: &Plate, offsets: &[usize]) -> Result<(), String> {
+        let Some(parent) = p.parent else {
+            return Err("a ragged plate needs a parent".into());
+        };
+        let parents = self.instances(Some(parent));
+        if offsets.len() != parents + 1 {
+            return Err(format!(
+                "has {} offsets for {parents} parent instances",
+                offsets.len()
+            ));
+        }
+        if offsets.first() != Some(&0) || offsets.windows(2).any(|w| w[1] < w[0]) {
+            return Err("offsets must start at 0 and never decrease".into());
+        }
+        if p.subsample.is_some() || p.chunk.is_some() {
+            return Err("a ragged plate cannot be subsampled or chunked".into());
         }
         Ok(())
     }

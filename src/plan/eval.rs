@@ -34,8 +34,11 @@ pub struct PlateInfo {
     pub name: String,
     /// Instances.
     pub size: usize,
-    /// False for scope-only plates (`plate dataset { ... }`), which get no axis.
+    /// False for scope-only plates (`plate dataset { ... }`) and plates the engine
+    /// iterates, which get no axis.
     pub axis: bool,
+    /// The engine plate iterating this one (plates over physics records), if any.
+    pub engine: Option<usize>,
 }
 
 /// Everything the expressions of one program can refer to.
@@ -53,6 +56,8 @@ pub struct Scope {
     pub functions: HashMap<String, Function>,
     /// Physics operators.
     pub externs: Registry,
+    /// Physics sources and the plates over their records.
+    pub physics: super::records::PhysicsScope,
 }
 
 impl Scope {
@@ -238,6 +243,14 @@ impl<'a, 'm> Eval<'a, 'm> {
         let ExprKind::Var(name) = &rec.kind else {
             return Err(self.fail("field", format!("field `{field}` of a computed record")));
         };
+        if let Some(r) = self.scope.physics.field(t, self.env, name, field) {
+            return r
+                .map(|node| Val {
+                    node,
+                    plates: vec![],
+                })
+                .map_err(|e| self.fail("field", e));
+        }
         if let Some((plate, table)) = self.scope.rows.get(name) {
             let col = self
                 .scope
@@ -563,8 +576,12 @@ impl<'a, 'm> Eval<'a, 'm> {
                             | crate::check::types::Base::Collection(_)
                     ) =>
                 {
-                    ExternArg::Record(v.clone())
+                    match scope.physics.extern_arg(self.env, v) {
+                        Some(r) => r.map_err(|e| self.fail("extern", e))?,
+                        None => ExternArg::Record(v.clone()),
+                    }
                 }
+                _ if a.ad == crate::check::types::Ad::Data => ExternArg::Data(self.expr(t, a)?),
                 _ => ExternArg::Tensor(self.expr(t, a)?),
             });
         }

@@ -18,8 +18,39 @@ pub enum ExternArg {
     Tensor(Val),
     /// A text constant (element symbols, reference-curve names, variant choices).
     Text(String),
-    /// A data record or collection, by the name it has in the model.
+    /// A tensor computed from data alone (no gradient flows back through it).
+    Data(Val),
+    /// A data record or collection the planner has no loaded value for, by its name.
     Record(String),
+    /// A `pdb(...)` atomic model.
+    Crystal(Arc<crate::physics::atoms::Crystal>),
+    /// The current shoebox of a plate over `image.shoeboxes`.
+    Shoebox(ShoeboxRef),
+}
+
+impl ExternArg {
+    /// What kind of argument this is, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExternArg::Tensor(_) => "a tensor",
+            ExternArg::Data(_) => "a data tensor",
+            ExternArg::Text(_) => "text",
+            ExternArg::Record(_) => "a record",
+            ExternArg::Crystal(_) => "a crystal",
+            ExternArg::Shoebox(_) => "a shoebox",
+        }
+    }
+}
+
+/// One shoebox of one image of a `dials(...)` source.
+#[derive(Debug, Clone)]
+pub struct ShoeboxRef {
+    /// The loaded source.
+    pub data: Arc<super::physics_data::DialsData>,
+    /// Image index in `data.images`.
+    pub image: usize,
+    /// Shoebox index within the image.
+    pub shoebox: usize,
 }
 
 /// A physics operator callable from a model.
@@ -43,10 +74,11 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// The operators this build implements that need no data record (the anomalous curves).
+    /// Every operator this build implements: the anomalous curves and the pixel model.
     pub fn builtin() -> Self {
         let mut registry = Registry::default();
         super::externs_anomalous::register(&mut registry);
+        super::externs_physics::register(&mut registry);
         registry
     }
 

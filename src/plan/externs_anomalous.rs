@@ -36,8 +36,8 @@ fn text<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a str
 /// Argument `i` as a tensor with no plate axes.
 fn tensor<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a Val, TapeError> {
     match args.get(i) {
-        Some(ExternArg::Tensor(v)) if v.plates.is_empty() => Ok(v),
-        Some(ExternArg::Tensor(_)) => Err(fail(
+        Some(ExternArg::Tensor(v) | ExternArg::Data(v)) if v.plates.is_empty() => Ok(v),
+        Some(ExternArg::Tensor(_) | ExternArg::Data(_)) => Err(fail(
             op,
             format!("argument {i} varies over a plate; this operator takes dataset-level values"),
         )),

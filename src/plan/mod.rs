@@ -13,7 +13,9 @@ pub mod error;
 pub mod eval;
 pub mod externs;
 pub mod externs_anomalous;
+pub mod externs_physics;
 pub mod physics_data;
+pub mod records;
 pub mod reference;
 pub mod table;
 
@@ -147,8 +149,15 @@ pub fn plan(
         );
         scope.tables.insert(d.name.clone(), tb);
     }
-    for p in &program.plates {
-        scope.plates.push(plate_info(p, &scope)?);
+    scope.physics.crystals = physics.crystals.iter().cloned().collect();
+    scope.physics.shots = physics.dials.iter().cloned().collect();
+    let mut m = Model::default();
+    for (id, p) in program.plates.iter().enumerate() {
+        let info = match record_plate(program, id, &mut scope, &mut m)? {
+            Some(info) => info,
+            None => plate_info(p, &scope)?,
+        };
+        scope.plates.push(info);
         if let PlateSize::Data { collection, .. } = &p.size
             && let Some(tb) = table_of(collection)
         {
@@ -168,8 +177,8 @@ pub fn plan(
             scope.sites.insert(name.to_string(), chain);
         }
     }
+    check_reductions(program, sources, &scope)?;
     let scope = Arc::new(scope);
-    let mut m = Model::default();
     for (k, s) in program.log_joint.iter().enumerate() {
         m.site(site(program, sources, &scope, k, s)?);
     }
@@ -228,6 +237,7 @@ fn plate_info(p: &ir::Plate, scope: &Scope) -> Result<PlateInfo, PlanError> {
                 name: p.name.clone(),
                 size: 1,
                 axis: false,
+                engine: None,
             });
         }
         PlateSize::Fixed(d) => {
@@ -243,7 +253,144 @@ fn plate_info(p: &ir::Plate, scope: &Scope) -> Result<PlateInfo, PlanError> {
         name: p.name.clone(),
         size,
         axis: true,
+        engine: None,
     })
+}
+
+/// `(binding, field)` of a plate over `binding.images` or `binding.shoeboxes`.
+fn record_collection(p: &ir::Plate) -> Option<(String, String)> {
+    let PlateSize::Data { collection, .. } = &p.size else {
+        return None;
+    };
+    match &collection.kind {
+        ExprKind::Field(rec, f) if f == "images" || f == "shoeboxes" => match &rec.kind {
+            ExprKind::Var(name) => Some((name.clone(), f.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The innermost enclosing plate the engine iterates, starting at `plate`.
+fn has_engine_ancestor(program: &Program, scope: &Scope, plate: Option<usize>) -> Option<usize> {
+    let mut p = plate;
+    while let Some(id) = p {
+        if let Some(e) = scope.plates.get(id).and_then(|i| i.engine) {
+            return Some(e);
+        }
+        p = program.plates[id].parent;
+    }
+    None
+}
+
+/// A plate over `shots.images` (a top-level engine plate, mini-batched) or over
+/// `image.shoeboxes` (a ragged engine plate inside the image plate); None for other plates.
+fn record_plate(
+    program: &Program,
+    id: usize,
+    scope: &mut Scope,
+    m: &mut Model,
+) -> Result<Option<PlateInfo>, PlanError> {
+    let p = &program.plates[id];
+    let Some((binding, field)) = record_collection(p) else {
+        return Ok(None);
+    };
+    let unsupported = |what: String| PlanError::Unsupported {
+        at: format!("plate `{}`", p.name),
+        what,
+    };
+    let outer = has_engine_ancestor(program, scope, p.parent);
+    let mut between = p.parent;
+    while let Some(q) = between {
+        if scope.plates[q].engine.is_some() {
+            break;
+        }
+        if scope.plates[q].axis {
+            return Err(unsupported(format!(
+                "a plate over physics records inside the vectorized plate `{}`",
+                scope.plates[q].name
+            )));
+        }
+        between = program.plates[q].parent;
+    }
+    let (engine, record, size) = match field.as_str() {
+        "images" => {
+            let data = scope.physics.shots.get(&binding).cloned().ok_or_else(|| {
+                unsupported(format!("`{binding}.images`: `{binding}` is not a dials(...) source"))
+            })?;
+            if outer.is_some() {
+                return Err(unsupported("a plate over images inside another record plate".into()));
+            }
+            let n = data.images.len();
+            let engine = m.plate(&p.name, n, None);
+            // A mini-batch at least as large as the data is the whole data.
+            m.plates[engine].subsample = p
+                .subsample
+                .map(|b| b as usize)
+                .filter(|&b| b < n);
+            (engine, records::RecordPlate::Images { engine, data }, n)
+        }
+        _ => {
+            let Some(records::RecordPlate::Images { engine: image_engine, data }) =
+                scope.physics.records.get(&binding).cloned()
+            else {
+                return Err(unsupported(format!(
+                    "`{binding}.shoeboxes`: `{binding}` is not a plate over dials images"
+                )));
+            };
+            if outer != Some(image_engine) {
+                return Err(unsupported(format!(
+                    "a shoebox plate outside its image plate `{binding}`"
+                )));
+            }
+            if p.subsample.is_some() {
+                return Err(unsupported("subsampling shoeboxes (subsample images instead)".into()));
+            }
+            let offsets = Arc::new(data.shoebox_offsets());
+            let engine = m.ragged_plate(&p.name, image_engine, offsets.to_vec());
+            let size = m.plates[engine].size;
+            let record = records::RecordPlate::Shoeboxes {
+                engine,
+                image_engine,
+                offsets,
+                data,
+            };
+            (engine, record, size)
+        }
+    };
+    scope.physics.records.insert(p.name.clone(), record);
+    Ok(Some(PlateInfo {
+        name: p.name.clone(),
+        size,
+        axis: false,
+        engine: Some(engine),
+    }))
+}
+
+/// Reductions over plates the engine iterates (one instance at a time) are not supported.
+fn check_reductions(program: &Program, sources: &SourceMap, scope: &Scope) -> Result<(), PlanError> {
+    for s in &program.log_joint {
+        let mut bad = None;
+        for e in stmt_exprs(&s.kind) {
+            walk(e, &mut |x: &ir::Expr| {
+                if let ExprKind::Reduce { plate, .. } = &x.kind
+                    && scope.plates[*plate].engine.is_some()
+                {
+                    bad.get_or_insert(*plate);
+                }
+            });
+        }
+        if let Some(p) = bad {
+            return Err(PlanError::Unsupported {
+                at: locate(sources, s.span),
+                what: format!(
+                    "a reduction over the plate `{}` (its records are evaluated one at a time)",
+                    scope.plates[p].name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A dimension's size: known, or a table's `n_rows`.
@@ -491,6 +638,7 @@ fn site(
 ) -> Result<Site, PlanError> {
     let at = locate(sources, s.span);
     let chain = axis_chain(program, scope, s.plate);
+    let engine = has_engine_ancestor(program, scope, s.plate);
     let mut full = scope.plate_shape(&chain);
     let text = sources
         .slice(s.span)
@@ -515,12 +663,12 @@ fn site(
             full.extend(&own);
             Site::Latent(LatentSite {
                 name: name.clone(),
-                plate: None,
+                plate: engine,
                 shape: full,
+                init: prior_centre(&dist.name, &dist.args),
                 prior: Some(prior),
                 constraint: constraint(*support, dist, &at)?,
                 guide: guide_kind(program, name, &at)?,
-                init: None,
                 label,
             })
         }
@@ -534,7 +682,7 @@ fn site(
             let (constraint, init) = param_init(c, init, &at)?;
             Site::Latent(LatentSite {
                 name: name.clone(),
-                plate: None,
+                plate: engine,
                 shape: full,
                 prior: None,
                 constraint,
@@ -545,7 +693,7 @@ fn site(
         }
         StmtKind::Let { name, value } => Site::Let(LetSite {
             name: name.clone(),
-            plate: None,
+            plate: engine,
             value: closure(scope, value, &chain, None, &label),
             label,
         }),
@@ -561,16 +709,79 @@ fn site(
                 });
             }
             let rank = data.ty.shape.len();
+            let mut args = dist_args(scope, dist, &chain, rank, &label);
+            let mut value = closure(scope, data, &chain, Some(rank), &label);
+            if let Some(plate) = pixel_record(scope, data) {
+                args = args.into_iter().map(|a| masked(a, &plate)).collect();
+                value = masked(value, &plate);
+            }
             Site::Observe(ObserveSite {
                 name: format!("observe {k} ({at})"),
-                plate: None,
+                plate: engine,
                 family: family(&dist.name, &at)?,
-                args: dist_args(scope, dist, &chain, rank, &label),
-                value: closure(scope, data, &chain, Some(rank), &label),
+                args,
+                value,
                 label,
             })
         }
     })
+}
+
+/// The shoebox plate of an observation of `shoebox.pixels`, whose unused pixels (masked,
+/// NaN, negative) are left out of the likelihood.
+fn pixel_record(scope: &Scope, data: &ir::Expr) -> Option<records::RecordPlate> {
+    let ExprKind::Field(rec, field) = &data.kind else {
+        return None;
+    };
+    let ExprKind::Var(name) = &rec.kind else {
+        return None;
+    };
+    match scope.physics.records.get(name)? {
+        p @ records::RecordPlate::Shoeboxes { .. } if field == "pixels" => Some(p.clone()),
+        _ => None,
+    }
+}
+
+/// `e` restricted to the used pixels of the current shoebox (broadcast to one value per
+/// pixel first).
+fn masked(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
+    let plate = plate.clone();
+    model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
+        let node = env.eval(t, &e)?;
+        let Some((n, used)) = records::used_pixels(env, &plate) else {
+            return Ok(node);
+        };
+        let full = if t.value(node).shape() == [n] {
+            node
+        } else {
+            let one = t.reshape(node, &[1])?;
+            t.broadcast_to(one, &[n])?
+        };
+        t.gather(full, 0, &used)
+    }))
+}
+
+/// Where the guide of a latent starts: the prior's median (or mean) when its arguments are
+/// constants, so that `edge_ev ~ Normal(7119.0, 3.0)` starts at 7119 eV, not at 0. None (the
+/// origin of the unconstrained space) otherwise.
+fn prior_centre(name: &str, args: &[ir::Expr]) -> Option<f64> {
+    let c = |k: usize| match args.get(k).map(|a| &a.kind) {
+        Some(ExprKind::Const(v)) => v.as_real(),
+        _ => None,
+    };
+    let centre = match name {
+        "Normal" | "Laplace" | "Cauchy" => c(0)?,
+        "StudentT" => c(1)?,
+        "LogNormal" => c(0)?.exp(),
+        "HalfNormal" => c(0)? * std::f64::consts::FRAC_1_SQRT_2 * 0.953_872_552_417_654_6,
+        "HalfCauchy" => c(0)?,
+        "Exponential" => std::f64::consts::LN_2 / c(0)?,
+        "Gamma" => c(0)? / c(1)?,
+        "Beta" => c(0)? / (c(0)? + c(1)?),
+        "Uniform" => 0.5 * (c(0)? + c(1)?),
+        _ => return None,
+    };
+    centre.is_finite().then_some(centre)
 }
 
 fn param_init(c: &str, init: &ir::Expr, at: &str) -> Result<(Constraint, Option<f64>), PlanError> {

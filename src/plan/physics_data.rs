@@ -26,6 +26,10 @@ pub struct DialsImage {
     pub beam: Beam,
     /// Crystal model (orientation and cell: `image.rot0`, `image.cell0`).
     pub crystal: ExptCrystal,
+    /// Detector panels in the lab frame.
+    pub panels: std::sync::Arc<Vec<crate::formats::expt::Panel>>,
+    /// Photons per m² of this shot.
+    pub fluence_per_m2: f64,
     /// Shoeboxes with their Miller indices and pixel offsets.
     pub shoeboxes: Vec<ShoeboxObs>,
     /// Counts of all shoeboxes, concatenated.
@@ -45,6 +49,17 @@ pub struct DialsData {
     pub images: Vec<DialsImage>,
     /// What was skipped and why.
     pub report: DataReport,
+}
+
+impl DialsData {
+    /// Shoebox numbering over all images: image i owns `offsets[i]..offsets[i + 1]`.
+    pub fn shoebox_offsets(&self) -> Vec<usize> {
+        let mut offsets = vec![0];
+        for image in &self.images {
+            offsets.push(offsets[offsets.len() - 1] + image.shoeboxes.len());
+        }
+        offsets
+    }
 }
 
 /// Channels closer than this (eV) are the same channel.
@@ -126,6 +141,8 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
             spectrum: weight,
             beam: image.beam,
             crystal: image.crystal,
+            panels: image.panels,
+            fluence_per_m2: image.fluence_per_m2,
             shoeboxes: image.shoeboxes,
             counts: image.counts,
             use_pixel: image.use_pixel,

@@ -332,17 +332,25 @@ pub fn draw_quantities(
             .iter()
             .map(|d| d.iter().flatten().copied().collect())
             .collect();
-        by_site[i] = Some(out.len());
         let kind = if l.prior.is_some() { "latent" } else { "param" };
+        // A latent in a plate the engine iterates (image, shoebox) gets a leading instance axis.
+        let mut shape = l.shape.clone();
+        if l.plate.is_some() {
+            shape.insert(0, s.instances);
+        } else {
+            by_site[i] = Some(out.len());
+        }
         out.push(LatentDraws {
             name: s.name,
             kind,
-            shape: l.shape.clone(),
+            shape,
             draws,
         });
     }
+    // Lets of the global plates only: per-image and per-shoebox lets (spots, pixels) are
+    // intermediate values, not posterior summaries.
     let lets: Vec<usize> = (0..model.sites.len())
-        .filter(|&i| matches!(model.sites[i], Site::Let(_)))
+        .filter(|&i| matches!(&model.sites[i], Site::Let(l) if l.plate.is_none()))
         .collect();
     let mut let_draws: Vec<Option<LatentDraws>> = vec![None; lets.len()];
     let mut tape = Tape::new();

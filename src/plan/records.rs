@@ -1,0 +1,253 @@
+//! Plates over physics records (`plate image in shots.images`, `plate shoebox in
+//! image.shoeboxes`) and the fields of `pdb(...)` / `dials(...)` records.
+//!
+//! In: the loaded physics sources and the IR plates over their collections. Out: a
+//! [`PhysicsScope`]: which plates the engine iterates (images: a top-level plate, mini-batched;
+//! shoeboxes: a ragged child plate numbered over all images), and, at one plate instance, the
+//! values of record fields (`image.spectrum`, `shoebox.pixels`, `shots.energies`, ...) and the
+//! records handed to operators. Guarantees: these plates have no tensor axis (each instance is
+//! evaluated on its own, images in parallel), so their records may differ in size (shoeboxes
+//! per image, pixels per shoebox); a field the runtime does not provide is an error naming it.
+
+use super::externs::{ExternArg, ShoeboxRef};
+use super::physics_data::DialsData;
+use crate::infer::model::Env;
+use crate::physics::atoms::Crystal;
+use crate::tape::{NodeId, Tape};
+use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A plate over the records of a physics source.
+#[derive(Debug, Clone)]
+pub enum RecordPlate {
+    /// `plate NAME in shots.images`.
+    Images {
+        /// Engine plate.
+        engine: usize,
+        /// The source.
+        data: Arc<DialsData>,
+    },
+    /// `plate NAME in image.shoeboxes`.
+    Shoeboxes {
+        /// Engine plate (ragged, numbered over all images).
+        engine: usize,
+        /// Engine plate of the enclosing image plate.
+        image_engine: usize,
+        /// Image i owns shoeboxes `offsets[i]..offsets[i + 1]`.
+        offsets: Arc<Vec<usize>>,
+        /// The source.
+        data: Arc<DialsData>,
+    },
+}
+
+/// The physics sources and the plates over them.
+#[derive(Debug, Default)]
+pub struct PhysicsScope {
+    /// `pdb(...)` bindings.
+    pub crystals: HashMap<String, Arc<Crystal>>,
+    /// `dials(...)` bindings.
+    pub shots: HashMap<String, Arc<DialsData>>,
+    /// Record name (the plate's name) → its plate.
+    pub records: HashMap<String, RecordPlate>,
+}
+
+fn vector(t: &mut Tape, values: Vec<f64>, shape: &[usize]) -> Result<NodeId, String> {
+    let a = ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| e.to_string())?;
+    Ok(t.constant_real(a))
+}
+
+fn unknown(name: &str, field: &str, known: &str) -> String {
+    format!("`{name}.{field}` is not provided by the runtime (it provides {known})")
+}
+
+impl PhysicsScope {
+    /// True when `name` is a physics binding or record.
+    pub fn knows(&self, name: &str) -> bool {
+        self.crystals.contains_key(name)
+            || self.shots.contains_key(name)
+            || self.records.contains_key(name)
+    }
+
+    /// The current (image, shoebox) of a record plate at this instance.
+    fn current(&self, env: &Env, plate: &RecordPlate) -> Result<(usize, Option<usize>), String> {
+        let at = |p: usize| {
+            env.plate_index(p)
+                .ok_or_else(|| "the record is used outside its plate".to_string())
+        };
+        match plate {
+            RecordPlate::Images { engine, .. } => Ok((at(*engine)?, None)),
+            RecordPlate::Shoeboxes {
+                engine,
+                image_engine,
+                offsets,
+                ..
+            } => {
+                let image = at(*image_engine)?;
+                let global = at(*engine)?;
+                Ok((image, Some(global - offsets[image])))
+            }
+        }
+    }
+
+    /// The value of `name.field` at this instance, if `name` is a physics record.
+    pub fn field(
+        &self,
+        t: &mut Tape,
+        env: &Env,
+        name: &str,
+        field: &str,
+    ) -> Option<Result<NodeId, String>> {
+        if let Some(c) = self.crystals.get(name) {
+            return Some(crystal_field(t, c, name, field));
+        }
+        if let Some(d) = self.shots.get(name) {
+            return Some(shots_field(t, d, name, field));
+        }
+        let plate = self.records.get(name)?;
+        Some(self.current(env, plate).and_then(|(image, shoebox)| {
+            let data = match plate {
+                RecordPlate::Images { data, .. } | RecordPlate::Shoeboxes { data, .. } => data,
+            };
+            match shoebox {
+                None => image_field(t, data, image, name, field),
+                Some(s) => shoebox_field(t, data, image, s, name, field),
+            }
+        }))
+    }
+
+    /// The record `name` as an operator argument, if it is a physics record.
+    pub fn extern_arg(&self, env: &Env, name: &str) -> Option<Result<ExternArg, String>> {
+        if let Some(c) = self.crystals.get(name) {
+            return Some(Ok(ExternArg::Crystal(c.clone())));
+        }
+        match self.records.get(name)? {
+            plate @ RecordPlate::Shoeboxes { data, .. } => {
+                Some(self.current(env, plate).map(|(image, shoebox)| {
+                    ExternArg::Shoebox(ShoeboxRef {
+                        data: data.clone(),
+                        image,
+                        shoebox: shoebox.unwrap_or(0),
+                    })
+                }))
+            }
+            RecordPlate::Images { .. } => None,
+        }
+    }
+}
+
+fn crystal_field(t: &mut Tape, c: &Crystal, name: &str, field: &str) -> Result<NodeId, String> {
+    match field {
+        "cell" => {
+            let [a, b, cc] = c.cell.lengths;
+            let [al, be, ga] = c.cell.angles_deg;
+            vector(t, vec![a, b, cc, al, be, ga], &[6])
+        }
+        "n_atoms" => Ok(t.scalar(c.atoms.len() as f64)),
+        _ => Err(unknown(name, field, "cell, n_atoms")),
+    }
+}
+
+fn shots_field(t: &mut Tape, d: &DialsData, name: &str, field: &str) -> Result<NodeId, String> {
+    match field {
+        "energies" => vector(t, d.energy_ev.clone(), &[d.energy_ev.len()]),
+        "n_channels" => Ok(t.scalar(d.energy_ev.len() as f64)),
+        "n_images" => Ok(t.scalar(d.images.len() as f64)),
+        _ => Err(unknown(name, field, "energies, n_channels, n_images")),
+    }
+}
+
+fn image_field(
+    t: &mut Tape,
+    d: &DialsData,
+    i: usize,
+    name: &str,
+    field: &str,
+) -> Result<NodeId, String> {
+    let image = &d.images[i];
+    match field {
+        "spectrum" => vector(t, image.spectrum.clone(), &[image.spectrum.len()]),
+        // The model's rotation is a small-angle offset from the DIALS orientation.
+        "rot0" => vector(t, vec![0.0; 3], &[3]),
+        "cell0" => vector(t, image.crystal.unit_cell().to_vec(), &[6]),
+        "fluence" => Ok(t.scalar(image.fluence_per_m2)),
+        "index" => Ok(t.scalar(i as f64)),
+        "n_shoeboxes" => Ok(t.scalar(image.shoeboxes.len() as f64)),
+        _ => Err(unknown(
+            name,
+            field,
+            "spectrum, rot0, cell0, fluence, index, n_shoeboxes",
+        )),
+    }
+}
+
+fn shoebox_field(
+    t: &mut Tape,
+    d: &DialsData,
+    i: usize,
+    s: usize,
+    name: &str,
+    field: &str,
+) -> Result<NodeId, String> {
+    let image = &d.images[i];
+    let sb = &image.shoeboxes[s];
+    let n = sb.pixel_count();
+    let range = sb.offset..sb.offset + n;
+    match field {
+        "pixels" => {
+            let counts = image.counts[range].iter().map(|&c| f64::from(c)).collect();
+            vector(t, counts, &[n])
+        }
+        "mask" => {
+            let used = image.use_pixel[range]
+                .iter()
+                .map(|&u| f64::from(u8::from(u)))
+                .collect();
+            vector(t, used, &[n])
+        }
+        "n_pixels" => Ok(t.scalar(n as f64)),
+        "hkl" => vector(t, sb.miller_index.map(f64::from).to_vec(), &[3]),
+        "panel" => Ok(t.scalar(f64::from(sb.panel))),
+        "bbox" => vector(t, sb.bbox.map(f64::from).to_vec(), &[6]),
+        "xy" => {
+            let b = sb.bbox;
+            let mut xy = Vec::with_capacity(2 * n);
+            for _z in b[4]..b[5] {
+                for y in b[2]..b[3] {
+                    for x in b[0]..b[1] {
+                        xy.extend([f64::from(x) + 0.5, f64::from(y) + 0.5]);
+                    }
+                }
+            }
+            vector(t, xy, &[n, 2])
+        }
+        _ => Err(unknown(
+            name,
+            field,
+            "pixels, mask, n_pixels, hkl, panel, bbox, xy",
+        )),
+    }
+}
+
+/// The pixel count of the current shoebox and the indices of its used pixels, or None when
+/// every pixel is used.
+pub fn used_pixels(env: &Env, plate: &RecordPlate) -> Option<(usize, Vec<usize>)> {
+    let RecordPlate::Shoeboxes {
+        engine,
+        image_engine,
+        offsets,
+        data,
+    } = plate
+    else {
+        return None;
+    };
+    let image = env.plate_index(*image_engine)?;
+    let s = env.plate_index(*engine)? - offsets[image];
+    let img = &data.images[image];
+    let sb = &img.shoeboxes[s];
+    let flags = &img.use_pixel[sb.offset..sb.offset + sb.pixel_count()];
+    if flags.iter().all(|&u| u) {
+        return None;
+    }
+    Some((flags.len(), (0..flags.len()).filter(|&k| flags[k]).collect()))
+}
