@@ -118,14 +118,28 @@ fn table_errors_name_file_line_and_column() {
     assert!(table_error("y\n1\n", missing).starts_with("DIR/absent.csv: cannot read:"));
 }
 
-/// A physics model whose operators have no implementation yet: the first one is named with
-/// the span of the statement calling it.
+/// A model calling an operator this build does not implement: the operator is named with
+/// the span of the statement calling it, before anything runs.
 #[test]
 fn missing_extern_names_operator_and_span() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan_eval_missing_extern");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("frobnicate.spread");
+    std::fs::write(
+        &model,
+        "// an operator without an implementation\n\
+         extern fn frobnicate(x: real) -> real\n\
+         data obs = table(\"obs.csv\", y: real)\n\
+         latent mu ~ Normal(0.0, 10.0)\n\
+         plate i in obs.rows {\n\
+         \x20 observe i.y ~ Normal(frobnicate(mu), 2.0)\n\
+         }\n",
+    )
+    .unwrap();
     let cfg = RunConfig {
-        model: root.join("models/rubredoxin_fe.spread"),
-        data: root.join("examples"),
+        model: model.clone(),
+        data: root.join("examples/normal_normal"),
         ..RunConfig::default()
     };
     let err = load(&cfg, &Registry::builtin()).unwrap_err();
@@ -140,9 +154,10 @@ fn missing_extern_names_operator_and_span() {
     let column: usize = parts.next().unwrap().parse().unwrap();
     let line: usize = parts.next().unwrap().parse().unwrap();
     assert!(
-        parts.next().unwrap().ends_with("rubredoxin_fe.spread"),
+        parts.next().unwrap().ends_with("frobnicate.spread"),
         "{text}"
     );
+    assert_eq!(operator, "frobnicate");
     let source = std::fs::read_to_string(&cfg.model).unwrap();
     let statement = source.lines().nth(line - 1).unwrap();
     assert!(

@@ -137,9 +137,12 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
         let rows: Vec<_> = r.quantities.iter().flat_map(summarize).collect();
         println!(
             "{}",
-            serde_json::json!({"event": "done", "steps": r.state.step, "elbo": r.state.elbo.last(), "seconds": seconds, "posterior": rows})
+            serde_json::json!({"event": "done", "steps": r.state.step, "elbo": r.state.elbo.last(), "seconds": seconds, "posterior": rows, "states": r.states, "data": r.data})
         );
         return;
+    }
+    for d in &r.data {
+        print!("data:\n{d}");
     }
     let rate = r.steps_now as f64 / seconds.max(1e-9);
     println!(
@@ -154,6 +157,21 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
     );
     for q in &r.quantities {
         table_rows(q);
+    }
+    let mut sites: Vec<&str> = r.states.iter().map(|s| s.site.as_str()).collect();
+    sites.dedup();
+    for site in sites {
+        let mut rows: Vec<_> = r.states.iter().filter(|s| s.site == site).collect();
+        rows.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|s| format!("P({}) = {:.4}", s.state, s.probability))
+            .collect();
+        println!(
+            "oxidation state of {site}: {} ({})",
+            rows[0].state,
+            parts.join(", ")
+        );
     }
     println!("wrote {}", args.out.display());
 }

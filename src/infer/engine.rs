@@ -237,7 +237,10 @@ impl Evaluator<'_> {
     fn batch(&self, plate: PlateId, parent_flat: usize) -> (Vec<usize>, f64) {
         let p = &self.model.plates[plate];
         if p.ragged.is_some() {
-            return (self.model.child_instances(plate, parent_flat).collect(), 1.0);
+            return (
+                self.model.child_instances(plate, parent_flat).collect(),
+                1.0,
+            );
         }
         match p.subsample {
             None => ((0..p.size).collect(), 1.0),

@@ -20,6 +20,7 @@ pub fn latent(name: &str, plate: Option<usize>, family: Family, args: Vec<Expr>)
         constraint: Constraint::Real,
         guide: GuideKind::MeanField,
         init: None,
+        init_scale: None,
         label: format!("latent {name}"),
     }
 }

@@ -96,6 +96,26 @@ impl ParamLayout {
         ParamLayout { blocks, total }
     }
 
+    /// Adam's step multiplier of every parameter: a latent whose prior scale s is known
+    /// (`init_scale` = 0.1 s) moves its location in steps of s × the learning rate when s < 1,
+    /// as if it were parametrized in units of its prior (`rot ~ Normal(0, 0.0005)` would
+    /// otherwise jump by the learning rate in radians); everything else 1.
+    pub fn step_scales(&self, model: &Model) -> Vec<f64> {
+        let mut scales = vec![1.0; self.total];
+        for (block, site) in self.blocks.iter().zip(&model.sites) {
+            let (Some(b), Site::Latent(l)) = (block, site) else {
+                continue;
+            };
+            let Some(s) = l.init_scale.map(|s| (s / INIT_SCALE).min(1.0)) else {
+                continue;
+            };
+            for inst in 0..b.instances {
+                scales[b.instance_offset(inst)..][..b.event].fill(s);
+            }
+        }
+        scales
+    }
+
     /// Initial parameters: location at the constrained `init` (or 0 unconstrained), scales 0.1.
     pub fn init(&self, model: &Model) -> Vec<f64> {
         let mut params = vec![0.0; self.total];
@@ -104,18 +124,19 @@ impl ParamLayout {
                 continue;
             };
             let loc = l.init.map_or(0.0, |v| l.constraint.inverse(v));
+            let scale = l.init_scale.unwrap_or(INIT_SCALE);
             for inst in 0..b.instances {
                 let p = &mut params[b.instance_offset(inst)..][..b.per_instance];
-                init_block(b.kind, b.event, loc, p);
+                init_block(b.kind, b.event, loc, scale, p);
             }
         }
         params
     }
 }
 
-fn init_block(kind: GuideKind, d: usize, loc: f64, p: &mut [f64]) {
+fn init_block(kind: GuideKind, d: usize, loc: f64, scale: f64, p: &mut [f64]) {
     p[..d].fill(loc);
-    let raw = softplus_inv(INIT_SCALE);
+    let raw = softplus_inv(scale);
     match kind {
         GuideKind::MeanField => p[d..].fill(raw),
         GuideKind::LowRank(r) => {

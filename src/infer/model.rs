@@ -99,6 +99,8 @@ pub struct LatentSite {
     pub guide: GuideKind,
     /// Initial constrained value of the guide's location.
     pub init: Option<f64>,
+    /// Initial scale of a mean-field guide in unconstrained space (None: the default 0.1).
+    pub init_scale: Option<f64>,
     /// Source label for errors.
     pub label: String,
 }

@@ -49,6 +49,17 @@ impl Default for Adam {
     }
 }
 
+/// The gradient of one step and which entries it covers.
+#[derive(Clone, Copy, Debug)]
+pub struct Gradient<'a> {
+    /// d loss / d params.
+    pub grad: &'a [f64],
+    /// Entries that took part (others keep their value and moments).
+    pub touched: &'a [bool],
+    /// Per-entry step multipliers (1 where absent).
+    pub step_scale: &'a [f64],
+}
+
 impl Adam {
     /// The learning rate at `step`.
     pub fn lr_at(&self, step: u64) -> f64 {
@@ -60,16 +71,21 @@ impl Adam {
         }
     }
 
-    /// One update minimizing the loss whose gradient is `grad` (bias-corrected with t = step + 1).
+    /// One update minimizing the loss whose gradient is `grad` (bias-corrected with t = step + 1);
+    /// parameter i moves by at most about `step_scale[i]` × the learning rate (1 where absent).
     pub fn update(
         &self,
         params: &mut [f64],
         m: &mut [f64],
         v: &mut [f64],
-        grad: &[f64],
-        touched: &[bool],
+        g: Gradient<'_>,
         step: u64,
     ) {
+        let Gradient {
+            grad,
+            touched,
+            step_scale,
+        } = g;
         let norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         let clip = match self.clip_norm {
             Some(c) if norm > c => c / norm,
@@ -85,7 +101,8 @@ impl Adam {
             let g = grad[i] * clip;
             m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g;
             v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g * g;
-            params[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + self.eps);
+            let scale = step_scale.get(i).copied().unwrap_or(1.0);
+            params[i] -= scale * lr * (m[i] / c1) / ((v[i] / c2).sqrt() + self.eps);
         }
     }
 }

@@ -180,12 +180,16 @@ pub fn step(
     reducer: &dyn GradientReduce,
 ) -> Result<f64, InferError> {
     let (value, loss_grad, touched) = objective_and_gradient(model, state, cfg, reducer)?;
+    let step_scale = state.layout.step_scales(model);
     cfg.adam.update(
         &mut state.params,
         &mut state.m,
         &mut state.v,
-        &loss_grad,
-        &touched,
+        super::optim::Gradient {
+            grad: &loss_grad,
+            touched: &touched,
+            step_scale: &step_scale,
+        },
         state.step,
     );
     state.step += 1;

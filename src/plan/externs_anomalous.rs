@@ -106,9 +106,23 @@ impl Extern for KramersKronig {
     }
 }
 
-/// Registers the three operators.
+/// `oxidation_state(site, weight, first, second)`: the weight itself (the run reads the call).
+struct OxidationState;
+
+impl Extern for OxidationState {
+    fn call(&self, _t: &mut Tape, args: &[ExternArg]) -> Result<Val, TapeError> {
+        const OP: &str = "oxidation_state";
+        for i in [0, 2, 3] {
+            text(OP, args, i)?;
+        }
+        Ok(tensor(OP, args, 1)?.clone())
+    }
+}
+
+/// Registers the operators.
 pub fn register(registry: &mut Registry) {
     registry
+        .register("oxidation_state", Arc::new(OxidationState))
         .register("reference_curve", Arc::new(ReferenceCurve))
         .register("shifted_curve", Arc::new(ShiftedCurve))
         .register("kramers_kronig", Arc::new(KramersKronig));

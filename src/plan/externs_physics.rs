@@ -15,19 +15,19 @@
 use super::eval::Val;
 use super::externs::{Extern, ExternArg, Registry, ShoeboxRef};
 use crate::formats::expt::Panel as ExptPanel;
-use crate::ops::{BraggSpotOp, MosaicInput, PlaneBackgroundOp, StructureFactorOp};
 use crate::ops::StructureFactorOutput;
+use crate::ops::{BraggSpotOp, MosaicInput, PlaneBackgroundOp, StructureFactorOp};
 use crate::physics::atoms::Crystal;
 use crate::physics::beam::{Beam, incident_from_dials_direction, spectrum_channels};
 use crate::physics::constants::EV_ANGSTROM;
 use crate::physics::form_factor::FormFactors;
-use crate::physics::scattering_tables::wk1995::GaussianSet;
 use crate::physics::geometry::cross;
 use crate::physics::geometry::detector::Panel;
 use crate::physics::lattice::Shape;
 use crate::physics::mosaic::MosaicDomains;
 use crate::physics::polarization::Polarization;
 use crate::physics::scattering_tables::henke::HenkeTable;
+use crate::physics::scattering_tables::wk1995::GaussianSet;
 use crate::physics::spot::{Region, SpotModel};
 use crate::physics::structure_factor::{FixedPart, StructureFactorModel};
 use crate::tape::{Tape, TapeError, Value};
@@ -53,9 +53,14 @@ fn tensor(op: &'static str, args: &[ExternArg], i: usize) -> Result<Val, TapeErr
         ExternArg::Tensor(v) | ExternArg::Data(v) if v.plates.is_empty() => Ok(v.clone()),
         ExternArg::Tensor(_) | ExternArg::Data(_) => Err(fail(
             op,
-            format!("argument {i} varies over a vectorized plate; this operator takes one shoebox's values"),
+            format!(
+                "argument {i} varies over a vectorized plate; this operator takes one shoebox's values"
+            ),
         )),
-        other => Err(fail(op, format!("argument {i} must be a tensor, got {}", other.kind()))),
+        other => Err(fail(
+            op,
+            format!("argument {i} must be a tensor, got {}", other.kind()),
+        )),
     }
 }
 
@@ -68,30 +73,58 @@ fn data(op: &'static str, t: &Tape, args: &[ExternArg], i: usize) -> Result<Vec<
         },
         ExternArg::Tensor(_) => Err(fail(
             op,
-            format!("argument {i} depends on latents, but this operator takes it as data (it has no gradient for it)"),
+            format!(
+                "argument {i} depends on latents, but this operator takes it as data (it has no gradient for it)"
+            ),
         )),
-        other => Err(fail(op, format!("argument {i} must be data, got {}", other.kind()))),
+        other => Err(fail(
+            op,
+            format!("argument {i} must be data, got {}", other.kind()),
+        )),
     }
 }
 
 fn text<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a str, TapeError> {
     match arg(op, args, i)? {
         ExternArg::Text(s) => Ok(s),
-        other => Err(fail(op, format!("argument {i} must be text, got {}", other.kind()))),
+        other => Err(fail(
+            op,
+            format!("argument {i} must be text, got {}", other.kind()),
+        )),
     }
 }
 
-fn crystal<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a Arc<Crystal>, TapeError> {
+fn crystal<'a>(
+    op: &'static str,
+    args: &'a [ExternArg],
+    i: usize,
+) -> Result<&'a Arc<Crystal>, TapeError> {
     match arg(op, args, i)? {
         ExternArg::Crystal(c) => Ok(c),
-        other => Err(fail(op, format!("argument {i} must be a `pdb(...)` crystal, got {}", other.kind()))),
+        other => Err(fail(
+            op,
+            format!(
+                "argument {i} must be a `pdb(...)` crystal, got {}",
+                other.kind()
+            ),
+        )),
     }
 }
 
-fn shoebox<'a>(op: &'static str, args: &'a [ExternArg], i: usize) -> Result<&'a ShoeboxRef, TapeError> {
+fn shoebox<'a>(
+    op: &'static str,
+    args: &'a [ExternArg],
+    i: usize,
+) -> Result<&'a ShoeboxRef, TapeError> {
     match arg(op, args, i)? {
         ExternArg::Shoebox(s) => Ok(s),
-        other => Err(fail(op, format!("argument {i} must be the current shoebox record, got {}", other.kind()))),
+        other => Err(fail(
+            op,
+            format!(
+                "argument {i} must be the current shoebox record, got {}",
+                other.kind()
+            ),
+        )),
     }
 }
 
@@ -122,7 +155,13 @@ struct StructureFactor {
 }
 
 impl StructureFactor {
-    fn parts(&self, crystal: &Arc<Crystal>, element: &str, hkl: [i32; 3], energy_ev: &[f64]) -> Result<SfParts, TapeError> {
+    fn parts(
+        &self,
+        crystal: &Arc<Crystal>,
+        element: &str,
+        hkl: [i32; 3],
+        energy_ev: &[f64],
+    ) -> Result<SfParts, TapeError> {
         const OP: &str = "structure_factor";
         let key = SfKey {
             crystal: Arc::as_ptr(crystal) as usize,
@@ -136,10 +175,13 @@ impl StructureFactor {
         let model = StructureFactorModel::new(crystal, &[hkl], form_factors()?, &[element])
             .map_err(|e| fail(OP, e.to_string()))?;
         if model.metal_atoms.is_empty() {
-            return Err(fail(OP, format!("the crystal has no `{element}` atom to refine")));
+            return Err(fail(
+                OP,
+                format!("the crystal has no `{element}` atom to refine"),
+            ));
         }
         let fixed = model
-            .fixed_part(energy_ev, |el, e| HenkeTable::embedded(el)?.at_ev(e))
+            .fixed_part(energy_ev, |el, e| HenkeTable::embedded_shared(el)?.at_ev(e))
             .map_err(|e| fail(OP, e.to_string()))?;
         let parts = (Arc::new(model), Arc::new(fixed));
         if let Ok(mut c) = self.cache.lock() {
@@ -155,7 +197,10 @@ fn miller(op: &'static str, values: &[f64]) -> Result<[i32; 3], TapeError> {
         [h, k, l] if [h, k, l].iter().all(|x| x.fract() == 0.0 && x.abs() < 1e6) => {
             Ok([*h as i32, *k as i32, *l as i32])
         }
-        other => Err(fail(op, format!("hkl must be three integers, got {other:?}"))),
+        other => Err(fail(
+            op,
+            format!("hkl must be three integers, got {other:?}"),
+        )),
     }
 }
 
@@ -174,7 +219,10 @@ impl Extern for StructureFactor {
             if shape != [sites, energy_ev.len()] {
                 return Err(fail(
                     OP,
-                    format!("{name} has shape {shape:?}; the crystal has {sites} `{element}` site(s) and the grid {} channels", energy_ev.len()),
+                    format!(
+                        "{name} has shape {shape:?}; the crystal has {sites} `{element}` site(s) and the grid {} channels",
+                        energy_ev.len()
+                    ),
                 ));
             }
         }
@@ -182,22 +230,34 @@ impl Extern for StructureFactor {
             .squeezed()
             .map_err(|e| fail(OP, e.to_string()))?;
         let node = t.fused(Arc::new(op), &[fp.node, fdp.node])?;
-        Ok(Val { node, plates: vec![] })
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
     }
 }
 
 /// Key of a cached spot template: the dataset, the image and the panel.
 type TemplateKey = (usize, usize, u32);
 
+/// A cached spot template and the spectrum weights it was built from.
+type Template = (Vec<f64>, Arc<SpotModel>);
+
 /// `bragg_spot(sb, f_squared[K], spectrum[K], energy_ev[K], rot[3], tilts[D, 3], n_cells[3], shape)`.
 #[derive(Default)]
 struct BraggSpot {
-    templates: Mutex<HashMap<TemplateKey, (Vec<f64>, Arc<SpotModel>)>>,
+    templates: Mutex<HashMap<TemplateKey, Template>>,
 }
 
 fn panel(p: &ExptPanel) -> Result<Panel, String> {
-    Panel::from_dials(p.origin, p.fast_axis, p.slow_axis, p.pixel_size, p.image_size)
-        .map_err(|e| format!("panel `{}`: {e}", p.name))
+    Panel::from_dials(
+        p.origin,
+        p.fast_axis,
+        p.slow_axis,
+        p.pixel_size,
+        p.image_size,
+    )
+    .map_err(|e| format!("panel `{}`: {e}", p.name))
 }
 
 fn shape_of(name: &str) -> Result<Shape, String> {
@@ -206,26 +266,45 @@ fn shape_of(name: &str) -> Result<Shape, String> {
         "square" => Shape::Square,
         "round" => Shape::Round,
         "tophat" => Shape::Tophat,
-        other => return Err(format!("unknown lattice shape `{other}` (gauss, square, round, tophat)")),
+        other => {
+            return Err(format!(
+                "unknown lattice shape `{other}` (gauss, square, round, tophat)"
+            ));
+        }
     })
 }
 
 /// Everything of a shot's pixel model but the latents: panel, beam with the spectrum's
 /// channels, polarization and the DIALS orientation.
-fn template(sb: &ShoeboxRef, spectrum: &[f64], energy_ev: &[f64], shape: Shape) -> Result<SpotModel, String> {
+fn template(
+    sb: &ShoeboxRef,
+    spectrum: &[f64],
+    energy_ev: &[f64],
+    shape: Shape,
+) -> Result<SpotModel, String> {
     let image = &sb.data.images[sb.image];
     let obs = &image.shoeboxes[sb.shoebox];
-    let p = image
-        .panels
-        .get(obs.panel as usize)
-        .ok_or_else(|| format!("shoebox on panel {} but the detector has {} panels", obs.panel, image.panels.len()))?;
+    let p = image.panels.get(obs.panel as usize).ok_or_else(|| {
+        format!(
+            "shoebox on panel {} but the detector has {} panels",
+            obs.panel,
+            image.panels.len()
+        )
+    })?;
     if spectrum.len() != energy_ev.len() {
-        return Err(format!("spectrum has {} channels, energies {}", spectrum.len(), energy_ev.len()));
+        return Err(format!(
+            "spectrum has {} channels, energies {}",
+            spectrum.len(),
+            energy_ev.len()
+        ));
     }
     let wavelength_a: Vec<f64> = energy_ev.iter().map(|e| EV_ANGSTROM / e).collect();
     let channels = spectrum_channels(&wavelength_a, spectrum).map_err(|e| e.to_string())?;
     let incident = incident_from_dials_direction(image.beam.direction);
-    let (normal, fraction) = (image.beam.polarization_normal, image.beam.polarization_fraction);
+    let (normal, fraction) = (
+        image.beam.polarization_normal,
+        image.beam.polarization_fraction,
+    );
     let polarization = Polarization::from_dials(incident, normal, fraction);
     let c = &image.crystal;
     let m = |v: [f64; 3]| v.map(|x| x * 1e-10);
@@ -254,17 +333,38 @@ fn template(sb: &ShoeboxRef, spectrum: &[f64], energy_ev: &[f64], shape: Shape) 
 fn region(sb: &ShoeboxRef) -> Result<Region, String> {
     let b = sb.data.images[sb.image].shoeboxes[sb.shoebox].bbox;
     let len = |lo: i32, hi: i32| usize::try_from(hi - lo).ok().filter(|&n| n > 0);
-    match (usize::try_from(b[2]), usize::try_from(b[0]), len(b[2], b[3]), len(b[0], b[1]), len(b[4], b[5])) {
-        (Ok(slow0), Ok(fast0), Some(n_slow), Some(n_fast), Some(1)) => Ok(Region { slow0, fast0, n_slow, n_fast }),
+    match (
+        usize::try_from(b[2]),
+        usize::try_from(b[0]),
+        len(b[2], b[3]),
+        len(b[0], b[1]),
+        len(b[4], b[5]),
+    ) {
+        (Ok(slow0), Ok(fast0), Some(n_slow), Some(n_fast), Some(1)) => Ok(Region {
+            slow0,
+            fast0,
+            n_slow,
+            n_fast,
+        }),
         _ => Err(format!("shoebox bbox {b:?} is not one frame of a panel")),
     }
 }
 
 impl BraggSpot {
-    fn template(&self, sb: &ShoeboxRef, spectrum: &[f64], energy_ev: &[f64], shape: Shape) -> Result<Arc<SpotModel>, String> {
+    fn template(
+        &self,
+        sb: &ShoeboxRef,
+        spectrum: &[f64],
+        energy_ev: &[f64],
+        shape: Shape,
+    ) -> Result<Arc<SpotModel>, String> {
         let obs = &sb.data.images[sb.image].shoeboxes[sb.shoebox];
         let key = (Arc::as_ptr(&sb.data) as usize, sb.image, obs.panel);
-        if let Some((weights, m)) = self.templates.lock().ok().and_then(|c| c.get(&key).cloned())
+        if let Some((weights, m)) = self
+            .templates
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
             && m.shape == shape
             && weights == spectrum
         {
@@ -289,13 +389,21 @@ impl Extern for BraggSpot {
         let tilts = tensor(OP, args, 5)?;
         let n_cells = tensor(OP, args, 6)?;
         let shape = shape_of(text(OP, args, 7)?).map_err(|e| fail(OP, e))?;
-        let template = self.template(sb, &spectrum, &energy_ev, shape).map_err(|e| fail(OP, e))?;
+        let template = self
+            .template(sb, &spectrum, &energy_ev, shape)
+            .map_err(|e| fail(OP, e))?;
         let region = region(sb).map_err(|e| fail(OP, e))?;
         let op = BraggSpotOp::new((*template).clone(), vec![region], MosaicInput::Tilts)
             .map_err(|e| fail(OP, e.to_string()))?;
         let scale = t.scalar(1.0);
-        let node = t.fused(Arc::new(op), &[fsq.node, scale, rot.node, n_cells.node, tilts.node])?;
-        Ok(Val { node, plates: vec![] })
+        let node = t.fused(
+            Arc::new(op),
+            &[fsq.node, scale, rot.node, n_cells.node, tilts.node],
+        )?;
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
     }
 }
 
@@ -310,7 +418,10 @@ impl Extern for PlaneBackground {
         let region = region(sb).map_err(|e| fail(OP, e))?;
         let op = PlaneBackgroundOp::new(vec![region]).map_err(|e| fail(OP, e.to_string()))?;
         let node = t.fused(Arc::new(op), &[coeffs.node])?;
-        Ok(Val { node, plates: vec![] })
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
     }
 }
 

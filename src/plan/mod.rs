@@ -58,9 +58,21 @@ pub struct PhysicsData {
     pub crystals: Vec<(String, Arc<crate::physics::atoms::Crystal>)>,
     /// `dials(...)` stills.
     pub dials: Vec<(String, Arc<physics_data::DialsData>)>,
+    /// The atomic-model files read.
+    pub files: Vec<PathBuf>,
 }
 
 impl PhysicsData {
+    /// The data files behind the physics sources (atomic models, experiment lists,
+    /// reflection tables, spectra), for hashing into summary.json.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let mut out = self.files.clone();
+        for (_, d) in &self.dials {
+            out.extend(d.files.iter().cloned());
+        }
+        out
+    }
+
     /// Loads `d` if it is a physics source (true), leaving table sources to the caller (false).
     fn load(
         &mut self,
@@ -79,6 +91,8 @@ impl PhysicsData {
                     what: "a pdb source without a file".into(),
                 })?;
                 let crystal = physics_data::load_pdb(data_dir, &model_dir, file)?;
+                self.files
+                    .push(physics_data::pdb_path(data_dir, &model_dir, file));
                 self.crystals.push((d.name.clone(), Arc::new(crystal)));
             }
             "dials" => {
@@ -316,23 +330,26 @@ fn record_plate(
     let (engine, record, size) = match field.as_str() {
         "images" => {
             let data = scope.physics.shots.get(&binding).cloned().ok_or_else(|| {
-                unsupported(format!("`{binding}.images`: `{binding}` is not a dials(...) source"))
+                unsupported(format!(
+                    "`{binding}.images`: `{binding}` is not a dials(...) source"
+                ))
             })?;
             if outer.is_some() {
-                return Err(unsupported("a plate over images inside another record plate".into()));
+                return Err(unsupported(
+                    "a plate over images inside another record plate".into(),
+                ));
             }
             let n = data.images.len();
             let engine = m.plate(&p.name, n, None);
             // A mini-batch at least as large as the data is the whole data.
-            m.plates[engine].subsample = p
-                .subsample
-                .map(|b| b as usize)
-                .filter(|&b| b < n);
+            m.plates[engine].subsample = p.subsample.map(|b| b as usize).filter(|&b| b < n);
             (engine, records::RecordPlate::Images { engine, data }, n)
         }
         _ => {
-            let Some(records::RecordPlate::Images { engine: image_engine, data }) =
-                scope.physics.records.get(&binding).cloned()
+            let Some(records::RecordPlate::Images {
+                engine: image_engine,
+                data,
+            }) = scope.physics.records.get(&binding).cloned()
             else {
                 return Err(unsupported(format!(
                     "`{binding}.shoeboxes`: `{binding}` is not a plate over dials images"
@@ -344,7 +361,9 @@ fn record_plate(
                 )));
             }
             if p.subsample.is_some() {
-                return Err(unsupported("subsampling shoeboxes (subsample images instead)".into()));
+                return Err(unsupported(
+                    "subsampling shoeboxes (subsample images instead)".into(),
+                ));
             }
             let offsets = Arc::new(data.shoebox_offsets());
             let engine = m.ragged_plate(&p.name, image_engine, offsets.to_vec());
@@ -368,7 +387,11 @@ fn record_plate(
 }
 
 /// Reductions over plates the engine iterates (one instance at a time) are not supported.
-fn check_reductions(program: &Program, sources: &SourceMap, scope: &Scope) -> Result<(), PlanError> {
+fn check_reductions(
+    program: &Program,
+    sources: &SourceMap,
+    scope: &Scope,
+) -> Result<(), PlanError> {
     for s in &program.log_joint {
         let mut bad = None;
         for e in stmt_exprs(&s.kind) {
@@ -666,6 +689,7 @@ fn site(
                 plate: engine,
                 shape: full,
                 init: prior_centre(&dist.name, &dist.args),
+                init_scale: prior_spread(&dist.name, &dist.args).map(|s| (0.1 * s).min(0.1)),
                 prior: Some(prior),
                 constraint: constraint(*support, dist, &at)?,
                 guide: guide_kind(program, name, &at)?,
@@ -688,6 +712,7 @@ fn site(
                 constraint,
                 guide: GuideKind::Point,
                 init,
+                init_scale: None,
                 label,
             })
         }
@@ -782,6 +807,21 @@ fn prior_centre(name: &str, args: &[ir::Expr]) -> Option<f64> {
         _ => return None,
     };
     centre.is_finite().then_some(centre)
+}
+
+/// The prior's scale in unconstrained space when its arguments are constants (Normal and
+/// Laplace: the scale; LogNormal: σ of the log).
+fn prior_spread(name: &str, args: &[ir::Expr]) -> Option<f64> {
+    let c = |k: usize| match args.get(k).map(|a| &a.kind) {
+        Some(ExprKind::Const(v)) => v.as_real(),
+        _ => None,
+    };
+    let s = match name {
+        "Normal" | "Laplace" | "LogNormal" | "Cauchy" => c(1)?,
+        "StudentT" => c(2)?,
+        _ => return None,
+    };
+    (s > 0.0 && s.is_finite()).then_some(s)
 }
 
 fn param_init(c: &str, init: &ir::Expr, at: &str) -> Result<(Constraint, Option<f64>), PlanError> {

@@ -49,6 +49,8 @@ pub struct DialsData {
     pub images: Vec<DialsImage>,
     /// What was skipped and why.
     pub report: DataReport,
+    /// The experiment lists, reflection tables and spectrum files of the dataset.
+    pub files: Vec<PathBuf>,
 }
 
 impl DialsData {
@@ -73,14 +75,20 @@ fn data_error(path: &Path, detail: String) -> PlanError {
     }
 }
 
+/// Where `pdb(file)` is read from: the data directory, else the model's folder.
+pub fn pdb_path(data_dir: &Path, model_dir: &Path, file: &str) -> PathBuf {
+    let in_data = data_dir.join(file);
+    if in_data.is_file() {
+        in_data
+    } else {
+        model_dir.join(file)
+    }
+}
+
 /// Reads `pdb(file)`: from the data directory, else from the model's folder.
 pub fn load_pdb(data_dir: &Path, model_dir: &Path, file: &str) -> Result<Crystal, PlanError> {
     let in_data = data_dir.join(file);
-    let path = if in_data.is_file() {
-        in_data.clone()
-    } else {
-        model_dir.join(file)
-    };
+    let path = pdb_path(data_dir, model_dir, file);
     if !path.is_file() {
         return Err(data_error(
             &in_data,
@@ -105,6 +113,13 @@ fn channels(image: &crate::formats::dataset_dir::ImageData) -> (Vec<f64>, Vec<f6
 /// Reads every image of the `dials(...)` source in `data_dir`, checking `n_channels`.
 pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanError> {
     let dataset = Dataset::open(data_dir).map_err(|e| data_error(data_dir, e.to_string()))?;
+    let mut files: Vec<PathBuf> = dataset
+        .files
+        .iter()
+        .flat_map(|p| [p.experiments.clone(), p.reflections.clone()])
+        .collect();
+    files.extend(dataset.spectra.values().cloned());
+    files.extend(dataset.default_spectrum.iter().cloned());
     let mut stream = dataset.images();
     let mut images = Vec::new();
     let mut grid: Option<Vec<f64>> = None;
@@ -155,5 +170,6 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
         energy_ev,
         images,
         report,
+        files,
     })
 }

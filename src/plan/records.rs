@@ -249,5 +249,8 @@ pub fn used_pixels(env: &Env, plate: &RecordPlate) -> Option<(usize, Vec<usize>)
     if flags.iter().all(|&u| u) {
         return None;
     }
-    Some((flags.len(), (0..flags.len()).filter(|&k| flags[k]).collect()))
+    Some((
+        flags.len(),
+        (0..flags.len()).filter(|&k| flags[k]).collect(),
+    ))
 }

@@ -55,6 +55,8 @@ pub struct LatentRun<'a> {
     pub quantities: &'a [LatentDraws],
     /// Settings to record (variants, consts, optimizer).
     pub settings: serde_json::Value,
+    /// Physics results (state probabilities, data counts); null for generic models.
+    pub physics: serde_json::Value,
 }
 
 #[derive(serde::Serialize)]
@@ -66,6 +68,8 @@ struct Summary<'a> {
     inputs: Vec<InputFile>,
     settings: &'a serde_json::Value,
     elbo: ElboTail,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    physics: &'a serde_json::Value,
     quantities: Vec<Quantity<'a>>,
 }
 
@@ -128,6 +132,7 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
             .map(|p| hash_input(p))
             .collect::<Result<_, _>>()?,
         settings: &run.settings,
+        physics: &run.physics,
         elbo: ElboTail {
             records: run.elbo.len(),
             last: run.elbo.last().map(|(_, v)| *v),

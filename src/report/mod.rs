@@ -120,6 +120,38 @@ pub fn write_report(out_dir: &Path, run: &RunOutputs) -> Result<Vec<PathBuf>, Re
     Ok(written)
 }
 
+/// Writes fp_fdp.csv and fp_fdp.svg (when there are f'/f'' sites) and
+/// state_probabilities.csv (when there are state choices) into `out_dir`.
+pub fn write_physics_outputs(
+    out_dir: &Path,
+    sites: &[SiteDraws],
+    states: &[StateProbability],
+) -> Result<Vec<PathBuf>, ReportError> {
+    let mut written = Vec::new();
+    let mut put = |name: &str, text: String| -> Result<(), ReportError> {
+        let path = out_dir.join(name);
+        write_atomic(&path, text.as_bytes())?;
+        written.push(path);
+        Ok(())
+    };
+    if !sites.is_empty() {
+        let curves = sites
+            .iter()
+            .map(summarize_site)
+            .collect::<Result<Vec<_>, _>>()?;
+        put("fp_fdp.csv", tables::fp_fdp_csv(&curves))?;
+        let svg = plot::fp_fdp_svg(sites, &curves).map_err(|message| ReportError::Plot {
+            path: out_dir.join("fp_fdp.svg"),
+            message,
+        })?;
+        put("fp_fdp.svg", svg)?;
+    }
+    if !states.is_empty() {
+        put("state_probabilities.csv", tables::states_csv(states))?;
+    }
+    Ok(written)
+}
+
 /// Writes `bytes` to a temporary sibling, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let io = |source| ReportError::Io {

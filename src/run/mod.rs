@@ -8,6 +8,8 @@
 //! for another model file, other `--set` values, other data or another seed (run.json in the
 //! output directory records their hashes); a failed run leaves the last good checkpoint.
 
+pub mod physics;
+
 use crate::diagnostics::render_all;
 use crate::infer::error::InferError;
 use crate::infer::model::{Env, Model, Site};
@@ -93,6 +95,10 @@ pub struct RunResult {
     pub warnings: String,
     /// Data columns present but not declared by the model.
     pub ignored_columns: Vec<String>,
+    /// Probability of each reference state of each metal site (`oxidation_state` calls).
+    pub states: Vec<crate::report::StateProbability>,
+    /// Used and skipped images, shoeboxes and pixels of the `dials(...)` sources.
+    pub data: Vec<crate::formats::dataset_dir::DataReport>,
 }
 
 /// A failed run.
@@ -129,6 +135,9 @@ pub enum RunError {
     /// The thread pool could not be built.
     #[error("cannot start {0} worker threads")]
     Threads(usize),
+    /// A physics report the model asks for cannot be computed.
+    #[error("{0}")]
+    Physics(String),
 }
 
 impl RunError {
@@ -140,6 +149,9 @@ impl RunError {
         }
     }
 }
+
+/// Particles (draws of the fitted guide) averaged in each state comparison.
+const STATE_PARTICLES: usize = 16;
 
 /// Where the checkpoint of a run in `out` lives.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
@@ -208,16 +220,32 @@ pub fn run_model(
         .enumerate()
         .map(|(i, v)| (i as u64 + 1, *v))
         .collect();
+    let sites = physics::anomalous_sites(&program, &planned, &quantities);
+    let choices = physics::state_choices(&program);
+    let states =
+        pool.install(|| physics::state_probabilities(model, &state, &choices, STATE_PARTICLES))?;
+    let data: Vec<_> = planned
+        .physics
+        .dials
+        .iter()
+        .map(|(_, d)| d.report.clone())
+        .collect();
+    let mut inputs = planned.inputs.clone();
+    inputs.extend(planned.physics.inputs());
     let run = LatentRun {
         model: &cfg.model,
-        inputs: &planned.inputs,
+        inputs: &inputs,
         seed: state.seed,
         steps: state.step,
         elbo: &elbo,
         quantities: &quantities,
         settings: settings(cfg, &program, horizon),
+        physics: serde_json::json!({ "states": &states, "data": &data }),
     };
     let mut written = write_latent_report(&cfg.out, &run)?;
+    written.extend(crate::report::write_physics_outputs(
+        &cfg.out, &sites, &states,
+    )?);
     written.push(ckpt);
     Ok(RunResult {
         steps_now: state.step - before,
@@ -226,6 +254,8 @@ pub fn run_model(
         written,
         warnings,
         ignored_columns: planned.ignored_columns,
+        states,
+        data,
     })
 }
 

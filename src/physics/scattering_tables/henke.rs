@@ -82,6 +82,23 @@ impl HenkeTable {
         Self::parse(&format!("henke/{lower}.nff"), text)
     }
 
+    /// [`HenkeTable::embedded`], parsed once per element for the life of the process.
+    pub fn embedded_shared(element: &str) -> Result<std::sync::Arc<Self>, TableError> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        static TABLES: OnceLock<Mutex<HashMap<String, Arc<HenkeTable>>>> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
+        let key = normalize_element(element);
+        if let Some(t) = tables.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(t);
+        }
+        let table = Arc::new(Self::embedded(element)?);
+        if let Ok(mut m) = tables.lock() {
+            m.insert(key, table.clone());
+        }
+        Ok(table)
+    }
+
     /// (f', f'') at `energy_ev`, linear in energy, f64 arithmetic.
     pub fn at_ev(&self, energy_ev: f64) -> Result<(f64, f64), TableError> {
         self.table.at_ev(energy_ev)

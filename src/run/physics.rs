@@ -1,0 +1,263 @@
+//! What a physics run reports beyond the latents: the f'/f'' posterior of each metal site
+//! (fp_fdp.csv, fp_fdp.svg), the probability of each reference state of a site
+//! (state_probabilities.csv) and the data counts.
+//!
+//! In: the program (its lets and `oxidation_state` / `reference_curve` calls), the planned
+//! model, the fitted state and the posterior draws. Out: [`SiteDraws`] per site (dataset-level
+//! lets named `fp_<site>` and `fdp_<site>` over the channel grid, with every reference curve the
+//! model reads overlaid) and [`StateProbability`] rows. Guarantees: a state probability is
+//! P(first) = σ(Δ), Δ the mean over particles of the log-likelihood difference between the
+//! weight pinned at the first and at the second state, with common random numbers for all other
+//! latents drawn from the fitted guide: an approximation of the Bayes factor by the expected
+//! log-likelihood ratio under the guide (equal prior odds), stated in README.
+
+use super::{LatentDraws, RunError};
+use crate::infer::constraint::Constraint;
+use crate::infer::engine::{Evaluator, ParticleSpec};
+use crate::infer::guide::{ParamLayout, softplus_inv};
+use crate::infer::model::{Expr, LetSite, Model, Site};
+use crate::infer::reduce::SingleProcess;
+use crate::infer::svi::SviState;
+use crate::ir::{self, ExprKind, Program, StmtKind};
+use crate::plan::Planned;
+use crate::report::{ReferenceCurve, SiteDraws, StateProbability};
+use ndarray::Array2;
+
+/// Unconstrained value pinning a (0, 1) weight next to 0 or 1: logit(1 − 6e-6).
+const PIN_LOGIT: f64 = 12.0;
+
+/// A site's two reference states and the latent weighting them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChoice {
+    /// Site label.
+    pub site: String,
+    /// The weight latent (of the first state).
+    pub weight: String,
+    /// Label of the state at weight 1.
+    pub first: String,
+    /// Label of the state at weight 0.
+    pub second: String,
+}
+
+fn text(e: &ir::Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Const(crate::check::value::Value::Str(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Every `oxidation_state(site, weight, first, second)` call of the program.
+pub fn state_choices(program: &Program) -> Vec<StateChoice> {
+    let mut out = Vec::new();
+    for s in &program.log_joint {
+        if let StmtKind::Let { value, .. } = &s.kind {
+            crate::plan::walk(value, &mut |e: &ir::Expr| {
+                if let ExprKind::Extern(name, args) = &e.kind
+                    && name == "oxidation_state"
+                    && let [site, w, a, b] = args.as_slice()
+                    && let (Some(site), ExprKind::Var(weight), Some(first), Some(second)) =
+                        (text(site), &w.kind, text(a), text(b))
+                {
+                    out.push(StateChoice {
+                        site,
+                        weight: weight.clone(),
+                        first,
+                        second,
+                    });
+                }
+            });
+        }
+    }
+    out
+}
+
+/// Names of the built-in reference tables the program reads (`reference_curve("NAME", ...)`).
+fn reference_tables(program: &Program) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut visit = |e: &ir::Expr| {
+        crate::plan::walk(e, &mut |x: &ir::Expr| {
+            if let ExprKind::Extern(name, args) = &x.kind
+                && (name == "reference_curve" || name == "shifted_curve")
+                && let Some(t) = args.first().and_then(text)
+                && !out.contains(&t)
+            {
+                out.push(t);
+            }
+        });
+    };
+    for s in &program.log_joint {
+        if let StmtKind::Let { value, .. } = &s.kind {
+            visit(value);
+        }
+    }
+    out
+}
+
+/// Draws of a dataset-level let as (draws × channels), if it has one row of `k` channels.
+fn curve_draws(q: &LatentDraws, k: usize) -> Option<Array2<f64>> {
+    let flat: usize = q.shape.iter().product();
+    if flat != k || q.draws.is_empty() {
+        return None;
+    }
+    let values: Vec<f64> = q.draws.iter().flatten().copied().collect();
+    Array2::from_shape_vec((q.draws.len(), k), values).ok()
+}
+
+/// f'/f'' posterior of every site with lets `fp_<site>` and `fdp_<site>` over the grid.
+pub fn anomalous_sites(
+    program: &Program,
+    planned: &Planned,
+    quantities: &[LatentDraws],
+) -> Vec<SiteDraws> {
+    let Some((_, data)) = planned.physics.dials.first() else {
+        return Vec::new();
+    };
+    let energy_ev = data.energy_ev.clone();
+    let k = energy_ev.len();
+    let references: Vec<ReferenceCurve> = reference_tables(program)
+        .into_iter()
+        .filter_map(|name| {
+            let table = crate::plan::reference::table(&name).ok()?;
+            let rows: Vec<(f64, f64)> = energy_ev
+                .iter()
+                .map(|&e| table.at_ev(e))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            Some(ReferenceCurve {
+                label: name,
+                energy_ev: energy_ev.clone(),
+                fp: rows.iter().map(|r| r.0).collect(),
+                fdp: rows.iter().map(|r| r.1).collect(),
+            })
+        })
+        .collect();
+    let mut sites = Vec::new();
+    for q in quantities {
+        let Some(site) = q.name.strip_prefix("fp_") else {
+            continue;
+        };
+        let Some(fdp) = quantities.iter().find(|d| d.name == format!("fdp_{site}")) else {
+            continue;
+        };
+        let (Some(fp), Some(fdp)) = (curve_draws(q, k), curve_draws(fdp, k)) else {
+            continue;
+        };
+        let edge_ev = quantities
+            .iter()
+            .find(|d| d.name == "edge_ev" && d.shape.is_empty())
+            .map(|d| d.draws.iter().flatten().sum::<f64>() / d.draws.len().max(1) as f64);
+        sites.push(SiteDraws {
+            site: site.to_uppercase(),
+            energy_ev: energy_ev.clone(),
+            fp,
+            fdp,
+            references: references.clone(),
+            edge_ev,
+        });
+    }
+    sites
+}
+
+/// The model with its observations replaced by lets of zero (same sites, same indices).
+fn without_observations(model: &Model) -> Result<Model, RunError> {
+    let mut m = model.clone();
+    for s in &mut m.sites {
+        if let Site::Observe(o) = s {
+            *s = Site::Let(LetSite {
+                name: o.name.clone(),
+                plate: o.plate,
+                value: Expr::Const(0.0),
+                label: o.label.clone(),
+            });
+        }
+    }
+    m.validate()
+        .map_err(crate::infer::error::InferError::from)?;
+    Ok(m)
+}
+
+/// The fitted parameters with the weight's guide a point mass at unconstrained `u`.
+fn pinned(layout: &ParamLayout, params: &[f64], site: usize, u: f64) -> Vec<f64> {
+    let mut p = params.to_vec();
+    if let Some(b) = &layout.blocks[site] {
+        let block = &mut p[b.offset..b.offset + b.per_instance];
+        block[..b.event].fill(u);
+        block[b.event..].fill(softplus_inv(1e-12));
+    }
+    p
+}
+
+/// P(first state) and P(second) of every state choice, from `particles` draws of the guide.
+pub fn state_probabilities(
+    model: &Model,
+    state: &SviState,
+    choices: &[StateChoice],
+    particles: usize,
+) -> Result<Vec<StateProbability>, RunError> {
+    let mut out = Vec::new();
+    if choices.is_empty() {
+        return Ok(out);
+    }
+    let bare = without_observations(model)?;
+    for c in choices {
+        let i = model
+            .site_index(&c.weight)
+            .ok_or_else(|| not_a_weight(c, "is not a latent"))?;
+        match &model.sites[i] {
+            Site::Latent(l)
+                if l.plate.is_none()
+                    && l.shape.iter().product::<usize>() == 1
+                    && l.constraint == Constraint::Interval(0.0, 1.0) => {}
+            _ => {
+                return Err(not_a_weight(
+                    c,
+                    "must be one dataset-level latent in (0, 1)",
+                ));
+            }
+        }
+        let log_lik = |u: f64, particle: u64| -> Result<f64, RunError> {
+            let params = pinned(&state.layout, &state.params, i, u);
+            let spec = ParticleSpec {
+                seed: state.seed,
+                step: u64::MAX - 1,
+                particle,
+                analytic_kl: false,
+            };
+            let eval = |m: &Model| {
+                Evaluator {
+                    model: m,
+                    layout: &state.layout,
+                    params: &params,
+                    spec,
+                }
+                .particle(&SingleProcess)
+                .map(|p| p.log_weight)
+            };
+            Ok(eval(model)? - eval(&bare)?)
+        };
+        let mut delta = 0.0;
+        for k in 0..particles.max(1) as u64 {
+            delta += log_lik(PIN_LOGIT, k)? - log_lik(-PIN_LOGIT, k)?;
+        }
+        delta /= particles.max(1) as f64;
+        let p_first = 1.0 / (1.0 + (-delta).exp());
+        out.push(StateProbability {
+            site: c.site.clone(),
+            state: c.first.clone(),
+            probability: p_first,
+        });
+        out.push(StateProbability {
+            site: c.site.clone(),
+            state: c.second.clone(),
+            probability: 1.0 - p_first,
+        });
+    }
+    Ok(out)
+}
+
+fn not_a_weight(c: &StateChoice, why: &str) -> RunError {
+    RunError::Physics(format!(
+        "oxidation_state(\"{}\", {}, ...): `{}` {why}",
+        c.site, c.weight, c.weight
+    ))
+}
