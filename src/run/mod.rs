@@ -221,7 +221,8 @@ pub fn run_model(
         .map(|(i, v)| (i as u64 + 1, *v))
         .collect();
     let sites = physics::anomalous_sites(&program, &planned, &quantities);
-    let choices = physics::state_choices(&program);
+    let (choices, notes) = physics::state_choices(&program);
+    let warnings = notes.iter().fold(warnings, |w, n| w + n + "\n");
     let states =
         pool.install(|| physics::state_probabilities(model, &state, &choices, STATE_PARTICLES))?;
     let data: Vec<_> = planned

@@ -46,29 +46,96 @@ fn text(e: &ir::Expr) -> Option<String> {
     }
 }
 
-/// Every `oxidation_state(site, weight, first, second)` call of the program.
-pub fn state_choices(program: &Program) -> Vec<StateChoice> {
-    let mut out = Vec::new();
+/// Every `oxidation_state(site, weight, first, second)` call of the program whose let the
+/// likelihood depends on, and a note for each call it does not (e.g. under another variant).
+pub fn state_choices(program: &Program) -> (Vec<StateChoice>, Vec<String>) {
+    let (mut out, mut notes) = (Vec::new(), Vec::new());
     for s in &program.log_joint {
-        if let StmtKind::Let { value, .. } = &s.kind {
-            crate::plan::walk(value, &mut |e: &ir::Expr| {
-                if let ExprKind::Extern(name, args) = &e.kind
-                    && name == "oxidation_state"
-                    && let [site, w, a, b] = args.as_slice()
-                    && let (Some(site), ExprKind::Var(weight), Some(first), Some(second)) =
-                        (text(site), &w.kind, text(a), text(b))
-                {
-                    out.push(StateChoice {
-                        site,
-                        weight: weight.clone(),
-                        first,
-                        second,
-                    });
-                }
-            });
+        let StmtKind::Let {
+            name: let_name,
+            value,
+        } = &s.kind
+        else {
+            continue;
+        };
+        let mut found = Vec::new();
+        crate::plan::walk(value, &mut |e: &ir::Expr| {
+            if let ExprKind::Extern(name, args) = &e.kind
+                && name == "oxidation_state"
+                && let [site, w, a, b] = args.as_slice()
+                && let (Some(site), ExprKind::Var(weight), Some(first), Some(second)) =
+                    (text(site), &w.kind, text(a), text(b))
+            {
+                found.push(StateChoice {
+                    site,
+                    weight: weight.clone(),
+                    first,
+                    second,
+                });
+            }
+        });
+        for c in found {
+            if likelihood_reads(program, let_name) {
+                out.push(c);
+            } else {
+                notes.push(format!(
+                    "note: no state probabilities for {}: `{let_name}` does not enter the likelihood of this model (variant)",
+                    c.site
+                ));
+            }
         }
     }
-    out
+    (out, notes)
+}
+
+/// The names an expression reads, through the lets it reads (transitively).
+fn reads(program: &Program, e: &ir::Expr, name: &str, seen: &mut Vec<String>) -> bool {
+    let mut vars = Vec::new();
+    crate::plan::walk(e, &mut |x: &ir::Expr| {
+        if let ExprKind::Var(v) = &x.kind {
+            vars.push(v.clone());
+        }
+    });
+    for v in vars {
+        if v == name {
+            return true;
+        }
+        if seen.contains(&v) {
+            continue;
+        }
+        seen.push(v.clone());
+        let value = program.log_joint.iter().find_map(|s| match &s.kind {
+            StmtKind::Let { name: n, value } if *n == v => Some(value),
+            _ => None,
+        });
+        if let Some(value) = value
+            && reads(program, value, name, seen)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// True when the let `let_name` depends on `name`.
+fn let_reads(program: &Program, let_name: &str, name: &str) -> bool {
+    program.log_joint.iter().any(|s| match &s.kind {
+        StmtKind::Let { name: n, value } if n == let_name => {
+            reads(program, value, name, &mut Vec::new())
+        }
+        _ => false,
+    })
+}
+
+/// True when some observation's likelihood depends on `name`.
+pub fn likelihood_reads(program: &Program, name: &str) -> bool {
+    program.log_joint.iter().any(|s| match &s.kind {
+        StmtKind::Observe { dist, .. } => dist
+            .args
+            .iter()
+            .any(|a| reads(program, a, name, &mut Vec::new())),
+        _ => false,
+    })
 }
 
 /// Names of the built-in reference tables the program reads (`reference_curve("NAME", ...)`).
@@ -142,8 +209,10 @@ pub fn anomalous_sites(
         let (Some(fp), Some(fdp)) = (curve_draws(q, k), curve_draws(fdp, k)) else {
             continue;
         };
+        // The edge is marked only where this site's f'' depends on it.
         let edge_ev = quantities
             .iter()
+            .filter(|_| let_reads(program, &format!("fdp_{site}"), "edge_ev"))
             .find(|d| d.name == "edge_ev" && d.shape.is_empty())
             .map(|d| d.draws.iter().flatten().sum::<f64>() / d.draws.len().max(1) as f64);
         sites.push(SiteDraws {
