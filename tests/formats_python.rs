@@ -58,3 +58,53 @@ fn dials_layout_reader_reads_our_version_2_tables() {
     );
     std::fs::remove_file(&out).unwrap();
 }
+
+/// Optional: ArviZ reads a run's posterior.npz with posterior_dims.json (plates as named
+/// dimensions with coordinates). Needs `pip install arviz`.
+#[test]
+#[ignore = "needs python3 with arviz"]
+fn arviz_reads_posterior_draws_with_plate_dims() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::temp_dir().join(format!("spread-arviz-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_spreadc"))
+        .current_dir(root)
+        .args([
+            "run",
+            "models/eight_schools.spread",
+            "--data",
+            "examples/eight_schools",
+            "--steps",
+            "2000",
+            "--set",
+            "parametrization=noncentered",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let py = Command::new("python3")
+        .arg(root.join("tests/python/arviz_posterior.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(
+        v["theta"]["dims"],
+        serde_json::json!(["chain", "draw", "school"])
+    );
+    assert_eq!(v["mu"]["dims"], serde_json::json!(["chain", "draw"]));
+    // NUTS: mu = 4.41 (tests/fixtures/infer/eight_schools_nuts.json); the SVI mean is close.
+    let mu = v["mu"]["mean"].as_f64().unwrap();
+    assert!((mu - 4.41).abs() < 1.5, "mu = {mu}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -92,6 +92,16 @@ fn fit_finds_the_oxidized_state_and_the_image_scales() {
     assert_eq!(summary["physics"]["data"][0]["shoeboxes"]["used"], 299);
     assert_eq!(summary["physics"]["states"][0]["site"], "FE");
 
+    // ArviZ layout: per-image latents carry an `image` axis with coordinates 0..8.
+    let dims: serde_json::Value =
+        serde_json::from_str(&read(out.join("posterior_dims.json"))).unwrap();
+    assert_eq!(
+        dims["dims"]["rot"],
+        serde_json::json!(["image", "rot_dim_1"])
+    );
+    assert_eq!(dims["coords"]["image"].as_array().unwrap().len(), 8);
+    assert_eq!(dims["dims"]["background"][0], "shoebox");
+
     let curves = read(out.join("fp_fdp.csv"));
     assert!(
         curves.starts_with("site,energy_eV,fp_mean,fp_sd"),

@@ -501,8 +501,52 @@ impl Evaluator<'_> {
             site: site as u64,
             instance: instance as u64,
         };
-        let g = match &env.batch {
-            Some((_, rows)) if l.plate.is_some() => {
+        let g = match (&l.encoder, &env.batch) {
+            (Some(enc), None) => {
+                let inputs: Vec<NodeId> = enc
+                    .inputs
+                    .iter()
+                    .map(|e| env.eval(t, e))
+                    .collect::<Result<_, _>>()?;
+                let values: Vec<&ndarray::ArrayD<f64>> = inputs
+                    .iter()
+                    .map(|&n| t.real(n))
+                    .collect::<Result<_, _>>()?;
+                let x = enc.input_matrix(&values).map_err(|detail| {
+                    super::dist::DistError::Unsupported {
+                        family: "encoder",
+                        detail,
+                    }
+                })?;
+                let flat = self.flat_instance(&env.instance);
+                // One set of weight leaves per tape: the instances on it add into their gradients.
+                let first = leaves
+                    .iter()
+                    .position(|(tg, _)| matches!(tg, Target::At(o) if *o == b.offset));
+                let weights: Vec<(usize, NodeId)> = match first {
+                    Some(k) => leaves[k..k + 2 * (enc.widths.len() - 1)]
+                        .iter()
+                        .map(|(tg, n)| match tg {
+                            Target::At(o) => (o - b.offset, *n),
+                            Target::Rows(_) => (0, *n),
+                        })
+                        .collect(),
+                    None => {
+                        let block = &self.params[b.offset..b.offset + b.len()];
+                        let w = enc.weight_leaves(t, block);
+                        leaves.extend(w.iter().map(|(o, n)| (Target::At(b.offset + o), *n)));
+                        w
+                    }
+                };
+                enc.draw(t, b, &weights, x, &mut key(flat).rng())?
+            }
+            (Some(_), Some(_)) => {
+                return Err(super::dist::DistError::Unsupported {
+                    family: "encoder",
+                    detail: "encoder guides in chunked plates".into(),
+                });
+            }
+            (None, Some((_, rows))) if l.plate.is_some() => {
                 let offsets: Vec<usize> = rows.iter().map(|&i| b.instance_offset(i)).collect();
                 let blocks: Vec<&[f64]> = offsets
                     .iter()
@@ -519,7 +563,7 @@ impl Evaluator<'_> {
                 );
                 g
             }
-            _ => {
+            (None, _) => {
                 let flat = self.flat_instance(&env.instance);
                 let offset = b.instance_offset(flat);
                 let g = draw(

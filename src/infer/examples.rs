@@ -21,6 +21,7 @@ pub fn latent(name: &str, plate: Option<usize>, family: Family, args: Vec<Expr>)
         guide: GuideKind::MeanField,
         init: None,
         init_scale: None,
+        encoder: None,
         label: format!("latent {name}"),
     }
 }

@@ -38,9 +38,26 @@ pub struct SiteBlock {
 }
 
 impl SiteBlock {
-    /// Offset of an instance's block.
+    /// Offset of an instance's block (an encoder's one block serves every instance).
     pub fn instance_offset(&self, instance: usize) -> usize {
+        if self.kind == GuideKind::Encoder {
+            return self.offset;
+        }
         self.offset + instance * self.per_instance
+    }
+
+    /// Parameters the block takes in the flat vector.
+    pub fn len(&self) -> usize {
+        if self.kind == GuideKind::Encoder {
+            self.per_instance
+        } else {
+            self.per_instance * self.instances
+        }
+    }
+
+    /// True when the block holds no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -59,6 +76,8 @@ fn per_instance(kind: GuideKind, d: usize) -> usize {
         GuideKind::LowRank(r) => d * (r + 2),
         GuideKind::FullRank => d + d * (d + 1) / 2,
         GuideKind::Point => d,
+        // Set from the encoder's widths in `ParamLayout::new`.
+        GuideKind::Encoder => 0,
     }
 }
 
@@ -79,16 +98,20 @@ impl ParamLayout {
                 Site::Observe(_) | Site::Let(_) => None,
                 Site::Latent(l) => {
                     let event = l.shape.iter().product();
+                    let per = match (&l.encoder, l.guide) {
+                        (Some(e), GuideKind::Encoder) => e.n_params(),
+                        _ => per_instance(l.guide, event),
+                    };
                     let block = SiteBlock {
                         site: i,
                         offset: total,
-                        per_instance: per_instance(l.guide, event),
+                        per_instance: per,
                         instances: model.instances(l.plate),
                         event,
                         shape: l.shape.clone(),
                         kind: l.guide,
                     };
-                    total += block.per_instance * block.instances;
+                    total += block.len();
                     Some(block)
                 }
             })
@@ -109,6 +132,9 @@ impl ParamLayout {
             let Some(s) = l.init_scale.map(|s| (s / INIT_SCALE).min(1.0)) else {
                 continue;
             };
+            if b.kind == GuideKind::Encoder {
+                continue;
+            }
             for inst in 0..b.instances {
                 scales[b.instance_offset(inst)..][..b.event].fill(s);
             }
@@ -123,6 +149,10 @@ impl ParamLayout {
             let (Some(b), Site::Latent(l)) = (block, site) else {
                 continue;
             };
+            if let Some(e) = &l.encoder {
+                e.init(&mut params[b.offset..b.offset + b.len()], b.site as u64);
+                continue;
+            }
             let loc = l.init.map_or(0.0, |v| l.constraint.inverse(v));
             let scale = l.init_scale.unwrap_or(INIT_SCALE);
             for inst in 0..b.instances {
@@ -152,7 +182,7 @@ fn init_block(kind: GuideKind, d: usize, loc: f64, scale: f64, p: &mut [f64]) {
                 p[d + k] = if i == j { raw } else { 0.0 };
             }
         }
-        GuideKind::Point => {}
+        GuideKind::Point | GuideKind::Encoder => {}
     }
 }
 
@@ -188,6 +218,11 @@ pub fn draw(
     match b.kind {
         GuideKind::Point | GuideKind::MeanField => draw_diagonal(t, b, block, rng),
         GuideKind::FullRank | GuideKind::LowRank(_) => draw_correlated(t, b, block, rng),
+        GuideKind::Encoder => Err(TapeError::Op {
+            op: "guide",
+            label: String::new(),
+            detail: "an encoder guide is drawn from its inputs (encoder::EncoderSpec::draw)".into(),
+        }),
     }
 }
 
@@ -358,7 +393,7 @@ pub fn gaussian_moments(b: &SiteBlock, block: &[f64]) -> (Vec<f64>, Vec<Vec<f64>
     let loc = block[..d].to_vec();
     let mut cov = vec![vec![0.0; d]; d];
     match b.kind {
-        GuideKind::Point => {}
+        GuideKind::Point | GuideKind::Encoder => {}
         GuideKind::MeanField => (0..d).for_each(|i| cov[i][i] = softplus(block[d + i]).powi(2)),
         GuideKind::FullRank => {
             let mut l = vec![vec![0.0; d]; d];

@@ -7,6 +7,7 @@
 
 pub mod constraint;
 pub mod dist;
+pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod examples;

@@ -80,6 +80,9 @@ pub enum GuideKind {
     FullRank,
     /// A point estimate (`param`).
     Point,
+    /// A normal whose location and scale an MLP computes from the instance's data
+    /// (`LatentSite::encoder`); its weights are shared by all instances.
+    Encoder,
 }
 
 /// A latent variable (with a prior) or a parameter (without).
@@ -101,6 +104,8 @@ pub struct LatentSite {
     pub init: Option<f64>,
     /// Initial scale of a mean-field guide in unconstrained space (None: the default 0.1).
     pub init_scale: Option<f64>,
+    /// The network of an `Encoder` guide.
+    pub encoder: Option<Arc<super::encoder::EncoderSpec>>,
     /// Source label for errors.
     pub label: String,
 }

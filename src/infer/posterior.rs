@@ -7,7 +7,7 @@
 
 use super::error::InferError;
 use super::guide::draw;
-use super::model::{Model, Site};
+use super::model::{Env, Model, Site};
 use super::rng::StreamKey;
 use super::svi::SviState;
 use crate::tape::Tape;
@@ -62,13 +62,46 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                 };
                 let off = b.instance_offset(inst);
                 tape.clear();
-                let g = draw(
-                    &mut tape,
-                    b,
-                    &state.params[off..off + b.per_instance],
-                    &mut key.rng(),
-                )
-                .map_err(|e| InferError::from_tape(e, state.step, l.name.clone()))?;
+                let fail = |e| InferError::from_tape(e, state.step, l.name.clone());
+                let g = match &l.encoder {
+                    Some(enc) => {
+                        let env = Env {
+                            model,
+                            values: vec![None; model.sites.len()],
+                            instance: instance_path(model, l.plate, inst),
+                            batch: None,
+                        };
+                        let nodes: Vec<_> = enc
+                            .inputs
+                            .iter()
+                            .map(|e| env.eval(&mut tape, e))
+                            .collect::<Result<_, _>>()
+                            .map_err(fail)?;
+                        let values: Vec<&ndarray::ArrayD<f64>> = nodes
+                            .iter()
+                            .map(|&n| tape.real(n))
+                            .collect::<Result<_, _>>()
+                            .map_err(fail)?;
+                        let x = enc.input_matrix(&values).map_err(|detail| {
+                            fail(crate::tape::TapeError::Op {
+                                op: "encoder",
+                                label: l.label.clone(),
+                                detail,
+                            })
+                        })?;
+                        let weights =
+                            enc.weight_leaves(&mut tape, &state.params[off..off + b.len()]);
+                        enc.draw(&mut tape, b, &weights, x, &mut key.rng())
+                            .map_err(fail)?
+                    }
+                    None => draw(
+                        &mut tape,
+                        b,
+                        &state.params[off..off + b.per_instance],
+                        &mut key.rng(),
+                    )
+                    .map_err(fail)?,
+                };
                 let u = tape
                     .real(g.u)
                     .map_err(|e| InferError::from_tape(e, state.step, l.name.clone()))?;
@@ -83,6 +116,28 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         });
     }
     Ok(out)
+}
+
+/// (plate, index) from outermost to `plate` of the flat instance `flat` (the inverse of
+/// `Model::flat_index`; a ragged plate's parent is the one whose range holds it).
+fn instance_path(model: &Model, plate: Option<usize>, flat: usize) -> Vec<(usize, usize)> {
+    let chain = model.plate_chain(plate);
+    let mut path = vec![(0, 0); chain.len()];
+    let mut rest = flat;
+    for (k, &p) in chain.iter().enumerate().rev() {
+        match &model.plates[p].ragged {
+            Some(offsets) => {
+                path[k] = (p, rest);
+                rest = offsets.partition_point(|&o| o <= rest).saturating_sub(1);
+            }
+            None => {
+                let n = model.plates[p].size.max(1);
+                path[k] = (p, rest % n);
+                rest /= n;
+            }
+        }
+    }
+    path
 }
 
 /// Mean, sd and quantiles of every element of every latent.

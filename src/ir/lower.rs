@@ -170,10 +170,11 @@ impl Lowerer<'_> {
                 dist,
                 guide,
             } => {
+                let kind = self.guide_kind(guide.as_ref());
                 self.guide.push(GuideSite {
                     latent: name.name.clone(),
                     plate,
-                    kind: self.guide_kind(guide.as_ref()),
+                    kind,
                 });
                 let support = crate::check::distributions::lookup(&dist.name.name)
                     .map(|d| d.support)
@@ -223,16 +224,20 @@ impl Lowerer<'_> {
         });
     }
 
-    fn guide_kind(&self, g: Option<&ast::GuideSpec<Typed>>) -> GuideKind {
+    fn guide_kind(&mut self, g: Option<&ast::GuideSpec<Typed>>) -> GuideKind {
         match g.map(|g| g.kind.name.as_str()) {
             None | Some("mean_field") => GuideKind::MeanField,
             Some("map") => GuideKind::Map,
-            Some(name) => GuideKind::Encoder {
-                name: name.to_string(),
-                inputs: g
-                    .map(|g| g.args.iter().map(|a| self.expr(&a.value)).collect())
-                    .unwrap_or_default(),
-            },
+            Some(name) => {
+                // The encoder's declaration travels with the IR, as a used flow's does.
+                self.nets_used.push(name.to_string());
+                GuideKind::Encoder {
+                    name: name.to_string(),
+                    inputs: g
+                        .map(|g| g.args.iter().map(|a| self.expr(&a.value)).collect())
+                        .unwrap_or_default(),
+                }
+            }
         }
     }
 

@@ -644,11 +644,148 @@ fn guide_kind(program: &Program, name: &str, at: &str) -> Result<GuideKind, Plan
     {
         None | Some(ir::GuideKind::MeanField) => Ok(GuideKind::MeanField),
         Some(ir::GuideKind::Map) => Ok(GuideKind::Point),
-        Some(ir::GuideKind::Encoder { name, .. }) => Err(PlanError::Unsupported {
-            at: at.into(),
-            what: format!("the amortized guide `{name}`"),
-        }),
+        Some(ir::GuideKind::Encoder { .. }) => {
+            let _ = at;
+            Ok(GuideKind::Encoder)
+        }
     }
+}
+
+/// Where an encoder's output goes.
+struct EncoderTarget<'a> {
+    chain: &'a [usize],
+    rows: usize,
+    own: usize,
+    centre: f64,
+    loc_unit: f64,
+    raw_scale: f64,
+}
+
+/// Values per row of an encoder input (its own dims, sizes known before the fit).
+fn input_width(e: &ir::Expr, scope: &Scope, at: &str) -> Result<usize, PlanError> {
+    e.ty.shape
+        .iter()
+        .map(|d| {
+            dim(d, scope)
+                .or_else(|| record_dim(d, scope))
+                .ok_or_else(|| PlanError::Unsupported {
+                    at: at.into(),
+                    what: format!(
+                        "an encoder input of size {d:?} (sizes must be the same for every instance)"
+                    ),
+                })
+        })
+        .product()
+}
+
+/// `shots.n_channels`, and `shoebox.n_pixels` when every shoebox has the same pixel count.
+fn record_dim(d: &Dim, scope: &Scope) -> Option<usize> {
+    let Dim::Sym(s) = d else { return None };
+    let (rec, field) = s.split_once('.')?;
+    if let Some(data) = scope.physics.shots.get(rec) {
+        return (field == "n_channels").then_some(data.energy_ev.len());
+    }
+    match (scope.physics.records.get(rec)?, field) {
+        (records::RecordPlate::Shoeboxes { data, .. }, "n_pixels") => {
+            let mut sizes = data
+                .images
+                .iter()
+                .flat_map(|i| i.shoeboxes.iter().map(|b| b.pixel_count()));
+            let first = sizes.next()?;
+            sizes.all(|n| n == first).then_some(first)
+        }
+        _ => None,
+    }
+}
+
+/// The network of `latent`'s encoder guide.
+#[allow(clippy::too_many_arguments)]
+fn encoder_spec(
+    program: &Program,
+    scope: &Arc<Scope>,
+    latent: &str,
+    target: EncoderTarget,
+    at: &str,
+    label: &str,
+) -> Result<crate::infer::encoder::EncoderSpec, PlanError> {
+    use crate::check::value::Value as V;
+    use crate::tape::linalg::Activation;
+    let unsupported = |what: String| PlanError::Unsupported {
+        at: at.into(),
+        what,
+    };
+    let Some(ir::GuideKind::Encoder { name, inputs }) = program
+        .guide
+        .iter()
+        .find(|g| g.latent == latent)
+        .map(|g| &g.kind)
+    else {
+        return Err(unsupported(
+            "an encoder guide without its declaration".into(),
+        ));
+    };
+    let net = program
+        .nets
+        .iter()
+        .find(|n| &n.name == name && !n.is_flow)
+        .ok_or_else(|| unsupported(format!("the encoder `{name}` is not declared")))?;
+    let setting = |k: &str| net.settings.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+    let hidden: Vec<usize> = match setting("hidden") {
+        Some(V::List(items)) => items
+            .iter()
+            .map(|v| v.as_real().filter(|x| *x >= 1.0).map(|x| x as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                unsupported(format!(
+                    "encoder `{name}`: hidden widths must be positive integers"
+                ))
+            })?,
+        _ => Vec::new(),
+    };
+    let activation = match setting("activation") {
+        None => Activation::Relu,
+        Some(V::Str(a) | V::Choice(a)) => match a.as_str() {
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            "softplus" => Activation::Softplus,
+            other => {
+                return Err(unsupported(format!(
+                    "encoder `{name}`: the activation `{other}` (the tape has relu, tanh, sigmoid, softplus)"
+                )));
+            }
+        },
+        Some(other) => {
+            return Err(unsupported(format!(
+                "encoder `{name}`: activation {other:?}"
+            )));
+        }
+    };
+    let mut width = 0;
+    for e in inputs {
+        if e.ad == crate::check::types::Ad::Param {
+            return Err(unsupported(format!(
+                "encoder `{name}`: an input that depends on latents"
+            )));
+        }
+        width += input_width(e, scope, at)?;
+    }
+    let mut widths = vec![width];
+    widths.extend(hidden);
+    widths.push(2 * target.own);
+    Ok(crate::infer::encoder::EncoderSpec {
+        name: name.clone(),
+        inputs: inputs
+            .iter()
+            .map(|e| closure(scope, e, target.chain, None, label))
+            .collect(),
+        widths,
+        activation,
+        rows: target.rows,
+        centre: target.centre,
+        loc_unit: target.loc_unit,
+        raw_scale: target.raw_scale,
+    })
 }
 
 /// One statement as a site (all sites are global: plates are axes of their tensors).
@@ -683,16 +820,40 @@ fn site(
                 family(&dist.name, &at)?,
                 dist_args(scope, dist, &chain, own.len(), &label),
             );
+            let rows: usize = full.iter().product();
             full.extend(&own);
+            let init = prior_centre(&dist.name, &dist.args);
+            let init_scale = prior_spread(&dist.name, &dist.args).map(|s| (0.1 * s).min(0.1));
+            let constraint = constraint(*support, dist, &at)?;
+            let guide = guide_kind(program, name, &at)?;
+            let encoder = match guide {
+                GuideKind::Encoder => Some(Arc::new(encoder_spec(
+                    program,
+                    scope,
+                    name,
+                    EncoderTarget {
+                        chain: &chain,
+                        rows,
+                        own: own.iter().product(),
+                        centre: init.map_or(0.0, |v| constraint.inverse(v)),
+                        loc_unit: prior_spread(&dist.name, &dist.args).map_or(1.0, |s| s.min(1.0)),
+                        raw_scale: crate::infer::guide::softplus_inv(init_scale.unwrap_or(0.1)),
+                    },
+                    &at,
+                    &label,
+                )?)),
+                _ => None,
+            };
             Site::Latent(LatentSite {
                 name: name.clone(),
                 plate: engine,
                 shape: full,
-                init: prior_centre(&dist.name, &dist.args),
-                init_scale: prior_spread(&dist.name, &dist.args).map(|s| (0.1 * s).min(0.1)),
+                init,
+                init_scale,
+                encoder,
                 prior: Some(prior),
-                constraint: constraint(*support, dist, &at)?,
-                guide: guide_kind(program, name, &at)?,
+                constraint,
+                guide,
                 label,
             })
         }
@@ -713,6 +874,7 @@ fn site(
                 guide: GuideKind::Point,
                 init,
                 init_scale: None,
+                encoder: None,
                 label,
             })
         }

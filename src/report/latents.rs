@@ -24,6 +24,8 @@ pub struct LatentDraws {
     pub kind: &'static str,
     /// Shape of one draw (plate axes first).
     pub shape: Vec<usize>,
+    /// Names of the leading axes that run over plates (`image`, `school`), outermost first.
+    pub plates: Vec<String>,
     /// `draws[d]` holds draw d's elements, row-major.
     pub draws: Vec<Vec<f64>>,
 }
@@ -162,7 +164,32 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
     let npz = out_dir.join("posterior.npz");
     write_npz(&npz, run.quantities)?;
     written.push(npz);
+    let dims = out_dir.join("posterior_dims.json");
+    write_atomic(&dims, dims_json(run.quantities).to_string().as_bytes())?;
+    written.push(dims);
     Ok(written)
+}
+
+/// `{"dims": {name: [axis names after chain, draw]}, "coords": {plate: [0, 1, ...]}}` for
+/// `arviz.from_dict(posterior=dict(np.load("posterior.npz")), dims=..., coords=...)`.
+fn dims_json(quantities: &[LatentDraws]) -> serde_json::Value {
+    let mut dims = serde_json::Map::new();
+    let mut coords = serde_json::Map::new();
+    for q in quantities {
+        let names: Vec<String> = (0..q.shape.len())
+            .map(|k| match q.plates.get(k) {
+                Some(p) => {
+                    coords
+                        .entry(p.clone())
+                        .or_insert_with(|| serde_json::json!((0..q.shape[k]).collect::<Vec<_>>()));
+                    p.clone()
+                }
+                None => format!("{}_dim_{k}", q.name),
+            })
+            .collect();
+        dims.insert(q.name.clone(), serde_json::json!(names));
+    }
+    serde_json::json!({ "dims": dims, "coords": coords })
 }
 
 fn write_npz(path: &Path, quantities: &[LatentDraws]) -> Result<(), ReportError> {

@@ -213,7 +213,15 @@ pub fn run_model(
     let model = &planned.model;
     let state = pool.install(|| svi::run(model, &svi_cfg, state, &SingleProcess, on_step))?;
     state.save(&ckpt)?;
-    let quantities = draw_quantities(model, &state, cfg.draws, &planned.data_lets)?;
+    let mut quantities = draw_quantities(model, &state, cfg.draws, &planned.data_lets)?;
+    for q in quantities.iter_mut().filter(|q| q.plates.is_empty()) {
+        if let Some(chain) = planned.scope.sites.get(&q.name) {
+            q.plates = chain
+                .iter()
+                .map(|&p| planned.scope.plates[p].name.clone())
+                .collect();
+        }
+    }
     let elbo: Vec<(u64, f64)> = state
         .elbo
         .iter()
@@ -366,6 +374,11 @@ pub fn draw_quantities(
         let kind = if l.prior.is_some() { "latent" } else { "param" };
         // A latent in a plate the engine iterates (image, shoebox) gets a leading instance axis.
         let mut shape = l.shape.clone();
+        let plates = l
+            .plate
+            .map(|p| model.plates[p].name.clone())
+            .into_iter()
+            .collect();
         if l.plate.is_some() {
             shape.insert(0, s.instances);
         } else {
@@ -375,6 +388,7 @@ pub fn draw_quantities(
             name: s.name,
             kind,
             shape,
+            plates,
             draws,
         });
     }
@@ -418,6 +432,7 @@ pub fn draw_quantities(
                 name: site.name.clone(),
                 kind: "let",
                 shape: a.shape().to_vec(),
+                plates: Vec::new(),
                 draws: Vec::with_capacity(n),
             });
             slot.draws.push(a.iter().copied().collect());

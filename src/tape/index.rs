@@ -167,6 +167,15 @@ fn scatter_add<T: ComplexFloat>(
     let mut shape = x.shape().to_vec();
     shape[axis] = len;
     let mut out = ArrayD::zeros(IxDyn(&shape));
+    // Vectors (the common case: pixel masks, parameter slices): one pass, no views per element.
+    if x.ndim() == 1
+        && let (Some(src), Some(dst)) = (x.as_slice(), out.as_slice_mut())
+    {
+        for (&v, &i) in src.iter().zip(index) {
+            dst[i] = dst[i] + v;
+        }
+        return out;
+    }
     for (j, &i) in index.iter().enumerate() {
         let mut dst = out.index_axis_mut(Axis(axis), i);
         dst.zip_mut_with(&x.index_axis(Axis(axis), j), |d, &s| *d = *d + s);

@@ -1,0 +1,166 @@
+//! Amortized guides: an MLP maps each plate instance's data to the location and scale of its
+//! latent's normal guide, so the guide's parameters are the network's weights, shared by all
+//! instances, instead of two numbers per instance.
+//!
+//! In: the inputs (data expressions evaluated at the instance; for a vectorized plate, one row
+//! per instance), the layer widths, the activation. Out: a [`GuideDraw`] whose single leaf is the
+//! flat weight block. Guarantees: the output layer starts at zero, so at initialization every
+//! instance's guide is the mean-field start (location at the prior centre, scale 0.1× the prior
+//! scale); the location moves in units of the prior scale (loc = centre + s·o), as mean-field
+//! locations do under Adam's step scaling; the hidden weights start from a fixed-seed Glorot draw,
+//! so a run never depends on anything but its seed.
+
+use super::guide::{GuideDraw, SiteBlock};
+use super::model::Expr;
+use crate::tape::linalg::Activation;
+use crate::tape::{NodeId, Tape, TapeError};
+use ndarray::{ArrayD, IxDyn};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
+
+/// An encoder guide of one latent site.
+#[derive(Clone, Debug)]
+pub struct EncoderSpec {
+    /// Encoder declaration name.
+    pub name: String,
+    /// Data inputs, each flattened per row and concatenated.
+    pub inputs: Vec<Expr>,
+    /// Widths: input, hidden..., output (= 2 × values per row).
+    pub widths: Vec<usize>,
+    /// Hidden-layer activation.
+    pub activation: Activation,
+    /// Rows evaluated together (the size of a vectorized plate; 1 per engine instance).
+    pub rows: usize,
+    /// Unconstrained location of the guide at initialization (the prior's centre).
+    pub centre: f64,
+    /// Prior scale s: the location is centre + s·output (1 when unknown).
+    pub loc_unit: f64,
+    /// Raw (softplus⁻¹) scale of the guide at initialization.
+    pub raw_scale: f64,
+}
+
+impl EncoderSpec {
+    /// Weights and biases, layer by layer (W row-major input × output, then b).
+    pub fn n_params(&self) -> usize {
+        self.widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    }
+
+    /// Fixed-seed Glorot-uniform hidden weights, zero biases, zero output layer.
+    pub fn init(&self, block: &mut [f64], seed: u64) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut pos = 0;
+        let layers = self.widths.len() - 1;
+        for (l, w) in self.widths.windows(2).enumerate() {
+            let (n_in, n_out) = (w[0], w[1]);
+            let a = (6.0 / (n_in + n_out) as f64).sqrt();
+            for x in &mut block[pos..pos + n_in * n_out] {
+                *x = if l + 1 == layers {
+                    0.0
+                } else {
+                    a * (2.0 * rng.random::<f64>() - 1.0)
+                };
+            }
+            pos += n_in * n_out;
+            block[pos..pos + n_out].fill(0.0);
+            pos += n_out;
+        }
+    }
+
+    /// The input matrix (rows × width 0) from the evaluated inputs.
+    pub fn input_matrix(&self, values: &[&ArrayD<f64>]) -> Result<ArrayD<f64>, String> {
+        let mut flat = Vec::with_capacity(self.rows * self.widths[0]);
+        let per_row: Vec<usize> = values
+            .iter()
+            .map(|v| {
+                if self.rows > 1 {
+                    v.len() / self.rows
+                } else {
+                    v.len()
+                }
+            })
+            .collect();
+        if per_row.iter().sum::<usize>() != self.widths[0]
+            || values
+                .iter()
+                .zip(&per_row)
+                .any(|(v, k)| v.len() != k * self.rows)
+        {
+            let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
+            return Err(format!(
+                "encoder `{}`: inputs of shapes {shapes:?} do not give {} rows of {} values",
+                self.name, self.rows, self.widths[0]
+            ));
+        }
+        for r in 0..self.rows {
+            for (v, k) in values.iter().zip(&per_row) {
+                let s = v.as_slice_memory_order().ok_or("non-contiguous input")?;
+                flat.extend_from_slice(&s[r * k..(r + 1) * k]);
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(&[self.rows, self.widths[0]]), flat).map_err(|e| e.to_string())
+    }
+
+    /// One leaf per weight matrix and bias of `block`, with its offset in the block.
+    pub fn weight_leaves(&self, t: &mut Tape, block: &[f64]) -> Vec<(usize, NodeId)> {
+        let mut leaves = Vec::with_capacity(2 * self.widths.len());
+        let mut pos = 0;
+        for w in self.widths.windows(2) {
+            for shape in [vec![w[0], w[1]], vec![w[1]]] {
+                let n: usize = shape.iter().product();
+                let a = ArrayD::from_shape_vec(IxDyn(&shape), block[pos..pos + n].to_vec())
+                    .unwrap_or_default();
+                leaves.push((pos, t.leaf_real(a)));
+                pos += n;
+            }
+        }
+        leaves
+    }
+
+    /// u = loc(x) + softplus(raw(x)) ε for the site of `b`, from the weight leaves (made by
+    /// [`EncoderSpec::weight_leaves`], and shared by every instance on one tape).
+    pub fn draw(
+        &self,
+        t: &mut Tape,
+        b: &SiteBlock,
+        weights: &[(usize, NodeId)],
+        x: ArrayD<f64>,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Result<GuideDraw, TapeError> {
+        let mut h = t.constant_real(x);
+        let layers = self.widths.len() - 1;
+        for l in 0..layers {
+            let act = if l + 1 == layers {
+                Activation::Identity
+            } else {
+                self.activation
+            };
+            h = t.dense(h, weights[2 * l].1, weights[2 * l + 1].1, act)?;
+        }
+        let d = self.widths[layers] / 2;
+        let o_loc = t.gather(h, 1, &(0..d).collect::<Vec<_>>())?;
+        let o_raw = t.gather(h, 1, &(d..2 * d).collect::<Vec<_>>())?;
+        let loc = t.scale(o_loc, self.loc_unit)?;
+        let loc = t.shift(loc, self.centre)?;
+        let loc = t.reshape(loc, &b.shape)?;
+        let raw = t.shift(o_raw, self.raw_scale)?;
+        let raw = t.reshape(raw, &b.shape)?;
+        let eps = super::rng::standard_normal(rng, &b.shape);
+        let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
+        let scale = t.softplus(raw)?;
+        let e = t.constant_real(eps);
+        let se = t.mul(scale, e)?;
+        let u = t.add(loc, se)?;
+        let ls = t.log(scale)?;
+        let s = t.sum(ls)?;
+        let n = t.neg(s)?;
+        let log_q: NodeId = t.shift(n, base_lp)?;
+        Ok(GuideDraw {
+            leaves: [None, None],
+            u,
+            log_q: Some(log_q),
+            loc_scale: Some((loc, scale)),
+        })
+    }
+}

@@ -1,0 +1,55 @@
+//! Amortized (encoder) guides: an MLP from each row's data to its latent's normal guide. On a
+//! normal-normal model the exact posterior of every row is known in closed form, so the learned
+//! map must reproduce it (tests/fixtures/encoder: 30 rows, y drawn once with seed 3).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn encoder_guide_matches_the_closed_form_posterior_of_every_row() {
+    let fixtures = root().join("tests/fixtures/encoder");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infer_encoder");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
+        .args(["run"])
+        .arg(fixtures.join("amortized_normal.spread"))
+        .arg("--data")
+        .arg(&fixtures)
+        .arg("--out")
+        .arg(&out)
+        .args(["--steps", "4000", "--draws", "4000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ys: Vec<f64> = std::fs::read_to_string(fixtures.join("groups.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let theta = &summary["quantities"][0];
+    assert_eq!(theta["name"], "theta");
+    let (tau, noise) = (3.0f64, 2.0f64);
+    let precision = 1.0 / (tau * tau) + 1.0 / (noise * noise);
+    let sd = precision.powf(-0.5);
+    let elements = theta["elements"].as_array().unwrap();
+    assert_eq!(elements.len(), ys.len());
+    let (mut worst_mean, mut worst_sd) = (0.0f64, 0.0f64);
+    for (e, y) in elements.iter().zip(&ys) {
+        let mean = (1.0 / (tau * tau) + y / (noise * noise)) / precision;
+        worst_mean = worst_mean.max((e["mean"].as_f64().unwrap() - mean).abs() / sd);
+        worst_sd = worst_sd.max((e["sd"].as_f64().unwrap() / sd - 1.0).abs());
+    }
+    eprintln!("worst |mean error| / sd = {worst_mean:.3}, worst |sd ratio - 1| = {worst_sd:.3}");
+    // Measured: 0.07 and 0.02 (seed 0), 0.13 and 0.035 (seed 1); the prior alone is off by
+    // up to 3.0 posterior sd on these rows; 4000 draws leave a Monte Carlo error of ~0.02 sd.
+    assert!(worst_mean < 0.2, "worst mean error {worst_mean} sd");
+    assert!(worst_sd < 0.06, "worst sd error {worst_sd}");
+}
