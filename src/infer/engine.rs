@@ -237,10 +237,26 @@ impl Evaluator<'_> {
     fn batch(&self, plate: PlateId, parent_flat: usize) -> (Vec<usize>, f64) {
         let p = &self.model.plates[plate];
         if p.ragged.is_some() {
-            return (
-                self.model.child_instances(plate, parent_flat).collect(),
-                1.0,
-            );
+            let range = self.model.child_instances(plate, parent_flat);
+            let n = range.len();
+            return match p.subsample {
+                // At most b instances of each parent's range, scaled by its own n / b.
+                Some(b) if b < n => {
+                    let key = StreamKey {
+                        seed: self.spec.seed,
+                        step: self.spec.step,
+                        particle: 0,
+                        site: SUBSAMPLE_STREAM + plate as u64,
+                        instance: parent_flat as u64,
+                    };
+                    let picked = subsample(&mut key.rng(), n, b);
+                    (
+                        picked.into_iter().map(|k| range.start + k).collect(),
+                        n as f64 / b as f64,
+                    )
+                }
+                _ => (range.collect(), 1.0),
+            };
         }
         match p.subsample {
             None => ((0..p.size).collect(), 1.0),

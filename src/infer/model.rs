@@ -24,7 +24,8 @@ pub struct Plate {
     pub name: String,
     /// Number of instances (for data plates, the length of the data).
     pub size: usize,
-    /// Instances drawn per step (mini-batch); the likelihood is scaled by size / subsample.
+    /// Instances drawn per step (mini-batch); the likelihood is scaled by size / subsample. For a
+    /// ragged plate: at most this many of each parent instance's own, scaled by its count / this.
     pub subsample: Option<usize>,
     /// Enclosing plate.
     pub parent: Option<PlateId>,
@@ -393,8 +394,8 @@ impl Model {
         if offsets.first() != Some(&0) || offsets.windows(2).any(|w| w[1] < w[0]) {
             return Err("offsets must start at 0 and never decrease".into());
         }
-        if p.subsample.is_some() || p.chunk.is_some() {
-            return Err("a ragged plate cannot be subsampled or chunked".into());
+        if p.chunk.is_some() {
+            return Err("a ragged plate cannot be chunked".into());
         }
         Ok(())
     }
@@ -488,7 +489,17 @@ impl Model {
             }
             Expr::Data(name) => {
                 let col = self.data.get(name).ok_or_else(|| unknown(name))?;
-                if !visible.starts_with(&col.plates) {
+                // A ragged plate numbers its instances globally, so its columns may skip the
+                // enclosing plates: every plate of the column must be visible, in order.
+                let mut rest = visible.iter();
+                if !col.plates.iter().all(|p| rest.any(|v| v == p)) {
+                    return Err(unknown(name));
+                }
+                let ragged_skip = col
+                    .plates
+                    .first()
+                    .is_some_and(|&p| self.plates[p].ragged.is_some());
+                if !visible.starts_with(&col.plates) && !ragged_skip {
                     return Err(unknown(name));
                 }
             }

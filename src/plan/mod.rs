@@ -360,13 +360,10 @@ fn record_plate(
                     "a shoebox plate outside its image plate `{binding}`"
                 )));
             }
-            if p.subsample.is_some() {
-                return Err(unsupported(
-                    "subsampling shoeboxes (subsample images instead)".into(),
-                ));
-            }
             let offsets = Arc::new(data.shoebox_offsets());
             let engine = m.ragged_plate(&p.name, image_engine, offsets.to_vec());
+            // At most B shoeboxes of each image per step, each image's likelihood scaled by n/B.
+            m.plates[engine].subsample = p.subsample.map(|b| b as usize).filter(|&b| b >= 1);
             let size = m.plates[engine].size;
             let record = records::RecordPlate::Shoeboxes {
                 engine,
