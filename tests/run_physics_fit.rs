@@ -7,9 +7,10 @@
 
 use spread::infer::engine::{Evaluator, ParticleSpec};
 use spread::infer::guide::{ParamLayout, softplus_inv};
-use spread::infer::model::{Expr, LetSite, Model, Site};
+use spread::infer::model::Model;
 use spread::infer::reduce::SingleProcess;
 use spread::plan::Registry;
+use spread::run::physics::without_observations;
 use spread::run::{RunConfig, load};
 use std::path::Path;
 
@@ -36,23 +37,6 @@ fn pin(
     let p = &mut params[b.instance_offset(inst)..][..b.per_instance];
     p[..u.len()].copy_from_slice(u);
     p[u.len()..].fill(softplus_inv(1e-9));
-}
-
-/// The model with its observations replaced by lets of zero (same sites, same indices).
-fn without_observations(model: &Model) -> Model {
-    let mut m = model.clone();
-    for s in &mut m.sites {
-        if let Site::Observe(o) = s {
-            *s = Site::Let(LetSite {
-                name: o.name.clone(),
-                plate: o.plate,
-                value: Expr::Const(0.0),
-                label: o.label.clone(),
-            });
-        }
-    }
-    m.validate().unwrap();
-    m
 }
 
 fn log_weight(model: &Model, layout: &ParamLayout, params: &[f64]) -> f64 {
@@ -133,7 +117,7 @@ fn model_at_the_truth_explains_the_bundled_stills_to_poisson_noise() {
             shoebox += 1;
         }
     }
-    let bare = without_observations(model);
+    let bare = without_observations(model).unwrap();
     let log_lik = log_weight(model, &layout, &params) - log_weight(&bare, &layout, &params);
     // Poisson deviance from the log-likelihood: D = 2 Σ [x ln x − x − ln x!] − 2 ln L.
     let (mut saturated, mut n) = (0.0, 0usize);

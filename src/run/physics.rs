@@ -227,8 +227,9 @@ pub fn anomalous_sites(
     sites
 }
 
-/// The model with its observations replaced by lets of zero (same sites, same indices).
-fn without_observations(model: &Model) -> Result<Model, RunError> {
+/// The model with its observations replaced by lets of zero (same sites, same indices): the
+/// difference of a particle's log-weight on the two is its log-likelihood.
+pub fn without_observations(model: &Model) -> Result<Model, RunError> {
     let mut m = model.clone();
     for s in &mut m.sites {
         if let Site::Observe(o) = s {
