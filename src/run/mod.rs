@@ -150,6 +150,31 @@ impl RunError {
     }
 }
 
+/// A note when the ELBO of the last 50 steps is above that of the 50 before by more than 3
+/// standard errors of the difference: the fit has not converged, and its posterior (and any
+/// state probability) may be far from the one a longer run gives.
+fn still_rising(elbo: &[f64]) -> Option<String> {
+    const W: usize = 50;
+    if elbo.len() < 2 * W {
+        return None;
+    }
+    let (prev, last) = (
+        &elbo[elbo.len() - 2 * W..elbo.len() - W],
+        &elbo[elbo.len() - W..],
+    );
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let var =
+        |x: &[f64], m: f64| x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64;
+    let (mp, ml) = (mean(prev), mean(last));
+    let se = ((var(prev, mp) + var(last, ml)) / W as f64).sqrt();
+    (ml - mp > 3.0 * se).then(|| {
+        format!(
+            "note: the ELBO was still rising at the end (mean of the last {W} steps {ml:.1}, of the {W} before {mp:.1}, {:.0} standard errors): the fit has not converged; run more steps (--resume continues it) before trusting the posterior or the state probabilities",
+            (ml - mp) / se.max(1e-300)
+        )
+    })
+}
+
 /// Particles (draws of the fitted guide) averaged in each state comparison.
 const STATE_PARTICLES: usize = 16;
 
@@ -229,7 +254,8 @@ pub fn run_model(
         .map(|(i, v)| (i as u64 + 1, *v))
         .collect();
     let sites = physics::anomalous_sites(&program, &planned, &quantities);
-    let (choices, notes) = physics::state_choices(&program);
+    let (choices, mut notes) = physics::state_choices(&program);
+    notes.extend(still_rising(&state.elbo));
     let warnings = notes.iter().fold(warnings, |w, n| w + n + "\n");
     let states =
         pool.install(|| physics::state_probabilities(model, &state, &choices, STATE_PARTICLES))?;
