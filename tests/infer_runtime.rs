@@ -37,6 +37,25 @@ fn run_with_threads(model: &Model, steps: u64, threads: usize) -> SviState {
     })
 }
 
+/// One particle's log-weight at `step` (seed 1) with the state's parameters.
+fn log_weight(model: &Model, state: &SviState, step: u64) -> f64 {
+    let spec = ParticleSpec {
+        seed: 1,
+        step,
+        particle: 0,
+        analytic_kl: false,
+    };
+    Evaluator {
+        model,
+        layout: &state.layout,
+        params: &state.params,
+        spec,
+    }
+    .particle(&SingleProcess)
+    .unwrap()
+    .log_weight
+}
+
 fn bits(v: &[f64]) -> Vec<u64> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -100,23 +119,7 @@ fn minibatch_likelihood_is_scaled_by_n_over_batch() {
         l.init = Some(0.4);
     }
     let state = SviState::new(&model, 1);
-    let weight = |model: &Model, step| {
-        let spec = ParticleSpec {
-            seed: 1,
-            step,
-            particle: 0,
-            analytic_kl: false,
-        };
-        Evaluator {
-            model,
-            layout: &state.layout,
-            params: &state.params,
-            spec,
-        }
-        .particle(&SingleProcess)
-        .unwrap()
-        .log_weight
-    };
+    let weight = |model: &Model, step| log_weight(model, &state, step);
     let full = weight(&model, 0);
     model.plates[0].subsample = Some(10);
     let w: Vec<f64> = (0..4000).map(|s| weight(&model, s)).collect();
@@ -394,23 +397,7 @@ fn ragged_minibatch_is_scaled_per_parent() {
     )));
     model.validate().unwrap();
     let state = SviState::new(&model, 1);
-    let weight = |model: &Model, step| {
-        let spec = ParticleSpec {
-            seed: 1,
-            step,
-            particle: 0,
-            analytic_kl: false,
-        };
-        Evaluator {
-            model,
-            layout: &state.layout,
-            params: &state.params,
-            spec,
-        }
-        .particle(&SingleProcess)
-        .unwrap()
-        .log_weight
-    };
+    let weight = |model: &Model, step| log_weight(model, &state, step);
     let full = weight(&model, 0);
     // Closed form: the full-data log-likelihood plus the prior term, independent of the engine.
     let ll: f64 = (0..20)

@@ -18,8 +18,6 @@ use ndarray::{ArrayD, IxDyn};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
-
 /// An encoder guide of one latent site.
 #[derive(Clone, Debug)]
 pub struct EncoderSpec {
@@ -146,21 +144,6 @@ impl EncoderSpec {
         let loc = t.reshape(loc, &b.shape)?;
         let raw = t.shift(o_raw, self.raw_scale)?;
         let raw = t.reshape(raw, &b.shape)?;
-        let eps = super::rng::standard_normal(rng, &b.shape);
-        let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
-        let scale = t.softplus(raw)?;
-        let e = t.constant_real(eps);
-        let se = t.mul(scale, e)?;
-        let u = t.add(loc, se)?;
-        let ls = t.log(scale)?;
-        let s = t.sum(ls)?;
-        let n = t.neg(s)?;
-        let log_q: NodeId = t.shift(n, base_lp)?;
-        Ok(GuideDraw {
-            leaves: [None, None],
-            u,
-            log_q: Some(log_q),
-            loc_scale: Some((loc, scale)),
-        })
+        super::guide::normal_draw(t, loc, raw, &b.shape, rng)
     }
 }

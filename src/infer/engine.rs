@@ -233,6 +233,18 @@ impl Evaluator<'_> {
         })
     }
 
+    /// The stream that picks this step's mini-batch of `plate` inside parent instance `parent_flat`.
+    fn batch_rng(&self, plate: PlateId, parent_flat: usize) -> rand::rngs::Xoshiro256PlusPlus {
+        StreamKey {
+            seed: self.spec.seed,
+            step: self.spec.step,
+            particle: 0,
+            site: SUBSAMPLE_STREAM + plate as u64,
+            instance: parent_flat as u64,
+        }
+        .rng()
+    }
+
     /// The instances of a plate drawn this step (all of them without subsampling).
     fn batch(&self, plate: PlateId, parent_flat: usize) -> (Vec<usize>, f64) {
         let p = &self.model.plates[plate];
@@ -242,14 +254,7 @@ impl Evaluator<'_> {
             return match p.subsample {
                 // At most b instances of each parent's range, scaled by its own n / b.
                 Some(b) if b < n => {
-                    let key = StreamKey {
-                        seed: self.spec.seed,
-                        step: self.spec.step,
-                        particle: 0,
-                        site: SUBSAMPLE_STREAM + plate as u64,
-                        instance: parent_flat as u64,
-                    };
-                    let picked = subsample(&mut key.rng(), n, b);
+                    let picked = subsample(&mut self.batch_rng(plate, parent_flat), n, b);
                     (
                         picked.into_iter().map(|k| range.start + k).collect(),
                         n as f64 / b as f64,
@@ -260,19 +265,10 @@ impl Evaluator<'_> {
         }
         match p.subsample {
             None => ((0..p.size).collect(), 1.0),
-            Some(b) => {
-                let key = StreamKey {
-                    seed: self.spec.seed,
-                    step: self.spec.step,
-                    particle: 0,
-                    site: SUBSAMPLE_STREAM + plate as u64,
-                    instance: parent_flat as u64,
-                };
-                (
-                    subsample(&mut key.rng(), p.size, b),
-                    p.size as f64 / b as f64,
-                )
-            }
+            Some(b) => (
+                subsample(&mut self.batch_rng(plate, parent_flat), p.size, b),
+                p.size as f64 / b as f64,
+            ),
         }
     }
 

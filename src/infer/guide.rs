@@ -248,7 +248,20 @@ fn draw_diagonal(
         });
     }
     let raw = t.leaf_real(shaped(&b.shape, &block[d..2 * d]));
-    let eps = super::rng::standard_normal(rng, &b.shape);
+    let mut g = normal_draw(t, loc, raw, &b.shape, rng)?;
+    g.leaves = [Some((0, loc)), Some((d, raw))];
+    Ok(g)
+}
+
+/// u = loc + softplus(raw) ε with ε ~ N(0, I) of `shape` from `rng`, and log q(u); no leaves.
+pub(crate) fn normal_draw(
+    t: &mut Tape,
+    loc: NodeId,
+    raw: NodeId,
+    shape: &[usize],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<GuideDraw, TapeError> {
+    let eps = super::rng::standard_normal(rng, shape);
     let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
     let scale = t.softplus(raw)?;
     let e = t.constant_real(eps);
@@ -256,7 +269,7 @@ fn draw_diagonal(
     let u = t.add(loc, se)?;
     let log_q = log_q_affine(t, scale, base_lp)?;
     Ok(GuideDraw {
-        leaves: [Some((0, loc)), Some((d, raw))],
+        leaves: [None, None],
         u,
         log_q: Some(log_q),
         loc_scale: Some((loc, scale)),
