@@ -7,7 +7,7 @@
 use super::graph::{NodeId, Tape, TapeError};
 use super::op::{Op, OpError};
 use super::value::{broadcast_shape, unbroadcast};
-use ndarray::{ArrayD, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
 /// Real elementwise unary operators.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -287,6 +287,18 @@ impl Binary {
     /// a (op) b for equal shapes, written into an existing buffer (tape replay).
     pub fn forward_into(self, a: &ArrayD<f64>, b: &ArrayD<f64>, out: &mut ArrayD<f64>) {
         // One loop per operator (not a match per element) so the arithmetic ones vectorize.
+        let z = Zip::from(out).and(a).and(b);
+        match self {
+            Binary::Add => z.for_each(|o, &a, &b| *o = a + b),
+            Binary::Sub => z.for_each(|o, &a, &b| *o = a - b),
+            Binary::Mul => z.for_each(|o, &a, &b| *o = a * b),
+            Binary::Div => z.for_each(|o, &a, &b| *o = a / b),
+            Binary::Pow => z.for_each(|o, &a, &b| *o = a.powf(b)),
+        }
+    }
+
+    /// Like [`Binary::forward_into`] for operands already broadcast to `out`'s shape.
+    pub fn forward_into_views(self, a: ArrayViewD<f64>, b: ArrayViewD<f64>, out: &mut ArrayD<f64>) {
         let z = Zip::from(out).and(a).and(b);
         match self {
             Binary::Add => z.for_each(|o, &a, &b| *o = a + b),
