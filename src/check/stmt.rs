@@ -82,6 +82,9 @@ impl Checker {
                 dist,
                 correction,
             } => self.observe(data, dist, correction.as_ref()),
+            StmtKind::Factor { value } => StmtKind::Factor {
+                value: self.factor(value),
+            },
         };
         Stmt { kind, span: s.span }
     }
@@ -231,6 +234,43 @@ impl Checker {
             dist: tdist,
             correction: tcorr,
         }
+    }
+
+    /// A `factor` term: real, in exactly the plates it varies over; a constant one is flagged.
+    fn factor(&mut self, value: &Expr<()>) -> Expr<Typed> {
+        let tv = self.expr(value);
+        if tv.meta.ty.is_error() {
+            return tv;
+        }
+        if !matches!(tv.meta.ty.base, Base::Int | Base::Real) {
+            let msg = format!("a factor must be real, not {}", tv.meta.ty);
+            self.error(Diagnostic::error(Code::E0407, msg, tv.span, "not real"));
+            return tv;
+        }
+        let here = self.plate_set();
+        if here != tv.meta.plates {
+            let extra: Vec<usize> = here
+                .iter()
+                .copied()
+                .filter(|p| !tv.meta.plates.contains(p))
+                .collect();
+            let msg = format!(
+                "this factor sits in plate(s) {} but its value does not vary over them",
+                self.plate_names(&extra)
+            );
+            let d = Diagnostic::error(Code::E0407, msg, tv.span, "would be added once per element")
+                .with_help("move the factor out to the plates its value varies over");
+            self.error(d);
+        } else if tv.meta.ad == Ad::Data {
+            let d = Diagnostic::warning(
+                Code::E0407,
+                "this factor depends on no latent or param: it only adds a constant",
+                tv.span,
+                "constant",
+            );
+            self.error(d);
+        }
+        tv
     }
 
     /// The observed value must be data of a fitting kind, in exactly its plates.

@@ -51,6 +51,17 @@ fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
         return Err((ExitCode::from(1), text));
     };
     let dir = args.model.parent().unwrap_or(Path::new("."));
+    let factors = program
+        .log_joint
+        .iter()
+        .filter(|s| matches!(s.kind, ir::StmtKind::Factor { .. }))
+        .count();
+    if factors > 0 {
+        eprintln!(
+            "note: {factors} factor statement(s) are not applied when simulating: the simulator \
+             draws latents from their priors (or truth.json) alone"
+        );
+    }
     Settings::from_program(&program, dir).map_err(|e| (ExitCode::from(1), e.to_string()))
 }
 

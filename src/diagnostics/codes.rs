@@ -42,7 +42,7 @@ codes! {
     E0100 => "syntax error",
         "The text is not a valid .spread program: the parser expected something else at the marked place.\n\
          Every statement starts with a keyword (use, const, variant, data, fn, extern, flow, encoder,\n\
-         plate, latent, param, let, observe). Example of a correct latent:\n\n    latent scale ~ LogNormal(0.0, 1.0)\n";
+         plate, latent, param, let, observe, factor). Example of a correct latent:\n\n    latent scale ~ LogNormal(0.0, 1.0)\n";
     E0101 => "source is not UTF-8",
         "Model files must be UTF-8 text. The marked byte is not valid UTF-8; re-save the file as UTF-8\n\
          (most editors do so by default) or remove the stray byte.\n";
@@ -144,6 +144,12 @@ codes! {
     E0406 => "bad plate size",
         "A sized plate `plate p[n]` needs n to be a positive int known before fitting; a subsample size\n\
          must be a positive int.\n";
+    E0407 => "bad factor",
+        "`factor X` adds X, summed over its elements, to the model's log density (a restraint or a\n\
+         penalty, e.g. `factor smoothness(fdp, 0.1)`). X must be real (not complex, bool or str) and\n\
+         vary over every plate the factor sits in: a factor of a global value inside a plate would be\n\
+         added once per element. A factor that depends on no latent or param adds a constant and is\n\
+         flagged with a warning.\n";
     E0501 => "unknown data source",
         "A data binding names an unknown source. Sources: pdb(\"file.pdb\"), dials(\"*.expt\", \"*.refl\"),\n\
          table(\"file.csv\", column: type, ...).\n";

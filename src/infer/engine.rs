@@ -458,6 +458,7 @@ impl Evaluator<'_> {
             let term = match site {
                 Site::Latent(l) => self.latent(tape, env, i, l, leaves),
                 Site::Observe(o) => self.observe(tape, env, o),
+                Site::Factor(f) => Self::factor(tape, env, f),
                 Site::Let(d) => {
                     let v = env
                         .eval(tape, &d.value)
@@ -617,6 +618,16 @@ impl Evaluator<'_> {
             (Some(lq), _) => Ok(t.sub(term, lq)?),
             (None, GuideKind::Point) | (None, _) => Ok(term),
         }
+    }
+
+    /// A restraint's log-density term, summed over its elements.
+    fn factor(
+        t: &mut Tape,
+        env: &mut Env,
+        f: &super::model::FactorSite,
+    ) -> Result<NodeId, super::dist::DistError> {
+        let v = env.eval(t, &f.value)?;
+        Ok(t.sum(v)?)
     }
 
     /// An observation's log-likelihood, summed over its elements.

@@ -95,7 +95,7 @@ impl ParamLayout {
             .iter()
             .enumerate()
             .map(|(i, site)| match site {
-                Site::Observe(_) | Site::Let(_) => None,
+                Site::Observe(_) | Site::Let(_) | Site::Factor(_) => None,
                 Site::Latent(l) => {
                     let event = l.shape.iter().product();
                     let per = match (&l.encoder, l.guide) {

@@ -128,6 +128,19 @@ pub struct ObserveSite {
     pub label: String,
 }
 
+/// A term added to the log density (a restraint), summed over its elements.
+#[derive(Clone, Debug)]
+pub struct FactorSite {
+    /// Name.
+    pub name: String,
+    /// Innermost enclosing plate.
+    pub plate: Option<PlateId>,
+    /// The log-density term.
+    pub value: Expr,
+    /// Source label for errors.
+    pub label: String,
+}
+
 /// A deterministic value computed once per evaluation and visible to later sites by name.
 #[derive(Clone, Debug)]
 pub struct LetSite {
@@ -150,6 +163,8 @@ pub enum Site {
     Observe(ObserveSite),
     /// A named deterministic value (adds nothing to the density).
     Let(LetSite),
+    /// A restraint: a term added to the log density.
+    Factor(FactorSite),
 }
 
 impl Site {
@@ -159,6 +174,7 @@ impl Site {
             Site::Latent(l) => &l.name,
             Site::Observe(o) => &o.name,
             Site::Let(d) => &d.name,
+            Site::Factor(f) => &f.name,
         }
     }
 
@@ -168,6 +184,7 @@ impl Site {
             Site::Latent(l) => l.plate,
             Site::Observe(o) => o.plate,
             Site::Let(d) => d.plate,
+            Site::Factor(f) => f.plate,
         }
     }
 }
@@ -442,6 +459,7 @@ impl Model {
                 o.args.iter().chain(std::iter::once(&o.value)).collect(),
             ),
             Site::Let(d) => (None, vec![&d.value]),
+            Site::Factor(f) => (None, vec![&f.value]),
         };
         if let Some(f) = family {
             let given = args.len() - usize::from(matches!(site, Site::Observe(_)));
@@ -515,6 +533,7 @@ pub fn site_label(site: &Site) -> String {
         Site::Latent(l) => l.label.clone(),
         Site::Observe(o) => o.label.clone(),
         Site::Let(d) => d.label.clone(),
+        Site::Factor(f) => f.label.clone(),
     }
 }
 

@@ -216,6 +216,9 @@ impl Lowerer<'_> {
                     correction,
                 }
             }
+            S::Factor { value } => StmtKind::Factor {
+                value: self.expr(value),
+            },
         };
         self.stmts.push(Stmt {
             plate,
@@ -365,15 +368,7 @@ fn reachable(
 ) -> (Vec<String>, Vec<String>) {
     let mut roots: Vec<&Expr> = Vec::new();
     for s in stmts {
-        match &s.kind {
-            StmtKind::Latent { dist, .. } => roots.extend(&dist.args),
-            StmtKind::Param { init, .. } => roots.push(init),
-            StmtKind::Let { value, .. } => roots.push(value),
-            StmtKind::Observe { data, dist, .. } => {
-                roots.push(data);
-                roots.extend(&dist.args);
-            }
-        }
+        roots.extend(s.kind.exprs());
     }
     for g in guide {
         if let GuideKind::Encoder { inputs, .. } = &g.kind {

@@ -202,6 +202,23 @@ pub enum StmtKind {
         /// Correction flow applied to the likelihood, with its penalty.
         correction: Option<Correction>,
     },
+    /// Add a term (summed over its elements) to the log density: a restraint.
+    Factor {
+        /// The term.
+        value: Expr,
+    },
+}
+
+impl StmtKind {
+    /// The statement's root expressions (distribution arguments, values, data), in source order.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match self {
+            StmtKind::Latent { dist, .. } => dist.args.iter().collect(),
+            StmtKind::Param { init, .. } => vec![init],
+            StmtKind::Let { value, .. } | StmtKind::Factor { value } => vec![value],
+            StmtKind::Observe { data, dist, .. } => dist.args.iter().chain([data]).collect(),
+        }
+    }
 }
 
 /// A distribution with its arguments in parameter order.

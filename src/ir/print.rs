@@ -169,6 +169,9 @@ fn stmt(p: &Program, s: &StmtKind) -> String {
             value.ty,
             ad(value)
         ),
+        StmtKind::Factor { value } => {
+            format!("factor {}  : {} {}", expr(p, value), value.ty, ad(value))
+        }
         StmtKind::Observe {
             data,
             dist: d,

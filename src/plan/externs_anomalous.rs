@@ -1,5 +1,5 @@
 //! The anomalous-scattering externs of stdlib/anomalous.spread as registry entries:
-//! `reference_curve`, `shifted_curve` and `kramers_kronig`.
+//! `reference_curve`, `shifted_curve`, `kramers_kronig`, `oxidation_state` and `smoothness`.
 //!
 //! In: evaluated arguments (table or element names as text, channel energies and f'' or a shift
 //! as tensors without plate axes). Out: a tape node: a constant (2, K) curve, a
@@ -11,7 +11,7 @@
 use super::eval::Val;
 use super::externs::{Extern, ExternArg, Registry};
 use super::reference;
-use crate::ops::{KramersKronigOp, ShiftedCurveOp, anomalous};
+use crate::ops::{KramersKronigOp, ShiftedCurveOp, SmoothnessOp, anomalous};
 use crate::tape::{Tape, TapeError, Value};
 use std::sync::Arc;
 
@@ -119,11 +119,46 @@ impl Extern for OxidationState {
     }
 }
 
+/// `smoothness(values, sigma)`: the log density of a Gaussian random walk of step `sigma` over
+/// neighbouring channels, −Σ (v[k+1] − v[k])² / (2σ²) summed over rows (Sauter 2020's restraint).
+struct Smoothness;
+
+impl Extern for Smoothness {
+    fn call(&self, t: &mut Tape, args: &[ExternArg]) -> Result<Val, TapeError> {
+        const OP: &str = "smoothness";
+        let values = tensor(OP, args, 0)?.node;
+        let sigma = tensor(OP, args, 1)?.node;
+        if t.needs_grad(sigma) {
+            return Err(fail(
+                OP,
+                "argument 1 (sigma) depends on a latent; the restraint's width must be a constant"
+                    .into(),
+            ));
+        }
+        let sigma = match t.value(sigma) {
+            Value::Real(a) if a.len() == 1 => a.iter().copied().next().unwrap_or(f64::NAN),
+            other => {
+                return Err(fail(
+                    OP,
+                    format!("argument 1 (sigma) must be one real number, got {other:?}"),
+                ));
+            }
+        };
+        let op = SmoothnessOp::new(sigma).map_err(|e| fail(OP, e.to_string()))?;
+        let node = t.fused(Arc::new(op), &[values])?;
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
+    }
+}
+
 /// Registers the operators.
 pub fn register(registry: &mut Registry) {
     registry
         .register("oxidation_state", Arc::new(OxidationState))
         .register("reference_curve", Arc::new(ReferenceCurve))
         .register("shifted_curve", Arc::new(ShiftedCurve))
-        .register("kramers_kronig", Arc::new(KramersKronig));
+        .register("kramers_kronig", Arc::new(KramersKronig))
+        .register("smoothness", Arc::new(Smoothness));
 }

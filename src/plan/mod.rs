@@ -28,7 +28,9 @@ use crate::check::types::Dim;
 use crate::diagnostics::{SourceMap, Span};
 use crate::infer::constraint::Constraint;
 use crate::infer::dist::Family;
-use crate::infer::model::{self, Env, GuideKind, LatentSite, LetSite, Model, ObserveSite, Site};
+use crate::infer::model::{
+    self, Env, FactorSite, GuideKind, LatentSite, LetSite, Model, ObserveSite, Site,
+};
 use crate::ir::{self, ExprKind, PlateSize, Program, StmtKind};
 use crate::tape::{NodeId, Tape, TapeError};
 use std::path::{Path, PathBuf};
@@ -222,7 +224,7 @@ fn stmt_name(kind: &StmtKind) -> Option<&str> {
         StmtKind::Latent { name, .. }
         | StmtKind::Param { name, .. }
         | StmtKind::Let { name, .. } => Some(name),
-        StmtKind::Observe { .. } => None,
+        StmtKind::Observe { .. } | StmtKind::Factor { .. } => None,
     }
 }
 
@@ -391,7 +393,7 @@ fn check_reductions(
 ) -> Result<(), PlanError> {
     for s in &program.log_joint {
         let mut bad = None;
-        for e in stmt_exprs(&s.kind) {
+        for e in s.kind.exprs() {
             walk(e, &mut |x: &ir::Expr| {
                 if let ExprKind::Reduce { plate, .. } = &x.kind
                     && scope.plates[*plate].engine.is_some()
@@ -446,7 +448,8 @@ fn check_externs(
 ) -> Result<(), PlanError> {
     for s in &program.log_joint {
         let mut called = Vec::new();
-        stmt_exprs(&s.kind)
+        s.kind
+            .exprs()
             .into_iter()
             .for_each(|e| externs_called(program, e, &mut called));
         if let Some(name) = called.into_iter().find(|n| externs.get(n).is_none()) {
@@ -474,15 +477,6 @@ fn externs_called(program: &Program, e: &ir::Expr, out: &mut Vec<String>) {
         }
         _ => {}
     });
-}
-
-fn stmt_exprs(kind: &StmtKind) -> Vec<&ir::Expr> {
-    match kind {
-        StmtKind::Latent { dist, .. } => dist.args.iter().collect(),
-        StmtKind::Param { init, .. } => vec![init],
-        StmtKind::Let { value, .. } => vec![value],
-        StmtKind::Observe { data, dist, .. } => dist.args.iter().chain([data]).collect(),
-    }
 }
 
 /// Visits `e` and every sub-expression.
@@ -908,6 +902,12 @@ fn site(
                 label,
             })
         }
+        StmtKind::Factor { value } => Site::Factor(FactorSite {
+            name: format!("factor {k} ({at})"),
+            plate: engine,
+            value: closure(scope, value, &chain, Some(value.ty.shape.len()), &label),
+            label,
+        }),
     })
 }
 

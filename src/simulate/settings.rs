@@ -89,13 +89,7 @@ fn prior(dist: &Dist) -> Option<Prior> {
 fn extern_texts(program: &Program, name: &str, index: usize) -> Vec<String> {
     let mut found = Vec::new();
     for s in &program.log_joint {
-        let exprs: Vec<&crate::ir::Expr> = match &s.kind {
-            StmtKind::Let { value, .. } => vec![value],
-            StmtKind::Latent { dist, .. } => dist.args.iter().collect(),
-            StmtKind::Observe { dist, data, .. } => dist.args.iter().chain([data]).collect(),
-            StmtKind::Param { init, .. } => vec![init],
-        };
-        for e in exprs {
+        for e in s.kind.exprs() {
             crate::plan::walk(e, &mut |x| {
                 if let ExprKind::Extern(n, args) = &x.kind
                     && n == name

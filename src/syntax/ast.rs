@@ -231,6 +231,11 @@ pub enum StmtKind<M> {
         /// Optional correction flow.
         correction: Option<Correction<M>>,
     },
+    /// `factor value`: adds `value`, summed over its elements, to the log density (a restraint).
+    Factor {
+        /// The log-density term.
+        value: Expr<M>,
+    },
 }
 
 /// A plate block.

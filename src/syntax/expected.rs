@@ -70,23 +70,27 @@ const DESCRIBE: &[(Rule, &str)] = &[
     ),
     (
         Rule::plate_stmt,
-        "a statement (plate, latent, param, let, observe)",
+        "a statement (plate, latent, param, let, observe, factor)",
     ),
     (
         Rule::latent_stmt,
-        "a statement (plate, latent, param, let, observe)",
+        "a statement (plate, latent, param, let, observe, factor)",
     ),
     (
         Rule::param_stmt,
-        "a statement (plate, latent, param, let, observe)",
+        "a statement (plate, latent, param, let, observe, factor)",
     ),
     (
         Rule::let_stmt,
-        "a statement (plate, latent, param, let, observe)",
+        "a statement (plate, latent, param, let, observe, factor)",
     ),
     (
         Rule::observe_stmt,
-        "a statement (plate, latent, param, let, observe)",
+        "a statement (plate, latent, param, let, observe, factor)",
+    ),
+    (
+        Rule::factor_stmt,
+        "a statement (plate, latent, param, let, observe, factor)",
     ),
     (Rule::tilde, "`~` and a distribution"),
     (Rule::assign, "`=` and a value"),

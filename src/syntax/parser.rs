@@ -287,6 +287,12 @@ impl Builder {
                 }
             }
             Rule::observe_stmt => self.observe(pair, span)?,
+            Rule::factor_stmt => {
+                let mut inner = pair.into_inner();
+                StmtKind::Factor {
+                    value: self.expr(next(&mut inner, span)?)?,
+                }
+            }
             _ => return Err(internal(span)),
         };
         Ok(Stmt { kind, span })

@@ -238,6 +238,11 @@ impl Tape {
         &self.nodes[id.index()].value
     }
 
+    /// True when the node depends on a leaf that takes gradients (a latent or param).
+    pub fn needs_grad(&self, id: NodeId) -> bool {
+        self.nodes.get(id.index()).is_some_and(|n| n.needs_grad)
+    }
+
     /// The value of a real node, or an error naming the node's operator.
     pub fn real(&self, id: NodeId) -> Result<&ArrayD<f64>, TapeError> {
         self.check(id)?;
