@@ -1,5 +1,5 @@
 //! Results out (`--out DIR`): summary.json, fp_fdp.csv, fp_fdp.svg, state_probabilities.csv,
-//! elbo.csv, posterior.npz + posterior_dims.json (ArviZ layout).
+//! elbo.csv, posterior.npz + posterior_dims.json (ArviZ layout), refined_sf.mtz.
 //!
 //! In: a [`RunOutputs`] (posterior draws of f'/f'' per site, optional oxidation-state
 //! probabilities, the ELBO history, the data counts and the inputs). Out: the files above,
@@ -11,6 +11,7 @@ mod draws;
 pub mod latents;
 pub mod plot;
 pub mod posterior;
+pub mod refined_sf;
 mod tables;
 
 pub use posterior::{CurveSummary, PointSummary, ReferenceCurve, SiteDraws, summarize_site};

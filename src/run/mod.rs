@@ -9,6 +9,7 @@
 //! output directory records their hashes); a failed run leaves the last good checkpoint.
 
 pub mod physics;
+pub mod refined_sf;
 
 use crate::diagnostics::render_all;
 use crate::infer::error::InferError;
@@ -255,6 +256,10 @@ pub fn run_model(
         .collect();
     let sites = physics::anomalous_sites(&program, &planned, &quantities);
     let (choices, mut notes) = physics::state_choices(&program);
+    let refined = refined_sf::refine_run(&program, &planned, &quantities)?;
+    if let refined_sf::Outcome::Note(n) = &refined {
+        notes.push(n.clone());
+    }
     notes.extend(still_rising(&state.elbo));
     let warnings = notes.iter().fold(warnings, |w, n| w + n + "\n");
     let states =
@@ -267,6 +272,15 @@ pub fn run_model(
         .collect();
     let mut inputs = planned.inputs.clone();
     inputs.extend(planned.physics.inputs());
+    let mut written = crate::report::write_physics_outputs(&cfg.out, &sites, &states)?;
+    let mut physics_record = serde_json::json!({ "states": &states, "data": &data });
+    if let refined_sf::Outcome::Ready(r) = &refined {
+        written.push(refined_sf::write(&cfg.out, r)?);
+        physics_record["refined_sf"] = refined_sf::summary_json(r);
+    }
+    if !matches!(refined, refined_sf::Outcome::NotPhysics) {
+        physics_record["outputs"] = output_names(&written).into();
+    }
     let run = LatentRun {
         model: &cfg.model,
         inputs: &inputs,
@@ -275,12 +289,9 @@ pub fn run_model(
         elbo: &elbo,
         quantities: &quantities,
         settings: settings(cfg, &program, horizon),
-        physics: serde_json::json!({ "states": &states, "data": &data }),
+        physics: physics_record,
     };
-    let mut written = write_latent_report(&cfg.out, &run)?;
-    written.extend(crate::report::write_physics_outputs(
-        &cfg.out, &sites, &states,
-    )?);
+    written.extend(write_latent_report(&cfg.out, &run)?);
     written.push(ckpt);
     Ok(RunResult {
         steps_now: state.step - before,
@@ -292,6 +303,15 @@ pub fn run_model(
         states,
         data,
     })
+}
+
+/// File names of `paths` (for summary.json's `physics.outputs`).
+fn output_names(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().to_string())
+        .collect()
 }
 
 fn settings(cfg: &RunConfig, program: &Program, horizon: u64) -> serde_json::Value {
