@@ -236,6 +236,16 @@ impl Checker {
         }
     }
 
+    /// The enclosing plates a value with `plates` does not vary over, named; None when they agree.
+    fn plates_not_varied(&self, plates: &[usize]) -> Option<String> {
+        let here = self.plate_set();
+        if here == plates {
+            return None;
+        }
+        let extra: Vec<usize> = here.into_iter().filter(|p| !plates.contains(p)).collect();
+        Some(self.plate_names(&extra))
+    }
+
     /// A `factor` term: real, in exactly the plates it varies over; a constant one is flagged.
     fn factor(&mut self, value: &Expr<()>) -> Expr<Typed> {
         let tv = self.expr(value);
@@ -247,16 +257,9 @@ impl Checker {
             self.error(Diagnostic::error(Code::E0407, msg, tv.span, "not real"));
             return tv;
         }
-        let here = self.plate_set();
-        if here != tv.meta.plates {
-            let extra: Vec<usize> = here
-                .iter()
-                .copied()
-                .filter(|p| !tv.meta.plates.contains(p))
-                .collect();
+        if let Some(extra) = self.plates_not_varied(&tv.meta.plates) {
             let msg = format!(
-                "this factor sits in plate(s) {} but its value does not vary over them",
-                self.plate_names(&extra)
+                "this factor sits in plate(s) {extra} but its value does not vary over them"
             );
             let d = Diagnostic::error(Code::E0407, msg, tv.span, "would be added once per element")
                 .with_help("move the factor out to the plates its value varies over");
@@ -302,16 +305,9 @@ impl Checker {
                 "wrong kind of data",
             ));
         }
-        let here = self.plate_set();
-        if here != data.meta.plates {
-            let extra: Vec<usize> = here
-                .iter()
-                .copied()
-                .filter(|p| !data.meta.plates.contains(p))
-                .collect();
+        if let Some(extra) = self.plates_not_varied(&data.meta.plates) {
             let msg = format!(
-                "this observe sits in plate(s) {} but its data does not vary over them",
-                self.plate_names(&extra)
+                "this observe sits in plate(s) {extra} but its data does not vary over them"
             );
             let d = Diagnostic::error(
                 Code::E0402,
