@@ -42,7 +42,7 @@ impl Checker {
                         .with_help("observe counts; give latents a continuous prior"),
                     );
                 }
-                let tguide = guide.as_ref().map(|g| self.guide(g));
+                let tguide = guide.as_ref().map(|g| self.guide(g, &dims));
                 self.declare_model(
                     name,
                     ModelKind::Latent,
@@ -187,28 +187,30 @@ impl Checker {
         }
     }
 
-    fn guide(&mut self, g: &GuideSpec<()>) -> GuideSpec<Typed> {
+    fn guide(&mut self, g: &GuideSpec<()>, dims: &[Dim]) -> GuideSpec<Typed> {
         let targs = self.args(&g.args);
-        let builtin = ["mean_field", "map"].contains(&g.kind.name.as_str());
-        let is_encoder = matches!(self.lookup(&g.kind.name), Some(Binding::Encoder(_)));
-        let problem = if builtin && !targs.is_empty() {
-            Some(format!("`guide {}` takes no inputs", g.kind.name))
-        } else if !builtin && !is_encoder {
-            Some(format!(
-                "`{}` is not a guide kind or an encoder",
-                g.kind.name
-            ))
-        } else if let Some(a) = targs
-            .iter()
-            .find(|a| a.value.meta.ad != Ad::Data || a.name.is_some())
-        {
-            let _ = a;
-            Some("encoder inputs must be unnamed data values".to_string())
-        } else {
-            None
+        let kind = g.kind.name.as_str();
+        let problem = match kind {
+            "mean_field" | "map" | "full_rank" if !targs.is_empty() => {
+                Some(format!("`guide {kind}` takes no inputs"))
+            }
+            "mean_field" | "map" | "full_rank" => None,
+            "low_rank" => low_rank_problem(&targs, dims),
+            _ if !matches!(self.lookup(kind), Some(Binding::Encoder(_))) => {
+                Some(format!("`{kind}` is not a guide kind or an encoder"))
+            }
+            _ if targs
+                .iter()
+                .any(|a| a.value.meta.ad != Ad::Data || a.name.is_some()) =>
+            {
+                Some("encoder inputs must be unnamed data values".to_string())
+            }
+            _ => None,
         };
         if let Some(msg) = problem {
-            self.error(Diagnostic::error(Code::E0604, msg, g.span, "bad guide").with_note("guides: mean_field (default), map, or an encoder declared with `encoder NAME { ... }`"));
+            self.error(
+                Diagnostic::error(Code::E0604, msg, g.span, "bad guide").with_note(GUIDE_KINDS),
+            );
         }
         GuideSpec {
             kind: g.kind.clone(),
@@ -509,5 +511,39 @@ impl Checker {
             .with_label(self.program.plates[id].span, "enclosing plate");
             self.error(d);
         }
+    }
+}
+
+const GUIDE_KINDS: &str = "guides: mean_field (default), low_rank(RANK), full_rank, map, or an encoder declared with `encoder NAME { ... }`";
+
+/// Why a `low_rank(RANK)` guide is malformed, if it is: one constant int from 1 to the
+/// latent's element count (a rank equal to it is allowed but `full_rank` is cheaper).
+fn low_rank_problem(args: &[crate::syntax::ast::Arg<Typed>], dims: &[Dim]) -> Option<String> {
+    let rank = match args {
+        [a] if a.name.is_none() => match a.value.meta.value {
+            Some(super::value::Value::Int(r)) => r,
+            _ => {
+                return Some(
+                    "the rank of `low_rank(RANK)` must be an int known before fitting".into(),
+                );
+            }
+        },
+        _ => return Some("`low_rank` takes one input, its rank: `guide low_rank(2)`".into()),
+    };
+    let elements: Option<i64> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => Some(*n as i64),
+            _ => None,
+        })
+        .product();
+    match elements {
+        _ if rank < 1 => Some(format!(
+            "the rank of a low-rank guide must be at least 1, found {rank}"
+        )),
+        Some(n) if rank > n => Some(format!(
+            "rank {rank} exceeds the latent's {n} element(s); use `full_rank` or a rank of at most {n}"
+        )),
+        _ => None,
     }
 }

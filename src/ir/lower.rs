@@ -231,6 +231,17 @@ impl Lowerer<'_> {
         match g.map(|g| g.kind.name.as_str()) {
             None | Some("mean_field") => GuideKind::MeanField,
             Some("map") => GuideKind::Map,
+            Some("full_rank") => GuideKind::FullRank,
+            Some("low_rank") => GuideKind::LowRank {
+                // The checker let only a constant int of at least 1 through.
+                rank: g
+                    .and_then(|g| g.args.first())
+                    .and_then(|a| match a.value.meta.value {
+                        Some(crate::check::value::Value::Int(r)) => usize::try_from(r).ok(),
+                        _ => None,
+                    })
+                    .unwrap_or(1),
+            },
             Some(name) => {
                 // The encoder's declaration travels with the IR, as a used flow's does.
                 self.nets_used.push(name.to_string());

@@ -259,6 +259,13 @@ pub enum GuideKind {
     MeanField,
     /// A point mass (MAP).
     Map,
+    /// A correlated Normal with covariance W Wᵀ + diag(D²), W of the given rank.
+    LowRank {
+        /// Columns of W.
+        rank: usize,
+    },
+    /// A correlated Normal with a full Cholesky factor.
+    FullRank,
     /// An amortized encoder reading data inputs.
     Encoder {
         /// Encoder declaration name.

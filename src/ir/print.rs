@@ -211,6 +211,8 @@ fn guide_kind(p: &Program, g: &GuideKind) -> String {
     match g {
         GuideKind::MeanField => "mean_field".to_string(),
         GuideKind::Map => "map".to_string(),
+        GuideKind::LowRank { rank } => format!("low_rank({rank})"),
+        GuideKind::FullRank => "full_rank".to_string(),
         GuideKind::Encoder { name, inputs } => {
             let args: Vec<String> = inputs.iter().map(|a| expr(p, a)).collect();
             format!("encoder {name}({})", args.join(", "))
