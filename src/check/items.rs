@@ -12,9 +12,11 @@ use std::collections::HashMap;
 /// Flow settings and their defaults.
 const FLOW_DEFAULTS: &[(&str, &str)] = &[
     ("kind", "affine_coupling"),
-    ("layers", "2"),
+    ("layers", "1"),
     ("hidden", "[32, 32]"),
     ("activation", "tanh"),
+    ("readout", "1.0"),
+    ("given_expected", "true"),
 ];
 /// Encoder settings and their defaults.
 const ENCODER_DEFAULTS: &[(&str, &str)] = &[("hidden", "[64, 64]"), ("activation", "relu")];
@@ -577,6 +579,12 @@ fn default_value(text: &str) -> Value {
     if let Ok(n) = text.parse::<i64>() {
         return Value::Int(n);
     }
+    if let Ok(x) = text.parse::<f64>() {
+        return Value::Real(x);
+    }
+    if let Ok(b) = text.parse::<bool>() {
+        return Value::Bool(b);
+    }
     if let Some(list) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         return Value::List(
             list.split(',')
@@ -606,6 +614,14 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
         },
         "activation" => word(&["relu", "tanh", "gelu", "softplus"]),
         "kind" if is_flow => word(&["affine_coupling", "planar", "spline"]),
+        // Whether the conditioner sees ln(1 + μ), the physics' expected count.
+        "given_expected" if is_flow => matches!(v, Value::Bool(_)).then(|| v.clone()),
+        // Readout noise (counts) of the Gaussian approximation a flow corrects.
+        "readout" if is_flow => match v {
+            Value::Real(x) if *x >= 0.0 => Some(v.clone()),
+            Value::Int(x) if *x >= 0 => Some(Value::Real(*x as f64)),
+            _ => None,
+        },
         _ => None,
     }
 }

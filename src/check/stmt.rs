@@ -323,13 +323,36 @@ impl Checker {
     }
 
     fn correction(&mut self, c: &Correction<()>) -> Correction<Typed> {
-        let targs = self.net_args(&c.args);
+        // Named arguments override settings; unnamed ones are the conditioner's context.
+        let (named, unnamed): (Vec<_>, Vec<_>) =
+            c.args.iter().cloned().partition(|a| a.name.is_some());
+        let mut targs = self.net_args(&named);
+        let context = self.args(&unnamed);
+        for a in &context {
+            let t = &a.value.meta.ty;
+            if !t.is_error()
+                && (a.value.meta.ad != Ad::Data
+                    || !matches!(t.base, Base::Int | Base::Real | Base::Bool))
+            {
+                self.error(
+                    Diagnostic::error(
+                        Code::E0605,
+                        format!("a flow's context must be real data known before fitting, found {t} ({:?})", a.value.meta.ad),
+                        a.value.span,
+                        "not a data value",
+                    )
+                    .with_note("unnamed inputs of a flow are its conditioner's context (metadata such as shoebox.xy); named ones override its settings"),
+                );
+            }
+        }
+        targs.extend(context);
         let penalty = self.expr(&c.penalty);
         let guard = c.guard.as_ref().map(|g| self.expr(g));
         match self.lookup(&c.flow.name) {
             Some(Binding::Flow(i)) => {
                 let base = self.program.nets[i].settings.clone();
-                self.net_settings(&base, &targs, true);
+                let settings: Vec<_> = targs.iter().filter(|a| a.name.is_some()).cloned().collect();
+                self.net_settings(&base, &settings, true);
             }
             _ => self.error(Diagnostic::error(
                 Code::E0605,

@@ -161,15 +161,18 @@ codes! {
         "`--set name=value` gives a value of the wrong type for a const, or a choice a variant does not\n\
          have.\n";
     E0603 => "bad flow or encoder setting",
-        "Flows accept: kind (affine_coupling | planar | spline), layers, hidden, activation. Encoders\n\
-         accept: hidden, activation. layers is a positive int, hidden a list of positive ints,\n\
-         activation one of relu | tanh | gelu | softplus.\n";
+        "Flows accept: kind (affine_coupling | planar | spline), layers, hidden, activation, readout\n\
+         (a non-negative real, counts) and given_expected (a bool). Encoders accept: hidden,\n\
+         activation. layers is a positive int, hidden a list of positive ints, activation one of\n\
+         relu | tanh | gelu | softplus.\n";
     E0604 => "bad guide",
-        "A guide is `guide mean_field`, `guide map`, or `guide ENCODER(inputs...)` naming an encoder\n\
-         declaration; encoder inputs must be data.\n";
+        "A guide is `guide mean_field`, `guide map`, `guide low_rank(RANK)` (a constant int from 1 to\n\
+         the latent's element count), `guide full_rank`, or `guide ENCODER(inputs...)` naming an\n\
+         encoder declaration; encoder inputs must be data.\n";
     E0605 => "bad correction flow",
-        "`corrected by F(...) penalty W` needs F to be a flow declaration and W a non-negative real\n\
-         known before fitting.\n";
+        "`corrected by F(context..., setting = value...) penalty W` needs F to be a flow declaration,\n\
+         W a non-negative real known before fitting, and every unnamed input (the conditioner's\n\
+         context) real data known before fitting.\n";
     E0606 => "not a constant",
         "A const must be computable before fitting: literals, other consts and arithmetic on them.\n";
 }

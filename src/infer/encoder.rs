@@ -11,12 +11,11 @@
 //! so a run never depends on anything but its seed.
 
 use super::guide::{GuideDraw, SiteBlock};
+use super::mlp::Mlp;
 use super::model::Expr;
-use crate::tape::linalg::Activation;
 use crate::tape::{NodeId, Tape, TapeError};
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 
 /// An encoder guide of one latent site.
 #[derive(Clone, Debug)]
@@ -25,10 +24,8 @@ pub struct EncoderSpec {
     pub name: String,
     /// Data inputs, each flattened per row and concatenated.
     pub inputs: Vec<Expr>,
-    /// Widths: input, hidden..., output (= 2 × values per row).
-    pub widths: Vec<usize>,
-    /// Hidden-layer activation.
-    pub activation: Activation,
+    /// The network: widths input, hidden..., output (= 2 × values per row).
+    pub net: Mlp,
     /// Rows evaluated together (the size of a vectorized plate; 1 per engine instance).
     pub rows: usize,
     /// Unconstrained location of the guide at initialization (the prior's centre).
@@ -40,35 +37,19 @@ pub struct EncoderSpec {
 }
 
 impl EncoderSpec {
-    /// Weights and biases, layer by layer (W row-major input × output, then b).
+    /// Weights and biases of the network.
     pub fn n_params(&self) -> usize {
-        self.widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+        self.net.n_params()
     }
 
     /// Fixed-seed Glorot-uniform hidden weights, zero biases, zero output layer.
     pub fn init(&self, block: &mut [f64], seed: u64) {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut pos = 0;
-        let layers = self.widths.len() - 1;
-        for (l, w) in self.widths.windows(2).enumerate() {
-            let (n_in, n_out) = (w[0], w[1]);
-            let a = (6.0 / (n_in + n_out) as f64).sqrt();
-            for x in &mut block[pos..pos + n_in * n_out] {
-                *x = if l + 1 == layers {
-                    0.0
-                } else {
-                    a * (2.0 * rng.random::<f64>() - 1.0)
-                };
-            }
-            pos += n_in * n_out;
-            block[pos..pos + n_out].fill(0.0);
-            pos += n_out;
-        }
+        self.net.init(block, seed);
     }
 
     /// The input matrix (rows × width 0) from the evaluated inputs.
     pub fn input_matrix(&self, values: &[&ArrayD<f64>]) -> Result<ArrayD<f64>, String> {
-        let mut flat = Vec::with_capacity(self.rows * self.widths[0]);
+        let mut flat = Vec::with_capacity(self.rows * self.net.widths[0]);
         let per_row: Vec<usize> = values
             .iter()
             .map(|v| {
@@ -79,7 +60,7 @@ impl EncoderSpec {
                 }
             })
             .collect();
-        if per_row.iter().sum::<usize>() != self.widths[0]
+        if per_row.iter().sum::<usize>() != self.net.widths[0]
             || values
                 .iter()
                 .zip(&per_row)
@@ -88,7 +69,7 @@ impl EncoderSpec {
             let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
             return Err(format!(
                 "encoder `{}`: inputs of shapes {shapes:?} do not give {} rows of {} values",
-                self.name, self.rows, self.widths[0]
+                self.name, self.rows, self.net.widths[0]
             ));
         }
         for r in 0..self.rows {
@@ -97,23 +78,13 @@ impl EncoderSpec {
                 flat.extend_from_slice(&s[r * k..(r + 1) * k]);
             }
         }
-        ArrayD::from_shape_vec(IxDyn(&[self.rows, self.widths[0]]), flat).map_err(|e| e.to_string())
+        ArrayD::from_shape_vec(IxDyn(&[self.rows, self.net.widths[0]]), flat)
+            .map_err(|e| e.to_string())
     }
 
     /// One leaf per weight matrix and bias of `block`, with its offset in the block.
     pub fn weight_leaves(&self, t: &mut Tape, block: &[f64]) -> Vec<(usize, NodeId)> {
-        let mut leaves = Vec::with_capacity(2 * self.widths.len());
-        let mut pos = 0;
-        for w in self.widths.windows(2) {
-            for shape in [vec![w[0], w[1]], vec![w[1]]] {
-                let n: usize = shape.iter().product();
-                let a = ArrayD::from_shape_vec(IxDyn(&shape), block[pos..pos + n].to_vec())
-                    .unwrap_or_default();
-                leaves.push((pos, t.leaf_real(a)));
-                pos += n;
-            }
-        }
-        leaves
+        self.net.weight_leaves(t, block)
     }
 
     /// u = loc(x) + softplus(raw(x)) ε for the site of `b`, from the weight leaves (made by
@@ -126,17 +97,9 @@ impl EncoderSpec {
         x: ArrayD<f64>,
         rng: &mut Xoshiro256PlusPlus,
     ) -> Result<GuideDraw, TapeError> {
-        let mut h = t.constant_real(x);
-        let layers = self.widths.len() - 1;
-        for l in 0..layers {
-            let act = if l + 1 == layers {
-                Activation::Identity
-            } else {
-                self.activation
-            };
-            h = t.dense(h, weights[2 * l].1, weights[2 * l + 1].1, act)?;
-        }
-        let d = self.widths[layers] / 2;
+        let x = t.constant_real(x);
+        let h = self.net.forward(t, weights, x)?;
+        let d = self.net.widths[self.net.n_layers()] / 2;
         let o_loc = t.gather(h, 1, &(0..d).collect::<Vec<_>>())?;
         let o_raw = t.gather(h, 1, &(d..2 * d).collect::<Vec<_>>())?;
         let loc = t.scale(o_loc, self.loc_unit)?;

@@ -457,7 +457,7 @@ impl Evaluator<'_> {
             tape.set_label(&super::model::site_label(site));
             let term = match site {
                 Site::Latent(l) => self.latent(tape, env, i, l, leaves),
-                Site::Observe(o) => self.observe(tape, env, o),
+                Site::Observe(o) => self.observe(tape, env, i, o, leaves),
                 Site::Factor(f) => Self::factor(tape, env, f),
                 Site::Let(d) => {
                     let v = env
@@ -532,25 +532,7 @@ impl Evaluator<'_> {
                     }
                 })?;
                 let flat = self.flat_instance(&env.instance);
-                // One set of weight leaves per tape: the instances on it add into their gradients.
-                let first = leaves
-                    .iter()
-                    .position(|(tg, _)| matches!(tg, Target::At(o) if *o == b.offset));
-                let weights: Vec<(usize, NodeId)> = match first {
-                    Some(k) => leaves[k..k + 2 * (enc.widths.len() - 1)]
-                        .iter()
-                        .map(|(tg, n)| match tg {
-                            Target::At(o) => (o - b.offset, *n),
-                            Target::Rows(_) => (0, *n),
-                        })
-                        .collect(),
-                    None => {
-                        let block = &self.params[b.offset..b.offset + b.len()];
-                        let w = enc.weight_leaves(t, block);
-                        leaves.extend(w.iter().map(|(o, n)| (Target::At(b.offset + o), *n)));
-                        w
-                    }
-                };
+                let weights = self.shared_weights(t, b, &enc.net, leaves);
                 enc.draw(t, b, &weights, x, &mut key(flat).rng())?
             }
             (Some(_), Some(_)) => {
@@ -635,7 +617,9 @@ impl Evaluator<'_> {
         &self,
         t: &mut Tape,
         env: &mut Env,
+        site: usize,
         o: &ObserveSite,
+        leaves: &mut Vec<(Target, NodeId)>,
     ) -> Result<NodeId, super::dist::DistError> {
         let params: Vec<NodeId> = o
             .args
@@ -643,8 +627,63 @@ impl Evaluator<'_> {
             .map(|a| env.eval(t, a))
             .collect::<Result<_, _>>()?;
         let x = env.eval(t, &o.value)?;
+        if let Some(c) = &o.correction {
+            let weights = self.flow_weights(t, site, c, leaves, env)?;
+            return super::flow::corrected_log_lik(t, env, c, &weights, params[0], x);
+        }
         let lp = Dist::new(o.family, params)?.log_prob(t, x)?;
         Ok(t.sum(lp)?)
+    }
+
+    /// The conditioner's weight leaves of a correction flow.
+    fn flow_weights(
+        &self,
+        t: &mut Tape,
+        site: usize,
+        c: &super::flow::CorrectionSpec,
+        leaves: &mut Vec<(Target, NodeId)>,
+        env: &Env,
+    ) -> Result<Vec<(usize, NodeId)>, super::dist::DistError> {
+        let unsupported = |detail: &str| super::dist::DistError::Unsupported {
+            family: "correction flow",
+            detail: detail.into(),
+        };
+        if env.batch.is_some() {
+            return Err(unsupported(
+                "a correction flow in a chunked (vectorized) plate",
+            ));
+        }
+        let b = self.layout.blocks[site]
+            .as_ref()
+            .ok_or_else(|| unsupported("the flow has no parameter block"))?;
+        Ok(self.shared_weights(t, b, &c.conditioner, leaves))
+    }
+
+    /// The weight leaves of a network shared by all instances (an encoder, a flow's
+    /// conditioner), with their offsets in its block: made once per tape, so the instances on
+    /// the tape add into one gradient.
+    fn shared_weights(
+        &self,
+        t: &mut Tape,
+        b: &super::guide::SiteBlock,
+        net: &super::mlp::Mlp,
+        leaves: &mut Vec<(Target, NodeId)>,
+    ) -> Vec<(usize, NodeId)> {
+        let first = leaves
+            .iter()
+            .position(|(tg, _)| matches!(tg, Target::At(o) if *o == b.offset));
+        if let Some(k) = first {
+            return leaves[k..k + 2 * net.n_layers()]
+                .iter()
+                .map(|(tg, n)| match tg {
+                    Target::At(o) => (o - b.offset, *n),
+                    Target::Rows(_) => (0, *n),
+                })
+                .collect();
+        }
+        let w = net.weight_leaves(t, &self.params[b.offset..b.offset + b.len()]);
+        leaves.extend(w.iter().map(|(o, n)| (Target::At(b.offset + o), *n)));
+        w
     }
 }
 

@@ -35,6 +35,7 @@ pub fn observe(
     value: Expr,
 ) -> ObserveSite {
     ObserveSite {
+        correction: None,
         name: name.into(),
         plate,
         family,

@@ -40,7 +40,7 @@ pub struct SiteBlock {
 impl SiteBlock {
     /// Offset of an instance's block (an encoder's one block serves every instance).
     pub fn instance_offset(&self, instance: usize) -> usize {
-        if self.kind == GuideKind::Encoder {
+        if matches!(self.kind, GuideKind::Encoder | GuideKind::Flow) {
             return self.offset;
         }
         self.offset + instance * self.per_instance
@@ -48,7 +48,7 @@ impl SiteBlock {
 
     /// Parameters the block takes in the flat vector.
     pub fn len(&self) -> usize {
-        if self.kind == GuideKind::Encoder {
+        if matches!(self.kind, GuideKind::Encoder | GuideKind::Flow) {
             self.per_instance
         } else {
             self.per_instance * self.instances
@@ -76,8 +76,8 @@ fn per_instance(kind: GuideKind, d: usize) -> usize {
         GuideKind::LowRank(r) => d * (r + 2),
         GuideKind::FullRank => d + d * (d + 1) / 2,
         GuideKind::Point => d,
-        // Set from the encoder's widths in `ParamLayout::new`.
-        GuideKind::Encoder => 0,
+        // Set from the network's widths in `ParamLayout::new`.
+        GuideKind::Encoder | GuideKind::Flow => 0,
     }
 }
 
@@ -95,7 +95,20 @@ impl ParamLayout {
             .iter()
             .enumerate()
             .map(|(i, site)| match site {
-                Site::Observe(_) | Site::Let(_) | Site::Factor(_) => None,
+                Site::Observe(o) => o.correction.as_ref().map(|c| {
+                    let block = SiteBlock {
+                        site: i,
+                        offset: total,
+                        per_instance: c.n_params(),
+                        instances: model.instances(o.plate),
+                        event: 0,
+                        shape: vec![],
+                        kind: GuideKind::Flow,
+                    };
+                    total += block.len();
+                    block
+                }),
+                Site::Let(_) | Site::Factor(_) => None,
                 Site::Latent(l) => {
                     let event = l.shape.iter().product();
                     let per = match (&l.encoder, l.guide) {
@@ -146,6 +159,13 @@ impl ParamLayout {
     pub fn init(&self, model: &Model) -> Vec<f64> {
         let mut params = vec![0.0; self.total];
         for (block, site) in self.blocks.iter().zip(&model.sites) {
+            if let (Some(b), Site::Observe(o)) = (block, site)
+                && let Some(c) = &o.correction
+            {
+                c.conditioner
+                    .init(&mut params[b.offset..b.offset + b.len()], b.site as u64);
+                continue;
+            }
             let (Some(b), Site::Latent(l)) = (block, site) else {
                 continue;
             };
@@ -182,7 +202,7 @@ fn init_block(kind: GuideKind, d: usize, loc: f64, scale: f64, p: &mut [f64]) {
                 p[d + k] = if i == j { raw } else { 0.0 };
             }
         }
-        GuideKind::Point | GuideKind::Encoder => {}
+        GuideKind::Point | GuideKind::Encoder | GuideKind::Flow => {}
     }
 }
 
@@ -218,7 +238,7 @@ pub fn draw(
     match b.kind {
         GuideKind::Point | GuideKind::MeanField => draw_diagonal(t, b, block, rng),
         GuideKind::FullRank | GuideKind::LowRank(_) => draw_correlated(t, b, block, rng),
-        GuideKind::Encoder => Err(TapeError::Op {
+        GuideKind::Encoder | GuideKind::Flow => Err(TapeError::Op {
             op: "guide",
             label: String::new(),
             detail: "an encoder guide is drawn from its inputs (encoder::EncoderSpec::draw)".into(),
@@ -406,7 +426,7 @@ pub fn gaussian_moments(b: &SiteBlock, block: &[f64]) -> (Vec<f64>, Vec<Vec<f64>
     let loc = block[..d].to_vec();
     let mut cov = vec![vec![0.0; d]; d];
     match b.kind {
-        GuideKind::Point | GuideKind::Encoder => {}
+        GuideKind::Point | GuideKind::Encoder | GuideKind::Flow => {}
         GuideKind::MeanField => (0..d).for_each(|i| cov[i][i] = softplus(block[d + i]).powi(2)),
         GuideKind::FullRank => {
             let mut l = vec![vec![0.0; d]; d];

@@ -84,6 +84,9 @@ pub enum GuideKind {
     /// A normal whose location and scale an MLP computes from the instance's data
     /// (`LatentSite::encoder`); its weights are shared by all instances.
     Encoder,
+    /// Not a guide: the conditioner weights of an observe site's correction flow
+    /// (`ObserveSite::correction`), one block shared by all instances.
+    Flow,
 }
 
 /// A latent variable (with a prior) or a parameter (without).
@@ -124,6 +127,8 @@ pub struct ObserveSite {
     pub args: Vec<Expr>,
     /// The observed value.
     pub value: Expr,
+    /// The correction flow on the likelihood (`corrected by`), if any.
+    pub correction: Option<Arc<super::flow::CorrectionSpec>>,
     /// Source label for errors.
     pub label: String,
 }

@@ -283,9 +283,16 @@ impl Lowerer<'_> {
             .as_ref()
             .and_then(Value::as_real)
             .unwrap_or(0.0);
+        let context = c
+            .args
+            .iter()
+            .filter(|a| a.name.is_none())
+            .map(|a| self.expr(&a.value))
+            .collect();
         Some(Correction {
             flow: c.flow.name.clone(),
             settings,
+            context,
             penalty,
         })
     }

@@ -237,6 +237,8 @@ pub struct Correction {
     pub flow: String,
     /// Settings (declaration merged with overrides).
     pub settings: Vec<(String, Value)>,
+    /// Context inputs of the conditioner (data).
+    pub context: Vec<Expr>,
     /// Penalty weight.
     pub penalty: f64,
 }

@@ -179,9 +179,10 @@ fn stmt(p: &Program, s: &StmtKind) -> String {
         } => {
             let corr = correction.as_ref().map(|c| {
                 let settings: Vec<String> = c
-                    .settings
+                    .context
                     .iter()
-                    .map(|(k, v)| format!("{k} = {v}"))
+                    .map(|e| expr(p, e))
+                    .chain(c.settings.iter().map(|(k, v)| format!("{k} = {v}")))
                     .collect();
                 format!(
                     " corrected by {}({}) penalty {:?}",

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod externs;
 pub mod externs_anomalous;
 pub mod externs_physics;
+mod flows;
 pub mod physics_data;
 pub mod records;
 pub mod reference;
@@ -701,7 +702,6 @@ fn encoder_spec(
     at: &str,
     label: &str,
 ) -> Result<crate::infer::encoder::EncoderSpec, PlanError> {
-    use crate::check::value::Value as V;
     use crate::tape::linalg::Activation;
     let unsupported = |what: String| PlanError::Unsupported {
         at: at.into(),
@@ -722,38 +722,12 @@ fn encoder_spec(
         .iter()
         .find(|n| &n.name == name && !n.is_flow)
         .ok_or_else(|| unsupported(format!("the encoder `{name}` is not declared")))?;
-    let setting = |k: &str| net.settings.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-    let hidden: Vec<usize> = match setting("hidden") {
-        Some(V::List(items)) => items
-            .iter()
-            .map(|v| v.as_real().filter(|x| *x >= 1.0).map(|x| x as usize))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                unsupported(format!(
-                    "encoder `{name}`: hidden widths must be positive integers"
-                ))
-            })?,
-        _ => Vec::new(),
-    };
-    let activation = match setting("activation") {
-        None => Activation::Relu,
-        Some(V::Str(a) | V::Choice(a)) => match a.as_str() {
-            "relu" => Activation::Relu,
-            "tanh" => Activation::Tanh,
-            "sigmoid" => Activation::Sigmoid,
-            "softplus" => Activation::Softplus,
-            other => {
-                return Err(unsupported(format!(
-                    "encoder `{name}`: the activation `{other}` (the tape has relu, tanh, sigmoid, softplus)"
-                )));
-            }
-        },
-        Some(other) => {
-            return Err(unsupported(format!(
-                "encoder `{name}`: activation {other:?}"
-            )));
-        }
-    };
+    let (hidden, activation) = flows::net_shape(
+        &net.settings,
+        &format!("encoder `{name}`"),
+        at,
+        Activation::Relu,
+    )?;
     let mut width = 0;
     for e in inputs {
         if e.ad == crate::check::types::Ad::Param {
@@ -772,8 +746,7 @@ fn encoder_spec(
             .iter()
             .map(|e| closure(scope, e, target.chain, None, label))
             .collect(),
-        widths,
-        activation,
+        net: crate::infer::mlp::Mlp { widths, activation },
         rows: target.rows,
         centre: target.centre,
         loc_unit: target.loc_unit,
@@ -882,25 +855,32 @@ fn site(
             dist,
             correction,
         } => {
-            if let Some(c) = correction {
-                return Err(PlanError::Unsupported {
-                    at,
-                    what: format!("the correction flow `{}`", c.flow),
-                });
-            }
             let rank = data.ty.shape.len();
             let mut args = dist_args(scope, dist, &chain, rank, &label);
             let mut value = closure(scope, data, &chain, Some(rank), &label);
-            if let Some(plate) = pixel_record(scope, data) {
-                args = args.into_iter().map(|a| masked(a, &plate)).collect();
-                value = masked(value, &plate);
+            let pixels = pixel_record(scope, data);
+            if let Some(plate) = &pixels {
+                args = args.into_iter().map(|a| masked(a, plate)).collect();
+                value = masked(value, plate);
             }
+            let observed = flows::ObservedAt {
+                data,
+                family: &dist.name,
+                chain: &chain,
+                pixels: pixels.as_ref(),
+            };
+            let correction = correction
+                .as_ref()
+                .map(|c| flows::correction_spec(scope, c, &observed, &at, &label))
+                .transpose()?
+                .map(Arc::new);
             Site::Observe(ObserveSite {
                 name: format!("observe {k} ({at})"),
                 plate: engine,
                 family: family(&dist.name, &at)?,
                 args,
                 value,
+                correction,
                 label,
             })
         }
@@ -944,6 +924,21 @@ fn masked(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
             t.broadcast_to(one, &[n])?
         };
         t.gather(full, 0, &used)
+    }))
+}
+
+/// Rows (leading axis) of `e` restricted to the used pixels of the current shoebox: a flow's
+/// per-pixel context follows the pixels the likelihood keeps.
+fn masked_rows(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
+    let plate = plate.clone();
+    model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
+        let node = env.eval(t, &e)?;
+        match records::used_pixels(env, &plate) {
+            Some((n, used)) if t.value(node).shape().first() == Some(&n) => {
+                t.gather(node, 0, &used)
+            }
+            _ => Ok(node),
+        }
     }))
 }
 

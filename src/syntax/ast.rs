@@ -289,7 +289,7 @@ pub struct GuideSpec<M> {
 pub struct Correction<M> {
     /// The flow declaration used.
     pub flow: Ident,
-    /// Overrides of the flow's settings.
+    /// Overrides of the flow's settings (named) and its context inputs (unnamed data).
     pub args: Vec<Arg<M>>,
     /// Penalty weight.
     pub penalty: Expr<M>,

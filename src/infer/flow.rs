@@ -1,0 +1,455 @@
+//! Correction flows: a normalizing flow on the standardized residuals of a count likelihood,
+//! conditioned on metadata, that turns the physics likelihood P(y | μ) into a corrected P*(y | μ)
+//! (Takeishi & Kalousis 2021; the seed paper's model correction).
+//!
+//! Formulation (also in README and stdlib/flows.spread). For `observe y ~ Poisson(μ) corrected by
+//! F(context...) penalty W`, every observed element i has the Gaussian approximation of its
+//! Poisson count with readout noise, σᵢ = √(μᵢ + readout²), and the standardized residual
+//! rᵢ = (yᵢ − μᵢ)/σᵢ. Uncorrected, rᵢ ~ N(0, 1). The flow is a bijection T_c of the real line whose
+//! parameters an MLP computes from the element's context cᵢ = [ln(1 + μᵢ) unless `given_expected =
+//! false`, the user's inputs]; the
+//! corrected likelihood is the change of variables
+//!
+//! ```text
+//!   log P*(yᵢ | μᵢ) = log N(T_c(rᵢ); 0, 1) + log T_c'(rᵢ) − log σᵢ,
+//! ```
+//!
+//! and the penalty, per observation (one shoebox), is W times the mean over its n elements of
+//! KL(P ‖ P*) = KL(N(0, 1) ‖ law of r under P*) = E_{x~N(0,1)}[log N(x) − log N(T(x)) − log T'(x)].
+//! The KL is zero exactly when T is the identity and grows with the departure from physics; the
+//! conditioner's output layer starts at zero, so every flow starts as the identity and the fit
+//! starts as pure physics (the Gaussian approximation). The mean (not the sum) over elements makes
+//! the penalty act like a prior on the correction: with more pixels the data outweigh it.
+//!
+//! Kinds (the residual is one-dimensional, so a coupling's conditioning half is the context):
+//! - `affine_coupling`: T(x) = (x − b) e^{−s}, (b, s) from the MLP; one layer (stacked affine
+//!   layers compose to one). KL = s + (1 + b²) e^{−2s}/2 − 1/2 in closed form.
+//! - `planar`: L layers x ← x + u tanh(w x + c) with w = e^ŵ and u = (e^v − 1)/w, so that
+//!   T' = Π (1 + (e^v − 1)(1 − tanh²)) > 0 (invertible for any v, ŵ, c); (v, ŵ, c) = 0 is the
+//!   identity. Its KL is a deterministic quadrature: the trapezoid rule on [−6, 6] with step 0.5
+//!   against the standard normal weight (25 nodes; exponentially accurate for these analytic
+//!   integrands), so no extra randomness enters the ELBO.
+//!
+//! The likelihood terms and the penalty of all elements are one fused tape node with a hand
+//! adjoint (`CorrectedLogLik`); the conditioner is ordinary dense layers on the tape.
+
+use super::dist::DistError;
+use super::mlp::Mlp;
+use super::model::{Env, Expr};
+use crate::tape::{FusedOp, NodeId, Tape, Value};
+use ndarray::{ArrayD, IxDyn};
+use std::sync::Arc;
+
+const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
+/// Planar layers at most (the adjoint keeps every layer's state on the stack).
+pub const MAX_PLANAR_LAYERS: usize = 16;
+/// Quadrature of the planar flow's KL: nodes −8, −7.5, ..., 8.
+const QUAD_STEP: f64 = 0.5;
+const QUAD_NODES: usize = 33;
+
+/// The bijection family of a correction flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowKind {
+    /// x ↦ (x − b) e^{−s}.
+    AffineCoupling,
+    /// A stack of planar layers x ↦ x + u tanh(w x + c).
+    Planar {
+        /// Layers.
+        layers: usize,
+    },
+}
+
+impl FlowKind {
+    /// Conditioner outputs per element.
+    pub fn outputs(self) -> usize {
+        match self {
+            FlowKind::AffineCoupling => 2,
+            FlowKind::Planar { layers } => 3 * layers,
+        }
+    }
+}
+
+/// One context input of the conditioner.
+#[derive(Clone, Debug)]
+pub struct ContextInput {
+    /// The data expression.
+    pub expr: Expr,
+    /// One row per observed element (else one value set per observation, given to every row).
+    pub per_row: bool,
+    /// Values per row.
+    pub width: usize,
+}
+
+/// A correction flow attached to one observe site.
+#[derive(Clone, Debug)]
+pub struct CorrectionSpec {
+    /// Flow declaration name.
+    pub flow: String,
+    /// Bijection family.
+    pub kind: FlowKind,
+    /// The conditioner: widths 1 + context width, hidden..., `kind.outputs()`.
+    pub conditioner: Mlp,
+    /// The user's context inputs (data), after ln(1 + μ).
+    pub context: Vec<ContextInput>,
+    /// Penalty weight W.
+    pub penalty: f64,
+    /// Readout noise (counts) of the Gaussian approximation.
+    pub readout: f64,
+    /// The conditioner sees ln(1 + μ) first (on the tape: the correction may depend on the
+    /// physics' prediction, and the latents' gradients pass through it).
+    pub given_expected: bool,
+}
+
+impl CorrectionSpec {
+    /// Parameters of the conditioner.
+    pub fn n_params(&self) -> usize {
+        self.conditioner.n_params()
+    }
+
+    /// The context matrix (rows × context width) of the user's inputs, from their values.
+    pub fn context_matrix(
+        &self,
+        rows: usize,
+        values: &[&ArrayD<f64>],
+    ) -> Result<ArrayD<f64>, String> {
+        let width: usize = self.context.iter().map(|c| c.width).sum();
+        let mut flat = vec![0.0; rows * width];
+        let mut col = 0;
+        for (c, v) in self.context.iter().zip(values) {
+            // A per-row input evaluated outside the rows' plate is one set for all rows.
+            let per_row = c.per_row && v.len() == rows * c.width && rows > 1;
+            if v.len() != c.width && !per_row {
+                return Err(format!(
+                    "correction flow `{}`: a context input of shape {:?} does not give {} value(s) {}",
+                    self.flow,
+                    v.shape(),
+                    c.width,
+                    if c.per_row {
+                        "per observed element"
+                    } else {
+                        "per observation"
+                    }
+                ));
+            }
+            for (k, x) in v.iter().enumerate() {
+                let (r, j) = if per_row {
+                    (k / c.width, k % c.width)
+                } else {
+                    (0, k)
+                };
+                flat[r * width + col + j] = *x;
+            }
+            if !per_row {
+                for r in 1..rows {
+                    let (head, tail) = flat.split_at_mut(r * width);
+                    tail[col..col + c.width].copy_from_slice(&head[col..col + c.width]);
+                }
+            }
+            col += c.width;
+        }
+        ArrayD::from_shape_vec(IxDyn(&[rows, width]), flat).map_err(|e| e.to_string())
+    }
+}
+
+/// The corrected log-likelihood of counts `y` with Poisson rate `rate` (broadcast to y), minus
+/// the penalty, on the tape: standardized residuals, the conditioner on [ln(1 + μ), context],
+/// the fused flow term, and −Σ log σ.
+pub fn corrected_log_lik(
+    t: &mut Tape,
+    env: &Env,
+    c: &CorrectionSpec,
+    weights: &[(usize, NodeId)],
+    rate: NodeId,
+    y: NodeId,
+) -> Result<NodeId, DistError> {
+    let shape = t.value(y).shape().to_vec();
+    let n: usize = shape.iter().product();
+    let mu = if t.value(rate).shape() == shape.as_slice() {
+        rate
+    } else {
+        t.broadcast_to(rate, &shape)?
+    };
+    let mu = t.reshape(mu, &[n])?;
+    let y = t.reshape(y, &[n])?;
+    let var = t.shift(mu, c.readout * c.readout)?;
+    let sigma = t.sqrt(var)?;
+    let diff = t.sub(y, mu)?;
+    let r = t.div(diff, sigma)?;
+    let log_sigma = t.log(sigma)?;
+    let log_sigma = t.sum(log_sigma)?;
+    // Context: ln(1 + μ) (on the tape: it depends on the latents), then the data inputs.
+    let mut parts = Vec::with_capacity(2);
+    if c.given_expected {
+        let one_plus = t.shift(mu, 1.0)?;
+        let log_mu = t.log(one_plus)?;
+        parts.push(t.reshape(log_mu, &[n, 1])?);
+    }
+    if !c.context.is_empty() {
+        let nodes: Vec<NodeId> = c
+            .context
+            .iter()
+            .map(|ci| env.eval(t, &ci.expr))
+            .collect::<Result<_, _>>()?;
+        let values: Vec<&ArrayD<f64>> =
+            nodes.iter().map(|&k| t.real(k)).collect::<Result<_, _>>()?;
+        let m = c
+            .context_matrix(n, &values)
+            .map_err(|detail| DistError::Unsupported {
+                family: "correction flow",
+                detail,
+            })?;
+        parts.push(t.constant_real(m));
+    }
+    let x = match parts.as_slice() {
+        [] => t.constant_real(ArrayD::zeros(IxDyn(&[n, 0]))),
+        [one] => *one,
+        _ => t.concat(&parts, 1)?,
+    };
+    let p = c.conditioner.forward(t, weights, x)?;
+    let op = CorrectedLogLik {
+        kind: c.kind,
+        penalty: c.penalty,
+    };
+    let flow = t.fused(Arc::new(op), &[r, p])?;
+    Ok(t.sub(flow, log_sigma)?)
+}
+
+/// Σᵢ [log N(T(rᵢ)) + log T'(rᵢ)] − (W/n) Σᵢ KL(pᵢ) over the n elements, as one tape node.
+/// Inputs: r (n), the conditioner's output p (n × outputs). Output: a 0-d tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct CorrectedLogLik {
+    /// Bijection family.
+    pub kind: FlowKind,
+    /// Penalty weight W.
+    pub penalty: f64,
+}
+
+/// Nodes and weights of the KL quadrature (weights sum to 1).
+fn quadrature() -> [(f64, f64); QUAD_NODES] {
+    let mut q = [(0.0, 0.0); QUAD_NODES];
+    let mut total = 0.0;
+    for (k, slot) in q.iter_mut().enumerate() {
+        let x = -8.0 + QUAD_STEP * k as f64;
+        let w = (-0.5 * x * x).exp();
+        total += w;
+        *slot = (x, w);
+    }
+    q.iter_mut().for_each(|s| s.1 /= total);
+    q
+}
+
+/// f(x) = −T(x)²/2 + ln T'(x) of the affine map: −z²/2 − s with z = (x − b)e^{−s}; with
+/// `grads`, adds weight × (∂f/∂x, ∂f/∂b, ∂f/∂s).
+fn affine(x: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>) -> f64 {
+    let (b, s) = (p[0], p[1]);
+    let e = (-s).exp();
+    let z = (x - b) * e;
+    if let Some((dx, dp)) = grads {
+        *dx += -weight * z * e;
+        dp[0] += weight * z * e;
+        dp[1] += weight * (z * z - 1.0);
+    }
+    -0.5 * z * z - s
+}
+
+/// KL(N(0,1) ‖ N(b, e^{2s})) = s + (1 + b²)e^{−2s}/2 − 1/2; with `dp`, adds weight × gradient.
+fn affine_kl(p: &[f64], weight: f64, dp: Option<&mut [f64]>) -> f64 {
+    let (b, s) = (p[0], p[1]);
+    let e2 = (-2.0 * s).exp();
+    if let Some(dp) = dp {
+        dp[0] += weight * b * e2;
+        dp[1] += weight * (1.0 - (1.0 + b * b) * e2);
+    }
+    s + 0.5 * (1.0 + b * b) * e2 - 0.5
+}
+
+/// State of one planar layer kept for the adjoint.
+#[derive(Clone, Copy, Default)]
+struct PlanarLayer {
+    x: f64,
+    a: f64,
+    w: f64,
+    ev: f64,
+    u: f64,
+    d: f64,
+}
+
+/// f(x) = −T(x)²/2 + ln T'(x) of a planar stack with parameters p = [v, ŵ, c] per layer; with
+/// `grads`, adds weight × (∂f/∂x, ∂f/∂p).
+fn planar(x0: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>) -> f64 {
+    let layers = p.len() / 3;
+    let mut st = [PlanarLayer::default(); MAX_PLANAR_LAYERS];
+    let mut x = x0;
+    let mut log_det = 0.0;
+    for (l, s) in st.iter_mut().enumerate().take(layers) {
+        let (v, w_hat, c) = (p[3 * l], p[3 * l + 1], p[3 * l + 2]);
+        let (w, ev) = (w_hat.exp(), v.exp());
+        let u = (ev - 1.0) / w;
+        let a = (w * x + c).tanh();
+        let d = 1.0 + (ev - 1.0) * (1.0 - a * a);
+        *s = PlanarLayer { x, a, w, ev, u, d };
+        x += u * a;
+        log_det += d.ln();
+    }
+    if let Some((dx, dp)) = grads {
+        let mut y_bar = -x * weight;
+        for l in (0..layers).rev() {
+            let PlanarLayer { x, a, w, ev, u, d } = st[l];
+            let g = 1.0 - a * a;
+            let lnd_a = weight * (ev - 1.0) * (-2.0 * a) / d;
+            let pre_bar = (y_bar * u + lnd_a) * g;
+            dp[3 * l] += y_bar * (ev / w) * a + weight * ev * g / d;
+            dp[3 * l + 1] += -y_bar * u * a + pre_bar * w * x;
+            dp[3 * l + 2] += pre_bar;
+            y_bar += pre_bar * w;
+        }
+        *dx += y_bar;
+    }
+    -0.5 * x * x + log_det
+}
+
+impl CorrectedLogLik {
+    /// f of one element (and its weighted gradient).
+    fn f(&self, x: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>) -> f64 {
+        match self.kind {
+            FlowKind::AffineCoupling => affine(x, p, weight, grads),
+            FlowKind::Planar { .. } => planar(x, p, weight, grads),
+        }
+    }
+
+    /// KL(P ‖ P*) of one element (and weight × its gradient added into `dp`).
+    fn kl(&self, p: &[f64], weight: f64, mut dp: Option<&mut [f64]>) -> f64 {
+        if self.kind == FlowKind::AffineCoupling {
+            return affine_kl(p, weight, dp);
+        }
+        // KL = −Σ_q w_q [x_q²/2 + f(x_q)].
+        let mut kl = 0.0;
+        let mut dx_unused = 0.0;
+        for (x, w) in quadrature() {
+            let g = dp.as_deref_mut().map(|d| (&mut dx_unused, d));
+            kl -= w * (0.5 * x * x + self.f(x, p, -weight * w, g));
+        }
+        kl
+    }
+
+    fn unpack<'a>(&self, inputs: &[&'a Value]) -> Result<(&'a [f64], &'a [f64], usize), String> {
+        let (Some(Value::Real(r)), Some(Value::Real(p))) = (inputs.first(), inputs.get(1)) else {
+            return Err("inputs must be the residuals and the conditioner output (reals)".into());
+        };
+        let m = self.kind.outputs();
+        let n = r.len();
+        if p.len() != n * m {
+            return Err(format!(
+                "{n} residuals but a conditioner output of shape {:?} (want [{n}, {m}])",
+                p.shape()
+            ));
+        }
+        let (Some(r), Some(p)) = (r.as_slice_memory_order(), p.as_slice_memory_order()) else {
+            return Err("non-contiguous input".into());
+        };
+        Ok((r, p, m))
+    }
+}
+
+impl FusedOp for CorrectedLogLik {
+    fn name(&self) -> &'static str {
+        "correction_flow"
+    }
+
+    fn forward(&self, inputs: &[&Value]) -> Result<Value, String> {
+        let (r, p, m) = self.unpack(inputs)?;
+        let lambda = self.penalty / r.len().max(1) as f64;
+        let total: f64 = r
+            .iter()
+            .zip(p.chunks_exact(m))
+            .map(|(&x, pi)| {
+                self.f(x, pi, 0.0, None) - HALF_LN_2PI - lambda * self.kl(pi, 0.0, None)
+            })
+            .sum();
+        Ok(Value::Real(ArrayD::from_elem(IxDyn(&[]), total)))
+    }
+
+    fn vjp(
+        &self,
+        inputs: &[&Value],
+        _output: &Value,
+        grad: &Value,
+    ) -> Result<Vec<Option<Value>>, String> {
+        let (r, p, m) = self.unpack(inputs)?;
+        let Value::Real(g) = grad else {
+            return Err("the gradient must be real".into());
+        };
+        let g = g.iter().next().copied().unwrap_or(0.0);
+        let lambda = self.penalty / r.len().max(1) as f64;
+        let mut dr = vec![0.0; r.len()];
+        let mut dp = vec![0.0; p.len()];
+        for ((x, pi), (dxi, dpi)) in r
+            .iter()
+            .zip(p.chunks_exact(m))
+            .zip(dr.iter_mut().zip(dp.chunks_exact_mut(m)))
+        {
+            self.f(*x, pi, g, Some((dxi, dpi)));
+            self.kl(pi, -lambda * g, Some(dpi));
+        }
+        let shape_r = inputs[0].shape().to_vec();
+        let shape_p = inputs[1].shape().to_vec();
+        let arr = |shape: Vec<usize>, v: Vec<f64>| {
+            ArrayD::from_shape_vec(IxDyn(&shape), v)
+                .map(Value::Real)
+                .map_err(|e| e.to_string())
+        };
+        Ok(vec![Some(arr(shape_r, dr)?), Some(arr(shape_p, dp)?)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(op: &CorrectedLogLik, r: &[f64], p: &[f64]) -> f64 {
+        let m = op.kind.outputs();
+        let rv =
+            Value::Real(ArrayD::from_shape_vec(IxDyn(&[r.len()]), r.to_vec()).unwrap_or_default());
+        let pv = Value::Real(
+            ArrayD::from_shape_vec(IxDyn(&[r.len(), m]), p.to_vec()).unwrap_or_default(),
+        );
+        match op.forward(&[&rv, &pv]) {
+            Ok(Value::Real(a)) => a.iter().next().copied().unwrap_or(f64::NAN),
+            _ => f64::NAN,
+        }
+    }
+
+    /// At zero parameters both flows are the identity: the value is Σ log N(r) and the penalty 0.
+    #[test]
+    fn zero_parameters_are_the_identity() {
+        let r = [0.3, -1.7, 2.2];
+        let plain: f64 = r.iter().map(|x| -0.5 * x * x - HALF_LN_2PI).sum();
+        for kind in [FlowKind::AffineCoupling, FlowKind::Planar { layers: 3 }] {
+            let op = CorrectedLogLik { kind, penalty: 5.0 };
+            let p = vec![0.0; 3 * kind.outputs()];
+            assert!((eval(&op, &r, &p) - plain).abs() < 1e-12, "{kind:?}");
+            assert!(
+                op.kl(&p[..kind.outputs()], 0.0, None).abs() < 1e-12,
+                "{kind:?}"
+            );
+        }
+    }
+
+    /// The planar KL by quadrature equals the affine closed form for a planar layer that is
+    /// nearly affine (w → 0 is not reachable, so compare the affine quadrature instead).
+    #[test]
+    fn quadrature_reproduces_the_affine_kl() {
+        let op = CorrectedLogLik {
+            kind: FlowKind::AffineCoupling,
+            penalty: 1.0,
+        };
+        for p in [[0.4, -0.3], [-1.1, 0.5], [2.0, 0.0]] {
+            let q: f64 = quadrature()
+                .iter()
+                .map(|(x, w)| -w * (0.5 * x * x + op.f(*x, &p, 0.0, None)))
+                .sum();
+            let exact = affine_kl(&p, 0.0, None);
+            assert!((q - exact).abs() < 1e-9, "{p:?}: {q} vs {exact}");
+        }
+    }
+}
