@@ -173,6 +173,17 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
             parts.join(", ")
         );
     }
+    for c in &r.corrections {
+        println!(
+            "correction flow `{}` ({}, penalty {}) on {}: log-likelihood gain over the identity {:+.1} ± {:.1} nats",
+            c.flow,
+            c.kind,
+            c.penalty,
+            c.observe.lines().next().unwrap_or_default(),
+            c.log_lik_gain,
+            c.log_lik_gain_se
+        );
+    }
     println!("wrote {}", args.out.display());
 }
 

@@ -8,6 +8,7 @@
 //! for another model file, other `--set` values, other data or another seed (run.json in the
 //! output directory records their hashes); a failed run leaves the last good checkpoint.
 
+pub mod corrections;
 pub mod physics;
 pub mod refined_sf;
 
@@ -100,6 +101,8 @@ pub struct RunResult {
     pub states: Vec<crate::report::StateProbability>,
     /// Used and skipped images, shoeboxes and pixels of the `dials(...)` sources.
     pub data: Vec<crate::formats::dataset_dir::DataReport>,
+    /// What each correction flow changed (empty without flows).
+    pub corrections: Vec<corrections::CorrectionReport>,
 }
 
 /// A failed run.
@@ -264,6 +267,8 @@ pub fn run_model(
     let warnings = notes.iter().fold(warnings, |w, n| w + n + "\n");
     let states =
         pool.install(|| physics::state_probabilities(model, &state, &choices, STATE_PARTICLES))?;
+    let corrections =
+        pool.install(|| corrections::correction_reports(model, &state, STATE_PARTICLES))?;
     let data: Vec<_> = planned
         .physics
         .dials
@@ -274,6 +279,9 @@ pub fn run_model(
     inputs.extend(planned.physics.inputs());
     let mut written = crate::report::write_physics_outputs(&cfg.out, &sites, &states)?;
     let mut physics_record = serde_json::json!({ "states": &states, "data": &data });
+    if !corrections.is_empty() {
+        physics_record["corrections"] = serde_json::to_value(&corrections).unwrap_or_default();
+    }
     if let refined_sf::Outcome::Ready(r) = &refined {
         written.push(refined_sf::write(&cfg.out, r)?);
         physics_record["refined_sf"] = refined_sf::summary_json(r);
@@ -302,6 +310,7 @@ pub fn run_model(
         ignored_columns: planned.ignored_columns,
         states,
         data,
+        corrections,
     })
 }
 
