@@ -283,7 +283,7 @@ fn template(
     shape: Shape,
 ) -> Result<SpotModel, String> {
     let image = &sb.data.images[sb.image];
-    let obs = &image.shoeboxes[sb.shoebox];
+    let obs = sb.obs()?;
     let p = image.panels.get(obs.panel as usize).ok_or_else(|| {
         format!(
             "shoebox on panel {} but the detector has {} panels",
@@ -331,7 +331,7 @@ fn template(
 
 /// The shoebox's window on its panel.
 fn region(sb: &ShoeboxRef) -> Result<Region, String> {
-    let b = sb.data.images[sb.image].shoeboxes[sb.shoebox].bbox;
+    let b = sb.obs()?.bbox;
     let len = |lo: i32, hi: i32| usize::try_from(hi - lo).ok().filter(|&n| n > 0);
     match (
         usize::try_from(b[2]),
@@ -358,7 +358,7 @@ impl BraggSpot {
         energy_ev: &[f64],
         shape: Shape,
     ) -> Result<Arc<SpotModel>, String> {
-        let obs = &sb.data.images[sb.image].shoeboxes[sb.shoebox];
+        let obs = sb.obs()?;
         let key = (Arc::as_ptr(&sb.data) as usize, sb.image, obs.panel);
         if let Some((weights, m)) = self
             .templates

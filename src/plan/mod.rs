@@ -14,6 +14,7 @@ pub mod eval;
 pub mod externs;
 pub mod externs_anomalous;
 pub mod externs_physics;
+pub mod image_cache;
 pub mod physics_data;
 pub mod records;
 pub mod reference;
@@ -345,6 +346,9 @@ fn record_plate(
             let engine = m.plate(&p.name, n, None);
             // A mini-batch at least as large as the data is the whole data.
             m.plates[engine].subsample = p.subsample.map(|b| b as usize).filter(|&b| b < n);
+            // Shoeboxes are read from disk on demand; hold one step's batch of images.
+            data.cache
+                .set_capacity(m.plates[engine].subsample.unwrap_or(n));
             (engine, records::RecordPlate::Images { engine, data }, n)
         }
         _ => {
@@ -679,14 +683,7 @@ fn record_dim(d: &Dim, scope: &Scope) -> Option<usize> {
         return (field == "n_channels").then_some(data.energy_ev.len());
     }
     match (scope.physics.records.get(rec)?, field) {
-        (records::RecordPlate::Shoeboxes { data, .. }, "n_pixels") => {
-            let mut sizes = data
-                .images
-                .iter()
-                .flat_map(|i| i.shoeboxes.iter().map(|b| b.pixel_count()));
-            let first = sizes.next()?;
-            sizes.all(|n| n == first).then_some(first)
-        }
+        (records::RecordPlate::Shoeboxes { data, .. }, "n_pixels") => data.common_pixel_count,
         _ => None,
     }
 }
@@ -934,7 +931,12 @@ fn masked(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
     let plate = plate.clone();
     model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
         let node = env.eval(t, &e)?;
-        let Some((n, used)) = records::used_pixels(env, &plate) else {
+        let used = records::used_pixels(env, &plate).map_err(|detail| TapeError::Op {
+            op: "observe",
+            label: "shoebox.pixels".into(),
+            detail,
+        })?;
+        let Some((n, used)) = used else {
             return Ok(node);
         };
         let full = if t.value(node).shape() == [n] {

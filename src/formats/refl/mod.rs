@@ -14,7 +14,7 @@ mod shoebox;
 mod writer;
 
 pub use columns::Column;
-pub use reader::{parse_refl, read_refl};
+pub use reader::{ColumnBlobs, parse_refl, parse_refl_located, read_refl, read_refl_located};
 pub use shoebox::{ShoeboxColumn, ShoeboxHeader, ShoeboxRef, mask_bits};
 pub use writer::{refl_to_bytes, write_refl};
 
