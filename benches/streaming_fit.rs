@@ -17,7 +17,7 @@
 //! The parent writes the datasets and re-runs itself once per measurement (`--fit MODEL DIR
 //! SETS`), so each has its own peak RSS (VmHWM of /proc/self/status). A child compiles and plans
 //! the model over the data (`spread::run::load`: reads and validates every image), takes
-//! `FIT_STEPS` SVI steps, and prints its peak RSS, the peak at the end of loading, the load and
+//! `FIT_STEPS` SVI steps (`SPREAD_BENCH_STEPS=N` for more), and prints its peak RSS, the peak at the end of loading, the load and
 //! fit times and the final ELBO. Set `SPREAD_BENCH_FILTER=physics` (or `amortized`, `pixels`) to run one.
 
 use spread::formats::expt::{read_expt, write_expt};
@@ -30,8 +30,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// SVI steps per measurement.
+/// SVI steps per measurement (`SPREAD_BENCH_STEPS` overrides).
 const FIT_STEPS: u64 = 5;
+
+fn fit_steps() -> u64 {
+    std::env::var("SPREAD_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(FIT_STEPS)
+}
 /// Shoeboxes per synthetic image and their side (pixels).
 const BOXES_PER_IMAGE: usize = 200;
 const SIDE: i32 = 11;
@@ -57,7 +64,10 @@ fn main() {
     }
     let root = std::env::temp_dir().join(format!("spread-bench-fit-{}", std::process::id()));
     let filter = std::env::var("SPREAD_BENCH_FILTER").unwrap_or_default();
-    println!("fit memory benchmark: {FIT_STEPS} SVI steps after loading (peak RSS = VmHWM)");
+    println!(
+        "fit memory benchmark: {} SVI steps after loading (peak RSS = VmHWM)",
+        fit_steps()
+    );
     let rubredoxin = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rubredoxin_fe.spread");
     if filter.is_empty() || filter == "physics" {
         physics_workload("physics", &rubredoxin, &root.join("physics"));
@@ -148,7 +158,7 @@ struct Measurement {
 
 fn report(workload: &str, label: &str, m: &Measurement) {
     println!(
-        "{workload:>9} {label:>4}: {:>4} images  fit peak {:>7.1} MiB  (after load {:>7.1} MiB)  load {:.2} s  {FIT_STEPS} steps {:.2} s  ELBO {:.3}",
+        "{workload:>9} {label:>4}: {:>4} images  fit peak {:>7.1} MiB  (after load {:>7.1} MiB)  load {:.2} s  fit {:.2} s  ELBO {:.3}",
         m.images, m.peak_mib, m.load_peak_mib, m.load_s, m.fit_s, m.elbo
     );
 }
@@ -193,7 +203,7 @@ fn measure(model: &Path, dir: &Path, sets: &[String]) -> Measurement {
     }
 }
 
-/// Plans `model` over `dir` and takes `FIT_STEPS` SVI steps; prints the measurements.
+/// Plans `model` over `dir` and takes `fit_steps()` SVI steps; prints the measurements.
 fn fit_child(model: &Path, dir: &Path, sets: &[String]) {
     let cfg = RunConfig {
         model: model.to_path_buf(),
@@ -219,7 +229,7 @@ fn fit_child(model: &Path, dir: &Path, sets: &[String]) {
         .sum();
     let model = &planned.model;
     let svi = SviConfig {
-        steps: FIT_STEPS,
+        steps: fit_steps(),
         seed: 0,
         ..SviConfig::default()
     };

@@ -1,4 +1,5 @@
-//! A bounded least-recently-used cache of images' shoeboxes, read from disk on a miss.
+//! A bounded least-recently-used cache of images' shoeboxes, read from disk on a miss (and the
+//! [`Lru`] map behind it, which also bounds the spot templates built per image).
 //!
 //! In: a capacity (images; the planner sets it to the image plate's batch: `subsample B`, or
 //! every image without one) and, on each lookup, the image's index and a loader. Out: shared
@@ -9,50 +10,84 @@
 
 use crate::formats::image_index::ImageShoeboxes;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-/// The cache (interior mutability: shared by the threads evaluating images).
-#[derive(Debug, Default)]
-pub struct ShoeboxCache {
-    inner: Mutex<Lru>,
-}
-
-#[derive(Debug, Default)]
-struct Lru {
+/// A least-recently-used map of at most `capacity` entries (at least one).
+#[derive(Debug)]
+pub struct Lru<K, V> {
     capacity: usize,
     tick: u64,
-    /// Image → (its shoeboxes, last use).
-    entries: HashMap<usize, (Arc<ImageShoeboxes>, u64)>,
-    /// Last use → image (the smallest key is evicted first).
-    by_use: BTreeMap<u64, usize>,
-    reads: u64,
+    /// Key → (value, last use).
+    entries: HashMap<K, (V, u64)>,
+    /// Last use → key (the smallest is evicted first).
+    by_use: BTreeMap<u64, K>,
 }
 
-impl Lru {
-    fn touch(&mut self, image: usize) -> Option<Arc<ImageShoeboxes>> {
+impl<K, V> Default for Lru<K, V> {
+    fn default() -> Self {
+        Lru {
+            capacity: 1,
+            tick: 0,
+            entries: HashMap::new(),
+            by_use: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
+    /// Entries held at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Raises the capacity to `n` (it never shrinks: the largest batch asked for wins).
+    pub fn grow_to(&mut self, n: usize) {
+        self.capacity = self.capacity.max(n);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The value of `key`, marked as just used.
+    pub fn get(&mut self, key: &K) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
-        let (value, last) = self.entries.get_mut(&image)?;
+        let (value, last) = self.entries.get_mut(key)?;
         self.by_use.remove(last);
         *last = tick;
-        self.by_use.insert(tick, image);
+        self.by_use.insert(tick, key.clone());
         Some(value.clone())
     }
 
-    fn insert(&mut self, image: usize, value: Arc<ImageShoeboxes>) -> Arc<ImageShoeboxes> {
-        if let Some(existing) = self.touch(image) {
-            return existing;
+    /// Puts `value` under `key` (replacing any), evicting the least recently used entries.
+    pub fn insert(&mut self, key: K, value: V) {
+        self.tick += 1;
+        if let Some((_, last)) = self.entries.remove(&key) {
+            self.by_use.remove(&last);
         }
-        while self.entries.len() >= self.capacity.max(1) {
+        while self.entries.len() >= self.capacity {
             let Some((_, oldest)) = self.by_use.pop_first() else {
                 break;
             };
             self.entries.remove(&oldest);
         }
-        self.entries.insert(image, (value.clone(), self.tick));
-        self.by_use.insert(self.tick, image);
-        value
+        self.entries.insert(key.clone(), (value, self.tick));
+        self.by_use.insert(self.tick, key);
     }
+}
+
+/// The images' shoeboxes (interior mutability: shared by the threads evaluating images).
+#[derive(Debug, Default)]
+pub struct ShoeboxCache {
+    inner: Mutex<(Lru<usize, Arc<ImageShoeboxes>>, u64)>,
 }
 
 impl Clone for ShoeboxCache {
@@ -65,25 +100,24 @@ impl Clone for ShoeboxCache {
 }
 
 impl ShoeboxCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        // A panic while holding the lock cannot leave the map inconsistent for readers.
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Lru<usize, Arc<ImageShoeboxes>>, u64)> {
+        // The map is consistent between statements, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Images held at most (at least one).
+    /// Images held at most.
     pub fn capacity(&self) -> usize {
-        self.lock().capacity.max(1)
+        self.lock().0.capacity()
     }
 
-    /// Holds at most `images` images from now on (the largest capacity asked for wins).
+    /// Holds at least `images` images from now on (the largest capacity asked for wins).
     pub fn set_capacity(&self, images: usize) {
-        let mut lru = self.lock();
-        lru.capacity = lru.capacity.max(images);
+        self.lock().0.grow_to(images);
     }
 
     /// Images currently held.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().0.len()
     }
 
     /// True when no image is held.
@@ -93,22 +127,27 @@ impl ShoeboxCache {
 
     /// Images read from disk so far.
     pub fn reads(&self) -> u64 {
-        self.lock().reads
+        self.lock().1
     }
 
-    /// Image `image`'s shoeboxes, from the cache or from `load`.
+    /// Image `image`'s shoeboxes, from the cache or from `load` (called without the lock).
     pub fn get<E>(
         &self,
         image: usize,
         load: impl FnOnce() -> Result<ImageShoeboxes, E>,
     ) -> Result<Arc<ImageShoeboxes>, E> {
-        if let Some(hit) = self.lock().touch(image) {
+        if let Some(hit) = self.lock().0.get(&image) {
             return Ok(hit);
         }
         let loaded = Arc::new(load()?);
-        let mut lru = self.lock();
-        lru.reads += 1;
-        Ok(lru.insert(image, loaded))
+        let mut guard = self.lock();
+        guard.1 += 1;
+        // Another thread may have read it meanwhile: keep one copy.
+        if let Some(hit) = guard.0.get(&image) {
+            return Ok(hit);
+        }
+        guard.0.insert(image, loaded.clone());
+        Ok(loaded)
     }
 }
 
@@ -154,5 +193,20 @@ mod tests {
         cache.set_capacity(4);
         cache.set_capacity(1);
         assert_eq!(cache.capacity(), 4);
+    }
+
+    #[test]
+    fn insert_replaces_and_counts_as_a_use() {
+        let mut lru: Lru<&str, u32> = Lru::default();
+        lru.grow_to(2);
+        lru.insert("a", 1);
+        lru.insert("b", 2);
+        lru.insert("a", 3); // replaces a, now the most recent
+        lru.insert("c", 4); // evicts b
+        assert_eq!(
+            (lru.get(&"a"), lru.get(&"b"), lru.get(&"c")),
+            (Some(3), None, Some(4))
+        );
+        assert_eq!(lru.len(), 2);
     }
 }
