@@ -18,7 +18,8 @@
 //! SETS`), so each has its own peak RSS (VmHWM of /proc/self/status). A child compiles and plans
 //! the model over the data (`spread::run::load`: reads and validates every image), takes
 //! `FIT_STEPS` SVI steps (`SPREAD_BENCH_STEPS=N` for more), and prints its peak RSS, the peak at the end of loading, the load and
-//! fit times and the final ELBO. Set `SPREAD_BENCH_FILTER=physics` (or `amortized`, `pixels`) to run one.
+//! fit times and the final ELBO. `--copies DIR N` only writes N copies of rubredoxin_small into
+//! DIR (to run `spreadc run` on by hand). Set `SPREAD_BENCH_FILTER=physics` (or `amortized`, `pixels`) to run one.
 
 use spread::formats::expt::{read_expt, write_expt};
 use spread::formats::refl::{Column, ReflectionTable, ShoeboxColumn, read_refl, write_refl};
@@ -60,6 +61,13 @@ fn main() {
         && flag == "--fit"
     {
         fit_child(Path::new(model), Path::new(dir), sets);
+        return;
+    }
+    // `--copies DIR N`: only write N copies of rubredoxin_small into DIR (for runs by hand).
+    if let [_, flag, dir, n] = args.as_slice()
+        && flag == "--copies"
+    {
+        copy_rubredoxin(Path::new(dir), n.parse().unwrap_or(1));
         return;
     }
     let root = std::env::temp_dir().join(format!("spread-bench-fit-{}", std::process::id()));

@@ -82,8 +82,14 @@ impl DialsData {
             )
         })?;
         self.cache.get(i, || {
-            read_shoeboxes(&image.location)
-                .map_err(|e| data_error(&image.location.reflections, e.to_string()))
+            read_shoeboxes(&image.location).map_err(|e| {
+                // The error text starts with the file, which PlanError::Data prints itself.
+                let path = image.location.reflections.as_path();
+                let text = e.to_string();
+                let prefix = format!("{}: ", path.display());
+                let detail = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                data_error(path, format!("image `{}`: {detail}", image.identifier))
+            })
         })
     }
 
