@@ -14,7 +14,8 @@
 //! In: a directory. Out: a [`Dataset`] (validated file list) whose [`Dataset::images`] iterator
 //! reads one experiment-list/reflection-table pair at a time and yields one [`ImageData`] per
 //! experiment, so memory is set by the largest file pair and the caller's batch, not by the
-//! number of images. Guarantees: nothing is dropped silently. Every image, shoebox and pixel
+//! number of images; each image carries an [`ImageLocation`] from which its shoeboxes can be
+//! read again later without re-reading the pair (`super::image_index`). Guarantees: nothing is dropped silently. Every image, shoebox and pixel
 //! that is not used is counted by reason in the [`DataReport`] (no crystal, no pixels, panel out
 //! of range, masked, NaN, negative); structural problems (missing files or columns, ids that name
 //! no experiment, unreadable files) are a [`DataError`] naming the file and the field.
