@@ -115,7 +115,7 @@ fn model_at_the_truth_explains_the_bundled_stills_to_poisson_noise() {
             .collect();
         let rot: Vec<f64> = rot.iter().zip(&common).map(|(r, c)| r + c).collect();
         pin(model, &layout, &mut params, "rot", i, &rot);
-        for _ in 0..data.images[i].shoeboxes.len() {
+        for _ in 0..data.images[i].n_shoeboxes {
             pin(
                 model,
                 &layout,
@@ -131,7 +131,8 @@ fn model_at_the_truth_explains_the_bundled_stills_to_poisson_noise() {
     let log_lik = log_weight(model, &layout, &params) - log_weight(&bare, &layout, &params);
     // Poisson deviance from the log-likelihood: D = 2 Σ [x ln x − x − ln x!] − 2 ln L.
     let (mut saturated, mut n) = (0.0, 0usize);
-    for image in &data.images {
+    for i in 0..data.images.len() {
+        let image = data.shoeboxes(i).unwrap();
         for (&x, &used) in image.counts.iter().zip(&image.use_pixel) {
             if used {
                 let x = f64::from(x);

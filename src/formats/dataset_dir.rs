@@ -14,15 +14,15 @@
 //! In: a directory. Out: a [`Dataset`] (validated file list) whose [`Dataset::images`] iterator
 //! reads one experiment-list/reflection-table pair at a time and yields one [`ImageData`] per
 //! experiment, so memory is set by the largest file pair and the caller's batch, not by the
-//! number of images. Guarantees: nothing is dropped silently. Every image, shoebox and pixel
+//! number of images; each image carries an [`ImageLocation`] from which its shoeboxes can be
+//! read again later without re-reading the pair (`super::image_index`). Guarantees: nothing is dropped silently. Every image, shoebox and pixel
 //! that is not used is counted by reason in the [`DataReport`] (no crystal, no pixels, panel out
 //! of range, masked, NaN, negative); structural problems (missing files or columns, ids that name
 //! no experiment, unreadable files) are a [`DataError`] naming the file and the field.
 
-use super::expt::{Beam, Crystal, ExperimentList, ExptError, read_expt, write_expt};
-use super::refl::{
-    Column, ReflError, ReflectionTable, ShoeboxColumn, mask_bits, read_refl, write_refl,
-};
+use super::expt::{Beam, Crystal, ExperimentList, ExptError, Panel, read_expt, write_expt};
+use super::image_index::{ImageLocation, ImageShoeboxes, add_shoebox};
+use super::refl::{Column, ColumnBlobs, ReflError, ReflectionTable, read_refl_located, write_refl};
 use super::spectrum::{Spectrum, SpectrumError, read_spectrum, write_spectrum};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -90,6 +90,24 @@ pub enum DataError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A reflection table could not be read again for an image's shoeboxes.
+    #[error("{path}: cannot read shoeboxes again: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A reflection table differs from what was validated when the dataset was loaded.
+    #[error(
+        "{path}: changed since it was loaded ({detail}); shoebox pixels are read from it on demand, so it must not change during a run"
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
 }
 
 /// The optional `dataset.toml`.
@@ -148,7 +166,8 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn skip(&mut self, reason: &str, n: u64) {
+    /// Counts `n` items skipped for `reason`.
+    pub(super) fn skip(&mut self, reason: &str, n: u64) {
         if n > 0 {
             *self.skipped.entry(reason.to_string()).or_default() += n;
         }
@@ -271,6 +290,9 @@ pub struct ImageData {
     pub background: Vec<f32>,
     /// True for pixels to use: mask VALID bit set and a finite, non-negative count.
     pub use_pixel: Vec<bool>,
+    /// Where its used shoeboxes sit in the `.refl`, to read them again
+    /// ([`super::image_index::read_shoeboxes`]).
+    pub location: ImageLocation,
 }
 
 impl Dataset {
@@ -417,6 +439,53 @@ struct LoadedPair {
     rows_by_experiment: Vec<Vec<usize>>,
     next_experiment: usize,
     fluence_per_m2: f64,
+    /// Each detector's panels, shared by its images.
+    panels: Vec<std::sync::Arc<Vec<Panel>>>,
+    /// Where the rows sit in the `.refl`.
+    layout: RowLayout,
+}
+
+/// Byte positions of a reflection table's rows in its file.
+struct RowLayout {
+    reflections: std::sync::Arc<PathBuf>,
+    file_len: u64,
+    /// File offset of the `miller_index` values.
+    hkl_at: u64,
+    /// File offset of every row's shoebox record, and one past the last.
+    shoebox_at: Vec<u64>,
+}
+
+impl RowLayout {
+    fn new(path: &Path, table: &ReflectionTable, blobs: &ColumnBlobs) -> RowLayout {
+        let (sb_at, sb_len) = blobs.get("shoebox").unwrap_or_default();
+        let mut shoebox_at: Vec<u64> = table
+            .shoeboxes()
+            .map(|c| c.row_offsets().into_iter().map(|o| sb_at + o).collect())
+            .unwrap_or_default();
+        shoebox_at.push(sb_at + sb_len);
+        RowLayout {
+            reflections: std::sync::Arc::new(path.to_path_buf()),
+            file_len: blobs.file_len,
+            hkl_at: blobs.get("miller_index").map_or(0, |(at, _)| at),
+            shoebox_at,
+        }
+    }
+
+    /// An empty location in this file.
+    fn location(&self) -> ImageLocation {
+        ImageLocation {
+            reflections: self.reflections.clone(),
+            file_len: self.file_len,
+            hkl_at: self.hkl_at,
+            ..ImageLocation::default()
+        }
+    }
+
+    /// Records used row `row` in `loc`.
+    fn add_row(&self, loc: &mut ImageLocation, row: usize) {
+        let at = self.shoebox_at[row];
+        loc.push_row(row, at, self.shoebox_at[row + 1] - at);
+    }
 }
 
 impl LoadedPair {
@@ -427,12 +496,7 @@ impl LoadedPair {
         let crystal = self.list.crystals[experiment.crystal?].clone();
         let beam = self.list.beams[experiment.beam?].clone();
         let detector = experiment.detector.unwrap_or(0);
-        let panels = self
-            .list
-            .detectors
-            .get(detector)
-            .map(|d| d.panels.clone())
-            .unwrap_or_default();
+        let panels = self.panels.get(detector).cloned().unwrap_or_default();
         let n_panels = panels.len();
         let image = ImageData {
             experiment: e,
@@ -442,12 +506,13 @@ impl LoadedPair {
             beam,
             crystal,
             detector,
-            panels: std::sync::Arc::new(panels),
+            panels,
             fluence_per_m2: self.fluence_per_m2,
             shoeboxes: Vec::new(),
             counts: Vec::new(),
             background: Vec::new(),
             use_pixel: Vec::new(),
+            location: self.layout.location(),
         };
         Some((image, n_panels))
     }
@@ -481,7 +546,7 @@ impl ImageStream<'_> {
 
     fn load_pair(&mut self, pair: &FilePair) -> Result<LoadedPair, DataError> {
         let list = read_expt(&pair.experiments)?;
-        let table = read_refl(&pair.reflections)?;
+        let (table, blobs) = read_refl_located(&pair.reflections)?;
         for s in &table.skipped_columns {
             let file = pair.reflections.display();
             self.report
@@ -498,13 +563,20 @@ impl ImageStream<'_> {
             }
         }
         let rows_by_experiment = group_rows(&list, &table, pair)?;
+        let panels = list
+            .detectors
+            .iter()
+            .map(|d| std::sync::Arc::new(d.panels.clone()))
+            .collect();
         Ok(LoadedPair {
             experiments_path: pair.experiments.clone(),
+            layout: RowLayout::new(&pair.reflections, &table, &blobs),
             list,
             table,
             rows_by_experiment,
             next_experiment: 0,
             fluence_per_m2: self.dataset.fluence_per_m2,
+            panels,
         })
     }
 
@@ -588,93 +660,26 @@ impl ImageStream<'_> {
             return;
         };
         let report = &mut self.report;
+        let mut out = ImageShoeboxes::with_capacity(rows.len(), 0);
         for &row in rows {
-            if let Some(reason) = add_shoebox(image, boxes, hkl, row, n_panels, &mut report.pixels)
+            let (sb, at) = (boxes.get(row), (row, hkl[row]));
+            let background = Some(&mut image.background);
+            if let Some(reason) =
+                add_shoebox(&mut out, background, sb, at, n_panels, &mut report.pixels)
             {
                 report.shoeboxes.skip(reason, 1);
             } else {
                 report.shoeboxes.used += 1;
+                pair.layout.add_row(&mut image.location, row);
             }
         }
+        image.location.shoeboxes = out.shoeboxes.len();
+        image.location.pixels = out.counts.len();
+        image.location.checksum = out.checksum;
+        image.shoeboxes = out.shoeboxes;
+        image.counts = out.counts;
+        image.use_pixel = out.use_pixel;
     }
-}
-
-/// Why pixels of one shoebox were left out.
-#[derive(Default)]
-struct PixelTally {
-    masked: u64,
-    nan: u64,
-    negative: u64,
-}
-
-impl PixelTally {
-    /// True when the pixel is used; otherwise counts it under its reason.
-    fn keep(&mut self, count: f32, mask: u8) -> bool {
-        let reason = if mask & mask_bits::VALID == 0 {
-            &mut self.masked
-        } else if !count.is_finite() {
-            &mut self.nan
-        } else if count < 0.0 {
-            &mut self.negative
-        } else {
-            return true;
-        };
-        *reason += 1;
-        false
-    }
-
-    fn skipped(&self) -> u64 {
-        self.masked + self.nan + self.negative
-    }
-}
-
-/// Copies row `row`'s pixels into the image; returns the reason when the shoebox is skipped.
-fn add_shoebox(
-    image: &mut ImageData,
-    boxes: &ShoeboxColumn,
-    hkl: &[[i32; 3]],
-    row: usize,
-    n_panels: usize,
-    pixels: &mut Counts,
-) -> Option<&'static str> {
-    let Some(sb) = boxes
-        .get(row)
-        .filter(|sb| sb.header.version != 0 && !sb.data.is_empty())
-    else {
-        return Some("no pixels");
-    };
-    if sb.header.panel as usize >= n_panels {
-        return Some("panel not in detector");
-    }
-    let mut tally = PixelTally::default();
-    let start = image.counts.len();
-    for (&count, &mask) in sb.data.iter().zip(sb.mask) {
-        let usable = tally.keep(count, mask);
-        image.counts.push(if usable { count } else { 0.0 });
-        image.use_pixel.push(usable);
-    }
-    image.background.extend_from_slice(sb.background);
-    let total = sb.data.len() as u64;
-    if tally.skipped() == total {
-        image.counts.truncate(start);
-        image.use_pixel.truncate(start);
-        image.background.truncate(start);
-        pixels.skip("in a shoebox with no usable pixel", total);
-        return Some("every pixel masked, NaN or negative");
-    }
-    pixels.used += total - tally.skipped();
-    pixels.skip("masked (mask lacks VALID)", tally.masked);
-    pixels.skip("NaN or infinite count", tally.nan);
-    pixels.skip("negative count", tally.negative);
-    let (panel, bbox, miller_index) = (sb.header.panel, sb.header.bbox, hkl[row]);
-    image.shoeboxes.push(ShoeboxObs {
-        row,
-        panel,
-        bbox,
-        miller_index,
-        offset: start,
-    });
-    None
 }
 
 /// Maps each reflection row to its experiment via `id` → `identifiers` → experiment identifier.

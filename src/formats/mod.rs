@@ -7,6 +7,7 @@
 
 pub mod dataset_dir;
 pub mod expt;
+pub mod image_index;
 pub mod inspect;
 pub mod mtz;
 pub mod refl;

@@ -51,6 +51,18 @@ pub struct ShoeboxRef {
     pub image: usize,
     /// Shoebox index within the image.
     pub shoebox: usize,
+    /// The image's shoeboxes (read on demand, held while the operator uses them).
+    pub shoeboxes: Arc<crate::formats::image_index::ImageShoeboxes>,
+}
+
+impl ShoeboxRef {
+    /// The shoebox: panel, bbox, Miller index.
+    pub fn obs(&self) -> Result<&crate::formats::dataset_dir::ShoeboxObs, String> {
+        self.shoeboxes
+            .shoeboxes
+            .get(self.shoebox)
+            .ok_or_else(|| format!("image {} has no shoebox {}", self.image, self.shoebox))
+    }
 }
 
 /// A physics operator callable from a model.

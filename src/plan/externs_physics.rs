@@ -14,6 +14,7 @@
 
 use super::eval::Val;
 use super::externs::{Extern, ExternArg, Registry, ShoeboxRef};
+use super::image_cache::Lru;
 use crate::formats::expt::Panel as ExptPanel;
 use crate::ops::StructureFactorOutput;
 use crate::ops::{BraggSpotOp, MosaicInput, PlaneBackgroundOp, StructureFactorOp};
@@ -244,9 +245,11 @@ type TemplateKey = (usize, usize, u32);
 type Template = (Vec<f64>, Arc<SpotModel>);
 
 /// `bragg_spot(sb, f_squared[K], spectrum[K], energy_ev[K], rot[3], tilts[D, 3], n_cells[3], shape)`.
+/// Templates are kept for as many images as the source's shoebox cache holds (one step's
+/// batch), times the image's panels: rebuilding one gives the same template.
 #[derive(Default)]
 struct BraggSpot {
-    templates: Mutex<HashMap<TemplateKey, Template>>,
+    templates: Mutex<Lru<TemplateKey, Template>>,
 }
 
 fn panel(p: &ExptPanel) -> Result<Panel, String> {
@@ -283,7 +286,7 @@ fn template(
     shape: Shape,
 ) -> Result<SpotModel, String> {
     let image = &sb.data.images[sb.image];
-    let obs = &image.shoeboxes[sb.shoebox];
+    let obs = sb.obs()?;
     let p = image.panels.get(obs.panel as usize).ok_or_else(|| {
         format!(
             "shoebox on panel {} but the detector has {} panels",
@@ -331,7 +334,7 @@ fn template(
 
 /// The shoebox's window on its panel.
 fn region(sb: &ShoeboxRef) -> Result<Region, String> {
-    let b = sb.data.images[sb.image].shoeboxes[sb.shoebox].bbox;
+    let b = sb.obs()?.bbox;
     let len = |lo: i32, hi: i32| usize::try_from(hi - lo).ok().filter(|&n| n > 0);
     match (
         usize::try_from(b[2]),
@@ -358,13 +361,9 @@ impl BraggSpot {
         energy_ev: &[f64],
         shape: Shape,
     ) -> Result<Arc<SpotModel>, String> {
-        let obs = &sb.data.images[sb.image].shoeboxes[sb.shoebox];
+        let obs = sb.obs()?;
         let key = (Arc::as_ptr(&sb.data) as usize, sb.image, obs.panel);
-        if let Some((weights, m)) = self
-            .templates
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
+        if let Some((weights, m)) = self.templates.lock().ok().and_then(|mut c| c.get(&key))
             && m.shape == shape
             && weights == spectrum
         {
@@ -372,6 +371,8 @@ impl BraggSpot {
         }
         let m = Arc::new(template(sb, spectrum, energy_ev, shape)?);
         if let Ok(mut c) = self.templates.lock() {
+            let panels = sb.data.images[sb.image].panels.len().max(1);
+            c.grow_to(sb.data.cache.capacity().saturating_mul(panels));
             c.insert(key, (spectrum.to_vec(), m.clone()));
         }
         Ok(m)

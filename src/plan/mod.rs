@@ -15,6 +15,7 @@ pub mod externs;
 pub mod externs_anomalous;
 pub mod externs_physics;
 mod flows;
+pub mod image_cache;
 pub mod physics_data;
 pub mod records;
 pub mod reference;
@@ -346,6 +347,9 @@ fn record_plate(
             let engine = m.plate(&p.name, n, None);
             // A mini-batch at least as large as the data is the whole data.
             m.plates[engine].subsample = p.subsample.map(|b| b as usize).filter(|&b| b < n);
+            // Shoeboxes are read from disk on demand; hold one step's batch of images.
+            data.cache
+                .set_capacity(m.plates[engine].subsample.unwrap_or(n));
             (engine, records::RecordPlate::Images { engine, data }, n)
         }
         _ => {
@@ -680,14 +684,7 @@ fn record_dim(d: &Dim, scope: &Scope) -> Option<usize> {
         return (field == "n_channels").then_some(data.energy_ev.len());
     }
     match (scope.physics.records.get(rec)?, field) {
-        (records::RecordPlate::Shoeboxes { data, .. }, "n_pixels") => {
-            let mut sizes = data
-                .images
-                .iter()
-                .flat_map(|i| i.shoeboxes.iter().map(|b| b.pixel_count()));
-            let first = sizes.next()?;
-            sizes.all(|n| n == first).then_some(first)
-        }
+        (records::RecordPlate::Shoeboxes { data, .. }, "n_pixels") => data.common_pixel_count,
         _ => None,
     }
 }
@@ -914,7 +911,12 @@ fn masked(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
     let plate = plate.clone();
     model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
         let node = env.eval(t, &e)?;
-        let Some((n, used)) = records::used_pixels(env, &plate) else {
+        let used = records::used_pixels(env, &plate).map_err(|detail| TapeError::Op {
+            op: "observe",
+            label: "shoebox.pixels".into(),
+            detail,
+        })?;
+        let Some((n, used)) = used else {
             return Ok(node);
         };
         let full = if t.value(node).shape() == [n] {
@@ -933,7 +935,12 @@ fn masked_rows(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
     let plate = plate.clone();
     model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
         let node = env.eval(t, &e)?;
-        match records::used_pixels(env, &plate) {
+        let used = records::used_pixels(env, &plate).map_err(|detail| TapeError::Op {
+            op: "correction flow",
+            label: "context".into(),
+            detail,
+        })?;
+        match used {
             Some((n, used)) if t.value(node).shape().first() == Some(&n) => {
                 t.gather(node, 0, &used)
             }

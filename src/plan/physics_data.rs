@@ -4,16 +4,24 @@
 //! In: the `--data` directory (and the model's folder, which may ship the PDB), the file name or
 //! the channel count the model declares. Out: a `physics::atoms::Crystal`, or a [`DialsData`]:
 //! the shared channel grid (`shots.energies`), one [`DialsImage`] per used experiment (spectrum
-//! weights on that grid, beam, crystal, shoeboxes with hkl, pixels and use flags) and the
-//! [`DataReport`] of what `formats::dataset_dir` skipped and why. Guarantees: a missing or
-//! malformed file is a `PlanError::Data` naming it; a shot whose spectrum is not on the model's
-//! K-channel grid is an error naming the image and the channel (never resampled silently).
+//! weights on that grid, beam, crystal, shoebox count and where its shoeboxes sit in the
+//! `.refl`), the [`DataReport`] of what `formats::dataset_dir` skipped and why, and
+//! [`DialsData::shoeboxes`], which hands out an image's shoeboxes (hkl, panel, bbox, pixels, use
+//! flags) from a bounded cache, reading them from disk on a miss. Guarantees: every image is
+//! read and validated once, here, and only its metadata is kept (memory does not grow with the
+//! pixels of the dataset); a missing or malformed file is a `PlanError::Data` naming it; a shot
+//! whose spectrum is not on the model's K-channel grid is an error naming the image and the
+//! channel (never resampled silently); shoeboxes read again are those validated here, bit for
+//! bit, or an error naming the file.
 
 use super::error::PlanError;
-use crate::formats::dataset_dir::{DataReport, Dataset, ShoeboxObs};
+use super::image_cache::ShoeboxCache;
+use crate::formats::dataset_dir::{DataReport, Dataset};
 use crate::formats::expt::{Beam, Crystal as ExptCrystal};
+use crate::formats::image_index::{ImageLocation, ImageShoeboxes, read_shoeboxes};
 use crate::physics::atoms::{self, Crystal};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One still as the planner uses it.
 #[derive(Debug, Clone)]
@@ -30,12 +38,10 @@ pub struct DialsImage {
     pub panels: std::sync::Arc<Vec<crate::formats::expt::Panel>>,
     /// Photons per m² of this shot.
     pub fluence_per_m2: f64,
-    /// Shoeboxes with their Miller indices and pixel offsets.
-    pub shoeboxes: Vec<ShoeboxObs>,
-    /// Counts of all shoeboxes, concatenated.
-    pub counts: Vec<f32>,
-    /// Pixels to use (valid mask, finite, non-negative).
-    pub use_pixel: Vec<bool>,
+    /// Used shoeboxes (their pixels: [`DialsData::shoeboxes`]).
+    pub n_shoeboxes: usize,
+    /// Where the shoeboxes sit in the `.refl`.
+    pub location: ImageLocation,
 }
 
 /// A loaded `dials(...)` source.
@@ -51,6 +57,10 @@ pub struct DialsData {
     pub report: DataReport,
     /// The experiment lists, reflection tables and spectrum files of the dataset.
     pub files: Vec<PathBuf>,
+    /// The pixel count of every shoebox when all have the same, else None.
+    pub common_pixel_count: Option<usize>,
+    /// Shoeboxes of recently used images.
+    pub cache: ShoeboxCache,
 }
 
 impl DialsData {
@@ -58,10 +68,56 @@ impl DialsData {
     pub fn shoebox_offsets(&self) -> Vec<usize> {
         let mut offsets = vec![0];
         for image in &self.images {
-            offsets.push(offsets[offsets.len() - 1] + image.shoeboxes.len());
+            offsets.push(offsets[offsets.len() - 1] + image.n_shoeboxes);
         }
         offsets
     }
+
+    /// Image `i`'s shoeboxes and pixels: from the cache, or read again from its `.refl`.
+    pub fn shoeboxes(&self, i: usize) -> Result<Arc<ImageShoeboxes>, PlanError> {
+        let image = self.images.get(i).ok_or_else(|| {
+            data_error(
+                &self.dir,
+                format!("image {i} of {} does not exist", self.images.len()),
+            )
+        })?;
+        self.cache.get(i, || {
+            read_shoeboxes(&image.location).map_err(|e| {
+                // The error text starts with the file, which PlanError::Data prints itself.
+                let path = image.location.reflections.as_path();
+                let text = e.to_string();
+                let prefix = format!("{}: ", path.display());
+                let detail = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                data_error(path, format!("image `{}`: {detail}", image.identifier))
+            })
+        })
+    }
+
+    /// The Miller index of every used shoebox, image by image (reads each image once).
+    pub fn miller_indices(&self) -> Result<Vec<[i32; 3]>, PlanError> {
+        let mut out = Vec::new();
+        for i in 0..self.images.len() {
+            out.extend(
+                self.shoeboxes(i)?
+                    .shoeboxes
+                    .iter()
+                    .map(|sb| sb.miller_index),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The common pixel count of all shoeboxes seen so far (`Some(None)`: they differ).
+fn same_size(
+    seen: Option<Option<usize>>,
+    sizes: impl Iterator<Item = usize>,
+) -> Option<Option<usize>> {
+    sizes.fold(seen, |acc, n| match acc {
+        None => Some(Some(n)),
+        Some(Some(m)) if m == n => acc,
+        _ => Some(None),
+    })
 }
 
 /// Channels closer than this (eV) are the same channel.
@@ -123,6 +179,7 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
     let mut stream = dataset.images();
     let mut images = Vec::new();
     let mut grid: Option<Vec<f64>> = None;
+    let mut sizes = None;
     for image in stream.by_ref() {
         let image = image.map_err(|e| data_error(data_dir, e.to_string()))?;
         let (energy, weight) = channels(&image);
@@ -151,6 +208,8 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
                 }
             }
         }
+        sizes = same_size(sizes, image.shoeboxes.iter().map(|sb| sb.pixel_count()));
+        // The pixels are dropped here: `DialsData::shoeboxes` reads them again when needed.
         images.push(DialsImage {
             identifier: image.identifier,
             spectrum: weight,
@@ -158,9 +217,8 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
             crystal: image.crystal,
             panels: image.panels,
             fluence_per_m2: image.fluence_per_m2,
-            shoeboxes: image.shoeboxes,
-            counts: image.counts,
-            use_pixel: image.use_pixel,
+            n_shoeboxes: image.shoeboxes.len(),
+            location: image.location,
         });
     }
     let report = stream.report().clone();
@@ -171,5 +229,7 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
         images,
         report,
         files,
+        common_pixel_count: sizes.flatten(),
+        cache: ShoeboxCache::default(),
     })
 }

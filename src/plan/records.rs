@@ -7,7 +7,9 @@
 //! values of record fields (`image.spectrum`, `shoebox.pixels`, `shots.energies`, ...) and the
 //! records handed to operators. Guarantees: these plates have no tensor axis (each instance is
 //! evaluated on its own, images in parallel), so their records may differ in size (shoeboxes
-//! per image, pixels per shoebox); a field the runtime does not provide is an error naming it.
+//! per image, pixels per shoebox); shoebox fields come from [`DialsData::shoeboxes`] (the
+//! images of the current mini-batch, read from disk on demand and cached); a field the runtime
+//! does not provide, or shoeboxes that cannot be read again, is an error naming it.
 
 use super::externs::{ExternArg, ShoeboxRef};
 use super::physics_data::DialsData;
@@ -123,12 +125,14 @@ impl PhysicsScope {
         }
         match self.records.get(name)? {
             plate @ RecordPlate::Shoeboxes { data, .. } => {
-                Some(self.current(env, plate).map(|(image, shoebox)| {
-                    ExternArg::Shoebox(ShoeboxRef {
+                Some(self.current(env, plate).and_then(|(image, shoebox)| {
+                    let shoeboxes = data.shoeboxes(image).map_err(|e| e.to_string())?;
+                    Ok(ExternArg::Shoebox(ShoeboxRef {
                         data: data.clone(),
                         image,
                         shoebox: shoebox.unwrap_or(0),
-                    })
+                        shoeboxes,
+                    }))
                 }))
             }
             RecordPlate::Images { .. } => None,
@@ -172,7 +176,7 @@ fn image_field(
         "cell0" => vector(t, image.crystal.unit_cell().to_vec(), &[6]),
         "fluence" => Ok(t.scalar(image.fluence_per_m2)),
         "index" => Ok(t.scalar(i as f64)),
-        "n_shoeboxes" => Ok(t.scalar(image.shoeboxes.len() as f64)),
+        "n_shoeboxes" => Ok(t.scalar(image.n_shoeboxes as f64)),
         _ => Err(unknown(
             name,
             field,
@@ -189,8 +193,11 @@ fn shoebox_field(
     name: &str,
     field: &str,
 ) -> Result<NodeId, String> {
-    let image = &d.images[i];
-    let sb = &image.shoeboxes[s];
+    let image = d.shoeboxes(i).map_err(|e| e.to_string())?;
+    let sb = image
+        .shoeboxes
+        .get(s)
+        .ok_or_else(|| format!("image {i} has no shoebox {s}"))?;
     let n = sb.pixel_count();
     let range = sb.offset..sb.offset + n;
     match field {
@@ -230,8 +237,8 @@ fn shoebox_field(
 }
 
 /// The pixel count of the current shoebox and the indices of its used pixels, or None when
-/// every pixel is used.
-pub fn used_pixels(env: &Env, plate: &RecordPlate) -> Option<(usize, Vec<usize>)> {
+/// every pixel is used (or this is not a shoebox instance).
+pub fn used_pixels(env: &Env, plate: &RecordPlate) -> Result<Option<(usize, Vec<usize>)>, String> {
     let RecordPlate::Shoeboxes {
         engine,
         image_engine,
@@ -239,18 +246,24 @@ pub fn used_pixels(env: &Env, plate: &RecordPlate) -> Option<(usize, Vec<usize>)
         data,
     } = plate
     else {
-        return None;
+        return Ok(None);
     };
-    let image = env.plate_index(*image_engine)?;
-    let s = env.plate_index(*engine)? - offsets[image];
-    let img = &data.images[image];
-    let sb = &img.shoeboxes[s];
+    let (Some(image), Some(global)) = (env.plate_index(*image_engine), env.plate_index(*engine))
+    else {
+        return Ok(None);
+    };
+    let img = data.shoeboxes(image).map_err(|e| e.to_string())?;
+    let s = global - offsets[image];
+    let sb = img
+        .shoeboxes
+        .get(s)
+        .ok_or_else(|| format!("image {image} has no shoebox {s}"))?;
     let flags = &img.use_pixel[sb.offset..sb.offset + sb.pixel_count()];
     if flags.iter().all(|&u| u) {
-        return None;
+        return Ok(None);
     }
-    Some((
+    Ok(Some((
         flags.len(),
         (0..flags.len()).filter(|&k| flags[k]).collect(),
-    ))
+    )))
 }

@@ -325,11 +325,7 @@ pub fn refine_run(
     let pdb_name = pdb_file.map_or(call.crystal.clone(), |p| p.display().to_string());
     let fail = |what: String| RunError::Physics(format!("{FILE_NAME} from {pdb_name}: {what}"));
     let asu = ReciprocalAsu::new(&crystal.space_group);
-    let observed: Vec<[i32; 3]> = data
-        .images
-        .iter()
-        .flat_map(|image| image.shoeboxes.iter().map(|sb| sb.miller_index))
-        .collect();
+    let observed = data.miller_indices()?;
     let hkl = asu.unique(observed.iter().copied());
     let energy_ev = data.energy_ev[channel];
     let draws = SiteDrawsAtEnergy { fp, fdp };

@@ -6,7 +6,8 @@
 //! skipped and listed in [`ReflectionTable::skipped_columns`] (never silently); legacy pickle
 //! files, foreign msgpack, unknown versions and truncated or inconsistent data are refused with a
 //! [`ReflError`] naming the file, the byte offset and the field. Writing then reading a table
-//! gives back the same bytes and the same values.
+//! gives back the same bytes and the same values. [`read_refl_located`] also returns where each
+//! column's values sit in the file ([`ColumnBlobs`]), so rows can be read again by byte range.
 
 mod columns;
 mod reader;
@@ -14,7 +15,7 @@ mod shoebox;
 mod writer;
 
 pub use columns::Column;
-pub use reader::{parse_refl, read_refl};
+pub use reader::{ColumnBlobs, parse_refl, parse_refl_located, read_refl, read_refl_located};
 pub use shoebox::{ShoeboxColumn, ShoeboxHeader, ShoeboxRef, mask_bits};
 pub use writer::{refl_to_bytes, write_refl};
 

@@ -17,15 +17,47 @@ const MAX_SKIP_DEPTH: usize = 64;
 
 /// Reads a `.refl` file.
 pub fn read_refl(path: &Path) -> Result<ReflectionTable, ReflError> {
+    read_refl_located(path).map(|(table, _)| table)
+}
+
+/// Reads a `.refl` file and where each column's values sit in it (to read rows again later).
+pub fn read_refl_located(path: &Path) -> Result<(ReflectionTable, ColumnBlobs), ReflError> {
     let bytes = std::fs::read(path).map_err(|source| ReflError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_refl(&bytes, path)
+    parse_refl_located(&bytes, path)
 }
 
 /// Parses the bytes of a `.refl` file; `path` is used only in error messages.
 pub fn parse_refl(bytes: &[u8], path: &Path) -> Result<ReflectionTable, ReflError> {
+    parse_refl_located(bytes, path).map(|(table, _)| table)
+}
+
+/// Byte ranges of the column blobs (the `bin` payload of each read column) in a `.refl` file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColumnBlobs {
+    /// Total length of the file.
+    pub file_len: u64,
+    /// (column name, offset of its blob's first byte, blob length).
+    pub blobs: Vec<(String, u64, u64)>,
+}
+
+impl ColumnBlobs {
+    /// Offset and length of the blob of column `name`.
+    pub fn get(&self, name: &str) -> Option<(u64, u64)> {
+        self.blobs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|&(_, at, len)| (at, len))
+    }
+}
+
+/// As [`parse_refl`], also returning where each column's blob sits in `bytes`.
+pub fn parse_refl_located(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(ReflectionTable, ColumnBlobs), ReflError> {
     if is_pickle(bytes) {
         return Err(ReflError::Pickle {
             path: path.to_path_buf(),
@@ -35,6 +67,7 @@ pub fn parse_refl(bytes: &[u8], path: &Path) -> Result<ReflectionTable, ReflErro
         all: bytes,
         rest: bytes,
         path,
+        blobs: Vec::new(),
     };
     let found = format!("{} top-level items", cur.array_len("table")?);
     let tag = cur.str("table tag").map_err(|_| ReflError::Magic {
@@ -59,7 +92,11 @@ pub fn parse_refl(bytes: &[u8], path: &Path) -> Result<ReflectionTable, ReflErro
     }
     let mut table = cur.header()?;
     table.version = version;
-    Ok(table)
+    let blobs = ColumnBlobs {
+        file_len: bytes.len() as u64,
+        blobs: cur.blobs,
+    };
+    Ok((table, blobs))
 }
 
 /// Python pickles start with PROTO (0x80 + protocol 2..5) or, for protocols 0/1, with a
@@ -81,6 +118,8 @@ struct Cursor<'a> {
     all: &'a [u8],
     rest: &'a [u8],
     path: &'a Path,
+    /// (column, offset, length) of every column blob read so far.
+    blobs: Vec<(String, u64, u64)>,
 }
 
 impl<'a> Cursor<'a> {
@@ -309,6 +348,8 @@ impl<'a> Cursor<'a> {
             });
         }
         let blob = self.bin(name)?;
+        let at = (self.offset() - blob.len()) as u64;
+        self.blobs.push((name.to_string(), at, blob.len() as u64));
         if type_name == "Shoebox<>" {
             return Ok(Column::Shoebox(ShoeboxColumn::decode(
                 blob, nrows, self.path,

@@ -54,7 +54,16 @@ impl ShoeboxHeader {
         }
         self.shape().iter().product()
     }
+
+    /// Bytes of this row in the column blob: panel, bbox, flag, then data, mask, background.
+    pub fn encoded_len(&self) -> usize {
+        let mask_width = if self.version == 1 { 4 } else { 1 };
+        ROW_HEADER_BYTES + self.pixel_count() * (8 + mask_width)
+    }
 }
+
+/// Bytes before a row's pixels: panel (u32), bbox (6 x i32), pixel flag (u8).
+const ROW_HEADER_BYTES: usize = 4 + 24 + 1;
 
 /// A borrowed view of one shoebox and its pixels.
 #[derive(Debug, Clone, Copy)]
@@ -197,8 +206,23 @@ impl ShoeboxColumn {
         }
     }
 
-    /// Decodes `nrows` shoeboxes from the column blob; trailing bytes are an error.
-    pub(super) fn decode(blob: &[u8], nrows: usize, path: &Path) -> Result<Self, ReflError> {
+    /// Offset of every row's record in the column blob (what [`ShoeboxColumn::decode`] of a
+    /// slice starting there reads back).
+    pub fn row_offsets(&self) -> Vec<u64> {
+        let mut at = 0u64;
+        self.headers
+            .iter()
+            .map(|h| {
+                let start = at;
+                at += h.encoded_len() as u64;
+                start
+            })
+            .collect()
+    }
+
+    /// Decodes `nrows` shoeboxes from the column blob (or from consecutive rows of it);
+    /// trailing bytes are an error.
+    pub fn decode(blob: &[u8], nrows: usize, path: &Path) -> Result<Self, ReflError> {
         let mut bytes = Bytes {
             rest: blob,
             row: 0,
