@@ -175,13 +175,14 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
     }
     for c in &r.corrections {
         println!(
-            "correction flow `{}` ({}, penalty {}) on {}: log-likelihood gain over the identity {:+.1} ± {:.1} nats",
+            "correction flow `{}` ({}, penalty {}) on {}: log-likelihood gain over the uncorrected likelihood {:+.1} ± {:.1} nats ({:+.1} over its Gaussian start)",
             c.flow,
             c.kind,
             c.penalty,
             c.observe.lines().next().unwrap_or_default(),
             c.log_lik_gain,
-            c.log_lik_gain_se
+            c.log_lik_gain_se,
+            c.gain_over_identity
         );
     }
     println!("wrote {}", args.out.display());
