@@ -56,6 +56,25 @@ fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
         .iter()
         .filter(|s| matches!(s.kind, ir::StmtKind::Factor { .. }))
         .count();
+    let corrected = program
+        .log_joint
+        .iter()
+        .filter(|s| {
+            matches!(
+                &s.kind,
+                ir::StmtKind::Observe {
+                    correction: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    if corrected > 0 {
+        eprintln!(
+            "note: {corrected} correction flow(s) are not applied when simulating: counts are drawn \
+             from the physics likelihood (a flow is learned from data, it has no values before a fit)"
+        );
+    }
     if factors > 0 {
         eprintln!(
             "note: {factors} factor statement(s) are not applied when simulating: the simulator \

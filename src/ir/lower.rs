@@ -216,6 +216,13 @@ impl Lowerer<'_> {
                     correction,
                 }
             }
+            // A factor that is the constant 0 (a `match` arm that switches a restraint off)
+            // adds nothing: it is dropped, as a flow switched off by its guard is.
+            S::Factor { value }
+                if value.meta.value.as_ref().and_then(Value::as_real) == Some(0.0) =>
+            {
+                return;
+            }
             S::Factor { value } => StmtKind::Factor {
                 value: self.expr(value),
             },
