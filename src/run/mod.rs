@@ -181,6 +181,8 @@ fn still_rising(elbo: &[f64]) -> Option<String> {
 
 /// Particles (draws of the fitted guide) averaged in each state comparison.
 const STATE_PARTICLES: usize = 16;
+/// Guide draws of the correction-flow report (three model evaluations each).
+const CORRECTION_DRAWS: usize = 4;
 
 /// Where the checkpoint of a run in `out` lives.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
@@ -268,7 +270,7 @@ pub fn run_model(
     let states =
         pool.install(|| physics::state_probabilities(model, &state, &choices, STATE_PARTICLES))?;
     let corrections =
-        pool.install(|| corrections::correction_reports(model, &state, STATE_PARTICLES))?;
+        pool.install(|| corrections::correction_reports(model, &state, CORRECTION_DRAWS))?;
     let data: Vec<_> = planned
         .physics
         .dials
