@@ -612,7 +612,7 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
             }
             _ => None,
         },
-        "activation" => word(&["relu", "tanh", "gelu", "softplus"]),
+        "activation" => word(&["relu", "tanh", "sigmoid", "softplus"]),
         "kind" if is_flow => word(&["affine_coupling", "planar", "spline"]),
         // Whether the conditioner sees ln(1 + μ), the physics' expected count.
         "given_expected" if is_flow => matches!(v, Value::Bool(_)).then(|| v.clone()),

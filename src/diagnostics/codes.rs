@@ -164,7 +164,7 @@ codes! {
         "Flows accept: kind (affine_coupling | planar | spline), layers, hidden, activation, readout\n\
          (a non-negative real, counts) and given_expected (a bool). Encoders accept: hidden,\n\
          activation. layers is a positive int, hidden a list of positive ints, activation one of\n\
-         relu | tanh | gelu | softplus.\n";
+         relu | tanh | sigmoid | softplus.\n";
     E0604 => "bad guide",
         "A guide is `guide mean_field`, `guide map`, `guide low_rank(RANK)` (a constant int from 1 to\n\
          the latent's element count), `guide full_rank`, or `guide ENCODER(inputs...)` naming an\n\
