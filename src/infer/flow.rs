@@ -36,6 +36,7 @@
 use super::dist::DistError;
 use super::mlp::Mlp;
 use super::model::{Env, Expr};
+use super::spline::{spline, spline_kl, spline_outputs};
 use crate::tape::{FusedOp, NodeId, Tape, Value};
 use ndarray::{ArrayD, IxDyn};
 use std::sync::Arc;
@@ -57,6 +58,11 @@ pub enum FlowKind {
         /// Layers.
         layers: usize,
     },
+    /// A monotone rational-quadratic spline on [−B, B], the identity outside (one layer).
+    Spline {
+        /// Bins K.
+        bins: usize,
+    },
 }
 
 impl FlowKind {
@@ -65,6 +71,7 @@ impl FlowKind {
         match self {
             FlowKind::AffineCoupling => 2,
             FlowKind::Planar { layers } => 3 * layers,
+            FlowKind::Spline { bins } => spline_outputs(bins),
         }
     }
 }
@@ -314,13 +321,16 @@ impl CorrectedLogLik {
         match self.kind {
             FlowKind::AffineCoupling => affine(x, p, weight, grads),
             FlowKind::Planar { .. } => planar(x, p, weight, grads),
+            FlowKind::Spline { bins } => spline(x, p, bins, weight, grads),
         }
     }
 
     /// KL(P ‖ P*) of one element (and weight × its gradient added into `dp`).
     fn kl(&self, p: &[f64], weight: f64, mut dp: Option<&mut [f64]>) -> f64 {
-        if self.kind == FlowKind::AffineCoupling {
-            return affine_kl(p, weight, dp);
+        match self.kind {
+            FlowKind::AffineCoupling => return affine_kl(p, weight, dp),
+            FlowKind::Spline { bins } => return spline_kl(p, bins, weight, dp),
+            FlowKind::Planar { .. } => {}
         }
         // KL = −Σ_q w_q [x_q²/2 + f(x_q)].
         let mut kl = 0.0;
