@@ -429,12 +429,16 @@ mod tests {
         }
     }
 
-    /// At zero parameters both flows are the identity: the value is Σ log N(r) and the penalty 0.
+    /// At zero parameters every flow is the identity: the value is Σ log N(r) and the penalty 0.
     #[test]
     fn zero_parameters_are_the_identity() {
         let r = [0.3, -1.7, 2.2];
         let plain: f64 = r.iter().map(|x| -0.5 * x * x - HALF_LN_2PI).sum();
-        for kind in [FlowKind::AffineCoupling, FlowKind::Planar { layers: 3 }] {
+        for kind in [
+            FlowKind::AffineCoupling,
+            FlowKind::Planar { layers: 3 },
+            FlowKind::Spline { bins: 8 },
+        ] {
             let op = CorrectedLogLik { kind, penalty: 5.0 };
             let p = vec![0.0; 3 * kind.outputs()];
             assert!((eval(&op, &r, &p) - plain).abs() < 1e-12, "{kind:?}");

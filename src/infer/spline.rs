@@ -36,7 +36,7 @@ pub const MAX_SPLINE_BINS: usize = 64;
 /// Gauss–Legendre nodes per piece of the KL quadrature.
 pub const GAUSS_NODES: usize = 8;
 /// The KL quadrature cuts [−B, B] into this many equal cells, and again at every knot.
-pub const QUAD_CELLS: usize = 10;
+pub const QUAD_CELLS: usize = 5;
 
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
