@@ -26,9 +26,23 @@
 //!   layers compose to one). KL = s + (1 + b²) e^{−2s}/2 − 1/2 in closed form.
 //! - `planar`: L layers x ← x + u tanh(w x + c) with w = e^ŵ and u = (e^v − 1)/w, so that
 //!   T' = Π (1 + (e^v − 1)(1 − tanh²)) > 0 (invertible for any v, ŵ, c); (v, ŵ, c) = 0 is the
-//!   identity. Its KL is a deterministic quadrature: the trapezoid rule on [−6, 6] with step 0.5
-//!   against the standard normal weight (25 nodes; exponentially accurate for these analytic
+//!   identity. Its KL is a deterministic quadrature: the trapezoid rule on [−8, 8] with step 0.5
+//!   against the standard normal weight (33 nodes; exponentially accurate for these analytic
 //!   integrands), so no extra randomness enters the ELBO.
+//! - `spline` (src/infer/spline.rs): a monotone rational-quadratic spline (Durkan et al. 2019) of
+//!   K = `bins` bins on [−B, B], B = 5, the identity outside. The MLP gives K width logits, K
+//!   height logits and K − 1 interior knot-slope pre-activations per element: widths and heights
+//!   are 2B (m + (1 − K m) softmax), m = 1e-3; interior slopes δ = 10⁻³ + softplus(d + c) with
+//!   softplus(c) = 1 − 10⁻³, so d = 0 gives δ = 1; the two end slopes are 1, so T and T' are
+//!   continuous into the tails. Zero outputs give uniform bins and unit slopes: the identity. In
+//!   bin k, with ξ = (x − xₖ)/wₖ, sₖ = hₖ/wₖ, θ = ξ(1 − ξ), D = sₖ + (δₖ₊₁ + δₖ − 2sₖ)θ:
+//!   T = yₖ + hₖ(sₖξ² + δₖθ)/D and T' = sₖ²(δₖ₊₁ξ² + 2sₖθ + δₖ(1 − ξ)²)/D². One layer (the
+//!   planner refuses more; raise `bins` instead). T maps [−B, B] onto itself and is the identity
+//!   beyond, so the KL integrand vanishes outside [−B, B]; inside it is analytic between knots,
+//!   and the KL is 8-point Gauss–Legendre on each piece of [−B, B] cut at 5 equal cells and at
+//!   the knots (8 (K + 4) nodes; the pieces' ends at knots move with them and the adjoint
+//!   differentiates that). Against a 10⁶-interval reference it is within 1.5e-5 relative for
+//!   conditioner outputs of scale 1 and 4.2e-4 for scale 3 (tests/run_flows.rs).
 //!
 //! The likelihood terms and the penalty of all elements are one fused tape node with a hand
 //! adjoint (`CorrectedLogLik`); the conditioner is ordinary dense layers on the tape.

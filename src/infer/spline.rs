@@ -17,9 +17,13 @@
 //! uniform bins and unit derivatives: T is the identity.
 //!
 //! The flow's KL(N(0, 1) ‖ law of r under P*) = ∫ φ(x) [(T(x)² − x²)/2 − log T'(x)] dx vanishes
-//! outside [−B, B] (T maps [−B, B] onto itself and is the identity beyond), and on each bin the
-//! integrand is analytic in ξ, so it is computed by [`GAUSS_NODES`]-point Gauss–Legendre on every
-//! bin, at nodes that move with the knots (the adjoint differentiates the node positions too).
+//! outside [−B, B] (T maps [−B, B] onto itself and is the identity beyond), and between knots
+//! it is analytic, so it is computed by [`GAUSS_NODES`]-point Gauss–Legendre on every piece of
+//! [−B, B] cut at [`QUAD_CELLS`] equal cells (for the Gaussian weight across wide bins) and at
+//! the interior knots (for the kinks): 8 (K + 4) nodes. Pieces ending at a knot move with it and
+//! the adjoint differentiates their ends too. Measured against a 10⁶-interval reference
+//! (tests/run_flows.rs): 1.5e-5 relative for conditioner outputs of scale 1, 4.2e-4 for scale 3
+//! (bins 400× unequal, where the integrand is steep next to knots of small slope).
 
 use crate::tape::elementwise::{sigmoid, softplus};
 
@@ -104,8 +108,7 @@ impl Bin {
         let theta = xi * (1.0 - xi);
         let a = s * xi * xi + self.d0 * theta;
         let den = s + (self.d1 + self.d0 - 2.0 * s) * theta;
-        let slope_num =
-            self.d1 * xi * xi + 2.0 * s * theta + self.d0 * (1.0 - xi) * (1.0 - xi);
+        let slope_num = self.d1 * xi * xi + 2.0 * s * theta + self.d0 * (1.0 - xi) * (1.0 - xi);
         BinEval {
             xi,
             s,
@@ -333,10 +336,13 @@ impl RationalQuadraticSpline {
             let g = b.adjoint(&e, -weight * e.t, weight);
             *dx += g.xi / b.w;
             bar.x[k] -= g.xi / b.w;
-            bar.add(k, &BinBar {
-                w: g.w - g.xi * e.xi / b.w,
-                ..g
-            });
+            bar.add(
+                k,
+                &BinBar {
+                    w: g.w - g.xi * e.xi / b.w,
+                    ..g
+                },
+            );
         }
         -0.5 * e.t * e.t + e.log_dt
     }
@@ -388,10 +394,13 @@ impl RationalQuadraticSpline {
         };
         let g = b.adjoint(&e, c * phi * e.t, -c * phi);
         bar.x[k] -= g.xi / b.w;
-        bar.add(k, &BinBar {
-            w: g.w - g.xi * e.xi / b.w,
-            ..g
-        });
+        bar.add(
+            k,
+            &BinBar {
+                w: g.w - g.xi * e.xi / b.w,
+                ..g
+            },
+        );
         // φ' = −xφ, and ∂inner/∂x at fixed T is −x.
         (phi * inner, g.xi / b.w - c * x * phi * (inner + 1.0))
     }
@@ -497,7 +506,10 @@ mod tests {
         let rule = unit_gauss_legendre();
         for n in 0..16 {
             let q: f64 = rule.iter().map(|(x, w)| w * x.powi(n)).sum();
-            assert!((q - 1.0 / f64::from(n + 1)).abs() < 1e-15, "degree {n}: {q}");
+            assert!(
+                (q - 1.0 / f64::from(n + 1)).abs() < 1e-15,
+                "degree {n}: {q}"
+            );
         }
     }
 
@@ -508,7 +520,10 @@ mod tests {
         for i in -70..=70 {
             let x = 0.1 * f64::from(i);
             let (t, dt) = s.transform(x);
-            assert!((t - x).abs() < 1e-12 && (dt - 1.0).abs() < 1e-12, "{x}: {t} {dt}");
+            assert!(
+                (t - x).abs() < 1e-12 && (dt - 1.0).abs() < 1e-12,
+                "{x}: {t} {dt}"
+            );
         }
         assert!(s.kl().abs() < 1e-12);
     }
