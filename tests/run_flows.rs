@@ -451,3 +451,18 @@ fn a_spline_beats_an_affine_flow_on_skewed_residuals() {
     assert!(spline - affine > 40.0, "spline {spline} vs affine {affine}");
     assert!(clean.abs() < 20.0, "well-specified spline gain {clean}");
 }
+
+/// A spline op of no bins (a model cannot ask for it: the planner wants 2 to 64) is an error.
+#[test]
+fn a_spline_of_no_bins_is_an_error_not_a_panic() {
+    let op = CorrectedLogLik {
+        kind: FlowKind::Spline { bins: 0 },
+        penalty: 1.0,
+    };
+    assert!(
+        op.forward(&[&value(&[1], vec![0.0]), &value(&[1, 0], vec![])])
+            .is_err()
+    );
+    assert!(RationalQuadraticSpline::new(&[], 0).is_err());
+    assert!(RationalQuadraticSpline::new(&[0.0; 5], 3).is_err());
+}

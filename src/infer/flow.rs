@@ -50,7 +50,7 @@
 use super::dist::DistError;
 use super::mlp::Mlp;
 use super::model::{Env, Expr};
-use super::spline::{spline, spline_kl, spline_outputs};
+use super::spline::{MAX_SPLINE_BINS, spline, spline_kl, spline_outputs};
 use crate::tape::{FusedOp, NodeId, Tape, Value};
 use ndarray::{ArrayD, IxDyn};
 use std::sync::Arc;
@@ -360,6 +360,13 @@ impl CorrectedLogLik {
         let (Some(Value::Real(r)), Some(Value::Real(p))) = (inputs.first(), inputs.get(1)) else {
             return Err("inputs must be the residuals and the conditioner output (reals)".into());
         };
+        if let FlowKind::Spline { bins } = self.kind
+            && !(1..=MAX_SPLINE_BINS).contains(&bins)
+        {
+            return Err(format!(
+                "a spline flow of {bins} bins (1 to {MAX_SPLINE_BINS})"
+            ));
+        }
         let m = self.kind.outputs();
         let n = r.len();
         if p.len() != n * m {

@@ -46,8 +46,8 @@ const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
 /// Gauss–Legendre nodes (positive half) and weights on [−1, 1], 8 points.
 const GL8: [(f64, f64); 4] = [
-    (0.183_434_642_495_649_8, 0.362_683_783_378_362_0),
-    (0.525_532_409_916_329_0, 0.313_706_645_877_887_3),
+    (0.183_434_642_495_649_8, 0.362_683_783_378_362),
+    (0.525_532_409_916_329, 0.313_706_645_877_887_3),
     (0.796_666_477_413_626_7, 0.222_381_034_453_374_5),
     (0.960_289_856_497_536_3, 0.101_228_536_290_376_3),
 ];
@@ -64,7 +64,7 @@ pub fn unit_gauss_legendre() -> [(f64, f64); GAUSS_NODES] {
 
 /// Conditioner outputs per element of a spline of `bins` bins.
 pub fn spline_outputs(bins: usize) -> usize {
-    3 * bins - 1
+    (3 * bins).saturating_sub(1)
 }
 
 /// One bin: lower knot (x, y), width, height, derivatives at its two knots.
@@ -250,7 +250,7 @@ impl RationalQuadraticSpline {
         if !(1..=MAX_SPLINE_BINS).contains(&bins) || raw.len() != spline_outputs(bins) {
             return Err(format!(
                 "a spline of {bins} bins needs {} outputs, got {}",
-                spline_outputs(bins.max(1)),
+                spline_outputs(bins),
                 raw.len()
             ));
         }
