@@ -140,7 +140,7 @@ pub(super) fn correction_spec(
 fn spline_kind(bins: Option<&V>, layers: usize, what: &str) -> Result<FlowKind, String> {
     if layers > 1 {
         return Err(format!(
-            "{what}: a spline flow has one layer here (the quadrature of its penalty is per bin of one spline; for a more flexible map raise `bins`); set layers = 1"
+            "{what}: a spline flow has one layer here (its penalty's quadrature is cut at one spline's knots; for a more flexible map raise `bins`); set layers = 1"
         ));
     }
     match bins {
