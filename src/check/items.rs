@@ -13,6 +13,7 @@ use std::collections::HashMap;
 const FLOW_DEFAULTS: &[(&str, &str)] = &[
     ("kind", "affine_coupling"),
     ("layers", "1"),
+    ("bins", "8"),
     ("hidden", "[32, 32]"),
     ("activation", "tanh"),
     ("readout", "1.0"),
@@ -606,6 +607,8 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
     };
     match key {
         "layers" if is_flow => positive(v).then(|| v.clone()),
+        // Bins of a spline flow (the planner also bounds it).
+        "bins" if is_flow => positive(v).then(|| v.clone()),
         "hidden" => match v {
             Value::List(items) if !items.is_empty() && items.iter().all(positive) => {
                 Some(v.clone())

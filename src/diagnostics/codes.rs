@@ -161,10 +161,11 @@ codes! {
         "`--set name=value` gives a value of the wrong type for a const, or a choice a variant does not\n\
          have.\n";
     E0603 => "bad flow or encoder setting",
-        "Flows accept: kind (affine_coupling | planar | spline), layers, hidden, activation, readout\n\
-         (a non-negative real, counts) and given_expected (a bool). Encoders accept: hidden,\n\
-         activation. layers is a positive int, hidden a list of positive ints, activation one of\n\
-         relu | tanh | sigmoid | softplus.\n";
+        "Flows accept: kind (affine_coupling | planar | spline), layers, bins (spline bins, a\n\
+         positive int; a run needs 2 to 64), hidden, activation, readout (a non-negative real,\n\
+         counts) and given_expected (a bool). Encoders accept: hidden, activation. layers is a\n\
+         positive int, hidden a list of positive ints, activation one of relu | tanh | sigmoid |\n\
+         softplus.\n";
     E0604 => "bad guide",
         "A guide is `guide mean_field`, `guide map`, `guide low_rank(RANK)` (a constant int from 1 to\n\
          the latent's element count), `guide full_rank`, or `guide ENCODER(inputs...)` naming an\n\

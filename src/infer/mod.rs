@@ -21,4 +21,5 @@ pub mod optim;
 pub mod posterior;
 pub mod reduce;
 pub mod rng;
+pub mod spline;
 pub mod svi;

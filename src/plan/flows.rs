@@ -3,15 +3,16 @@
 //!
 //! In: the IR's `Correction` (merged settings, context expressions, penalty), the observation.
 //! Out: an [`CorrectionSpec`] for the observe site. Refused with a clear message: a likelihood
-//! other than Poisson, the `spline` kind (not implemented), an affine coupling of more than one
-//! layer (stacked affine maps of a scalar compose to one), context inputs whose per-element size
-//! is not fixed.
+//! other than Poisson, an affine coupling or a spline of more than one layer (stacked affine maps
+//! of a scalar compose to one; a spline's flexibility is its `bins`), a spline of fewer than 2 or
+//! more than `MAX_SPLINE_BINS` bins, context inputs whose per-element size is not fixed.
 
 use super::error::PlanError;
 use super::{Scope, closure, dim, masked_rows, record_dim};
 use crate::check::value::Value as V;
 use crate::infer::flow::{ContextInput, CorrectionSpec, FlowKind, MAX_PLANAR_LAYERS};
 use crate::infer::mlp::Mlp;
+use crate::infer::spline::{DEFAULT_SPLINE_BINS, MAX_SPLINE_BINS};
 use crate::ir;
 use crate::tape::linalg::Activation;
 use std::sync::Arc;
@@ -103,9 +104,7 @@ pub(super) fn correction_spec(
             FlowKind::Planar { layers }
         }
         Some(V::Str(k) | V::Choice(k)) if k == "spline" => {
-            return Err(unsupported(format!(
-                "{what} of kind `spline` (rational-quadratic spline flows are not implemented yet; use affine_coupling or planar)"
-            )));
+            spline_kind(setting("bins"), layers, &what).map_err(unsupported)?
         }
         _ if layers > 1 => {
             return Err(unsupported(format!(
@@ -135,6 +134,37 @@ pub(super) fn correction_spec(
         readout,
         given_expected,
     })
+}
+
+/// A spline flow's kind from its `bins` setting: one layer, 2 to MAX_SPLINE_BINS bins.
+fn spline_kind(bins: Option<&V>, layers: usize, what: &str) -> Result<FlowKind, String> {
+    if layers > 1 {
+        return Err(format!(
+            "{what}: a spline flow has one layer here (its penalty's quadrature is cut at one spline's knots; for a more flexible map raise `bins`); set layers = 1"
+        ));
+    }
+    match bins {
+        None => Ok(FlowKind::Spline {
+            bins: DEFAULT_SPLINE_BINS,
+        }),
+        Some(V::Int(n)) if (2..=MAX_SPLINE_BINS as i64).contains(n) => {
+            Ok(FlowKind::Spline { bins: *n as usize })
+        }
+        Some(other) => Err(format!(
+            "{what}: the setting `bins` = {} (a spline needs an int from 2 to {MAX_SPLINE_BINS})",
+            shown(other)
+        )),
+    }
+}
+
+/// A setting value as written.
+fn shown(v: &V) -> String {
+    match v {
+        V::Int(n) => n.to_string(),
+        V::Real(x) => x.to_string(),
+        V::Str(w) | V::Choice(w) => format!("`{w}`"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// A context input: per observed element when its shape extends the data's, else one value

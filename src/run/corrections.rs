@@ -93,6 +93,7 @@ pub fn correction_reports(
                 crate::infer::flow::FlowKind::Planar { layers } => {
                     format!("planar ({layers} layers)")
                 }
+                crate::infer::flow::FlowKind::Spline { bins } => format!("spline ({bins} bins)"),
             },
             penalty: c.penalty,
             parameters: c.n_params(),
