@@ -181,10 +181,7 @@ impl Dist {
 
 /// log N(x; μ, σ) as one fused node.
 fn normal(t: &mut Tape, x: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
-    t.fused(
-        Arc::new(super::normal_kernel::NormalLogPdf),
-        &[x, loc, scale],
-    )
+    t.normal_log_pdf(x, loc, scale)
 }
 
 /// -(x-μ)²/(2σ²) - ln σ - ln √(2π), from elementwise nodes (the reference for the fused kernel).

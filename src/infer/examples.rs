@@ -210,13 +210,14 @@ pub fn hierarchical_regression(
     )));
     let mean = Expr::Call(Arc::new(|t, env| {
         let (Some(alpha), Some(b), Some(x)) =
-            (env.site("alpha"), env.site("b"), env.data_slice("x"))
+            (env.site("alpha"), env.site("b"), env.data_node(t, "x"))
         else {
             return Err(crate::tape::TapeError::UnknownNode(usize::MAX));
         };
-        let mut column = x.shape()[..x.ndim() - 1].to_vec();
+        let shape = t.shape(x).to_vec();
+        let mut column = shape[..shape.len() - 1].to_vec();
         column.push(1);
-        let xn = t.constant_real(x);
+        let xn = x;
         let bx = t.mul(b, xn)?;
         // alpha is [] for one instance or [rows] for a chunk; x is [n] or [rows, n].
         let alpha = if column.len() > 1 {

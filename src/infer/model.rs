@@ -199,8 +199,8 @@ impl Site {
 pub struct DataColumn {
     /// Plates indexing the leading axes.
     pub plates: Vec<PlateId>,
-    /// Values.
-    pub values: ArrayD<f64>,
+    /// Values (shared: tapes read a plate instance's rows in place).
+    pub values: Arc<ArrayD<f64>>,
 }
 
 /// A model ready to evaluate.
@@ -324,6 +324,7 @@ impl Model {
 
     /// Adds a data column indexed by `plates`.
     pub fn data(&mut self, name: &str, plates: Vec<PlateId>, values: ArrayD<f64>) -> &mut Self {
+        let values = Arc::new(values.as_standard_layout().into_owned());
         self.data.insert(name.into(), DataColumn { plates, values });
         self
     }
@@ -594,6 +595,33 @@ impl Env<'_> {
         view.to_owned().into_dimensionality::<IxDyn>().ok()
     }
 
+    /// The slice of a data column at the current instance as a tape node: read in place when
+    /// its rows are contiguous (no copy per step), else copied.
+    pub fn data_node(&self, t: &mut Tape, name: &str) -> Option<NodeId> {
+        let col = self.model.data.get(name)?;
+        let view = match &self.batch {
+            Some((plate, rows)) if col.plates.first() == Some(plate) => {
+                let (first, last) = (*rows.first()?, *rows.last()?);
+                if last + 1 - first != rows.len() {
+                    return Some(t.constant_real(col.values.select(Axis(0), rows)));
+                }
+                col.values
+                    .slice_axis(Axis(0), ndarray::Slice::from(first..=last))
+            }
+            _ => {
+                let mut view = col.values.view();
+                for &p in &col.plates {
+                    view = view.index_axis_move(Axis(0), self.plate_index(p)?);
+                }
+                view
+            }
+        };
+        Some(match crate::tape::DataRef::of_view(&col.values, &view) {
+            Some(d) => t.data(d),
+            None => t.constant_real(view.to_owned()),
+        })
+    }
+
     /// Records an expression on the tape.
     pub fn eval(&self, t: &mut Tape, e: &Expr) -> Result<NodeId, TapeError> {
         let missing = |what: &str, name: &str| TapeError::Op {
@@ -605,9 +633,7 @@ impl Env<'_> {
             Expr::Const(v) => Ok(t.scalar(*v)),
             Expr::Array(a) => Ok(t.constant_real((**a).clone())),
             Expr::Site(name) => self.site(name).ok_or_else(|| missing("site", name)),
-            Expr::Data(name) => {
-                Ok(t.constant_real(self.data_slice(name).ok_or_else(|| missing("data", name))?))
-            }
+            Expr::Data(name) => self.data_node(t, name).ok_or_else(|| missing("data", name)),
             Expr::Call(f) => f(t, self),
         }
     }

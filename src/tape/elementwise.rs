@@ -113,6 +113,30 @@ impl Unary {
         }
     }
 
+    /// f(x) of one number.
+    #[inline]
+    pub(crate) fn value(self, x: f64) -> f64 {
+        self.value_and_slope(x, None)
+    }
+
+    /// f'(x) of one number, given y = f(x).
+    #[inline]
+    pub(crate) fn slope(self, x: f64, y: f64) -> f64 {
+        self.value_and_slope(x, Some(y))
+    }
+
+    /// y = f(x) over a slice into `out` (the same arithmetic as `forward`).
+    pub(crate) fn forward_slice(self, xs: &[f64], out: &mut [f64]) {
+        match self {
+            Unary::Scale(c) => out.iter_mut().zip(xs).for_each(|(o, &v)| *o = c * v),
+            Unary::Shift(c) => out.iter_mut().zip(xs).for_each(|(o, &v)| *o = v + c),
+            _ => out
+                .iter_mut()
+                .zip(xs)
+                .for_each(|(o, &v)| *o = self.value_and_slope(v, None)),
+        }
+    }
+
     /// y = f(x), elementwise.
     pub fn forward(self, x: &ArrayD<f64>) -> ArrayD<f64> {
         // Contiguous slices skip ndarray's per-call dimension bookkeeping, which dominates
@@ -239,7 +263,7 @@ impl Binary {
 
     /// Partial derivatives (d/da, d/db) at (a, b) with output y.
     #[inline]
-    fn slopes(self, a: f64, b: f64, y: f64) -> (f64, f64) {
+    pub(crate) fn slopes(self, a: f64, b: f64, y: f64) -> (f64, f64) {
         match self {
             Binary::Add => (1.0, 1.0),
             Binary::Sub => (1.0, -1.0),

@@ -7,17 +7,67 @@
 //! leaf values without re-recording; `clear` keeps the arena's capacity for the next record.
 
 use super::elementwise::Binary;
+use super::fusion::{self, Arg, ElemOp, Instr, Seed, Sink, Tree};
 use super::op::{Op, OpError};
+use super::reduce::Reduce;
 use super::value::Value;
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use num_complex::Complex64;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Elementwise nodes with at least this many elements are deferred and fused.
+pub const DEFER_MIN_LEN: usize = 1024;
+
+/// Instructions in one fused tree at most (deeper chains split into several trees).
+const MAX_TREE_INSTRS: usize = 48;
+
+/// Spare value buffers by length.
+type Spare = HashMap<usize, Vec<ArrayD<f64>>>;
 
 /// Arrays at least this long are kept for reuse when a tape is cleared.
 const SPARE_MIN_LEN: usize = 512;
 
 /// Labels are kept across `clear` (re-recordings use the same few) up to this many.
 const MAX_KEPT_LABELS: usize = 256;
+
+/// A contiguous block of a shared array in standard layout: a data column's rows, read in
+/// place by fused elementwise trees.
+#[derive(Clone, Debug)]
+pub struct DataRef {
+    array: Arc<ArrayD<f64>>,
+    offset: usize,
+    shape: Vec<usize>,
+}
+
+impl DataRef {
+    /// The block of `array` that `view` (a view into it) covers, if that block is contiguous.
+    pub fn of_view(array: &Arc<ArrayD<f64>>, view: &ArrayViewD<f64>) -> Option<DataRef> {
+        let whole = array.as_slice()?;
+        view.as_slice()?;
+        let base = whole.as_ptr() as usize;
+        let at = view.as_ptr() as usize;
+        let offset = at.checked_sub(base)? / std::mem::size_of::<f64>();
+        (offset + view.len() <= whole.len()).then(|| DataRef {
+            array: array.clone(),
+            offset,
+            shape: view.shape().to_vec(),
+        })
+    }
+
+    /// The block as a view.
+    pub fn view(&self) -> ArrayViewD<'_, f64> {
+        let len: usize = self.shape.iter().product();
+        let slice = self
+            .array
+            .as_slice()
+            .map(|s| &s[self.offset..self.offset + len])
+            .unwrap_or(&[]);
+        // `of_view` checked the block against the array, so this cannot fail; NaN if it did.
+        ArrayViewD::from_shape(IxDyn(&self.shape), slice).unwrap_or_else(|_| unreachable_real())
+    }
+}
 
 /// Index of a node on one tape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,14 +111,29 @@ pub enum TapeError {
 }
 
 /// One recorded operation and its value.
+///
+/// A *deferred* node (a large real elementwise op) is recorded without its value: it is
+/// computed on first use, fused with the deferred nodes below it that nothing else uses
+/// (`fusion`), and a sum of it is computed without ever storing it.
 #[derive(Debug, Clone)]
 pub struct Node {
     op: Op,
     inputs: Vec<NodeId>,
-    value: Value,
+    value: OnceCell<Value>,
+    /// The output shape of a deferred node (empty otherwise: the value holds it).
+    shape: Vec<usize>,
+    deferred: bool,
     needs_grad: bool,
     label: u32,
+    /// Nodes recorded so far that take this one as an input.
+    uses: u32,
+    /// For a fused sum: its gradient with respect to each input of its tree (node index),
+    /// computed with its value; `backward` scales them by the sum's own gradient.
+    local_grads: LocalGrads,
 }
+
+/// Gradients of a fused sum with respect to its tree's inputs, by node index.
+type LocalGrads = Vec<(usize, ArrayD<f64>)>;
 
 /// A reverse-mode tape over real and complex tensors.
 #[derive(Debug, Clone)]
@@ -78,8 +143,9 @@ pub struct Tape {
     /// allocates them once; `live[i]` says whether buffer i holds this pass's gradient.
     grads: Vec<Option<Value>>,
     live: Vec<bool>,
-    /// Value buffers of cleared nodes, by length, reused by elementwise ops when re-recording.
-    spare: std::collections::HashMap<usize, Vec<ArrayD<f64>>>,
+    /// Value buffers of cleared nodes, by length, reused by elementwise ops when re-recording
+    /// (a cell: deferred nodes take buffers when they are computed, behind `&self`).
+    spare: RefCell<Spare>,
     labels: Vec<Arc<str>>,
     current_label: u32,
 }
@@ -97,7 +163,7 @@ impl Tape {
             nodes: Vec::new(),
             grads: Vec::new(),
             live: Vec::new(),
-            spare: std::collections::HashMap::new(),
+            spare: RefCell::new(HashMap::new()),
             labels: vec![Arc::from("<unlabelled>")],
             current_label: 0,
         }
@@ -107,16 +173,18 @@ impl Tape {
     pub fn clear(&mut self) {
         // Spare buffers that this recording did not take are not needed by the next one
         // either: keep only the ones freed now, so the pool holds at most one recording's worth.
-        self.spare.values_mut().for_each(Vec::clear);
+        let spare = self.spare.get_mut();
+        spare.values_mut().for_each(Vec::clear);
         for node in self.nodes.drain(..) {
             // Small arrays come cheaply from malloc; large ones would page-fault when re-made.
-            if let (Value::Real(a), Op::Unary(_) | Op::Binary(_)) = (node.value, node.op)
+            if let (Some(Value::Real(a)), Op::Unary(_) | Op::Binary(_) | Op::Ternary(_)) =
+                (node.value.into_inner(), node.op)
                 && a.len() >= SPARE_MIN_LEN
             {
-                self.spare.entry(a.len()).or_default().push(a);
+                spare.entry(a.len()).or_default().push(a);
             }
         }
-        self.spare.retain(|_, buffers| !buffers.is_empty());
+        spare.retain(|_, buffers| !buffers.is_empty());
         self.live.clear();
         if self.labels.len() > MAX_KEPT_LABELS {
             self.labels.truncate(1);
@@ -126,7 +194,7 @@ impl Tape {
 
     /// Value buffers kept for reuse by the next recording (bounded by one recording's worth).
     pub fn spare_buffers(&self) -> usize {
-        self.spare.values().map(Vec::len).sum()
+        self.spare.borrow().values().map(Vec::len).sum()
     }
 
     /// Number of recorded nodes.
@@ -179,35 +247,153 @@ impl Tape {
         self.constant(Value::Complex(ArrayD::from_elem(IxDyn(&[]), value)))
     }
 
-    /// Records `op` applied to `inputs`, computing its value now.
+    /// Records `op` applied to `inputs`, computing its value now (large elementwise ops:
+    /// when first needed, fused with the ops below them).
     pub fn apply(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId, TapeError> {
         for id in inputs {
             self.check(*id)?;
         }
+        let needs_grad = inputs.iter().any(|id| self.nodes[id.index()].needs_grad);
+        if let Some(shape) = self.deferrable(&op, inputs)? {
+            return Ok(self.push_deferred(op, inputs.to_vec(), shape, needs_grad));
+        }
+        if let Some((total, local)) = self.fused_sum(&op, inputs) {
+            let value = Value::Real(ArrayD::from_elem(IxDyn(&[]), total));
+            let id = self.push_node(op, inputs.to_vec(), value, needs_grad);
+            self.nodes[id.index()].local_grads = local;
+            return Ok(id);
+        }
         let values: Vec<&Value> = inputs
             .iter()
-            .map(|id| &self.nodes[id.index()].value)
+            .map(|id| node_value(&self.nodes, &self.spare, id.index()))
             .collect();
-        let value = match reuse_spare(&mut self.spare, &op, &values) {
+        let value = match reuse_spare(self.spare.get_mut(), &op, &values) {
             Some(v) => v,
             None => op
                 .forward(&values)
                 .map_err(|e| self.op_error(e, self.current_label))?,
         };
-        let needs_grad = inputs.iter().any(|id| self.nodes[id.index()].needs_grad);
         Ok(self.push_node(op, inputs.to_vec(), value, needs_grad))
     }
 
+    /// The output shape when `op` is to be deferred: a real elementwise op of at least
+    /// `DEFER_MIN_LEN` elements. Broadcast errors are raised here, at recording.
+    fn deferrable(&self, op: &Op, inputs: &[NodeId]) -> Result<Option<Vec<usize>>, TapeError> {
+        let Some(e) = elem_op(op) else {
+            return Ok(None);
+        };
+        if inputs.len() != e.arity() || !inputs.iter().all(|id| self.is_real(*id)) {
+            return Ok(None);
+        }
+        let shapes: Vec<&[usize]> = inputs.iter().map(|id| self.shape(*id)).collect();
+        let shape = fusion::check_shapes(e, &shapes)
+            .map_err(|d| self.op_error(OpError::new(op.name(), d), self.current_label))?;
+        Ok((shape.iter().product::<usize>() >= DEFER_MIN_LEN).then_some(shape))
+    }
+
+    /// The sum of a deferred node nothing else uses, computed tile by tile without storing it.
+    /// When a gradient will be wanted, the same pass (one read of the data) also computes the
+    /// sum's gradient with respect to the tree's inputs, for `backward` to scale by the seed.
+    fn fused_sum(&self, op: &Op, inputs: &[NodeId]) -> Option<(f64, LocalGrads)> {
+        let (Op::Reduce(Reduce::Sum(None)), [x]) = (op, inputs) else {
+            return None;
+        };
+        let node = &self.nodes[x.index()];
+        if !node.deferred || node.uses != 0 || node.value.get().is_some() {
+            return None;
+        }
+        elem_op(&node.op)?;
+        let built = build_tree(&self.nodes, x.index());
+        let values = frontier_values(&self.nodes, &self.spare, &built.frontier);
+        if !node.needs_grad {
+            let mut total = 0.0;
+            fusion::evaluate(&built.tree, &values, Sink::Sum(&mut total)).ok()?;
+            return Some((total, Vec::new()));
+        }
+        let mut local: LocalGrads = built
+            .frontier
+            .iter()
+            .zip(&values)
+            .filter(|(j, _)| self.nodes[**j].needs_grad)
+            .map(|(&j, v)| (j, ArrayD::zeros(v.raw_dim())))
+            .collect();
+        let mut total = 0.0;
+        {
+            let mut it = local.iter_mut();
+            let mut refs: Vec<Option<&mut [f64]>> = Vec::with_capacity(built.frontier.len());
+            for &j in &built.frontier {
+                refs.push(match self.nodes[j].needs_grad {
+                    true => it.next().and_then(|(_, a)| a.as_slice_mut()),
+                    false => None,
+                });
+            }
+            fusion::value_and_gradient(&built.tree, &values, &mut refs, &mut total).ok()?;
+        }
+        Some((total, local))
+    }
+
     fn push_node(&mut self, op: Op, inputs: Vec<NodeId>, value: Value, needs_grad: bool) -> NodeId {
+        self.push(op, inputs, OnceCell::from(value), Vec::new(), needs_grad)
+    }
+
+    fn push_deferred(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        shape: Vec<usize>,
+        needs_grad: bool,
+    ) -> NodeId {
+        let id = self.push(op, inputs, OnceCell::new(), shape, needs_grad);
+        self.nodes[id.index()].deferred = true;
+        id
+    }
+
+    fn push(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        value: OnceCell<Value>,
+        shape: Vec<usize>,
+        needs_grad: bool,
+    ) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
+        for i in &inputs {
+            self.nodes[i.index()].uses += 1;
+        }
         self.nodes.push(Node {
             op,
             inputs,
             value,
+            shape,
+            deferred: false,
             needs_grad,
             label: self.current_label,
+            uses: 0,
+            local_grads: Vec::new(),
         });
         id
+    }
+
+    /// A constant read in place from a shared array (data on the tape without a copy; a copy
+    /// is made only if something needs the node's value as an array).
+    pub fn data(&mut self, data: DataRef) -> NodeId {
+        let shape = data.shape.clone();
+        self.push_deferred(Op::Data(data), Vec::new(), shape, false)
+    }
+
+    /// The shape of a node's value (without computing a deferred node).
+    pub fn shape(&self, id: NodeId) -> &[usize] {
+        let node = &self.nodes[id.index()];
+        match node.value.get() {
+            Some(v) => v.shape(),
+            None => &node.shape,
+        }
+    }
+
+    /// True when the node's value is real (without computing a deferred node).
+    pub fn is_real(&self, id: NodeId) -> bool {
+        let node = &self.nodes[id.index()];
+        node.deferred || matches!(node.value.get(), Some(Value::Real(_)))
     }
 
     fn check(&self, id: NodeId) -> Result<(), TapeError> {
@@ -233,9 +419,9 @@ impl Tape {
             .unwrap_or_default()
     }
 
-    /// The value of a node.
+    /// The value of a node (computing it now if it was deferred).
     pub fn value(&self, id: NodeId) -> &Value {
-        &self.nodes[id.index()].value
+        node_value(&self.nodes, &self.spare, id.index())
     }
 
     /// True when the node depends on a leaf that takes gradients (a latent or param).
@@ -246,7 +432,7 @@ impl Tape {
     /// The value of a real node, or an error naming the node's operator.
     pub fn real(&self, id: NodeId) -> Result<&ArrayD<f64>, TapeError> {
         self.check(id)?;
-        match &self.nodes[id.index()].value {
+        match self.value(id) {
             Value::Real(a) => Ok(a),
             Value::Complex(_) => Err(self.kind_error(id, "real")),
         }
@@ -266,7 +452,10 @@ impl Tape {
         TapeError::Op {
             op: node.op.name(),
             label: self.label_text(node.label),
-            detail: format!("expected a {expected} value, found {}", node.value.kind()),
+            detail: format!(
+                "expected a {expected} value, found {}",
+                self.value(id).kind()
+            ),
         }
     }
 
@@ -287,7 +476,7 @@ impl Tape {
         if !matches!(node.op, Op::Leaf | Op::Const) {
             return Err(self.shape_error(id, "only leaves and constants can be set".into()));
         }
-        node.value = value;
+        node.value = OnceCell::from(value);
         Ok(())
     }
 
@@ -299,16 +488,23 @@ impl Tape {
             }
             let (before, rest) = self.nodes.split_at_mut(i);
             let node = &mut rest[0];
+            if node.deferred {
+                // Recomputed on first use, from the new inputs.
+                node.value.take();
+                continue;
+            }
             let values: Vec<&Value> = node
                 .inputs
                 .iter()
-                .map(|id| &before[id.index()].value)
+                .map(|id| node_value(before, &self.spare, id.index()))
                 .collect();
-            if forward_in_place(&node.op, &values, &mut node.value) {
+            if let Some(out) = node.value.get_mut()
+                && forward_in_place(&node.op, &values, out)
+            {
                 continue;
             }
             match node.op.forward(&values) {
-                Ok(v) => node.value = v,
+                Ok(v) => node.value = OnceCell::from(v),
                 Err(e) => {
                     let label = node.label;
                     return Err(self.op_error(e, label));
@@ -320,8 +516,8 @@ impl Tape {
 
     /// Reverse sweep from a real scalar root (seed 1).
     pub fn backward(&mut self, root: NodeId) -> Result<(), TapeError> {
-        let a = self.real(root)?;
-        let seed = Value::Real(ArrayD::from_elem(a.raw_dim(), 1.0));
+        self.real(root)?;
+        let seed = Value::Real(ArrayD::from_elem(IxDyn(self.shape(root)), 1.0));
         self.backward_seeded(&[(root, seed)])
     }
 
@@ -336,7 +532,7 @@ impl Tape {
         let mut last = 0;
         for (id, seed) in seeds {
             self.check(*id)?;
-            if seed.shape() != self.nodes[id.index()].value.shape() {
+            if seed.shape() != self.shape(*id) {
                 return Err(self.shape_error(*id, format!("seed shape {:?} differs", seed.shape())));
             }
             accumulate(
@@ -357,7 +553,7 @@ impl Tape {
         if !node.needs_grad || node.inputs.is_empty() || !self.live[i] {
             return Ok(());
         }
-        if self.propagate_in_place(i) {
+        if self.propagate_local(i) || self.propagate_fused(i) || self.propagate_in_place(i) {
             return Ok(());
         }
         let node = &self.nodes[i];
@@ -367,7 +563,7 @@ impl Tape {
         let inputs: Vec<&Value> = node
             .inputs
             .iter()
-            .map(|id| &self.nodes[id.index()].value)
+            .map(|id| node_value(&self.nodes, &self.spare, id.index()))
             .collect();
         let wanted: Vec<bool> = node
             .inputs
@@ -376,7 +572,7 @@ impl Tape {
             .collect();
         let input_grads = node
             .op
-            .vjp(&inputs, &node.value, g, &wanted)
+            .vjp(&inputs, node_value(&self.nodes, &self.spare, i), g, &wanted)
             .map_err(|e| self.op_error(e, node.label))?;
         let targets = node.inputs.clone();
         for ((id, grad), want) in targets.iter().zip(input_grads).zip(wanted) {
@@ -399,11 +595,11 @@ impl Tape {
         let Some(Value::Real(g)) = hi[0].as_ref() else {
             return false;
         };
-        let real = |id: &NodeId| match &self.nodes[id.index()].value {
-            Value::Real(a) if a.shape() == g.shape() => Some(a),
+        let real = |id: &NodeId| match self.nodes[id.index()].value.get() {
+            Some(Value::Real(a)) if a.shape() == g.shape() => Some(a),
             _ => None,
         };
-        let Value::Real(y) = &node.value else {
+        let Some(Value::Real(y)) = node.value.get() else {
             return false;
         };
         match &node.op {
@@ -421,9 +617,11 @@ impl Tape {
                 let inner: Vec<Option<(usize, usize)>> = node
                     .inputs
                     .iter()
-                    .map(|id| match &self.nodes[id.index()].value {
-                        Value::Real(a) => row_blocks(a.shape(), g.shape()).map(|r| (id.index(), r)),
-                        Value::Complex(_) => None,
+                    .map(|id| match self.nodes[id.index()].value.get() {
+                        Some(Value::Real(a)) => {
+                            row_blocks(a.shape(), g.shape()).map(|r| (id.index(), r))
+                        }
+                        _ => None,
                     })
                     .collect();
                 if inner.iter().any(Option::is_none) {
@@ -434,7 +632,7 @@ impl Tape {
                     if !self.nodes[j].needs_grad {
                         continue;
                     }
-                    let shape = self.nodes[j].value.shape();
+                    let shape = self.nodes[j].value.get().map_or(&[][..], Value::shape);
                     let sign = if which == 1 && *b == Binary::Sub {
                         -1.0
                     } else {
@@ -467,6 +665,101 @@ impl Tape {
         }
     }
 
+    /// The reverse sweep of a fused sum whose local gradients were computed with its value:
+    /// each input's gradient is the sum's gradient times its local gradient.
+    fn propagate_local(&mut self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        if node.local_grads.is_empty() {
+            return false;
+        }
+        let g = match self.grads[i].as_ref() {
+            Some(Value::Real(g)) if g.len() == 1 => g.iter().copied().sum::<f64>(),
+            _ => return false,
+        };
+        for (j, local) in &node.local_grads {
+            let j = *j;
+            if let Some(acc) = grad_buffer(&mut self.grads[j], &mut self.live[j], local.shape()) {
+                acc.zip_mut_with(local, |a, &l| *a += g * l);
+            }
+        }
+        true
+    }
+
+    /// The reverse sweep of a deferred node, or of the sum of one, as one fused pass over the
+    /// tree below it. Returns false when the node is neither.
+    fn propagate_fused(&mut self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        let (root, scalar_seed) = match (&node.op, node.inputs.as_slice()) {
+            _ if node.deferred && elem_op(&node.op).is_some() => (i, None),
+            (Op::Reduce(Reduce::Sum(None)), [x])
+                if inlined(&self.nodes, x.index())
+                    && elem_op(&self.nodes[x.index()].op).is_some() =>
+            {
+                let g = match self.grads[i].as_ref() {
+                    Some(Value::Real(g)) if g.len() == 1 => g.iter().copied().sum::<f64>(),
+                    _ => return false,
+                };
+                (x.index(), Some(g))
+            }
+            _ => return false,
+        };
+        let (nodes, grads, live) = (&self.nodes, &mut self.grads, &mut self.live);
+        let built = build_tree(nodes, root);
+        let values = frontier_values(nodes, &self.spare, &built.frontier);
+        // Take the frontier's gradient buffers out while the tree writes into them.
+        let mut buffers: Vec<Option<ArrayD<f64>>> = built
+            .frontier
+            .iter()
+            .map(|&j| {
+                if !nodes[j].needs_grad {
+                    return None;
+                }
+                let shape = values[built.frontier.iter().position(|&f| f == j)?].shape();
+                grad_buffer(&mut grads[j], &mut live[j], shape)?;
+                match grads[j].take() {
+                    Some(Value::Real(a)) => Some(a),
+                    _ => None,
+                }
+            })
+            .collect();
+        let seed_buffer = match scalar_seed {
+            Some(_) => None,
+            None => match grads[i].take() {
+                Some(Value::Real(g)) if g.is_standard_layout() => Some(g),
+                Some(Value::Real(g)) => Some(g.as_standard_layout().into_owned()),
+                _ => return false,
+            },
+        };
+        let seed = match (&seed_buffer, scalar_seed) {
+            (_, Some(g)) => Seed::Scalar(g),
+            (Some(g), None) => match g.as_slice() {
+                Some(s) => Seed::Buffer(s),
+                None => Seed::Scalar(f64::NAN),
+            },
+            (None, None) => Seed::Scalar(f64::NAN),
+        };
+        {
+            let mut refs: Vec<Option<&mut [f64]>> = buffers
+                .iter_mut()
+                .map(|b| b.as_mut().and_then(|a| a.as_slice_mut()))
+                .collect();
+            // Shapes were checked at recording, so the tree cannot fail here; a failure would
+            // leave NaN gradients, which the engine reports.
+            if fusion::backward(&built.tree, &values, seed, &mut refs).is_err() {
+                refs.iter_mut().flatten().for_each(|r| r.fill(f64::NAN));
+            }
+        }
+        for (&j, b) in built.frontier.iter().zip(buffers) {
+            if let Some(b) = b {
+                grads[j] = Some(Value::Real(b));
+            }
+        }
+        if let Some(g) = seed_buffer {
+            grads[i] = Some(Value::Real(g));
+        }
+        true
+    }
+
     /// The gradient of the last `backward` root with respect to a node (None if unreached).
     pub fn grad(&self, id: NodeId) -> Option<&Value> {
         if !self.live.get(id.index()).copied().unwrap_or(false) {
@@ -480,13 +773,17 @@ impl Tape {
         match self.grad(id) {
             Some(Value::Real(g)) => Ok(g.clone()),
             Some(Value::Complex(_)) => Err(self.kind_error(id, "real")),
-            None => Ok(ArrayD::zeros(self.real(id)?.raw_dim())),
+            None => {
+                self.real(id)?;
+                Ok(ArrayD::zeros(IxDyn(self.shape(id))))
+            }
         }
     }
 
     /// The first node (in recording order) whose value is not finite, as an error.
     pub fn first_non_finite_value(&self) -> Option<TapeError> {
-        let i = self.nodes.iter().position(|n| !n.value.is_finite())?;
+        let i = (0..self.nodes.len())
+            .position(|i| !node_value(&self.nodes, &self.spare, i).is_finite())?;
         Some(self.non_finite(i, "value"))
     }
 
@@ -507,6 +804,140 @@ impl Tape {
             node: i,
         }
     }
+}
+
+/// The value of node `i`, computing it (fused with the deferred nodes below it) if needed.
+fn node_value<'a>(nodes: &'a [Node], spare: &RefCell<Spare>, i: usize) -> &'a Value {
+    nodes[i]
+        .value
+        .get_or_init(|| Value::Real(materialize(nodes, spare, i)))
+}
+
+/// Computes a deferred node into a (reused) buffer.
+fn materialize(nodes: &[Node], spare: &RefCell<Spare>, i: usize) -> ArrayD<f64> {
+    if let Op::Data(d) = &nodes[i].op {
+        return d.view().to_owned();
+    }
+    let built = build_tree(nodes, i);
+    let values = frontier_values(nodes, spare, &built.frontier);
+    let shape = &built.tree.shape;
+    let len: usize = shape.iter().product();
+    let reused = spare
+        .borrow_mut()
+        .get_mut(&len)
+        .and_then(Vec::pop)
+        .and_then(|a| a.into_shape_with_order(IxDyn(shape)).ok())
+        .filter(|a| a.is_standard_layout());
+    let mut out = reused.unwrap_or_else(|| ArrayD::zeros(IxDyn(shape)));
+    let ok = out
+        .as_slice_mut()
+        .is_some_and(|o| fusion::evaluate(&built.tree, &values, Sink::Buffer(o)).is_ok());
+    if !ok {
+        // Shapes were checked at recording; NaN makes any impossible failure visible.
+        out.fill(f64::NAN);
+    }
+    out
+}
+
+/// The elementwise operator of an op that can be fused.
+fn elem_op(op: &Op) -> Option<ElemOp> {
+    match op {
+        Op::Unary(u) => Some(ElemOp::Unary(*u)),
+        Op::Binary(b) => Some(ElemOp::Binary(*b)),
+        Op::Ternary(t) => Some(ElemOp::Ternary(*t)),
+        _ => None,
+    }
+}
+
+/// True when node `j` is computed inside its consumer's tree: deferred, not stored, and used
+/// by that consumer only.
+fn inlined(nodes: &[Node], j: usize) -> bool {
+    let n = &nodes[j];
+    n.deferred && n.uses == 1 && n.value.get().is_none()
+}
+
+/// A tree and the node index of each frontier input.
+struct Built {
+    tree: Tree,
+    frontier: Vec<usize>,
+}
+
+/// The fused tree rooted at deferred node `root`: its inlined inputs of the same shape
+/// become instructions, everything else a frontier input.
+fn build_tree(nodes: &[Node], root: usize) -> Built {
+    let mut b = Built {
+        tree: Tree {
+            instrs: Vec::new(),
+            shape: nodes[root].shape.clone(),
+        },
+        frontier: Vec::new(),
+    };
+    emit(nodes, root, &mut b);
+    b
+}
+
+fn emit(nodes: &[Node], i: usize, b: &mut Built) -> Arg {
+    let node = &nodes[i];
+    let Some(op) = elem_op(&node.op) else {
+        return frontier(b, i);
+    };
+    let mut args = [Arg::In(0); 3];
+    for (slot, id) in args.iter_mut().zip(&node.inputs) {
+        let j = id.index();
+        let inline = inlined(nodes, j)
+            && nodes[j].shape == b.tree.shape
+            && b.tree.instrs.len() < MAX_TREE_INSTRS;
+        *slot = if inline {
+            emit(nodes, j, b)
+        } else {
+            frontier(b, j)
+        };
+    }
+    b.tree.instrs.push(Instr {
+        op,
+        args,
+        needs: node.needs_grad,
+    });
+    Arg::Reg(b.tree.instrs.len() - 1)
+}
+
+fn frontier(b: &mut Built, j: usize) -> Arg {
+    let m = match b.frontier.iter().position(|&f| f == j) {
+        Some(m) => m,
+        None => {
+            b.frontier.push(j);
+            b.frontier.len() - 1
+        }
+    };
+    Arg::In(m)
+}
+
+/// The real values of a tree's frontier inputs: data read in place, deferred nodes computed now.
+fn frontier_values<'a>(
+    nodes: &'a [Node],
+    spare: &RefCell<Spare>,
+    frontier: &[usize],
+) -> Vec<ArrayViewD<'a, f64>> {
+    frontier
+        .iter()
+        .map(|&j| {
+            if let (Op::Data(d), None) = (&nodes[j].op, nodes[j].value.get()) {
+                return d.view();
+            }
+            match node_value(nodes, spare, j) {
+                Value::Real(a) => a.view(),
+                // Deferred ops take real inputs only (checked at recording).
+                Value::Complex(_) => unreachable_real(),
+            }
+        })
+        .collect()
+}
+
+fn unreachable_real() -> ArrayViewD<'static, f64> {
+    static EMPTY: std::sync::OnceLock<ArrayD<f64>> = std::sync::OnceLock::new();
+    EMPTY
+        .get_or_init(|| ArrayD::from_elem(IxDyn(&[]), f64::NAN))
+        .view()
 }
 
 fn accumulate(slot: &mut Option<Value>, live: &mut bool, grad: Value) {
@@ -567,11 +998,7 @@ fn sum_blocks_into(acc: &mut [f64], g: &[f64], block: usize, sign: f64) {
 }
 
 /// Runs an elementwise op into a spare buffer of the right size, if there is one.
-fn reuse_spare(
-    spare: &mut std::collections::HashMap<usize, Vec<ArrayD<f64>>>,
-    op: &Op,
-    x: &[&Value],
-) -> Option<Value> {
+fn reuse_spare(spare: &mut Spare, op: &Op, x: &[&Value]) -> Option<Value> {
     let shape = match (op, x) {
         (Op::Unary(_), [Value::Real(a)]) => a.shape().to_vec(),
         (Op::Binary(_), [Value::Real(a), Value::Real(b)]) => {

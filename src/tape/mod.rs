@@ -8,6 +8,7 @@
 pub mod complex;
 pub mod elementwise;
 pub mod fused;
+pub mod fusion;
 pub mod graph;
 pub mod index;
 pub mod linalg;
@@ -18,7 +19,8 @@ pub mod value;
 pub use complex::ComplexOp;
 pub use elementwise::{Binary, Unary};
 pub use fused::FusedOp;
-pub use graph::{NodeId, Tape, TapeError};
+pub use fusion::Ternary;
+pub use graph::{DataRef, NodeId, Tape, TapeError};
 pub use index::Index;
 pub use linalg::Activation;
 pub use op::{Op, OpError};

@@ -7,6 +7,7 @@
 use super::complex::ComplexOp;
 use super::elementwise::{Binary, Unary};
 use super::fused::FusedOp;
+use super::fusion::{self, ElemOp, Ternary};
 use super::index::Index;
 use super::linalg;
 use super::reduce::Reduce;
@@ -21,10 +22,14 @@ pub enum Op {
     Leaf,
     /// An input without a gradient.
     Const,
+    /// A constant read in place from shared data.
+    Data(super::graph::DataRef),
     /// Real elementwise unary math.
     Unary(Unary),
     /// Real elementwise binary arithmetic with broadcasting.
     Binary(Binary),
+    /// Real elementwise three-input operators with broadcasting (log-densities).
+    Ternary(Ternary),
     /// Complex-valued operations.
     Complex(ComplexOp),
     /// Sums, means and log-sum-exps, over everything or one axis.
@@ -65,8 +70,10 @@ impl Op {
         match self {
             Op::Leaf => "leaf",
             Op::Const => "constant",
+            Op::Data(_) => "data",
             Op::Unary(u) => u.name(),
             Op::Binary(b) => b.name(),
+            Op::Ternary(t) => t.name(),
             Op::Complex(c) => c.name(),
             Op::Reduce(r) => r.name(),
             Op::Index(i) => i.name(),
@@ -80,10 +87,17 @@ impl Op {
         let name = self.name();
         match self {
             Op::Leaf | Op::Const => Err(OpError::new(name, "inputs have no forward rule")),
+            Op::Data(d) => Ok(Value::Real(d.view().to_owned())),
             Op::Unary(u) => Ok(Value::Real(u.forward(real(name, x, 0)?))),
             Op::Binary(b) => Ok(Value::Real(
                 b.forward(real(name, x, 0)?, real(name, x, 1)?)?,
             )),
+            Op::Ternary(t) => {
+                let reals = reals(name, x, 3)?;
+                fusion::single(ElemOp::Ternary(*t), &reals)
+                    .map(|(_, v)| Value::Real(v))
+                    .map_err(|d| OpError::new(name, d))
+            }
             Op::Complex(c) => c.forward(x),
             Op::Reduce(r) => r.forward(arg(name, x, 0)?),
             Op::Index(i) => i.forward(x),
@@ -105,7 +119,7 @@ impl Op {
     ) -> Result<InputGrads, OpError> {
         let name = self.name();
         match self {
-            Op::Leaf | Op::Const => Ok(Vec::new()),
+            Op::Leaf | Op::Const | Op::Data(_) => Ok(Vec::new()),
             Op::Unary(u) => {
                 let (xr, yr, gr) = (real(name, x, 0)?, as_real(name, y)?, as_real(name, g)?);
                 Ok(vec![Some(Value::Real(u.vjp(xr, yr, gr)))])
@@ -114,6 +128,12 @@ impl Op {
                 let (a, c, gr) = (real(name, x, 0)?, real(name, x, 1)?, as_real(name, g)?);
                 let (ga, gc) = b.vjp(a, c, as_real(name, y)?, gr, wanted);
                 Ok(vec![ga.map(Value::Real), gc.map(Value::Real)])
+            }
+            Op::Ternary(t) => {
+                let reals = reals(name, x, 3)?;
+                fusion::single_vjp(ElemOp::Ternary(*t), &reals, as_real(name, g)?, wanted)
+                    .map(|gs| gs.into_iter().map(|g| g.map(Value::Real)).collect())
+                    .map_err(|d| OpError::new(name, d))
             }
             Op::Complex(c) => c.vjp(x, y, g),
             Op::Reduce(r) => Ok(vec![Some(r.vjp(arg(name, x, 0)?, y, g)?)]),
@@ -135,6 +155,11 @@ pub(crate) fn arg<'a>(op: &'static str, x: &[&'a Value], i: usize) -> Result<&'a
     x.get(i)
         .copied()
         .ok_or_else(|| OpError::new(op, format!("missing input {i}")))
+}
+
+/// The first `n` inputs, which must be real.
+fn reals<'a>(op: &'static str, x: &[&'a Value], n: usize) -> Result<Vec<&'a ArrayD<f64>>, OpError> {
+    (0..n).map(|i| real(op, x, i)).collect()
 }
 
 /// Input `i`, which must be real.
