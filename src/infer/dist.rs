@@ -164,7 +164,7 @@ impl Dist {
             Family::Laplace => laplace(t, x, p[0], p[1])?,
             Family::MvnDiag => {
                 let n = normal(t, x, p[0], p[1])?;
-                let last = t.value(n).shape().len().saturating_sub(1);
+                let last = t.shape(n).len().saturating_sub(1);
                 t.sum_axis(n, last)?
             }
             Family::MvnLowRank => t.fused(Arc::new(LowRankLogPdf), &[x, p[0], p[1], p[2]])?,
@@ -180,8 +180,20 @@ impl Dist {
 }
 
 /// log N(x; μ, σ) as one fused node.
+/// log N(x; μ, σ) as one node: a deferred elementwise node (fused with its inputs' elementwise
+/// ops and with a sum of it) when large, the slice kernel `NormalLogPdf` when small (per-instance
+/// tapes, where a fused tree's setup would cost more than it saves).
 fn normal(t: &mut Tape, x: NodeId, loc: NodeId, scale: NodeId) -> Result<NodeId, TapeError> {
-    t.normal_log_pdf(x, loc, scale)
+    let len = crate::tape::value::broadcast_shape(t.shape(x), t.shape(loc))
+        .and_then(|s| crate::tape::value::broadcast_shape(&s, t.shape(scale)))
+        .map_or(0, |s| s.iter().product::<usize>());
+    if len >= crate::tape::graph::DEFER_MIN_LEN {
+        return t.normal_log_pdf(x, loc, scale);
+    }
+    t.fused(
+        Arc::new(super::normal_kernel::NormalLogPdf),
+        &[x, loc, scale],
+    )
 }
 
 /// -(x-μ)²/(2σ²) - ln σ - ln √(2π), from elementwise nodes (the reference for the fused kernel).
@@ -306,10 +318,10 @@ fn categorical(t: &mut Tape, x: NodeId, logits: NodeId) -> Result<NodeId, DistEr
         family: "Categorical",
         detail: detail.into(),
     };
-    if t.value(logits).shape().len() != 1 {
+    if t.shape(logits).len() != 1 {
         return Err(unsupported("logits must be a vector"));
     }
-    let k = t.value(logits).shape()[0];
+    let k = t.shape(logits)[0];
     let index: Vec<usize> = t.real(x)?.iter().map(|&v| v as usize).collect();
     if let Some(bad) = index.iter().find(|&&i| i >= k) {
         return Err(unsupported(&format!("category {bad} out of range 0..{k}")));
@@ -329,7 +341,7 @@ pub fn enumerate_discrete(
     let lse = t.logsumexp(logits)?;
     let log_prior = t.sub(logits, lse)?;
     let joint = t.add(log_prior, loglik)?;
-    let last = t.value(joint).shape().len().saturating_sub(1);
+    let last = t.shape(joint).len().saturating_sub(1);
     t.logsumexp_axis(joint, last)
 }
 
@@ -416,8 +428,8 @@ impl Dist {
     ) -> Result<NodeId, DistError> {
         use super::rng::standard_normal;
         let p = &self.params;
-        let rank = t.value(p[1]).shape().get(1).copied().unwrap_or(0);
-        let d = t.value(p[0]).shape().to_vec();
+        let rank = t.shape(p[1]).get(1).copied().unwrap_or(0);
+        let d = t.shape(p[0]).to_vec();
         let e1 = t.constant_real(standard_normal(rng, &[rank]));
         let e2 = t.constant_real(standard_normal(rng, &d));
         let we = t.matmul(p[1], e1)?;

@@ -199,11 +199,11 @@ impl Evaluator<'_> {
             + buffer[0];
         let mut seeds = vec![(
             global,
-            Value::Real(ArrayD::from_elem(tape.value(global).shape(), 1.0)),
+            Value::Real(ArrayD::from_elem(tape.shape(global), 1.0)),
         )];
         let mut pos = 1;
         for (_, node) in global_ids {
-            let shape = tape.value(*node).shape().to_vec();
+            let shape = tape.shape(*node).to_vec();
             let n = tape.value(*node).len();
             let g =
                 ArrayD::from_shape_vec(shape, buffer[pos..pos + n].to_vec()).unwrap_or_default();

@@ -183,9 +183,9 @@ pub fn corrected_log_lik(
     rate: NodeId,
     y: NodeId,
 ) -> Result<NodeId, DistError> {
-    let shape = t.value(y).shape().to_vec();
+    let shape = t.shape(y).to_vec();
     let n: usize = shape.iter().product();
-    let mu = if t.value(rate).shape() == shape.as_slice() {
+    let mu = if t.shape(rate) == shape.as_slice() {
         rate
     } else {
         t.broadcast_to(rate, &shape)?

@@ -13,7 +13,7 @@ use crate::check::value::Value as Const;
 use crate::infer::model::Env;
 use crate::ir::{self, ExprKind, Function};
 use crate::syntax::ast::{BinOp, ReduceOp, UnOp};
-use crate::tape::{NodeId, Tape, TapeError, Value};
+use crate::tape::{NodeId, Tape, TapeError};
 use ndarray::{ArrayD, IxDyn, Zip};
 use num_complex::Complex64;
 use std::collections::HashMap;
@@ -106,7 +106,7 @@ fn union(a: &[usize], b: &[usize]) -> Vec<usize> {
 }
 
 fn is_complex(t: &Tape, n: NodeId) -> bool {
-    matches!(t.value(n), Value::Complex(_))
+    !t.is_real(n)
 }
 
 impl<'a, 'm> Eval<'a, 'm> {
@@ -129,7 +129,7 @@ impl<'a, 'm> Eval<'a, 'm> {
     }
 
     fn own_rank(&self, t: &Tape, v: &Val) -> usize {
-        t.value(v.node).shape().len().saturating_sub(v.plates.len())
+        t.shape(v.node).len().saturating_sub(v.plates.len())
     }
 
     /// Reshapes `v` to axes `plates` (size 1 where `v` does not vary) then `rank` own axes.
@@ -140,7 +140,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         plates: &[usize],
         rank: usize,
     ) -> Result<NodeId, TapeError> {
-        let shape = t.value(v.node).shape().to_vec();
+        let shape = t.shape(v.node).to_vec();
         let own = &shape[v.plates.len().min(shape.len())..];
         if own.len() > rank || v.plates.iter().any(|p| !plates.contains(p)) {
             return Err(self.fail(
@@ -176,7 +176,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         rank: usize,
     ) -> Result<NodeId, TapeError> {
         let n = self.lift(t, v, plates, rank)?;
-        let shape = t.value(n).shape().to_vec();
+        let shape = t.shape(n).to_vec();
         let mut full = self.scope.plate_shape(plates);
         full.extend_from_slice(&shape[plates.len()..]);
         if full == shape {
@@ -260,10 +260,13 @@ impl<'a, 'm> Eval<'a, 'm> {
             let col = col.ok_or_else(|| {
                 self.fail("field", format!("table `{table}` has no column `{field}`"))
             })?;
-            let a = ArrayD::from_shape_vec(IxDyn(&[col.len()]), col.clone())
-                .map_err(|e| self.fail("field", e.to_string()))?;
+            // Read in place (a column is contiguous), not copied at every evaluation.
+            let node = match crate::tape::DataRef::of_view(col, &col.view()) {
+                Some(d) => t.data(d),
+                None => t.constant_real((**col).clone()),
+            };
             return Ok(Val {
-                node: t.constant_real(a),
+                node,
                 plates: vec![*plate],
             });
         }
@@ -301,12 +304,12 @@ impl<'a, 'm> Eval<'a, 'm> {
             }
             let iv = self.expr(t, i)?;
             let axis = cur.plates.len();
-            let shape = t.value(cur.node).shape().to_vec();
+            let shape = t.shape(cur.node).to_vec();
             let len = *shape
                 .get(axis)
                 .ok_or_else(|| self.fail("index", "indexing a scalar"))?;
             let ks = self.indices(t, &iv, len)?;
-            let ishape = t.value(iv.node).shape().to_vec();
+            let ishape = t.shape(iv.node).to_vec();
             let rest = &shape[axis + 1..];
             if ishape.is_empty() {
                 let g = t.gather(cur.node, axis, &ks)?;
@@ -397,7 +400,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         if is_complex(t, x) {
             return Ok(x);
         }
-        let zeros = ArrayD::zeros(t.value(x).shape());
+        let zeros = ArrayD::zeros(t.shape(x));
         let im = t.constant_real(zeros);
         t.complex(x, im)
     }
@@ -487,7 +490,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         let mut own: Option<Vec<usize>> = None;
         for v in &vals {
             let n = self.expand(t, v, &plates, rank)?;
-            let s = t.value(n).shape()[plates.len()..].to_vec();
+            let s = t.shape(n)[plates.len()..].to_vec();
             own = Some(match own {
                 Some(o) => crate::tape::value::broadcast_shape(&o, &s)
                     .ok_or_else(|| self.fail("vector", "items of different shapes"))?,
@@ -500,7 +503,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         full.extend(own.unwrap_or_default());
         let mut parts = Vec::with_capacity(nodes.len());
         for n in nodes {
-            let mut s = t.value(n).shape().to_vec();
+            let mut s = t.shape(n).to_vec();
             s.insert(plates.len(), 1);
             let r = t.reshape(n, &s)?;
             parts.push(if s == full {
@@ -551,7 +554,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         if op != ReduceOp::Stack {
             return Ok(v);
         }
-        let mut s = t.value(v.node).shape().to_vec();
+        let mut s = t.shape(v.node).to_vec();
         s.insert(v.plates.len(), 1);
         Ok(Val {
             node: t.reshape(v.node, &s)?,
@@ -613,7 +616,7 @@ impl<'a, 'm> Eval<'a, 'm> {
             ("dot", Some(y)) => {
                 let (a, b, plates) = self.align(t, &x, y)?;
                 let p = t.mul(a, b)?;
-                let last = t.value(p).shape().len() - 1;
+                let last = t.shape(p).len() - 1;
                 Ok(Val {
                     node: t.sum_axis(p, last)?,
                     plates,
@@ -682,7 +685,7 @@ impl<'a, 'm> Eval<'a, 'm> {
 
     fn pair(&self, t: &mut Tape, name: &str, a: NodeId, b: NodeId) -> Result<NodeId, TapeError> {
         if name == "complex" {
-            let shape = crate::tape::value::broadcast_shape(t.value(a).shape(), t.value(b).shape())
+            let shape = crate::tape::value::broadcast_shape(t.shape(a), t.shape(b))
                 .ok_or_else(|| self.fail("complex", "shapes do not broadcast"))?;
             let (a, b) = (t.broadcast_to(a, &shape)?, t.broadcast_to(b, &shape)?);
             return t.complex(a, b);
@@ -704,7 +707,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         let mut node = x.node;
         if name == "norm" {
             let sq = t.square(node)?;
-            let last = t.value(sq).shape().len() - 1;
+            let last = t.shape(sq).len() - 1;
             let s = t.sum_axis(sq, last)?;
             return Ok(Val {
                 node: t.sqrt(s)?,
@@ -712,7 +715,7 @@ impl<'a, 'm> Eval<'a, 'm> {
             });
         }
         for _ in 0..self.own_rank(t, &x) {
-            let last = t.value(node).shape().len() - 1;
+            let last = t.shape(node).len() - 1;
             node = if name == "sum" {
                 t.sum_axis(node, last)?
             } else {

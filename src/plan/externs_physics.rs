@@ -216,7 +216,7 @@ impl Extern for StructureFactor {
         let (model, fixed) = self.parts(xtal, element, hkl, &energy_ev)?;
         let sites = model.metal_atoms.len();
         for (name, v) in [("fp", &fp), ("fdp", &fdp)] {
-            let shape = t.value(v.node).shape().to_vec();
+            let shape = t.shape(v.node).to_vec();
             if shape != [sites, energy_ev.len()] {
                 return Err(fail(
                     OP,

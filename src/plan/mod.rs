@@ -520,7 +520,7 @@ fn closure(
     model::Expr::Call(Arc::new(move |t: &mut Tape, env: &Env| {
         let mut ev = Eval::new(&scope, env, &label);
         let v = ev.expr(t, &e)?;
-        let own = t.value(v.node).shape().len().saturating_sub(v.plates.len());
+        let own = t.shape(v.node).len().saturating_sub(v.plates.len());
         let node = ev.expand(t, &v, &chain, rank.unwrap_or(own).max(own))?;
         finite(t, &scope, node, &chain, &label)?;
         Ok(node)
@@ -919,7 +919,7 @@ fn masked(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
         let Some((n, used)) = used else {
             return Ok(node);
         };
-        let full = if t.value(node).shape() == [n] {
+        let full = if t.shape(node) == [n] {
             node
         } else {
             let one = t.reshape(node, &[1])?;
@@ -941,7 +941,7 @@ fn masked_rows(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
             detail,
         })?;
         match used {
-            Some((n, used)) if t.value(node).shape().first() == Some(&n) => {
+            Some((n, used)) if t.shape(node).first() == Some(&n) => {
                 t.gather(node, 0, &used)
             }
             _ => Ok(node),

@@ -18,8 +18,8 @@ pub struct Table {
     pub path: PathBuf,
     /// Data rows.
     pub n_rows: usize,
-    /// Declared columns by name.
-    pub columns: HashMap<String, Vec<f64>>,
+    /// Declared columns by name (1-d, shared: tapes read them in place).
+    pub columns: HashMap<String, std::sync::Arc<ndarray::ArrayD<f64>>>,
     /// Columns of the file the model does not declare (not loaded).
     pub ignored: Vec<String>,
 }
@@ -107,7 +107,13 @@ pub fn load(
         .filter(|n| !declared.iter().any(|(d, _)| d == *n))
         .map(|n| n.to_string())
         .collect();
-    let columns = wanted.into_iter().map(|(n, _, _, v)| (n, v)).collect();
+    let columns = wanted
+        .into_iter()
+        .map(|(n, _, _, v)| {
+            let column = ndarray::Array1::from_vec(v).into_dyn();
+            (n, std::sync::Arc::new(column))
+        })
+        .collect();
     Ok(Table {
         path,
         n_rows,

@@ -129,7 +129,7 @@ pub struct Node {
     uses: u32,
     /// For a fused sum: its gradient with respect to each input of its tree (node index),
     /// computed with its value; `backward` scales them by the sum's own gradient.
-    local_grads: LocalGrads,
+    local_grads: Option<Box<LocalGrads>>,
 }
 
 /// Gradients of a fused sum with respect to its tree's inputs, by node index.
@@ -260,7 +260,7 @@ impl Tape {
         if let Some((total, local)) = self.fused_sum(&op, inputs) {
             let value = Value::Real(ArrayD::from_elem(IxDyn(&[]), total));
             let id = self.push_node(op, inputs.to_vec(), value, needs_grad);
-            self.nodes[id.index()].local_grads = local;
+            self.nodes[id.index()].local_grads = (!local.is_empty()).then(|| Box::new(local));
             return Ok(id);
         }
         let values: Vec<&Value> = inputs
@@ -283,6 +283,10 @@ impl Tape {
             return Ok(None);
         };
         if inputs.len() != e.arity() || !inputs.iter().all(|id| self.is_real(*id)) {
+            return Ok(None);
+        }
+        // Most elementwise ops are small (per-instance tapes): decide without allocating.
+        if broadcast_len(inputs.iter().map(|id| self.shape(*id))) < DEFER_MIN_LEN {
             return Ok(None);
         }
         let shapes: Vec<&[usize]> = inputs.iter().map(|id| self.shape(*id)).collect();
@@ -369,7 +373,7 @@ impl Tape {
             needs_grad,
             label: self.current_label,
             uses: 0,
-            local_grads: Vec::new(),
+            local_grads: None,
         });
         id
     }
@@ -378,7 +382,7 @@ impl Tape {
     /// is made only if something needs the node's value as an array).
     pub fn data(&mut self, data: DataRef) -> NodeId {
         let shape = data.shape.clone();
-        self.push_deferred(Op::Data(data), Vec::new(), shape, false)
+        self.push_deferred(Op::Data(Box::new(data)), Vec::new(), shape, false)
     }
 
     /// The shape of a node's value (without computing a deferred node).
@@ -669,14 +673,14 @@ impl Tape {
     /// each input's gradient is the sum's gradient times its local gradient.
     fn propagate_local(&mut self, i: usize) -> bool {
         let node = &self.nodes[i];
-        if node.local_grads.is_empty() {
+        let Some(local_grads) = node.local_grads.as_deref() else {
             return false;
-        }
+        };
         let g = match self.grads[i].as_ref() {
             Some(Value::Real(g)) if g.len() == 1 => g.iter().copied().sum::<f64>(),
             _ => return false,
         };
-        for (j, local) in &node.local_grads {
+        for (j, local) in local_grads {
             let j = *j;
             if let Some(acc) = grad_buffer(&mut self.grads[j], &mut self.live[j], local.shape()) {
                 acc.zip_mut_with(local, |a, &l| *a += g * l);
@@ -804,6 +808,20 @@ impl Tape {
             node: i,
         }
     }
+}
+
+/// The element count of the broadcast of `shapes` (an upper bound when they do not broadcast).
+fn broadcast_len<'a>(shapes: impl Iterator<Item = &'a [usize]> + Clone) -> usize {
+    let ndim = shapes.clone().map(<[usize]>::len).max().unwrap_or(0);
+    (0..ndim)
+        .map(|k| {
+            shapes
+                .clone()
+                .filter_map(|s| s.len().checked_sub(ndim - k).map(|i| s[i]))
+                .max()
+                .unwrap_or(1)
+        })
+        .product()
 }
 
 /// The value of node `i`, computing it (fused with the deferred nodes below it) if needed.

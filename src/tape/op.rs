@@ -23,7 +23,7 @@ pub enum Op {
     /// An input without a gradient.
     Const,
     /// A constant read in place from shared data.
-    Data(super::graph::DataRef),
+    Data(Box<super::graph::DataRef>),
     /// Real elementwise unary math.
     Unary(Unary),
     /// Real elementwise binary arithmetic with broadcasting.
