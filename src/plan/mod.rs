@@ -941,9 +941,7 @@ fn masked_rows(e: model::Expr, plate: &records::RecordPlate) -> model::Expr {
             detail,
         })?;
         match used {
-            Some((n, used)) if t.shape(node).first() == Some(&n) => {
-                t.gather(node, 0, &used)
-            }
+            Some((n, used)) if t.shape(node).first() == Some(&n) => t.gather(node, 0, &used),
             _ => Ok(node),
         }
     }))
