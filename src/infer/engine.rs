@@ -141,7 +141,11 @@ pub struct Evaluator<'a> {
 impl Evaluator<'_> {
     /// Runs one particle.
     pub fn particle(&self, reducer: &dyn GradientReduce) -> Result<Particle, InferError> {
-        let mut tape = Tape::new();
+        // A pooled tape keeps its buffers from step to step (large deferred values and
+        // gradients would otherwise be fresh, page-faulting allocations every step).
+        let mut pooled = PooledTape::take();
+        let tape = &mut pooled.0;
+        tape.clear();
         let mut env = Env {
             model: self.model,
             values: vec![None; self.model.sites.len()],
@@ -149,7 +153,7 @@ impl Evaluator<'_> {
             batch: None,
         };
         let mut leaves = Vec::new();
-        let global = self.sites_of(&mut tape, &mut env, None, 1.0, &mut leaves)?;
+        let global = self.sites_of(tape, &mut env, None, 1.0, &mut leaves)?;
         let global_ids: Vec<(usize, NodeId)> = env
             .values
             .iter()
@@ -186,7 +190,7 @@ impl Evaluator<'_> {
     /// The global backward pass, seeded by the plates' reduced gradients.
     fn finish(
         &self,
-        mut tape: Tape,
+        tape: &mut Tape,
         global: NodeId,
         global_ids: &[(usize, NodeId)],
         leaves: &[(Target, NodeId)],

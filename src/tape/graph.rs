@@ -175,7 +175,12 @@ impl Tape {
         // either: keep only the ones freed now, so the pool holds at most one recording's worth.
         let spare = self.spare.get_mut();
         spare.values_mut().for_each(Vec::clear);
-        for node in self.nodes.drain(..) {
+        for mut node in self.nodes.drain(..) {
+            for (_, a) in node.local_grads.take().into_iter().flat_map(|b| *b) {
+                if a.len() >= SPARE_MIN_LEN && a.is_standard_layout() {
+                    spare.entry(a.len()).or_default().push(a);
+                }
+            }
             // Small arrays come cheaply from malloc; large ones would page-fault when re-made.
             if let (Some(Value::Real(a)), Op::Unary(_) | Op::Binary(_) | Op::Ternary(_)) =
                 (node.value.into_inner(), node.op)
@@ -319,7 +324,7 @@ impl Tape {
             .iter()
             .zip(&values)
             .filter(|(j, _)| self.nodes[**j].needs_grad)
-            .map(|(&j, v)| (j, ArrayD::zeros(v.raw_dim())))
+            .map(|(&j, v)| (j, zeroed(&self.spare, v.shape())))
             .collect();
         let mut total = 0.0;
         {
@@ -829,6 +834,23 @@ fn node_value<'a>(nodes: &'a [Node], spare: &RefCell<Spare>, i: usize) -> &'a Va
     nodes[i]
         .value
         .get_or_init(|| Value::Real(materialize(nodes, spare, i)))
+}
+
+/// A zero array of `shape`, in a spare buffer when there is one.
+fn zeroed(spare: &RefCell<Spare>, shape: &[usize]) -> ArrayD<f64> {
+    let len: usize = shape.iter().product();
+    let reused = spare
+        .borrow_mut()
+        .get_mut(&len)
+        .and_then(Vec::pop)
+        .and_then(|a| a.into_shape_with_order(IxDyn(shape)).ok());
+    match reused {
+        Some(mut a) => {
+            a.fill(0.0);
+            a
+        }
+        None => ArrayD::zeros(IxDyn(shape)),
+    }
 }
 
 /// Computes a deferred node into a (reused) buffer.
