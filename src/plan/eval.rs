@@ -13,10 +13,11 @@ use crate::check::value::Value as Const;
 use crate::infer::model::Env;
 use crate::ir::{self, ExprKind, Function};
 use crate::syntax::ast::{BinOp, ReduceOp, UnOp};
-use crate::tape::{NodeId, Tape, TapeError};
+use crate::tape::{DataRef, NodeId, Tape, TapeError};
 use ndarray::{ArrayD, IxDyn, Zip};
 use num_complex::Complex64;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A value on the tape and the plates its leading axes range over.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +59,13 @@ pub struct Scope {
     pub externs: Registry,
     /// Physics sources and the plates over their records.
     pub physics: super::records::PhysicsScope,
+    /// Validated integer indices of shared data blocks (a table column used as an index is the
+    /// same every step): block key and axis length → (the block, its indices).
+    pub index_cache: std::sync::Mutex<IndexCache>,
 }
+
+/// Cached index vectors, keyed by (data block, axis length); the entry keeps the block alive.
+pub type IndexCache = HashMap<((usize, usize, usize), usize), (DataRef, Arc<Vec<usize>>)>;
 
 impl Scope {
     /// Shape of the leading axes of these plates.
@@ -283,8 +290,31 @@ impl<'a, 'm> Eval<'a, 'm> {
     }
 
     /// Integer index values of a data expression, checked against the axis length.
-    fn indices(&self, t: &Tape, v: &Val, len: usize) -> Result<Vec<usize>, TapeError> {
-        let a = t.real(v.node)?;
+    /// Data blocks (table columns) are validated once and cached; anything else every time.
+    fn indices(&self, t: &Tape, v: &Val, len: usize) -> Result<Arc<Vec<usize>>, TapeError> {
+        let Some(d) = t.data_ref(v.node) else {
+            return self
+                .check_indices(t.real(v.node)?.view(), len)
+                .map(Arc::new);
+        };
+        let key = (d.key(), len);
+        if let Ok(cache) = self.scope.index_cache.lock()
+            && let Some((_, ks)) = cache.get(&key)
+        {
+            return Ok(ks.clone());
+        }
+        let ks = Arc::new(self.check_indices(d.view(), len)?);
+        if let Ok(mut cache) = self.scope.index_cache.lock() {
+            cache.insert(key, (d.clone(), ks.clone()));
+        }
+        Ok(ks)
+    }
+
+    fn check_indices(
+        &self,
+        a: ndarray::ArrayViewD<f64>,
+        len: usize,
+    ) -> Result<Vec<usize>, TapeError> {
         a.iter()
             .map(|&k| {
                 if k.fract() == 0.0 && k >= 0.0 && (k as usize) < len {

@@ -56,6 +56,16 @@ impl DataRef {
         })
     }
 
+    /// Identity of the block: (array address, offset, length). The `DataRef` keeps its array
+    /// alive, so a key held together with a clone of it cannot be reused by another array.
+    pub fn key(&self) -> (usize, usize, usize) {
+        (
+            Arc::as_ptr(&self.array) as usize,
+            self.offset,
+            self.shape.iter().product(),
+        )
+    }
+
     /// The block as a view.
     pub fn view(&self) -> ArrayViewD<'_, f64> {
         let len: usize = self.shape.iter().product();
@@ -388,6 +398,14 @@ impl Tape {
     pub fn data(&mut self, data: DataRef) -> NodeId {
         let shape = data.shape.clone();
         self.push_deferred(Op::Data(Box::new(data)), Vec::new(), shape, false)
+    }
+
+    /// The shared data block a `data` node reads, if the node is one.
+    pub fn data_ref(&self, id: NodeId) -> Option<&DataRef> {
+        match &self.nodes.get(id.index())?.op {
+            Op::Data(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// The shape of a node's value (without computing a deferred node).
