@@ -120,12 +120,6 @@ enum Access<'a> {
     Periodic(&'a [f64], usize),
 }
 
-/// A frontier input prepared for reading: its access, and an owned broadcast copy when its
-/// layout fits none of the direct patterns.
-struct Prepared<'a> {
-    access: Access<'a>,
-}
-
 fn owned_broadcast(a: &ArrayViewD<f64>, shape: &[usize]) -> Option<Vec<f64>> {
     let v = a.broadcast(IxDyn(shape))?;
     Some(v.iter().copied().collect())
@@ -197,7 +191,8 @@ impl TileArg<'_> {
 
 /// The frontier inputs of one evaluation, with their staging tiles.
 struct Frontier<'a> {
-    prepared: Vec<Prepared<'a>>,
+    /// How each input is read (inputs no direct pattern fits read their owned copy, in full).
+    prepared: Vec<Access<'a>>,
     /// One staging tile per input (used by Block and Periodic inputs).
     staging: &'a mut [f64],
 }
@@ -230,12 +225,8 @@ impl<'a> Frontier<'a> {
             .iter()
             .zip(owned)
             .map(|(a, copy)| match copy {
-                Some(c) => Prepared {
-                    access: Access::Full(c),
-                },
-                None => Prepared {
-                    access: access(a, shape).unwrap_or(Access::Scalar(f64::NAN)),
-                },
+                Some(c) => Access::Full(c),
+                None => access(a, shape).unwrap_or(Access::Scalar(f64::NAN)),
             })
             .collect();
         Frontier { prepared, staging }
@@ -246,7 +237,7 @@ impl<'a> Frontier<'a> {
     fn stage(&mut self, start: usize, n: usize) {
         for (m, p) in self.prepared.iter().enumerate() {
             let tile = &mut self.staging[m * TILE..m * TILE + n];
-            match p.access {
+            match *p {
                 Access::Block(d, b) => {
                     for_runs(start, n, b, |q, lo, hi| tile[lo..hi].fill(d[q]));
                 }
@@ -263,7 +254,7 @@ impl<'a> Frontier<'a> {
 
     #[inline(always)]
     fn arg(&self, m: usize, start: usize, n: usize) -> TileArg<'_> {
-        match self.prepared[m].access {
+        match self.prepared[m] {
             Access::Full(d) => TileArg::Slice(&d[start..start + n]),
             Access::Scalar(v) => TileArg::Scalar(v),
             Access::Block(..) | Access::Periodic(..) => {
@@ -732,7 +723,7 @@ fn destinations(
     let mut d = [Dest::Skip; 3];
     for (a, arg) in ins.args.iter().take(ins.op.arity()).enumerate() {
         let one_number =
-            |m: usize| acc.wide[m].is_none() && matches!(f.prepared[m].access, Access::Scalar(_));
+            |m: usize| acc.wide[m].is_none() && matches!(f.prepared[m], Access::Scalar(_));
         d[a] = match *arg {
             Arg::Reg(i) if !tree.instrs[i].needs => Dest::Skip,
             Arg::Reg(i) if rows[i] == rows[j] => Dest::Alias,
@@ -761,7 +752,7 @@ fn deposit(f: &Frontier, m: usize, start: usize, d: &[f64], acc: &mut Accumulato
         return;
     }
     let Some(acc) = grads[m].as_mut() else { return };
-    match f.prepared[m].access {
+    match f.prepared[m] {
         Access::Full(_) => acc[start..start + d.len()]
             .iter_mut()
             .zip(d)
@@ -960,27 +951,32 @@ fn normal_grads_shared_scale(
     }
 }
 
-/// One instruction over its own inputs: a one-node tree (small tensors, and the unfused path).
-pub fn single(op: ElemOp, inputs: &[&ArrayD<f64>]) -> Result<(Tree, ArrayD<f64>), String> {
-    let views: Vec<ArrayViewD<f64>> = inputs.iter().map(|a| a.view()).collect();
+/// The tree of one instruction over its own inputs, and the views of those inputs.
+fn single_tree<'a>(
+    op: ElemOp,
+    inputs: &[&'a ArrayD<f64>],
+) -> Result<(Tree, Vec<ArrayViewD<'a, f64>>), String> {
     let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape()).collect();
     let shape = check_shapes(op, &shapes)?;
     let mut args = [Arg::In(0); 3];
     for (a, slot) in args.iter_mut().enumerate().take(op.arity()) {
         *slot = Arg::In(a);
     }
-    let tree = Tree {
-        instrs: vec![Instr {
-            op,
-            args,
-            needs: true,
-        }],
-        shape: shape.clone(),
-    };
-    let mut out = vec![0.0; shape.iter().product()];
+    let instrs = vec![Instr {
+        op,
+        args,
+        needs: true,
+    }];
+    let views = inputs.iter().map(|a| a.view()).collect();
+    Ok((Tree { instrs, shape }, views))
+}
+
+/// One instruction over its own inputs: a one-node tree (the unfused path of small tensors).
+pub fn single(op: ElemOp, inputs: &[&ArrayD<f64>]) -> Result<ArrayD<f64>, String> {
+    let (tree, views) = single_tree(op, inputs)?;
+    let mut out = vec![0.0; tree.shape.iter().product()];
     evaluate(&tree, &views, Sink::Buffer(&mut out))?;
-    let out = ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| e.to_string())?;
-    Ok((tree, out))
+    ArrayD::from_shape_vec(IxDyn(&tree.shape), out).map_err(|e| e.to_string())
 }
 
 /// Gradients of one instruction's inputs (fresh arrays; None where not wanted).
@@ -990,21 +986,7 @@ pub fn single_vjp(
     g: &ArrayD<f64>,
     wanted: &[bool],
 ) -> Result<Vec<Option<ArrayD<f64>>>, String> {
-    let views: Vec<ArrayViewD<f64>> = inputs.iter().map(|a| a.view()).collect();
-    let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape()).collect();
-    let shape = check_shapes(op, &shapes)?;
-    let mut args = [Arg::In(0); 3];
-    for (a, slot) in args.iter_mut().enumerate().take(op.arity()) {
-        *slot = Arg::In(a);
-    }
-    let tree = Tree {
-        instrs: vec![Instr {
-            op,
-            args,
-            needs: true,
-        }],
-        shape,
-    };
+    let (tree, views) = single_tree(op, inputs)?;
     let mut bufs: Vec<Option<Vec<f64>>> = inputs
         .iter()
         .enumerate()

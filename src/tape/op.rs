@@ -95,7 +95,7 @@ impl Op {
             Op::Ternary(t) => {
                 let reals = reals(name, x, 3)?;
                 fusion::single(ElemOp::Ternary(*t), &reals)
-                    .map(|(_, v)| Value::Real(v))
+                    .map(Value::Real)
                     .map_err(|d| OpError::new(name, d))
             }
             Op::Complex(c) => c.forward(x),
