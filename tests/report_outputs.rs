@@ -44,6 +44,8 @@ fn summaries_of_an_exact_normal_sample_match_the_closed_form() {
         (s.q05, -1.6448536269514722),
         (s.q95, 1.6448536269514722),
         (s.q16, -0.994457883209753),
+        (s.q25, -0.6744897501960817),
+        (s.q75, 0.6744897501960817),
     ] {
         assert!(
             (q - (mu + sigma * z)).abs() < 1e-3,

@@ -213,3 +213,118 @@ fn truth_keys_the_model_lacks_are_refused() {
         "{err}"
     );
 }
+
+/// Rows (f', f'') of the Sherrell oxidized curve by energy, read from the CSV independently of
+/// the library's table code.
+fn sherrell_oxidized() -> Vec<(f64, f64, f64)> {
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/tables/Fe_ox_red_7000_7300.csv"))
+            .unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let v: Vec<f64> = l
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            Some((v[0], v[1], v[2]))
+        })
+        .collect()
+}
+
+fn simulate_form(name: &str, form: &str, truth_json: &str) -> serde_json::Value {
+    let dir = out_dir(name);
+    let fixed = dir.with_extension("truth.json");
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    std::fs::write(&fixed, truth_json).unwrap();
+    let set = format!("fdp_model={form}");
+    ok(&simulate(
+        &dir,
+        &[
+            "--images",
+            "1",
+            "--truth",
+            fixed.to_str().unwrap(),
+            "--set",
+            &set,
+        ],
+    ));
+    truth(&dir)
+}
+
+fn column(t: &serde_json::Value, key: &str) -> Vec<f64> {
+    t[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_fdp_form_is_simulated_as_the_model_computes_it() {
+    let table = sherrell_oxidized();
+    let at = |e: f64| *table.iter().find(|r| r.0 == e).unwrap();
+    // The shifted reference at its origin is Sherrell's oxidized pair itself, f' included (the
+    // Kramers-Kronig f' relative to that pair returns its f' when f'' is its f'').
+    let t = simulate_form(
+        "shift_0",
+        "shifted_reference",
+        r#"{"frac_oxidized": 1.0, "edge_ev": 7120.0}"#,
+    );
+    let (e, fp, fdp) = (column(&t, "energy_ev"), column(&t, "fp"), column(&t, "fdp"));
+    for k in 0..e.len() {
+        let (_, fp_ref, fdp_ref) = at(e[k]);
+        assert!(
+            (fdp[k] - fdp_ref).abs() < 1e-12,
+            "{} eV: {} vs {fdp_ref}",
+            e[k],
+            fdp[k]
+        );
+        assert!(
+            (fp[k] - fp_ref).abs() < 1e-9,
+            "{} eV: {} vs {fp_ref}",
+            e[k],
+            fp[k]
+        );
+    }
+    // Shifted up by 3 eV, f''(E) is the table's at E - 3 (the grid is 1 eV, so no interpolation).
+    let t = simulate_form(
+        "shift_3",
+        "shifted_reference",
+        r#"{"frac_oxidized": 1.0, "edge_ev": 7123.0}"#,
+    );
+    let (e, fdp) = (column(&t, "energy_ev"), column(&t, "fdp"));
+    for k in 0..e.len() {
+        assert!((fdp[k] - at(e[k] - 3.0).2).abs() < 1e-12, "{} eV", e[k]);
+    }
+    assert_eq!(t["dataset"]["edge_ev"], 7123.0);
+    // The sigmoid edge of the model file: 0.5 + 3.4 / (1 + exp(-(E - edge) / width)).
+    let t = simulate_form(
+        "sigmoid",
+        "edge",
+        r#"{"frac_oxidized": 1.0, "edge_ev": 7121.5, "edge_width_ev": 1.7}"#,
+    );
+    let (e, fdp) = (column(&t, "energy_ev"), column(&t, "fdp"));
+    for k in 0..e.len() {
+        let want = 0.5 + 3.4 / (1.0 + (-(e[k] - 7121.5) / 1.7).exp());
+        assert!(
+            (fdp[k] - want).abs() < 1e-12,
+            "{} eV: {} vs {want}",
+            e[k],
+            fdp[k]
+        );
+    }
+}
+
+#[test]
+fn a_form_needing_a_vector_latent_is_refused_by_name() {
+    let dir = out_dir("per_channel");
+    let o = simulate(&dir, &["--images", "1", "--set", "fdp_model=per_channel"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`fdp_delta`") && err.contains("[100]"),
+        "{err}"
+    );
+    assert!(!dir.join("truth.json").exists());
+}

@@ -81,7 +81,8 @@ fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
              draws latents from their priors (or truth.json) alone"
         );
     }
-    Settings::from_program(&program, dir).map_err(|e| (ExitCode::from(1), e.to_string()))
+    Settings::from_program(&program, &compiled.sources, dir)
+        .map_err(|e| (ExitCode::from(1), e.to_string()))
 }
 
 /// Simulates and writes the dataset; exit 0 ok, 1 model errors, 2 usage or IO errors.

@@ -359,7 +359,13 @@ impl Model {
 
     /// Resolves names and checks arities, plates and data shapes.
     pub fn validate(&mut self) -> Result<(), ModelError> {
-        self.check_plates()?;
+        self.validate_with(false)
+    }
+
+    /// [`Model::validate`], optionally admitting plates with no instances (a model planned only
+    /// to evaluate its top-level lets, as the simulator does before any image exists).
+    pub fn validate_with(&mut self, empty_plates: bool) -> Result<(), ModelError> {
+        self.check_plates(empty_plates)?;
         self.check_data()?;
         self.index.clear();
         for (i, site) in self.sites.iter().enumerate() {
@@ -375,7 +381,7 @@ impl Model {
         Ok(())
     }
 
-    fn check_plates(&self) -> Result<(), ModelError> {
+    fn check_plates(&self, empty_plates: bool) -> Result<(), ModelError> {
         for (i, p) in self.plates.iter().enumerate() {
             let err = |detail: String| ModelError::Plate {
                 plate: p.name.clone(),
@@ -384,7 +390,7 @@ impl Model {
             if p.parent.is_some_and(|q| q >= i) {
                 return Err(err("its parent must be declared before it".into()));
             }
-            if p.size == 0 {
+            if p.size == 0 && !empty_plates {
                 return Err(err("has no instances".into()));
             }
             let nested = self.plates.iter().any(|q| q.parent == Some(i));

@@ -167,6 +167,57 @@ pub fn plan(
         );
         scope.tables.insert(d.name.clone(), tb);
     }
+    assemble(
+        program,
+        sources,
+        scope,
+        physics,
+        (inputs, ignored_columns),
+        false,
+    )
+}
+
+/// Plans a program whose physics sources are given, already loaded, in `physics` (bound by the
+/// names of its `pdb(...)` / `dials(...)` data statements); a table source is an error. The
+/// simulator evaluates a model's dataset-level lets this way before any data file exists.
+pub fn plan_with_physics(
+    program: &Program,
+    sources: &SourceMap,
+    externs: &Registry,
+    physics: PhysicsData,
+) -> Result<Planned, PlanError> {
+    check_externs(program, sources, externs)?;
+    if let Some(d) = program.data.iter().find(|d| d.source == "table") {
+        return Err(PlanError::Unsupported {
+            at: format!("data `{}`", d.name),
+            what: "a table source when planning over in-memory physics data".into(),
+        });
+    }
+    let scope = Scope {
+        externs: externs.clone(),
+        ..Scope::default()
+    };
+    assemble(
+        program,
+        sources,
+        scope,
+        physics,
+        (Vec::new(), Vec::new()),
+        true,
+    )
+}
+
+/// The plates, functions and sites of `program` over loaded data (`files`: the table files read
+/// and their ignored columns); `empty_plates`: admit plates with no instances.
+fn assemble(
+    program: &Program,
+    sources: &SourceMap,
+    mut scope: Scope,
+    physics: PhysicsData,
+    files: (Vec<PathBuf>, Vec<String>),
+    empty_plates: bool,
+) -> Result<Planned, PlanError> {
+    let (inputs, ignored_columns) = files;
     scope.physics.crystals = physics.crystals.iter().cloned().collect();
     scope.physics.shots = physics.dials.iter().cloned().collect();
     let mut m = Model::default();
@@ -200,7 +251,7 @@ pub fn plan(
     for (k, s) in program.log_joint.iter().enumerate() {
         m.site(site(program, sources, &scope, k, s)?);
     }
-    m.validate()?;
+    m.validate_with(empty_plates)?;
     let data_lets = program
         .log_joint
         .iter()

@@ -3,8 +3,8 @@
 //!
 //! In: a [`LatentRun`]: posterior draws of every named quantity (draw-major, each draw the
 //! quantity's row-major elements), the ELBO history, the inputs and the seed. Out: the files,
-//! written atomically. Guarantees: summary.json holds mean, sd and the 5/50/95% quantiles of
-//! every element, the SHA-256 of the model and of every input, the seed and the step count;
+//! written atomically. Guarantees: summary.json holds mean, sd and the 2.5/5/16/25/50/75/84/95/97.5%
+//! quantiles of every element, the SHA-256 of the model and of every input, the seed and the step count;
 //! it holds no timings, so two runs that reach the same state write the same file.
 //! posterior.npz holds one array per quantity of shape (chain = 1, draw, ...shape).
 

@@ -1,8 +1,8 @@
 //! Posterior summaries of f'(E) and f''(E) from draws: mean, sd and quantiles per energy.
 //!
 //! In: draws as an `ndarray` (draws × energies) for each quantity of a metal site. Out: per-energy
-//! [`CurveSummary`] rows (mean, sd, q025, q05, q16, q50, q84, q95, q975: the 68% and 95% bands
-//! and the 90% interval). Quantiles come from statrs' `OrderStatistics` (R type 8). Guarantees:
+//! [`CurveSummary`] rows (mean, sd, q025, q05, q16, q25, q50, q75, q84, q95, q975: the 50%, 68%
+//! and 95% bands and the 90% interval). Quantiles come from statrs' `OrderStatistics` (R type 8). Guarantees:
 //! draws with a non-finite value are an error naming the site, quantity and energy.
 
 use ndarray::Array2;
@@ -52,8 +52,12 @@ pub struct PointSummary {
     pub q05: f64,
     /// 16% quantile (lower edge of the 68% band).
     pub q16: f64,
+    /// 25% quantile (lower edge of the 50% band).
+    pub q25: f64,
     /// Median.
     pub q50: f64,
+    /// 75% quantile.
+    pub q75: f64,
     /// 84% quantile.
     pub q84: f64,
     /// 95% quantile.
@@ -121,7 +125,9 @@ pub fn summarize_sample(values: Vec<f64>) -> PointSummary {
         q025: data.quantile(0.025),
         q05: data.quantile(0.05),
         q16: data.quantile(0.16),
+        q25: data.quantile(0.25),
         q50: data.quantile(0.5),
+        q75: data.quantile(0.75),
         q84: data.quantile(0.84),
         q95: data.quantile(0.95),
         q975: data.quantile(0.975),

@@ -10,6 +10,7 @@
 //! (see [`shot`]); Poisson noise is `physics::noise::add_noise`; every predicted reflection that
 //! is not written is counted by reason in [`Skipped`].
 
+pub mod curves;
 pub mod predict;
 pub mod settings;
 pub mod shot;
@@ -207,7 +208,7 @@ pub fn simulate(
     let panel = template_panel(template)?;
     let energies = channel_energies(settings.n_channels, template.centre_ev);
     let mut truth = Truth::draw(settings, fixed, seed)?;
-    let (fp, fdp) = truth.metal_curves(settings, &energies)?;
+    let (fp, fdp) = truth.metal_curves(settings, &crystal, &energies)?;
     let form_factors = FormFactors::embedded(GaussianSet::Wk1995)?;
     let base = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
         .map(|e| scale(crystal.cell.orthogonalize(e), 1e-10));

@@ -8,6 +8,7 @@
 
 use super::SimulateError;
 use crate::check::value::Value as Const;
+use crate::diagnostics::SourceMap;
 use crate::ir::{Dist, ExprKind, PlateSize, Program, StmtKind};
 use crate::physics::lattice::Shape;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,11 @@ pub struct Settings {
     pub log_scale: Prior,
     /// Standard deviation (radians) of the per-image misorientation `rot` around `image.rot0`.
     pub rot_sd: f64,
+    /// The program itself: the metal site's f'/f'' are computed by planning and evaluating its
+    /// dataset-level lets (src/simulate/curves.rs).
+    pub program: Program,
+    /// Its sources (spans of planning errors).
+    pub sources: SourceMap,
 }
 
 fn missing(what: &str) -> SimulateError {
@@ -154,7 +160,11 @@ fn latents<'a>(program: &'a Program, plate: &str) -> Vec<(&'a str, &'a Dist, usi
 
 impl Settings {
     /// Reads the settings of `program`, whose model file lives in `model_dir`.
-    pub fn from_program(program: &Program, model_dir: &Path) -> Result<Self, SimulateError> {
+    pub fn from_program(
+        program: &Program,
+        sources: &SourceMap,
+        model_dir: &Path,
+    ) -> Result<Self, SimulateError> {
         let pdb = program
             .data
             .iter()
@@ -213,6 +223,8 @@ impl Settings {
             dataset_priors,
             log_scale,
             rot_sd,
+            program: program.clone(),
+            sources: sources.clone(),
         })
     }
 }

@@ -7,8 +7,8 @@
 //! model (or one of the simulator's own keys) is an error naming the key, never ignored.
 
 use super::{Settings, SimulateError, Skipped, stream_seed};
+use crate::physics::atoms::Crystal;
 use crate::physics::geometry::{Mat3, Vec3};
-use crate::plan::reference;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Beta, Distribution, Exp, Gamma, LogNormal, Normal, Uniform};
@@ -209,27 +209,21 @@ impl Truth {
             .ok_or_else(|| SimulateError::Model("no dataset latent `mosaic_deg`".into()))
     }
 
-    /// f' and f'' of the metal site at `energies` under the model's `fdp_model` (recorded here).
+    /// f' and f'' of the metal site at `energies`, as the model computes them from the dataset
+    /// latents (src/simulate/curves.rs); recorded here.
     pub fn metal_curves(
         &mut self,
         settings: &Settings,
+        crystal: &Crystal,
         energies: &[f64],
     ) -> Result<(Vec<f64>, Vec<f64>), SimulateError> {
-        if settings.fdp_model != "ox_red_mixture" {
-            return Err(SimulateError::Model(format!(
-                "simulate draws f'/f'' from the ox_red_mixture form; run it with --set fdp_model=ox_red_mixture (got `{}`)",
-                settings.fdp_model
-            )));
-        }
-        let ox = reference::table(&settings.states[0])?;
-        let red = reference::table(&settings.states[1])?;
-        let q = self.frac_oxidized;
-        let (mut fp, mut fdp) = (Vec::new(), Vec::new());
-        for &e in energies {
-            let (a, b) = (ox.at_ev(e)?, red.at_ev(e)?);
-            fp.push(q * a.0 + (1.0 - q) * b.0);
-            fdp.push(q * a.1 + (1.0 - q) * b.1);
-        }
+        let (fp, fdp) = super::curves::metal_curves(
+            &settings.program,
+            &settings.sources,
+            crystal,
+            energies,
+            &self.dataset,
+        )?;
         self.energy_ev = energies.to_vec();
         self.fp = fp.clone();
         self.fdp = fdp.clone();
