@@ -243,6 +243,28 @@ fn non_finite_value_names_span_plate_and_step() {
 }
 
 #[test]
+fn non_finite_value_of_a_deferred_let_names_the_same_span_and_row() {
+    // 2000 rows: `z` is recorded deferred and fused into the likelihood's sum, so it is checked
+    // when the log-density comes out not finite; the error must be the eager one's.
+    let out = out_dir("nonfinite_large");
+    let o = spreadc(
+        "tests/fixtures/run/nonfinite_large/model.spread",
+        "tests/fixtures/run/nonfinite_large",
+        &out,
+        &["--steps", "5"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "error: step 0: non-finite value from operator `log` at \
+             tests/fixtures/run/nonfinite_large/model.spread:9:3 `let z = log(i.y)` [i 1500]"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn json_lines_report_steps_and_result() {
     let out = out_dir("json");
     let o = spreadc(

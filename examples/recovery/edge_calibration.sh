@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Calibration of the edge position (issue 6, part 2): R replicate datasets of N images of
-# rubredoxin (simulation seeds 9000 + r), each fitted with `--set fdp_model=$FIT` (300 steps,
-# fit seed r). Coverage of the posterior's 50% (summary.json q25..q75) and 90% (q05..q95)
+# rubredoxin (simulation seeds 9000 + r), each fitted with `--set fdp_model=$FIT` ($STEPS steps,
+# default 1000, fit seed r). Coverage of the posterior's 50% (summary.json q25..q75) and 90% (q05..q95)
 # intervals of `edge_ev` against the true edge.
 #
 #   cargo build --release && examples/recovery/edge_calibration.sh [WORK_DIR] [R] [N]
@@ -16,8 +16,9 @@
 #         other dataset latents) drawn from their priors; the reference is the drawn edge_ev
 #         in truth.json. This is the well-specified check (simulation-based calibration).
 #
-# Prints one line per replicate (r, mean, sd, q05, q25, q75, q95, truth, wall s) and the
-# coverage; outputs and logs in WORK_DIR (default target/recovery/edge_calibration_$FIT_$SIM).
+# Prints one line per replicate (r, mean, sd, q05, q25, q75, q95, truth, wall s, and 1 if
+# `spreadc run` noted that the ELBO was still rising) and the coverage; outputs and logs in
+# WORK_DIR (default target/recovery/edge_calibration_$FIT_$SIM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 S=${SPREADC:-target/release/spreadc}
@@ -26,6 +27,7 @@ SIM=${SIM:-measured}
 W=${1:-target/recovery/edge_calibration_${FIT}_${SIM}}
 R=${2:-20}
 N=${3:-4}
+STEPS=${STEPS:-1000}
 case "$FIT/$SIM" in
   edge/measured) REF=7120.16 ;;
   shifted_reference/measured) REF=7120.0 ;;
@@ -42,15 +44,18 @@ for r in $(seq 0 $((R - 1))); do
   [ -f "$d/truth.json" ] || "$S" simulate models/rubredoxin_fe.spread --out "$d" --images "$N" \
     --seed $((9000 + r)) --truth "$W/truth_ox.json" "${sim_set[@]}" > "$W/sim_$r.log" 2>&1
   start=$(date +%s)
-  "$S" run models/rubredoxin_fe.spread --data "$d" --out "$W/fit_$r" --steps 300 --particles 1 \
+  "$S" run models/rubredoxin_fe.spread --data "$d" --out "$W/fit_$r" --steps "$STEPS" --particles 1 \
     --seed "$r" --set "fdp_model=$FIT" > "$W/fit_$r.log" 2>&1
   wall=$(( $(date +%s) - start ))
-  python3 - "$W/fit_$r/summary.json" "$d/truth.json" "$REF" "$r" "$wall" >> "$W/edges.tsv" <<'PY'
+  rising=0
+  grep -q "has not converged" "$W/fit_$r.log" && rising=1
+  python3 - "$W/fit_$r/summary.json" "$d/truth.json" "$REF" "$r" "$wall" "$rising" >> "$W/edges.tsv" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 e = next(q["elements"][0] for q in s["quantities"] if q["name"] == "edge_ev")
 ref = json.load(open(sys.argv[2]))["dataset"]["edge_ev"] if sys.argv[3] == "truth" else float(sys.argv[3])
-print(sys.argv[4], e["mean"], e["sd"], e["q05"], e["q25"], e["q75"], e["q95"], ref, sys.argv[5], sep="\t")
+print(sys.argv[4], e["mean"], e["sd"], e["q05"], e["q25"], e["q75"], e["q95"], ref, sys.argv[5],
+      sys.argv[6], sep="\t")
 PY
   tail -1 "$W/edges.tsv"
 done
@@ -66,7 +71,9 @@ mean_err = sum(err) / n
 rms = (sum(e * e for e in err) / n) ** 0.5
 rms_z = (sum(v * v for v in z) / n) ** 0.5
 sd = sum(r[2] for r in rows) / n
+rising = sum(int(r[9]) for r in rows)
 print(f"replicates {n}: 90% coverage {c90}/{n} = {100*c90/n:.0f}%, 50% coverage {c50}/{n} = "
       f"{100*c50/n:.0f}%; edge error mean {mean_err:+.2f} eV, rms {rms:.2f} eV; "
-      f"mean posterior sd {sd:.2f} eV; rms of (mean - truth)/sd {rms_z:.2f} (1 if calibrated)")
+      f"mean posterior sd {sd:.2f} eV; rms of (mean - truth)/sd {rms_z:.2f} (1 if calibrated); "
+      f"{rising} fits still rising at the end")
 PY

@@ -578,32 +578,20 @@ fn closure(
     }))
 }
 
-/// A non-finite element becomes an error naming the first bad op, the span and the plates.
+/// A non-finite element becomes an error naming the first bad op, the span and the plates (for a
+/// deferred value, when something that depends on it is found not finite: `Tape::check_finite`).
 fn finite(
-    t: &Tape,
-    scope: &Scope,
+    t: &mut Tape,
+    scope: &Arc<Scope>,
     node: NodeId,
     chain: &[usize],
     label: &str,
 ) -> Result<(), TapeError> {
-    let v = t.value(node);
-    if v.is_finite() {
-        return Ok(());
-    }
-    let flat = match v {
-        crate::tape::Value::Real(a) => a.iter().position(|x| !x.is_finite()),
-        crate::tape::Value::Complex(a) => a.iter().position(|x| !x.is_finite()),
-    };
-    let at = scope.describe(chain, v.shape(), flat.unwrap_or(0));
-    let op = match t.first_non_finite_value() {
-        Some(TapeError::NonFinite { op, .. }) => op,
-        _ => "value",
-    };
-    Err(TapeError::NonFinite {
-        op,
-        label: format!("{label} [{at}]"),
-        what: "value",
-        node: node.index(),
+    t.check_finite(node, || {
+        let (scope, chain, label) = (scope.clone(), chain.to_vec(), label.to_string());
+        Arc::new(move |shape: &[usize], flat: usize| {
+            format!("{label} [{}]", scope.describe(&chain, shape, flat))
+        })
     })
 }
 

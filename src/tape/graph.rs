@@ -145,6 +145,23 @@ pub struct Node {
 /// Gradients of a fused sum with respect to its tree's inputs, by node index.
 type LocalGrads = Vec<(usize, ArrayD<f64>)>;
 
+/// Describes element `flat` of a checked value of `shape` for an error (for a model statement:
+/// its source span and the plate indices of that element).
+pub type Describe = Arc<dyn Fn(&[usize], usize) -> String + Send + Sync>;
+
+/// A finiteness check left until a deferred value is computed (or a failure is looked for).
+#[derive(Clone)]
+struct FiniteCheck {
+    node: NodeId,
+    describe: Describe,
+}
+
+impl std::fmt::Debug for FiniteCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FiniteCheck({})", self.node.index())
+    }
+}
+
 /// A reverse-mode tape over real and complex tensors.
 #[derive(Debug, Clone)]
 pub struct Tape {
@@ -158,6 +175,8 @@ pub struct Tape {
     spare: RefCell<Spare>,
     labels: Vec<Arc<str>>,
     current_label: u32,
+    /// Finiteness checks of deferred values, in recording order ([`Tape::check_finite`]).
+    checks: Vec<FiniteCheck>,
 }
 
 impl Default for Tape {
@@ -176,6 +195,7 @@ impl Tape {
             spare: RefCell::new(HashMap::new()),
             labels: vec![Arc::from("<unlabelled>")],
             current_label: 0,
+            checks: Vec::new(),
         }
     }
 
@@ -201,6 +221,7 @@ impl Tape {
         }
         spare.retain(|_, buffers| !buffers.is_empty());
         self.live.clear();
+        self.checks.clear();
         if self.labels.len() > MAX_KEPT_LABELS {
             self.labels.truncate(1);
         }
@@ -807,10 +828,77 @@ impl Tape {
         }
     }
 
-    /// The first node (in recording order) whose value is not finite, as an error.
+    /// Requires `id`'s value to be finite. A computed value is checked now: a non-finite element
+    /// is an error whose op is the first non-finite node on the tape and whose label is
+    /// `describe(shape, flat)` of the first bad element. A deferred value is not computed for the
+    /// check, which would split its fused tree: the check is kept, and
+    /// [`Tape::first_non_finite_value`] runs the kept checks first, in recording order, when a
+    /// result that depends on the value turns out not finite.
+    pub fn check_finite(
+        &mut self,
+        id: NodeId,
+        describe: impl FnOnce() -> Describe,
+    ) -> Result<(), TapeError> {
+        let node = self
+            .nodes
+            .get(id.index())
+            .ok_or(TapeError::UnknownNode(id.index()))?;
+        if node.value.get().is_none() {
+            let describe = describe();
+            self.checks.push(FiniteCheck { node: id, describe });
+            return Ok(());
+        }
+        if self.value(id).is_finite() {
+            return Ok(());
+        }
+        // A kept check recorded earlier names the first bad statement, as an eager one would have.
+        let earlier = self
+            .checks
+            .iter()
+            .find_map(|c| self.failed_check(c.node, &c.describe));
+        match earlier.or_else(|| self.failed_check(id, &describe())) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The error of a failed finiteness check of `id` (None when its value is finite).
+    fn failed_check(&self, id: NodeId, describe: &Describe) -> Option<TapeError> {
+        let v = self.value(id);
+        if v.is_finite() {
+            return None;
+        }
+        let flat = match v {
+            Value::Real(a) => a.iter().position(|x| !x.is_finite()),
+            Value::Complex(a) => a.iter().position(|x| !x.is_finite()),
+        };
+        let op = match self.first_non_finite_node() {
+            Some(i) => self.nodes[i].op.name(),
+            None => "value",
+        };
+        Some(TapeError::NonFinite {
+            op,
+            label: describe(v.shape(), flat.unwrap_or(0)),
+            what: "value",
+            node: id.index(),
+        })
+    }
+
+    fn first_non_finite_node(&self) -> Option<usize> {
+        (0..self.nodes.len()).position(|i| !node_value(&self.nodes, &self.spare, i).is_finite())
+    }
+
+    /// The first failed kept finiteness check ([`Tape::check_finite`]), else the first node (in
+    /// recording order) whose value is not finite, as an error.
     pub fn first_non_finite_value(&self) -> Option<TapeError> {
-        let i = (0..self.nodes.len())
-            .position(|i| !node_value(&self.nodes, &self.spare, i).is_finite())?;
+        if let Some(e) = self
+            .checks
+            .iter()
+            .find_map(|c| self.failed_check(c.node, &c.describe))
+        {
+            return Some(e);
+        }
+        let i = self.first_non_finite_node()?;
         Some(self.non_finite(i, "value"))
     }
 
