@@ -104,7 +104,7 @@ pub fn metal_curves(
     energy_ev: &[f64],
     dataset: &BTreeMap<String, f64>,
 ) -> Result<(Vec<f64>, Vec<f64>), SimulateError> {
-    let model_err = |detail: String| SimulateError::Model(detail);
+    let model_err = SimulateError::Model;
     let (fp_name, fdp_name) = curve_names(program).ok_or_else(|| {
         model_err(
             "the model has no `structure_factor(xtal, hkl, energies, \"ELEMENT\", [fp], [fdp])` call \

@@ -1,5 +1,6 @@
 //! What `spreadc simulate` reads from a model's IR: constants, variant choices, the atomic model,
-//! the metal site, the reference curves of its states, and the priors it samples latents from.
+//! the metal site, the program itself (for its f'/f'' lets), and the priors it samples latents
+//! from.
 //!
 //! In: a compiled `Program` and the folder of its model file. Out: [`Settings`]. Guarantees: a
 //! model that lacks something the simulator needs is a `SimulateError::Model` naming it (never a
@@ -35,12 +36,8 @@ pub struct Settings {
     pub domain_cells: f64,
     /// Lattice shape transform (`variant shape`).
     pub shape: Shape,
-    /// f'/f'' parametrization (`variant fdp_model`).
-    pub fdp_model: String,
     /// Element of the refined metal sites (`structure_factor(..., "FE", ...)`).
     pub metal: String,
-    /// Reference curves of the oxidized and reduced states (`let oxidized/reduced = reference_curve(...)`).
-    pub states: [String; 2],
     /// Scalar latents of the `dataset` plate with constant priors, in model order.
     pub dataset_priors: Vec<(String, Prior)>,
     /// Per-image `log_scale` prior.
@@ -107,26 +104,6 @@ fn extern_texts(program: &Program, name: &str, index: usize) -> Vec<String> {
         }
     }
     found
-}
-
-fn state_curve(program: &Program, let_name: &str) -> Result<String, SimulateError> {
-    program
-        .log_joint
-        .iter()
-        .find_map(|s| match &s.kind {
-            StmtKind::Let { name, value } if name == let_name => match &value.kind {
-                ExprKind::Extern(f, args) if f == "reference_curve" => match args.first() {
-                    Some(a) => match &a.kind {
-                        ExprKind::Const(Const::Str(t)) => Some(t.clone()),
-                        _ => None,
-                    },
-                    None => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        })
-        .ok_or_else(|| missing(&format!("`let {let_name} = reference_curve(\"...\", ...)`")))
 }
 
 fn shape(name: &str) -> Result<Shape, SimulateError> {
@@ -214,12 +191,7 @@ impl Settings {
             n_domains: constant(program, "n_domains")? as usize,
             domain_cells: constant(program, "domain_cells")?,
             shape: shape(&choice(program, "shape")?)?,
-            fdp_model: choice(program, "fdp_model")?,
             metal,
-            states: [
-                state_curve(program, "oxidized")?,
-                state_curve(program, "reduced")?,
-            ],
             dataset_priors,
             log_scale,
             rot_sd,

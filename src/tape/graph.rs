@@ -852,14 +852,15 @@ impl Tape {
             return Ok(());
         }
         // A kept check recorded earlier names the first bad statement, as an eager one would have.
-        let earlier = self
-            .checks
+        self.first_failed_kept_check()
+            .or_else(|| self.failed_check(id, &describe()))
+            .map_or(Ok(()), Err)
+    }
+
+    fn first_failed_kept_check(&self) -> Option<TapeError> {
+        self.checks
             .iter()
-            .find_map(|c| self.failed_check(c.node, &c.describe));
-        match earlier.or_else(|| self.failed_check(id, &describe())) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+            .find_map(|c| self.failed_check(c.node, &c.describe))
     }
 
     /// The error of a failed finiteness check of `id` (None when its value is finite).
@@ -891,11 +892,7 @@ impl Tape {
     /// The first failed kept finiteness check ([`Tape::check_finite`]), else the first node (in
     /// recording order) whose value is not finite, as an error.
     pub fn first_non_finite_value(&self) -> Option<TapeError> {
-        if let Some(e) = self
-            .checks
-            .iter()
-            .find_map(|c| self.failed_check(c.node, &c.describe))
-        {
+        if let Some(e) = self.first_failed_kept_check() {
             return Some(e);
         }
         let i = self.first_non_finite_node()?;
