@@ -15,6 +15,8 @@ use spread::run::{RunConfig, load};
 use std::path::Path;
 
 const DEG: f64 = std::f64::consts::PI / 180.0;
+/// The model's unit of the domain tilts (`tilt_unit_deg` in models/rubredoxin_fe.spread).
+const TILT_UNIT_DEG: f64 = 0.05;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,16 +103,18 @@ fn model_at_the_truth_explains_the_bundled_stills_to_poisson_noise() {
                 t.as_array()
                     .unwrap()
                     .iter()
-                    .map(|x| f(x) / (mosaic_deg * DEG))
+                    .map(|x| f(x) / (TILT_UNIT_DEG * DEG))
             })
             .collect();
-        pin(model, &layout, &mut params, "tilt_z", i, &z);
+        pin(model, &layout, &mut params, "tilt", i, &z);
         // The model centres the domain tilts; their common part goes into the image rotation
         // (to first order in these 1e-5 rad angles).
         let domains = z.len() / 3;
         let common: Vec<f64> = (0..3)
             .map(|k| {
-                (0..domains).map(|d| z[3 * d + k]).sum::<f64>() / domains as f64 * mosaic_deg * DEG
+                (0..domains).map(|d| z[3 * d + k]).sum::<f64>() / domains as f64
+                    * TILT_UNIT_DEG
+                    * DEG
             })
             .collect();
         let rot: Vec<f64> = rot.iter().zip(&common).map(|(r, c)| r + c).collect();

@@ -7,6 +7,8 @@
 #   cargo build --release && examples/recovery/edge_calibration.sh [WORK_DIR] [R] [N]
 #
 # Environment:
+#   MODEL  the model file (default models/rubredoxin_fe.spread).
+#   SPREADC  the spreadc binary (default target/release/spreadc).
 #   FIT   the edge form fitted: `edge` (sigmoid f'', the default) or `shifted_reference`.
 #   SIM   `measured` (the default): the data are simulated from Sherrell's measured oxidized
 #         curves (frac_oxidized = 1). No edge_ev is true then; the reference is the
@@ -22,6 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 S=${SPREADC:-target/release/spreadc}
+M=${MODEL:-models/rubredoxin_fe.spread}
 FIT=${FIT:-edge}
 SIM=${SIM:-measured}
 W=${1:-target/recovery/edge_calibration_${FIT}_${SIM}}
@@ -41,10 +44,10 @@ sim_set=()
 : > "$W/edges.tsv"
 for r in $(seq 0 $((R - 1))); do
   d="$W/data_$r"
-  [ -f "$d/truth.json" ] || "$S" simulate models/rubredoxin_fe.spread --out "$d" --images "$N" \
+  [ -f "$d/truth.json" ] || "$S" simulate "$M" --out "$d" --images "$N" \
     --seed $((9000 + r)) --truth "$W/truth_ox.json" "${sim_set[@]}" > "$W/sim_$r.log" 2>&1
   start=$(date +%s)
-  "$S" run models/rubredoxin_fe.spread --data "$d" --out "$W/fit_$r" --steps "$STEPS" --particles 1 \
+  "$S" run "$M" --data "$d" --out "$W/fit_$r" --steps "$STEPS" --particles 1 \
     --seed "$r" --set "fdp_model=$FIT" > "$W/fit_$r.log" 2>&1
   wall=$(( $(date +%s) - start ))
   rising=0

@@ -59,6 +59,8 @@ pub struct LatentRun<'a> {
     pub settings: serde_json::Value,
     /// Physics results (state probabilities, data counts); null for generic models.
     pub physics: serde_json::Value,
+    /// The end-of-fit convergence check (null when it was not run).
+    pub convergence: serde_json::Value,
 }
 
 #[derive(serde::Serialize)]
@@ -72,6 +74,8 @@ struct Summary<'a> {
     elbo: ElboTail,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     physics: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    convergence: &'a serde_json::Value,
     quantities: Vec<Quantity<'a>>,
 }
 
@@ -135,6 +139,7 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
             .collect::<Result<_, _>>()?,
         settings: &run.settings,
         physics: &run.physics,
+        convergence: &run.convergence,
         elbo: ElboTail {
             records: run.elbo.len(),
             last: run.elbo.last().map(|(_, v)| *v),

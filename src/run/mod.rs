@@ -8,6 +8,7 @@
 //! for another model file, other `--set` values, other data or another seed (run.json in the
 //! output directory records their hashes); a failed run leaves the last good checkpoint.
 
+pub mod convergence;
 pub mod corrections;
 pub mod physics;
 pub mod refined_sf;
@@ -181,6 +182,8 @@ fn still_rising(elbo: &[f64]) -> Option<String> {
 
 /// Particles (draws of the fitted guide) averaged in each state comparison.
 const STATE_PARTICLES: usize = 16;
+/// Gradient draws of the end-of-fit convergence check (`convergence::drifts`).
+const CONVERGENCE_DRAWS: usize = 16;
 /// Guide draws of the correction-flow report (three model evaluations each).
 const CORRECTION_DRAWS: usize = 4;
 
@@ -266,6 +269,8 @@ pub fn run_model(
         notes.push(n.clone());
     }
     notes.extend(still_rising(&state.elbo));
+    let drifts = pool.install(|| convergence::drifts(model, &state, CONVERGENCE_DRAWS))?;
+    notes.extend(convergence::note(&drifts, CONVERGENCE_DRAWS));
     let warnings = notes.iter().fold(warnings, |w, n| w + n + "\n");
     let states =
         pool.install(|| physics::state_probabilities(model, &state, &choices, STATE_PARTICLES))?;
@@ -300,6 +305,12 @@ pub fn run_model(
         quantities: &quantities,
         settings: settings(cfg, &program, horizon),
         physics: physics_record,
+        convergence: serde_json::json!({
+            "draws": CONVERGENCE_DRAWS,
+            "min_distance_sd": convergence::MIN_DISTANCE_SD,
+            "min_t": convergence::MIN_T,
+            "drifts": drifts,
+        }),
     };
     written.extend(write_latent_report(&cfg.out, &run)?);
     written.push(ckpt);

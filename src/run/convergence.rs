@@ -1,0 +1,178 @@
+//! Has the fit stopped where the ELBO is flat? A check of the fitted guide's locations.
+//!
+//! In: the model and the final SVI state. Out: one `Drift` per latent site whose guide
+//! location the ELBO's gradient still pulls away, and the notes `spreadc run` prints for them.
+//!
+//! For a Gaussian guide of a near-Gaussian posterior, d ELBO / d loc = (μ − loc) / σ², where μ
+//! is the optimum and σ the posterior sd, so g·s (g the gradient, s the guide's sd) estimates how
+//! many sds the location still lies from the optimum. The gradient is averaged over `draws`
+//! independent draws (each with its own mini-batch), which also gives its standard error; a
+//! location is flagged when it lies more than `MIN_DISTANCE_SD` sds from the optimum and that
+//! distance is more than `MIN_T` standard errors from zero. The ELBO trend misses this when
+//! the learning rate has decayed: a dataset-level latent can stay several sds off while the
+//! ELBO, dominated by the settled per-image terms, no longer moves.
+
+use super::RunError;
+use crate::infer::engine::{Evaluator, ParticleSpec};
+use crate::infer::error::InferError;
+use crate::infer::guide::SiteBlock;
+use crate::infer::model::{GuideKind, Model, Site};
+use crate::infer::reduce::SingleProcess;
+use crate::infer::svi::SviState;
+use crate::tape::elementwise::softplus;
+use rayon::prelude::*;
+
+/// A location flagged when it is this many guide sds from the optimum...
+pub const MIN_DISTANCE_SD: f64 = 0.5;
+/// ... and the estimate is this many standard errors from zero.
+pub const MIN_T: f64 = 5.0;
+/// The gradient draws' streams: steps counted down from here (other post-fit evaluations use
+/// u64::MAX, MAX − 1 and MAX − 2).
+const STREAM_TOP: u64 = u64::MAX - 1000;
+
+/// A latent site with locations still pulled by the gradient.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Drift {
+    /// Site name.
+    pub site: String,
+    /// Elements of the site (over all its plate instances) that were checked.
+    pub elements: usize,
+    /// How many of them are flagged.
+    pub flagged: usize,
+    /// The flagged element farthest from its optimum: its flat index (instance-major)...
+    pub worst_element: usize,
+    /// ... its distance from the optimum in guide sds (sign: the direction of the optimum)...
+    pub worst_distance_sd: f64,
+    /// ... and that distance over its standard error.
+    pub worst_t: f64,
+    /// True for a dataset-level (plate-less) site.
+    pub global: bool,
+}
+
+/// The location entries and their guide sds of every instance of a mean-field or low-rank block.
+fn locations(block: &SiteBlock, params: &[f64]) -> Option<Vec<(usize, f64)>> {
+    let d = block.event;
+    let mut out = Vec::with_capacity(block.instances * d);
+    for inst in 0..block.instances {
+        let p = &params[block.instance_offset(inst)..][..block.per_instance];
+        let off = block.instance_offset(inst);
+        match block.kind {
+            GuideKind::MeanField => {
+                out.extend((0..d).map(|k| (off + k, softplus(p[d + k]))));
+            }
+            GuideKind::LowRank(r) => {
+                for k in 0..d {
+                    let w = &p[d + k * r..d + (k + 1) * r];
+                    let diag = softplus(p[d + d * r + k]);
+                    let var = w.iter().map(|x| x * x).sum::<f64>() + diag * diag;
+                    out.push((off + k, var.sqrt()));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The ELBO's gradient at the final parameters, one vector per draw.
+fn gradient_draws(
+    model: &Model,
+    state: &SviState,
+    draws: usize,
+) -> Result<Vec<Vec<f64>>, RunError> {
+    (0..draws.max(2) as u64)
+        .into_par_iter()
+        .map(|k| {
+            Evaluator {
+                model,
+                layout: &state.layout,
+                params: &state.params,
+                spec: ParticleSpec {
+                    seed: state.seed,
+                    step: STREAM_TOP - k,
+                    particle: 0,
+                    analytic_kl: false,
+                },
+            }
+            .particle(&SingleProcess)
+            .map(|p| p.grad)
+        })
+        .collect::<Result<Vec<_>, InferError>>()
+        .map_err(RunError::from)
+}
+
+/// Every latent site whose guide location the ELBO's gradient still pulls away (see the
+/// module documentation), from `draws` gradient draws at the final parameters.
+pub fn drifts(model: &Model, state: &SviState, draws: usize) -> Result<Vec<Drift>, RunError> {
+    let grads = gradient_draws(model, state, draws)?;
+    let n = grads.len() as f64;
+    let mut out = Vec::new();
+    for (block, site) in state.layout.blocks.iter().zip(&model.sites) {
+        let (Some(b), Site::Latent(l)) = (block, site) else {
+            continue;
+        };
+        if l.prior.is_none() {
+            continue;
+        }
+        let Some(locs) = locations(b, &state.params) else {
+            continue;
+        };
+        let mut drift = Drift {
+            site: l.name.clone(),
+            elements: locs.len(),
+            flagged: 0,
+            worst_element: 0,
+            worst_distance_sd: 0.0,
+            worst_t: 0.0,
+            global: l.plate.is_none(),
+        };
+        for (e, &(at, sd)) in locs.iter().enumerate() {
+            let values = grads.iter().map(|g| g[at] * sd);
+            let mean = values.clone().sum::<f64>() / n;
+            let var = values.map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            let t = mean / (var / n).sqrt().max(1e-300);
+            if mean.abs() > MIN_DISTANCE_SD && t.abs() > MIN_T {
+                drift.flagged += 1;
+                if mean.abs() > drift.worst_distance_sd.abs() {
+                    drift.worst_element = e;
+                    drift.worst_distance_sd = mean;
+                    drift.worst_t = t;
+                }
+            }
+        }
+        if drift.flagged > 0 {
+            out.push(drift);
+        }
+    }
+    Ok(out)
+}
+
+/// The note `spreadc run` prints for the drifting sites (None when there are none).
+pub fn note(drifts: &[Drift], draws: usize) -> Option<String> {
+    if drifts.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = drifts
+        .iter()
+        .map(|d| {
+            let dir = if d.worst_distance_sd > 0.0 { "above" } else { "below" };
+            let which = if d.elements == 1 {
+                format!("`{}`:", d.site)
+            } else {
+                format!(
+                    "`{}`: {} of {} elements, farthest element {}:",
+                    d.site, d.flagged, d.elements, d.worst_element
+                )
+            };
+            format!(
+                "{which} optimum {:.1} sds {dir} the fitted mean by the local slope ({:.0} standard errors)",
+                d.worst_distance_sd.abs(),
+                d.worst_t.abs()
+            )
+        })
+        .collect();
+    Some(format!(
+        "note: the ELBO's gradient at the end ({draws} draws) says these latents have not converged: {}; run more steps (--resume continues the fit) before trusting their intervals",
+        parts.join("; ")
+    ))
+}

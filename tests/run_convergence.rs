@@ -1,0 +1,79 @@
+//! The end-of-fit convergence check (src/run/convergence.rs) against a closed form: for the
+//! normal-normal model the posterior of mu is N(m, s) exactly, so with a guide N(loc, s) the
+//! ELBO's gradient times s is (m − loc)/s plus the draw's noise ε ~ N(0, 1). A guide moved
+//! 3 posterior sds off must be reported 3 sds off (toward m) within 4 standard errors of the
+//! 64-draw mean (4/8 = 0.5); the guide at the exact posterior must not be reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use spread::infer::guide::softplus_inv;
+use spread::infer::svi::SviState;
+use spread::plan::Registry;
+use spread::run::convergence::{drifts, note};
+use spread::run::{RunConfig, load};
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The closed-form posterior (mean, sd) of mu: prior N(0, 10), y_i ~ N(mu, 2).
+fn closed_form() -> (f64, f64) {
+    let text = std::fs::read_to_string(root().join("examples/normal_normal/obs.csv")).unwrap();
+    let y: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let precision = 1.0 / 100.0 + y.len() as f64 / 4.0;
+    (
+        y.iter().sum::<f64>() / 4.0 / precision,
+        precision.powf(-0.5),
+    )
+}
+
+fn state_at(loc: f64, sd: f64) -> (spread::infer::model::Model, SviState) {
+    let cfg = RunConfig {
+        model: root().join("models/normal_normal.spread"),
+        data: root().join("examples/normal_normal"),
+        ..RunConfig::default()
+    };
+    let (_, planned, _) = load(&cfg, &Registry::builtin()).unwrap();
+    let model = planned.model;
+    let mut state = SviState::new(&model, 3);
+    let i = model.site_index("mu").unwrap();
+    let b = state.layout.blocks[i].clone().unwrap();
+    state.params[b.offset] = loc;
+    state.params[b.offset + 1] = softplus_inv(sd);
+    (model, state)
+}
+
+#[test]
+fn a_guide_three_sds_off_is_reported_three_sds_off() {
+    let (m, s) = closed_form();
+    let (model, state) = state_at(m + 3.0 * s, s);
+    let found = drifts(&model, &state, 64).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let d = &found[0];
+    assert_eq!((d.site.as_str(), d.elements, d.flagged), ("mu", 1, 1));
+    assert!(d.global);
+    assert!(
+        (d.worst_distance_sd + 3.0).abs() < 0.5,
+        "distance {} sds, expected -3",
+        d.worst_distance_sd
+    );
+    let text = note(&found, 64).unwrap();
+    assert!(
+        text.contains("`mu`: optimum 3.") && text.contains("below the fitted mean"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_exact_posterior_is_not_reported() {
+    let (m, s) = closed_form();
+    let (model, state) = state_at(m, s);
+    let found = drifts(&model, &state, 64).unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(note(&found, 64), None);
+}
