@@ -77,3 +77,28 @@ fn the_exact_posterior_is_not_reported() {
     assert!(found.is_empty(), "{found:?}");
     assert_eq!(note(&found, 64), None);
 }
+
+/// One per-shoebox element just past the cut is chance among hundreds: summary.json lists it,
+/// the printed note does not; two such elements, or one a whole sd off, are noted.
+#[test]
+fn a_single_plate_element_just_past_the_cut_is_not_noted() {
+    let drift = |flagged, distance: f64, global| spread::run::convergence::Drift {
+        site: "background".into(),
+        elements: 450,
+        flagged,
+        worst_element: 208,
+        worst_distance_sd: distance,
+        worst_t: 5.2,
+        global,
+    };
+    assert_eq!(note(&[drift(1, -0.7, false)], 16), None);
+    assert!(note(&[drift(2, -0.7, false)], 16).is_some());
+    let text = note(&[drift(1, -2.3, false)], 16).unwrap();
+    assert!(
+        text.contains(
+            "`background`: 1 of 450 elements, farthest element 208: optimum 2.3 sds below"
+        ),
+        "{text}"
+    );
+    assert!(note(&[drift(1, 0.7, true)], 16).is_some());
+}
