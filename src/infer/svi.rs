@@ -172,15 +172,17 @@ pub fn objective_and_gradient(
     Ok((value, loss_grad, touched))
 }
 
-/// Runs one step: K particles, combined gradient, Adam update. Returns the objective estimate.
+/// Runs one step: K particles, combined gradient, Adam update with the per-parameter
+/// `step_scale` (`ParamLayout::step_scales`, computed once per run). Returns the objective
+/// estimate.
 pub fn step(
     model: &Model,
     state: &mut SviState,
     cfg: &SviConfig,
     reducer: &dyn GradientReduce,
+    step_scale: &[f64],
 ) -> Result<f64, InferError> {
     let (value, loss_grad, touched) = objective_and_gradient(model, state, cfg, reducer)?;
-    let step_scale = state.layout.step_scales(model);
     cfg.adam.update(
         &mut state.params,
         &mut state.m,
@@ -188,7 +190,7 @@ pub fn step(
         super::optim::Gradient {
             grad: &loss_grad,
             touched: &touched,
-            step_scale: &step_scale,
+            step_scale,
         },
         state.step,
     );
@@ -223,8 +225,9 @@ pub fn run(
             "parameter layout differs from the model's".into(),
         ));
     }
+    let step_scale = state.layout.step_scales(model);
     while state.step < cfg.steps {
-        let elbo = step(model, &mut state, cfg, reducer)?;
+        let elbo = step(model, &mut state, cfg, reducer, &step_scale)?;
         on_step(StepReport {
             step: state.step,
             elbo,
