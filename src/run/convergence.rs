@@ -15,11 +15,10 @@
 use super::RunError;
 use crate::infer::engine::{Evaluator, ParticleSpec};
 use crate::infer::error::InferError;
-use crate::infer::guide::SiteBlock;
+use crate::infer::guide::{SiteBlock, gaussian_moments};
 use crate::infer::model::{GuideKind, Model, Site};
 use crate::infer::reduce::SingleProcess;
 use crate::infer::svi::SviState;
-use crate::tape::elementwise::softplus;
 use rayon::prelude::*;
 
 /// A location flagged when it is this many guide sds from the optimum...
@@ -49,27 +48,20 @@ pub struct Drift {
     pub global: bool,
 }
 
-/// The location entries and their guide sds of every instance of a mean-field or low-rank block.
+/// The location entries and their guide sds of every instance of a Gaussian guide block
+/// (None for point, encoder and flow blocks, which have no per-instance location and sd).
 fn locations(block: &SiteBlock, params: &[f64]) -> Option<Vec<(usize, f64)>> {
-    let d = block.event;
-    let mut out = Vec::with_capacity(block.instances * d);
+    if !matches!(
+        block.kind,
+        GuideKind::MeanField | GuideKind::LowRank(_) | GuideKind::FullRank
+    ) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(block.instances * block.event);
     for inst in 0..block.instances {
-        let p = &params[block.instance_offset(inst)..][..block.per_instance];
         let off = block.instance_offset(inst);
-        match block.kind {
-            GuideKind::MeanField => {
-                out.extend((0..d).map(|k| (off + k, softplus(p[d + k]))));
-            }
-            GuideKind::LowRank(r) => {
-                for k in 0..d {
-                    let w = &p[d + k * r..d + (k + 1) * r];
-                    let diag = softplus(p[d + d * r + k]);
-                    let var = w.iter().map(|x| x * x).sum::<f64>() + diag * diag;
-                    out.push((off + k, var.sqrt()));
-                }
-            }
-            _ => return None,
-        }
+        let (_, cov) = gaussian_moments(block, &params[off..][..block.per_instance]);
+        out.extend((0..block.event).map(|k| (off + k, cov[k][k].sqrt())));
     }
     Some(out)
 }
