@@ -269,6 +269,7 @@ fn log_weights_and_iwae_bound_against_the_exact_evidence() {
                     layout: &state.layout,
                     params: &state.params,
                     spec,
+                    proposal: None,
                 };
                 e.particle(&SingleProcess).unwrap().log_weight
             })

@@ -50,6 +50,7 @@ fn log_weight(model: &Model, state: &SviState, step: u64) -> f64 {
         layout: &state.layout,
         params: &state.params,
         spec,
+        proposal: None,
     }
     .particle(&SingleProcess)
     .unwrap()
@@ -241,6 +242,7 @@ fn chunked_plate_matches_per_instance_evaluation() {
             layout: &state.layout,
             params: &state.params,
             spec,
+            proposal: None,
         }
         .particle(&SingleProcess)
         .unwrap()

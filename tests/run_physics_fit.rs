@@ -52,6 +52,7 @@ fn log_weight(model: &Model, layout: &ParamLayout, params: &[f64]) -> f64 {
             particle: 0,
             analytic_kl: false,
         },
+        proposal: None,
     };
     ev.particle(&SingleProcess).unwrap().log_weight
 }

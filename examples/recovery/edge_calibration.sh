@@ -9,6 +9,7 @@
 # Environment:
 #   MODEL  the model file (default models/rubredoxin_fe.spread).
 #   SPREADC  the spreadc binary (default target/release/spreadc).
+#   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #   FIT   the edge form fitted: `edge` (sigmoid f'', the default) or `shifted_reference`.
 #   SIM   `measured` (the default): the data are simulated from Sherrell's measured oxidized
 #         curves (frac_oxidized = 1). No edge_ev is true then; the reference is the
@@ -48,7 +49,7 @@ for r in $(seq 0 $((R - 1))); do
     --seed $((9000 + r)) --truth "$W/truth_ox.json" "${sim_set[@]}" > "$W/sim_$r.log" 2>&1
   start=$(date +%s)
   "$S" run "$M" --data "$d" --out "$W/fit_$r" --steps "$STEPS" --particles 1 \
-    --seed "$r" --set "fdp_model=$FIT" > "$W/fit_$r.log" 2>&1
+    --seed "$r" --set "fdp_model=$FIT" ${RUN_ARGS:-} > "$W/fit_$r.log" 2>&1
   wall=$(( $(date +%s) - start ))
   rising=0
   grep -q "has not converged" "$W/fit_$r.log" && rising=1

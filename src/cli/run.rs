@@ -4,7 +4,7 @@
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use spread::report::latents::{LatentDraws, summarize};
-use spread::run::{RunConfig, RunResult, run_model};
+use spread::run::{RunConfig, RunResult, SiteSearch, run_model};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +58,36 @@ pub struct Args {
     /// Print JSON lines (progress and the result) instead of a progress bar and a table.
     #[arg(long)]
     pub json: bool,
+    /// Search the modes of per-instance latents: each instance of their top-level plate tries
+    /// K starts drawn from the latents' priors, each refined by --search-refine SVI steps with
+    /// the dataset-level latents held, against its current guide, and keeps the best (e.g.
+    /// --search rot,tilt:8 for each image's orientation and mosaic-domain tilts).
+    #[arg(long, value_name = "SITES:K", value_parser = parse_search)]
+    pub search: Option<(Vec<String>, usize)>,
+    /// Steps at which --search runs (default: a tenth and a quarter into the lr horizon).
+    #[arg(
+        long,
+        value_name = "S1,S2,...",
+        value_delimiter = ',',
+        requires = "search"
+    )]
+    pub search_at: Option<Vec<u64>>,
+    /// SVI steps refining each start of --search.
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "search")]
+    pub search_refine: u64,
+}
+
+/// `SITE,SITE:K` (K >= 1), or `SITES` for 8 starts.
+fn parse_search(s: &str) -> Result<(Vec<String>, usize), String> {
+    let (sites, k) = s.split_once(':').unwrap_or((s, "8"));
+    let sites: Vec<String> = sites.split(',').map(str::to_string).collect();
+    if sites.iter().any(String::is_empty) {
+        return Err(format!("`{s}`: expected SITES:K, e.g. rot,tilt:8"));
+    }
+    match k.parse::<usize>() {
+        Ok(k) if k >= 1 => Ok((sites, k)),
+        _ => Err(format!("`{s}`: K must be a whole number of starts >= 1")),
+    }
 }
 
 /// Runs the fit; exit 0 on success, 1 on model or data errors, 2 on usage or IO errors.
@@ -77,6 +107,12 @@ pub fn run(args: &Args) -> ExitCode {
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         draws: args.draws.max(2),
+        search: args.search.clone().map(|(sites, candidates)| SiteSearch {
+            sites,
+            candidates,
+            refine_steps: args.search_refine,
+            at_steps: args.search_at.clone(),
+        }),
     };
     let bar = progress_bar(args);
     let start = Instant::now();

@@ -43,6 +43,27 @@ pub struct ParticleSpec {
     pub analytic_kl: bool,
 }
 
+/// Values for some latent sites in place of their guide's draws, for the mode search
+/// (`super::search`): the guides' current locations, or draws from the sites' priors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    /// The sites.
+    pub sites: Vec<usize>,
+    /// 0: the guide's current location; k >= 1: the k-th draw from the prior.
+    pub candidate: u64,
+    /// Step coordinate of the prior draws' random streams.
+    pub stream_step: u64,
+}
+
+/// One instance's value for a mode search, with the values proposed for the searched site.
+#[derive(Clone, Debug)]
+pub struct InstanceScore {
+    /// log p(x, z) - log q(z) of the instance and its nested plates, unscaled.
+    pub value: f64,
+    /// (site, flat instance, constrained value) of every proposed value in this instance.
+    pub proposals: Vec<(usize, usize, Vec<f64>)>,
+}
+
 /// One particle's log-weight and its gradient.
 #[derive(Clone, Debug)]
 pub struct Particle {
@@ -121,6 +142,7 @@ impl Drop for PooledTape {
 /// What one plate instance (with its nested plates) returns.
 struct InstanceResult {
     value: f64,
+    proposals: Vec<(usize, usize, Vec<f64>)>,
     global_grads: Vec<ArrayD<f64>>,
     param_spans: Vec<Span>,
     param_values: Vec<f64>,
@@ -136,6 +158,8 @@ pub struct Evaluator<'a> {
     pub params: &'a [f64],
     /// Randomness and options.
     pub spec: ParticleSpec,
+    /// Sites whose values are proposed instead of drawn from their guides (None in SVI steps).
+    pub proposal: Option<&'a Proposal>,
 }
 
 impl Evaluator<'_> {
@@ -146,24 +170,10 @@ impl Evaluator<'_> {
         let mut pooled = PooledTape::take();
         let tape = &mut pooled.0;
         tape.clear();
-        let mut env = Env {
-            model: self.model,
-            values: vec![None; self.model.sites.len()],
-            instance: vec![],
-            batch: None,
-        };
+        let mut env = Env::new(self.model);
         let mut leaves = Vec::new();
         let global = self.sites_of(tape, &mut env, None, 1.0, &mut leaves)?;
-        let global_ids: Vec<(usize, NodeId)> = env
-            .values
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|n| (i, n)))
-            .collect();
-        let inputs: Vec<Value> = global_ids
-            .iter()
-            .map(|(_, n)| tape.value(*n).clone())
-            .collect();
+        let (global_ids, inputs) = global_inputs(tape, &env);
         let mut buffer =
             vec![0.0; 1 + inputs.iter().map(Value::len).sum::<usize>() + self.layout.total];
         let mut touched = vec![false; self.layout.total];
@@ -179,6 +189,57 @@ impl Evaluator<'_> {
         let mut particle = self.finish(tape, global, &global_ids, &leaves, buffer)?;
         particle.touched = touched;
         Ok(particle)
+    }
+
+    /// The value of every instance of top-level `plate` (with its nested plates, all of
+    /// them, unscaled), forward only, with `self.proposal`'s values in place of its site's
+    /// guide draws: one result per instance, in instance order. The global sites are drawn
+    /// once, from this evaluator's streams, so scores of different proposals share them.
+    pub fn instance_scores(
+        &self,
+        plate: PlateId,
+    ) -> Result<Vec<Result<InstanceScore, InferError>>, InferError> {
+        let p = &self.model.plates[plate];
+        if p.parent.is_some() || p.chunk.is_some() {
+            return Err(InferError::Search(format!(
+                "scores per instance of plate `{}`: only for unchunked top-level plates",
+                p.name
+            )));
+        }
+        let mut pooled = PooledTape::take();
+        let tape = &mut pooled.0;
+        tape.clear();
+        let mut env = Env::new(self.model);
+        self.sites_of(tape, &mut env, None, 1.0, &mut Vec::new())?;
+        let (global_ids, inputs) = global_inputs(tape, &env);
+        let instances: Vec<usize> = (0..p.size).collect();
+        Ok(instances
+            .par_iter()
+            .map_init(PooledTape::take, |t, &i| {
+                let r = self.instance(&mut t.0, plate, &[i], 1.0, (&global_ids, &inputs), false)?;
+                Ok(InstanceScore {
+                    value: r.value,
+                    proposals: r.proposals,
+                })
+            })
+            .collect())
+    }
+
+    /// The values proposed on this tape, read back as numbers.
+    fn proposed_values(
+        &self,
+        tape: &Tape,
+        env: &Env,
+    ) -> Result<Vec<(usize, usize, Vec<f64>)>, InferError> {
+        env.proposals
+            .iter()
+            .map(|&(site, flat, node)| {
+                let v = tape.real(node).map_err(|e| {
+                    InferError::from_tape(e, self.spec.step, self.describe_env(env))
+                })?;
+                Ok((site, flat, v.iter().copied().collect()))
+            })
+            .collect()
     }
 
     fn top_plates(&self) -> Vec<PlateId> {
@@ -293,7 +354,7 @@ impl Evaluator<'_> {
         let results: Vec<Result<InstanceResult, InferError>> = chunks
             .par_iter()
             .map_init(PooledTape::take, |tape, &rows| {
-                self.instance(&mut tape.0, plate, rows, scale, global_ids, inputs)
+                self.instance(&mut tape.0, plate, rows, scale, (global_ids, inputs), true)
             })
             .collect();
         let globals_len: usize = inputs.iter().map(Value::len).sum();
@@ -319,22 +380,20 @@ impl Evaluator<'_> {
     }
 
     /// One instance (or one chunk of instances, batched along a leading axis) of a
-    /// top-level plate on its own (reused) tape.
+    /// top-level plate on its own (reused) tape; forward only unless `grad`.
     fn instance(
         &self,
         tape: &mut Tape,
         plate: PlateId,
         rows: &[usize],
         scale: f64,
-        global_ids: &[(usize, NodeId)],
-        inputs: &[Value],
+        (global_ids, inputs): (&[(usize, NodeId)], &[Value]),
+        grad: bool,
     ) -> Result<InstanceResult, InferError> {
         tape.clear();
         let mut env = Env {
-            model: self.model,
-            values: vec![None; self.model.sites.len()],
-            instance: vec![],
             batch: (self.model.plates[plate].chunk.is_some()).then(|| (plate, rows.to_vec())),
+            ..Env::new(self.model)
         };
         let index = rows.first().copied().unwrap_or(0);
         let global_leaves: Vec<NodeId> = global_ids
@@ -351,6 +410,16 @@ impl Evaluator<'_> {
         let total = self.plate_instance(tape, &mut env, plate, index, scale, &mut leaves)?;
         let fail = |e| InferError::from_tape(e, self.spec.step, self.describe_env(&env));
         let value = tape.scalar_value(total).map_err(fail)?;
+        let proposals = self.proposed_values(tape, &env)?;
+        if !grad {
+            return Ok(InstanceResult {
+                value,
+                proposals,
+                global_grads: Vec::new(),
+                param_spans: Vec::new(),
+                param_values: Vec::new(),
+            });
+        }
         tape.backward(total).map_err(fail)?;
         let grads =
             |ids: &mut dyn Iterator<Item = NodeId>| -> Result<Vec<ArrayD<f64>>, InferError> {
@@ -372,6 +441,7 @@ impl Evaluator<'_> {
         }
         Ok(InstanceResult {
             value,
+            proposals,
             global_grads,
             param_spans,
             param_values,
@@ -518,6 +588,9 @@ impl Evaluator<'_> {
             site: site as u64,
             instance: instance as u64,
         };
+        if let Some(p) = self.proposal.filter(|p| p.sites.contains(&site)) {
+            return self.proposed(t, env, (site, l, b), p);
+        }
         let g = match (&l.encoder, &env.batch) {
             (Some(enc), None) => {
                 let inputs: Vec<NodeId> = enc
@@ -606,6 +679,60 @@ impl Evaluator<'_> {
         }
     }
 
+    /// A searched site's term at its proposed value z: log p(z), with no guide density.
+    /// Candidate 0 is the guide's current location, k >= 1 the k-th draw from the prior
+    /// (given the sites it depends on), keyed by (seed, stream step, k, site, instance).
+    fn proposed(
+        &self,
+        t: &mut Tape,
+        env: &mut Env,
+        (site, l, b): (usize, &LatentSite, &super::guide::SiteBlock),
+        p: &Proposal,
+    ) -> Result<NodeId, super::dist::DistError> {
+        let unsupported = |detail: String| super::dist::DistError::Unsupported {
+            family: "mode search",
+            detail,
+        };
+        if env.batch.is_some() {
+            return Err(unsupported("a searched latent in a chunked plate".into()));
+        }
+        let Some((family, args)) = &l.prior else {
+            return Err(unsupported(format!(
+                "`{}` has no prior to draw from",
+                l.name
+            )));
+        };
+        let params: Vec<NodeId> = args
+            .iter()
+            .map(|a| env.eval(t, a))
+            .collect::<Result<_, _>>()?;
+        let dist = Dist::new(*family, params)?;
+        let flat = self.flat_instance(&env.instance);
+        let z = if p.candidate == 0 {
+            let offset = b.instance_offset(flat);
+            let loc: Vec<f64> = self.params[offset..offset + b.event]
+                .iter()
+                .map(|&u| l.constraint.apply(u))
+                .collect();
+            let a = ArrayD::from_shape_vec(ndarray::IxDyn(&l.shape), loc)
+                .map_err(|e| unsupported(e.to_string()))?;
+            t.constant_real(a)
+        } else {
+            let key = StreamKey {
+                seed: self.spec.seed,
+                step: p.stream_step,
+                particle: p.candidate,
+                site: site as u64,
+                instance: flat as u64,
+            };
+            dist.rsample(t, &mut key.rng(), &l.shape)?
+        };
+        env.values[site] = Some(z);
+        env.proposals.push((site, flat, z));
+        let lp = dist.log_prob(t, z)?;
+        Ok(t.sum(lp)?)
+    }
+
     /// A restraint's log-density term, summed over its elements.
     fn factor(
         t: &mut Tape,
@@ -689,6 +816,18 @@ impl Evaluator<'_> {
         leaves.extend(w.iter().map(|(o, n)| (Target::At(b.offset + o), *n)));
         w
     }
+}
+
+/// The global sites' nodes (site, node) and their values, the inputs of every instance tape.
+fn global_inputs(tape: &Tape, env: &Env) -> (Vec<(usize, NodeId)>, Vec<Value>) {
+    let ids: Vec<(usize, NodeId)> = env
+        .values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|n| (i, n)))
+        .collect();
+    let inputs = ids.iter().map(|(_, n)| tape.value(*n).clone()).collect();
+    (ids, inputs)
 }
 
 /// -KL(N(μq, σq) ‖ N(μp, σp)) summed: ln(σq/σp) - (σq² + (μq-μp)²)/(2σp²) + ½.

@@ -46,6 +46,9 @@ pub enum InferError {
         /// What went wrong.
         detail: String,
     },
+    /// A mode search was asked for a site it cannot search.
+    #[error("mode search: {0}")]
+    Search(String),
     /// The state does not fit the model (e.g. resuming with another model).
     #[error("state does not match the model: {0}")]
     StateMismatch(String),

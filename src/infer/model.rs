@@ -560,9 +560,21 @@ pub struct Env<'a> {
     pub instance: Vec<(PlateId, usize)>,
     /// A chunked plate and the instances evaluated together on this tape.
     pub batch: Option<(PlateId, Vec<usize>)>,
+    /// Values a mode search proposed: (site, flat instance, node), in evaluation order.
+    pub proposals: Vec<(usize, usize, NodeId)>,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    /// An empty environment at the global level (no site evaluated yet).
+    pub fn new(model: &'a Model) -> Self {
+        Env {
+            model,
+            values: vec![None; model.sites.len()],
+            instance: Vec::new(),
+            batch: None,
+            proposals: Vec::new(),
+        }
+    }
     /// Node holding a site's constrained value.
     pub fn site(&self, name: &str) -> Option<NodeId> {
         self.model

@@ -66,10 +66,8 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                 let g = match &l.encoder {
                     Some(enc) => {
                         let env = Env {
-                            model,
-                            values: vec![None; model.sites.len()],
                             instance: instance_path(model, l.plate, inst),
-                            batch: None,
+                            ..Env::new(model)
                         };
                         let nodes: Vec<_> = enc
                             .inputs

@@ -13,6 +13,7 @@ use super::guide::ParamLayout;
 use super::model::Model;
 use super::optim::Adam;
 use super::reduce::GradientReduce;
+use super::search::{ModeSearch, SearchRound};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,8 @@ pub struct SviConfig {
     pub checkpoint_every: Option<u64>,
     /// Where checkpoints go.
     pub checkpoint_path: Option<PathBuf>,
+    /// A mode search of a per-instance latent at chosen steps (`super::search`).
+    pub search: Option<ModeSearch>,
 }
 
 impl Default for SviConfig {
@@ -54,6 +57,7 @@ impl Default for SviConfig {
             window: 100,
             checkpoint_every: None,
             checkpoint_path: None,
+            search: None,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct SviState {
     pub elbo: Vec<f64>,
     /// Parameter layout (checked on resume).
     pub layout: ParamLayout,
+    /// The mode searches run so far.
+    #[serde(default)]
+    pub searches: Vec<SearchRound>,
 }
 
 impl SviState {
@@ -91,6 +98,7 @@ impl SviState {
             v: vec![0.0; n],
             elbo: Vec::new(),
             layout,
+            searches: Vec::new(),
         }
     }
 
@@ -151,6 +159,7 @@ pub fn objective_and_gradient(
                 layout: &state.layout,
                 params: &state.params,
                 spec,
+                proposal: None,
             }
             .particle(reducer)
         })
@@ -182,7 +191,27 @@ pub fn step(
     reducer: &dyn GradientReduce,
     step_scale: &[f64],
 ) -> Result<f64, InferError> {
-    let (value, loss_grad, touched) = objective_and_gradient(model, state, cfg, reducer)?;
+    step_masked(model, state, cfg, reducer, step_scale, None)
+}
+
+/// `step` with the parameters marked in `frozen` held fixed (their moments too).
+pub fn step_masked(
+    model: &Model,
+    state: &mut SviState,
+    cfg: &SviConfig,
+    reducer: &dyn GradientReduce,
+    step_scale: &[f64],
+    frozen: Option<&[bool]>,
+) -> Result<f64, InferError> {
+    let (value, mut loss_grad, mut touched) = objective_and_gradient(model, state, cfg, reducer)?;
+    if let Some(frozen) = frozen {
+        for ((g, t), &f) in loss_grad.iter_mut().zip(&mut touched).zip(frozen) {
+            if f {
+                *g = 0.0;
+                *t = false;
+            }
+        }
+    }
     cfg.adam.update(
         &mut state.params,
         &mut state.m,
@@ -227,6 +256,13 @@ pub fn run(
     }
     let step_scale = state.layout.step_scales(model);
     while state.step < cfg.steps {
+        if let Some(s) = &cfg.search
+            && s.at_steps.contains(&state.step)
+            && !state.searches.iter().any(|r| r.step == state.step)
+        {
+            let round = super::search::search(model, &mut state, s, cfg, reducer, &step_scale)?;
+            state.searches.push(round);
+        }
         let elbo = step(model, &mut state, cfg, reducer, &step_scale)?;
         on_step(StepReport {
             step: state.step,

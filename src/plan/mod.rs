@@ -252,6 +252,7 @@ fn assemble(
         m.site(site(program, sources, &scope, k, s)?);
     }
     m.validate_with(empty_plates)?;
+    crate::infer::prior_scale::resolve(&mut m);
     let data_lets = program
         .log_joint
         .iter()

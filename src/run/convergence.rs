@@ -85,6 +85,7 @@ fn gradient_draws(
                     particle: 0,
                     analytic_kl: false,
                 },
+                proposal: None,
             }
             .particle(&SingleProcess)
             .map(|p| p.grad)

@@ -71,6 +71,7 @@ pub fn correction_reports(
                 layout: &state.layout,
                 params,
                 spec,
+                proposal: None,
             }
             .particle(&SingleProcess)
             .map(|p| p.log_weight)

@@ -19,6 +19,7 @@ use crate::infer::model::{Env, Model, Site};
 use crate::infer::optim::LrSchedule;
 use crate::infer::posterior;
 use crate::infer::reduce::SingleProcess;
+use crate::infer::search::ModeSearch;
 use crate::infer::svi::{self, StepReport, SviConfig, SviState};
 use crate::ir::{self, Options, Program};
 use crate::plan::{self, PlanError, Planned, Registry};
@@ -60,6 +61,30 @@ pub struct RunConfig {
     pub resume: bool,
     /// Posterior draws for the summaries.
     pub draws: usize,
+    /// `--search SITE:K`: a mode search of a per-instance latent during the fit.
+    pub search: Option<SiteSearch>,
+}
+
+/// A mode search asked for by name (`crate::infer::search`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteSearch {
+    /// The latents to search (sites inside one top-level plate, e.g. `rot` and `tilt`).
+    pub sites: Vec<String>,
+    /// Starts drawn from their priors per instance of that plate.
+    pub candidates: usize,
+    /// SVI steps refining each start.
+    pub refine_steps: u64,
+    /// Steps before which a search runs (None: `default_search_steps` of the horizon).
+    pub at_steps: Option<Vec<u64>>,
+}
+
+/// Where a search runs by default: a tenth and a quarter into the learning-rate horizon,
+/// once scales and backgrounds have settled (at step 0 a candidate is judged against a
+/// wrong scale) and while the rate is still high enough to refine the winner.
+pub fn default_search_steps(horizon: u64) -> Vec<u64> {
+    let mut at = vec![horizon / 10, horizon / 4];
+    at.dedup();
+    at
 }
 
 impl Default for RunConfig {
@@ -79,6 +104,7 @@ impl Default for RunConfig {
             checkpoint_every: None,
             resume: false,
             draws: 1000,
+            search: None,
         }
     }
 }
@@ -143,16 +169,52 @@ pub enum RunError {
     /// A physics report the model asks for cannot be computed.
     #[error("{0}")]
     Physics(String),
+    /// A flag asks for something the model cannot do.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl RunError {
     /// 1 for model and data errors, 2 for usage and IO errors.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Io { .. } | RunError::Report(_) | RunError::Threads(_) => 2,
+            RunError::Io { .. }
+            | RunError::Report(_)
+            | RunError::Threads(_)
+            | RunError::Usage(_) => 2,
             _ => 1,
         }
     }
+}
+
+/// What a mode search did, e.g. "note: mode search of rot, tilt before step 100 (8 starts
+/// of 100 steps per image): 1 of 4 images moved (image 2 start 6, +16596 nats)".
+fn search_note(r: &crate::infer::search::SearchRound) -> String {
+    let moved: Vec<String> = r
+        .moved
+        .iter()
+        .map(|(i, k, gain)| format!("{} {i} start {k}, {gain:+.0} nats", r.plate))
+        .collect();
+    let failed = match r.failed {
+        0 => String::new(),
+        n => format!("; {n} starts failed to evaluate and were passed over"),
+    };
+    format!(
+        "note: mode search of {} before step {} ({} starts of {} steps per {}): {} of {} {}s moved{}{failed}",
+        r.sites.join(", "),
+        r.step,
+        r.candidates,
+        r.refine_steps,
+        r.plate,
+        r.moved.len(),
+        r.instances,
+        r.plate,
+        if moved.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", moved.join("; "))
+        },
+    )
 }
 
 /// A note when the ELBO of the last 50 steps is above that of the 50 before by more than 3
@@ -186,6 +248,39 @@ const STATE_PARTICLES: usize = 16;
 const CONVERGENCE_DRAWS: usize = 16;
 /// Guide draws of the correction-flow report (three model evaluations each).
 const CORRECTION_DRAWS: usize = 4;
+
+/// The `--search` request resolved against the model: an unknown or unsearchable site is an
+/// error naming the flag.
+fn mode_search(
+    cfg: &RunConfig,
+    model: &Model,
+    horizon: u64,
+) -> Result<Option<ModeSearch>, RunError> {
+    let Some(s) = &cfg.search else {
+        return Ok(None);
+    };
+    let flag = format!("--search {}:{}", s.sites.join(","), s.candidates);
+    let bad = |detail: String| RunError::Usage(format!("{flag}: {detail}"));
+    let sites = s
+        .sites
+        .iter()
+        .map(|name| {
+            model
+                .site_index(name)
+                .ok_or_else(|| bad(format!("the model has no latent `{name}`")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::infer::search::search_plate(model, &sites).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(ModeSearch {
+        sites,
+        candidates: s.candidates,
+        refine_steps: s.refine_steps,
+        at_steps: s
+            .at_steps
+            .clone()
+            .unwrap_or_else(|| default_search_steps(horizon)),
+    }))
+}
 
 /// Where the checkpoint of a run in `out` lives.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
@@ -237,6 +332,7 @@ pub fn run_model(
         },
         checkpoint_every: cfg.checkpoint_every,
         checkpoint_path: Some(ckpt.clone()),
+        search: mode_search(cfg, &planned.model, horizon)?,
         ..SviConfig::default()
     };
     let before = state.step;
@@ -268,6 +364,7 @@ pub fn run_model(
     if let refined_sf::Outcome::Note(n) = &refined {
         notes.push(n.clone());
     }
+    notes.extend(state.searches.iter().map(search_note));
     notes.extend(still_rising(&state.elbo));
     let drifts = pool.install(|| convergence::drifts(model, &state, CONVERGENCE_DRAWS))?;
     notes.extend(convergence::note(&drifts, CONVERGENCE_DRAWS));
@@ -310,6 +407,7 @@ pub fn run_model(
             "min_distance_sd": convergence::MIN_DISTANCE_SD,
             "min_t": convergence::MIN_T,
             "drifts": drifts,
+            "mode_searches": &state.searches,
         }),
     };
     written.extend(write_latent_report(&cfg.out, &run)?);
@@ -469,12 +567,7 @@ pub fn draw_quantities(
     let mut tape = Tape::new();
     for d in 0..n {
         tape.clear();
-        let mut env = Env {
-            model,
-            values: vec![None; model.sites.len()],
-            instance: vec![],
-            batch: None,
-        };
+        let mut env = Env::new(model);
         for (i, slot) in by_site.iter().enumerate() {
             if let (Some(k), Site::Latent(l)) = (slot, &model.sites[i]) {
                 let a = ArrayD::from_shape_vec(IxDyn(&l.shape), out[*k].draws[d].clone())

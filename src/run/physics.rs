@@ -299,6 +299,7 @@ pub fn state_probabilities(
                     layout: &state.layout,
                     params: &params,
                     spec,
+                    proposal: None,
                 }
                 .particle(&SingleProcess)
                 .map(|p| p.log_weight)

@@ -128,12 +128,7 @@ pub fn metal_curves(
     let model = &planned.model;
     let needed = dependencies(program, &[&fp_name, &fdp_name]);
     let mut tape = Tape::new();
-    let mut env = Env {
-        model,
-        values: vec![None; model.sites.len()],
-        instance: Vec::new(),
-        batch: None,
-    };
+    let mut env = Env::new(model);
     for (i, site) in model.sites.iter().enumerate() {
         if site.plate().is_some() || !needed.contains(site.name()) {
             continue;

@@ -170,14 +170,23 @@ impl Settings {
         let log_scale = find("log_scale")
             .and_then(prior)
             .ok_or_else(|| missing("image latent `log_scale` with a constant prior"))?;
-        let rot_sd = find("rot")
-            .and_then(|d| d.args.get(1))
-            .and_then(|a| match &a.kind {
-                ExprKind::Const(c) => c.as_real(),
-                _ => None,
+        // A model whose `rot` prior also carries the domains' common tilt (a centred
+        // parametrization) names the misorientation's own spread in `const rot_sd_rad`.
+        let rot_sd = constant(program, "rot_sd_rad")
+            .ok()
+            .or_else(|| {
+                find("rot")
+                    .and_then(|d| d.args.get(1))
+                    .and_then(|a| match &a.kind {
+                        ExprKind::Const(c) => c.as_real(),
+                        _ => None,
+                    })
             })
             .ok_or_else(|| {
-                missing("image latent `rot ~ Normal(image.rot0, SD)` with a constant SD")
+                missing(
+                    "image latent `rot ~ Normal(image.rot0, SD)` with a constant SD, or a \
+                     `const rot_sd_rad`",
+                )
             })?;
         let metal = extern_texts(program, "structure_factor", 3)
             .into_iter()
