@@ -43,13 +43,13 @@ pub struct ParticleSpec {
     pub analytic_kl: bool,
 }
 
-/// Values for some latent sites in place of their guide's draws, for the mode search
-/// (`super::search`): the guides' current locations, or draws from the sites' priors.
+/// Draws from some latent sites' priors in place of their guides' draws, for the mode
+/// search's starts (`super::search`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
     /// The sites.
     pub sites: Vec<usize>,
-    /// 0: the guide's current location; k >= 1: the k-th draw from the prior.
+    /// Which start: the k-th draw from the priors (its streams' particle coordinate).
     pub candidate: u64,
     /// Step coordinate of the prior draws' random streams.
     pub stream_step: u64,
@@ -589,7 +589,7 @@ impl Evaluator<'_> {
             instance: instance as u64,
         };
         if let Some(p) = self.proposal.filter(|p| p.sites.contains(&site)) {
-            return self.proposed(t, env, (site, l, b), p);
+            return self.proposed(t, env, (site, l), p);
         }
         let g = match (&l.encoder, &env.batch) {
             (Some(enc), None) => {
@@ -679,14 +679,14 @@ impl Evaluator<'_> {
         }
     }
 
-    /// A searched site's term at its proposed value z: log p(z), with no guide density.
-    /// Candidate 0 is the guide's current location, k >= 1 the k-th draw from the prior
-    /// (given the sites it depends on), keyed by (seed, stream step, k, site, instance).
+    /// A searched site's term at its proposed value z: log p(z), with no guide density; z is
+    /// the k-th draw from the prior (given the sites it depends on), keyed by (seed, stream
+    /// step, k, site, instance).
     fn proposed(
         &self,
         t: &mut Tape,
         env: &mut Env,
-        (site, l, b): (usize, &LatentSite, &super::guide::SiteBlock),
+        (site, l): (usize, &LatentSite),
         p: &Proposal,
     ) -> Result<NodeId, super::dist::DistError> {
         let unsupported = |detail: String| super::dist::DistError::Unsupported {
@@ -708,25 +708,14 @@ impl Evaluator<'_> {
             .collect::<Result<_, _>>()?;
         let dist = Dist::new(*family, params)?;
         let flat = self.flat_instance(&env.instance);
-        let z = if p.candidate == 0 {
-            let offset = b.instance_offset(flat);
-            let loc: Vec<f64> = self.params[offset..offset + b.event]
-                .iter()
-                .map(|&u| l.constraint.apply(u))
-                .collect();
-            let a = ArrayD::from_shape_vec(ndarray::IxDyn(&l.shape), loc)
-                .map_err(|e| unsupported(e.to_string()))?;
-            t.constant_real(a)
-        } else {
-            let key = StreamKey {
-                seed: self.spec.seed,
-                step: p.stream_step,
-                particle: p.candidate,
-                site: site as u64,
-                instance: flat as u64,
-            };
-            dist.rsample(t, &mut key.rng(), &l.shape)?
+        let key = StreamKey {
+            seed: self.spec.seed,
+            step: p.stream_step,
+            particle: p.candidate,
+            site: site as u64,
+            instance: flat as u64,
         };
+        let z = dist.rsample(t, &mut key.rng(), &l.shape)?;
         env.values[site] = Some(z);
         env.proposals.push((site, flat, z));
         let lp = dist.log_prob(t, z)?;
