@@ -31,7 +31,7 @@ fn value<'a>(q: &'a [LatentDraws], name: &str) -> (&'a [usize], &'a [f64]) {
 fn lets_match_closed_forms() {
     let (_, planned, _) = load(&fixture("exprs"), &Registry::builtin()).unwrap();
     let state = SviState::new(&planned.model, 0);
-    let q = draw_quantities(&planned.model, &state, 2, &[]).unwrap();
+    let q = draw_quantities(&planned.model, &state, 2, &[], None).unwrap();
     let close = |name: &str, shape: &[usize], want: &[f64]| {
         let (s, v) = value(&q, name);
         assert_eq!(s, shape, "{name} shape");

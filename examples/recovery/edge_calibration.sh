@@ -9,6 +9,8 @@
 # Environment:
 #   MODEL  the model file (default models/rubredoxin_fe.spread).
 #   SPREADC  the spreadc binary (default target/release/spreadc).
+#   FIRST the first replicate fitted (default 0); with FIRST > 0 the rows are appended to
+#         WORK_DIR/edges.tsv, so an interrupted study can be finished.
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #   FIT   the edge form fitted: `edge` (sigmoid f'', the default) or `shifted_reference`.
 #   SIM   `measured` (the default): the data are simulated from Sherrell's measured oxidized
@@ -32,6 +34,7 @@ W=${1:-target/recovery/edge_calibration_${FIT}_${SIM}}
 R=${2:-20}
 N=${3:-4}
 STEPS=${STEPS:-1000}
+FIRST=${FIRST:-0}
 case "$FIT/$SIM" in
   edge/measured) REF=7120.16 ;;
   shifted_reference/measured) REF=7120.0 ;;
@@ -42,8 +45,8 @@ mkdir -p "$W"
 echo '{"frac_oxidized": 1.0}' > "$W/truth_ox.json"
 sim_set=()
 [ "$SIM" = same ] && sim_set=(--set "fdp_model=$FIT")
-: > "$W/edges.tsv"
-for r in $(seq 0 $((R - 1))); do
+[ "$FIRST" = 0 ] && : > "$W/edges.tsv"
+for r in $(seq "$FIRST" $((R - 1))); do
   d="$W/data_$r"
   [ -f "$d/truth.json" ] || "$S" simulate "$M" --out "$d" --images "$N" \
     --seed $((9000 + r)) --truth "$W/truth_ox.json" "${sim_set[@]}" > "$W/sim_$r.log" 2>&1

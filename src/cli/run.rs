@@ -75,6 +75,19 @@ pub struct Args {
     /// SVI steps refining each start of --search.
     #[arg(long, value_name = "N", default_value_t = 100, requires = "search")]
     pub search_refine: u64,
+    /// Summarize the dataset-level latents (all, or the comma-separated SITES) by their
+    /// linear-response covariance: the Laplace curvature at the fitted locations with every
+    /// per-image and per-shoebox latent integrated out, which a mean-field guide understates
+    /// where latents are correlated. Costs two gradients per conjugate-gradient iteration.
+    #[arg(
+        long,
+        value_name = "SITES",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        value_delimiter = ','
+    )]
+    pub linear_response: Option<Vec<String>>,
 }
 
 /// `SITE,SITE:K` (K >= 1), or `SITES` for 8 starts.
@@ -113,6 +126,10 @@ pub fn run(args: &Args) -> ExitCode {
             refine_steps: args.search_refine,
             at_steps: args.search_at.clone(),
         }),
+        linear_response: args
+            .linear_response
+            .clone()
+            .map(|v| v.into_iter().filter(|s| !s.is_empty()).collect()),
     };
     let bar = progress_bar(args);
     let start = Instant::now();

@@ -49,6 +49,9 @@ pub enum InferError {
     /// A mode search was asked for a site it cannot search.
     #[error("mode search: {0}")]
     Search(String),
+    /// The linear-response covariance could not be computed.
+    #[error("linear response: {0}")]
+    LinearResponse(String),
     /// The state does not fit the model (e.g. resuming with another model).
     #[error("state does not match the model: {0}")]
     StateMismatch(String),

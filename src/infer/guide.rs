@@ -207,7 +207,7 @@ fn init_block(kind: GuideKind, d: usize, loc: f64, scale: f64, p: &mut [f64]) {
 }
 
 /// (row, column) of the lower triangle in row-major order.
-fn tril(d: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn tril(d: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..d).flat_map(|i| (0..=i).map(move |j| (i, j)))
 }
 

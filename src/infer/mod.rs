@@ -13,6 +13,7 @@ pub mod error;
 pub mod examples;
 pub mod flow;
 pub mod guide;
+pub mod linear_response;
 pub mod lowrank;
 pub mod mlp;
 pub mod model;

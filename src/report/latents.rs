@@ -61,6 +61,8 @@ pub struct LatentRun<'a> {
     pub physics: serde_json::Value,
     /// The end-of-fit convergence check (null when it was not run).
     pub convergence: serde_json::Value,
+    /// The linear-response covariance of the dataset-level latents (null unless asked for).
+    pub linear_response: serde_json::Value,
 }
 
 #[derive(serde::Serialize)]
@@ -76,6 +78,8 @@ struct Summary<'a> {
     physics: &'a serde_json::Value,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     convergence: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    linear_response: &'a serde_json::Value,
     quantities: Vec<Quantity<'a>>,
 }
 
@@ -140,6 +144,7 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
         settings: &run.settings,
         physics: &run.physics,
         convergence: &run.convergence,
+        linear_response: &run.linear_response,
         elbo: ElboTail {
             records: run.elbo.len(),
             last: run.elbo.last().map(|(_, v)| *v),
