@@ -14,6 +14,7 @@
 #          well-specified edge form for these data (Sherrell's oxidized curve itself at edge_ev =
 #          7120 eV), so its edge error is the misspecification's alone.
 #   STEPS  SVI steps per fit (default 300).
+#   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #
 # Prints one line per fit and a summary per (data, form, flow): mean and rms of the edge error
 # against the reference (7120.16 eV, the least-squares sigmoid edge of the simulated f'', for
@@ -44,7 +45,7 @@ for r in $(seq 0 $((R - 1))); do
         name=${shape}_${fdp_model}_flow_${corr}_r$r
         start=$(date +%s)
         "$S" run "$M" --data "$d" --out "$W/$name" --steps "$STEPS" \
-          --particles 1 --seed "$r" --set use_correction=$corr --set fdp_model=$fdp_model \
+          --particles 1 --seed "$r" --set use_correction=$corr --set fdp_model=$fdp_model ${RUN_ARGS:-} \
           > "$W/$name.log" 2>&1
         wall=$(( $(date +%s) - start ))
         python3 - "$W/$name/summary.json" "$r" "$shape" "$fdp_model" "$corr" "$wall" \

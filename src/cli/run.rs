@@ -76,9 +76,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 100, requires = "search")]
     pub search_refine: u64,
     /// Summarize the dataset-level latents (all, or the comma-separated SITES) by their
-    /// linear-response covariance: the Laplace curvature at the fitted locations with every
-    /// per-image and per-shoebox latent integrated out, which a mean-field guide understates
-    /// where latents are correlated. Costs two gradients per conjugate-gradient iteration.
+    /// linear-response covariance: the inverse of the log joint's expected curvature under the
+    /// fitted guide, with every per-image and per-shoebox latent integrated out (a mean-field
+    /// guide understates sds where latents are correlated). Costs 16 gradients per
+    /// conjugate-gradient iteration, tens of iterations per element.
     #[arg(
         long,
         value_name = "SITES",
