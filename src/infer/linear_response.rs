@@ -365,26 +365,6 @@ pub fn linear_response(
     })
 }
 
-/// Lower Cholesky factor of a symmetric positive-definite matrix (None if it is not).
-fn cholesky(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
-    let n = a.len();
-    let mut l = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s = a[i][j] - (0..j).map(|k| l[i][k] * l[j][k]).sum::<f64>();
-            if i == j {
-                if s.is_nan() || s <= 0.0 {
-                    return None;
-                }
-                l[i][i] = s.sqrt();
-            } else {
-                l[i][j] = s / l[j][j];
-            }
-        }
-    }
-    Some(l)
-}
-
 /// Replaces the guide's draws of the target sites in `draws` (all of one posterior sample,
 /// `n` draws each) by joint draws from N(location, covariance), through each site's
 /// constraint. An error if the covariance is not positive definite.
@@ -394,10 +374,11 @@ pub fn resample(
     seed: u64,
     draws: &mut [SiteDraws],
 ) -> Result<(), InferError> {
-    let l = cholesky(&lr.covariance).ok_or_else(|| {
+    let m = lr.elements.len();
+    let cov = ndarray::Array2::from_shape_fn((m, m), |(i, j)| lr.covariance[i][j]);
+    let l = super::lowrank::cholesky(&cov).map_err(|_| {
         InferError::LinearResponse("the linear-response covariance is not positive definite".into())
     })?;
-    let m = lr.elements.len();
     for s in draws.iter_mut() {
         let Some(i) = model.site_index(&s.name) else {
             continue;
@@ -418,7 +399,7 @@ pub fn resample(
                 if e.site != s.name {
                     continue;
                 }
-                let u = e.location + (0..=j).map(|k| l[j][k] * eps[k]).sum::<f64>();
+                let u = e.location + (0..=j).map(|k| l[[j, k]] * eps[k]).sum::<f64>();
                 per_draw[0][e.element] = latent.constraint.apply(u);
             }
         }

@@ -61,7 +61,7 @@ fn inputs(v: &[&Value]) -> Result<LowRankInputs, String> {
 }
 
 /// Lower Cholesky factor of a symmetric positive-definite matrix.
-fn cholesky(c: &Array2<f64>) -> Result<Array2<f64>, String> {
+pub(crate) fn cholesky(c: &Array2<f64>) -> Result<Array2<f64>, String> {
     let n = c.nrows();
     let mut l = Array2::zeros((n, n));
     for i in 0..n {

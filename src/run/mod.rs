@@ -193,8 +193,8 @@ impl RunError {
 }
 
 /// The linear response's sds beside the mean-field ones (unconstrained), e.g. "note: linear
-/// response (the summaries of edge_ev, mosaic_deg use it): sd edge_ev 1.13 (mean field 0.91),
-/// mosaic_deg 0.21 (0.12), from 412 gradients over 560 coordinates".
+/// response of the dataset-level latents (their summaries use it), sds in unconstrained space:
+/// mu 3.3379 (mean field 1.5903); 112 gradients over 10 coordinates".
 fn response_note(r: &LinearResponse) -> String {
     let parts: Vec<String> = r
         .elements
