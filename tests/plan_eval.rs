@@ -66,6 +66,35 @@ fn lets_match_closed_forms() {
     close("v", &[3], &[14.25, -14.25, 1.0]);
     close("vs", &[], &[17.0 + 14f64.sqrt()]);
     close("shifted", &[], &[7.125]);
+    // sum_to_zero(c)_i = sum_{j >= i} c_j / sqrt((j+1)(j+2)) - c_{i-1} i / sqrt(i(i+1)).
+    let expand = |c: &[f64]| -> Vec<f64> {
+        (0..=c.len())
+            .map(|i| {
+                let ones: f64 = (i..c.len())
+                    .map(|j| c[j] / (((j + 1) * (j + 2)) as f64).sqrt())
+                    .sum();
+                let minus = if i == 0 {
+                    0.0
+                } else {
+                    c[i - 1] * i as f64 / ((i * (i + 1)) as f64).sqrt()
+                };
+                ones - minus
+            })
+            .collect()
+    };
+    let centred = expand(&[1.0, 3.0, 2.0, 3.0]);
+    close("centred", &[5], &centred);
+    assert!(centred.iter().sum::<f64>().abs() < 1e-12);
+    // An isometry: |y| = |c| = sqrt(23).
+    let norm2: f64 = centred.iter().map(|v| v * v).sum();
+    assert!((norm2 - 23.0).abs() < 1e-12, "{norm2}");
+    // Rows (3, 3) of x_i w_j: column j maps to w_j times the expansion of x.
+    let ex = expand(&[1.0, -0.5, 3.0]);
+    let rows: Vec<f64> = ex
+        .iter()
+        .flat_map(|e| [1.0, 2.0, 3.0].map(|w| w * e))
+        .collect();
+    close("centred_rows", &[4, 3], &rows);
 }
 
 fn table_error(csv: &str, model_line: &str) -> String {

@@ -10,6 +10,7 @@ use spread::infer::guide::{ParamLayout, softplus_inv};
 use spread::infer::model::Model;
 use spread::infer::reduce::SingleProcess;
 use spread::plan::Registry;
+use spread::plan::eval::helmert_basis;
 use spread::run::physics::without_observations;
 use spread::run::{RunConfig, load};
 use std::path::Path;
@@ -107,10 +108,19 @@ fn model_at_the_truth_explains_the_bundled_stills_to_poisson_noise() {
                     .map(|x| f(x) / (TILT_UNIT_DEG * DEG))
             })
             .collect();
-        pin(model, &layout, &mut params, "tilt", i, &z);
-        // The model centres the domain tilts; their common part goes into the image rotation
+        // The model's free tilts are the n_domains - 1 contrasts Hᵀz of the domain tilts
+        // (sum_to_zero maps them back by H); their common part goes into the image rotation
         // (to first order in these 1e-5 rad angles).
         let domains = z.len() / 3;
+        let h = helmert_basis(domains - 1);
+        let contrasts: Vec<f64> = (0..domains - 1)
+            .flat_map(|j| {
+                let h = &h;
+                let z = &z;
+                (0..3).map(move |k| (0..domains).map(|d| h[[d, j]] * z[3 * d + k]).sum::<f64>())
+            })
+            .collect();
+        pin(model, &layout, &mut params, "tilt", i, &contrasts);
         let common: Vec<f64> = (0..3)
             .map(|k| {
                 (0..domains).map(|d| z[3 * d + k]).sum::<f64>() / domains as f64

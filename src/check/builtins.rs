@@ -26,6 +26,7 @@ pub const FORMS: &[&str] = &[
     "complex(re, im), min(a, b), max(a, b)",
     "sum(x), mean(x) (all axes), sum(x, axis), mean(x, axis)",
     "dot(a, b), norm(x) (last axis), linspace(start, stop, n)",
+    "sum_to_zero(c) (rows n-1 to n that sum to zero, an isometry)",
 ];
 
 /// True if `name` is a built-in function.
@@ -34,7 +35,16 @@ pub fn is_builtin(name: &str) -> bool {
         || REAL_ONLY.contains(&name)
         || TO_REAL.contains(&name)
         || [
-            "conj", "complex", "min", "max", "sum", "mean", "dot", "norm", "linspace",
+            "conj",
+            "complex",
+            "min",
+            "max",
+            "sum",
+            "mean",
+            "dot",
+            "norm",
+            "linspace",
+            "sum_to_zero",
         ]
         .contains(&name)
 }
@@ -73,6 +83,7 @@ pub fn builtin_type(name: &str, args: &[Arg<Typed>], sizes: &[(String, u64)]) ->
             )
         }),
         "linspace" => linspace(args, sizes),
+        "sum_to_zero" => sum_to_zero(tys[0]),
         _ => elementwise(name, tys[0]),
     }
 }
@@ -167,6 +178,26 @@ fn dot(a: &Type, b: &Type) -> Checked {
     Ok(Type::scalar(
         promote(&a.base, &b.base).unwrap_or(Base::Real),
     ))
+}
+
+/// `sum_to_zero(c)`: a (m, ...) tensor to (m + 1, ...), the rows summing to zero.
+fn sum_to_zero(t: &Type) -> Checked {
+    real_tensor("sum_to_zero", t)?;
+    match t.shape.first() {
+        Some(Dim::Known(m)) if *m >= 1 => {
+            let mut shape = t.shape.clone();
+            shape[0] = Dim::Known(m + 1);
+            Ok(Type::tensor(Base::Real, shape))
+        }
+        Some(Dim::Known(_)) | None => Err((
+            Code::E0305,
+            format!("`sum_to_zero` needs at least one row of free coordinates, got {t}"),
+        )),
+        Some(_) => Err((
+            Code::E0312,
+            format!("the rows of `sum_to_zero` must be known before fitting, got {t}"),
+        )),
+    }
 }
 
 fn linspace(args: &[Arg<Typed>], sizes: &[(String, u64)]) -> Checked {

@@ -666,6 +666,7 @@ impl<'a, 'm> Eval<'a, 'm> {
             }
             ("sum" | "mean" | "norm", None) => self.own_reduce(t, name, x),
             ("linspace", Some(_)) => self.linspace(t, &vals),
+            ("sum_to_zero", None) => self.sum_to_zero(t, x),
             _ => Err(self.fail(
                 "builtin",
                 format!("`{name}` is not implemented by the planner"),
@@ -758,6 +759,33 @@ impl<'a, 'm> Eval<'a, 'm> {
         })
     }
 
+    /// `sum_to_zero(c)`: y = H c along the first own axis, H the (m+1)×m Helmert basis of the
+    /// vectors summing to zero (orthonormal columns), by one broadcast product and a sum.
+    fn sum_to_zero(&self, t: &mut Tape, x: Val) -> Result<Val, TapeError> {
+        let k = x.plates.len();
+        let shape = t.shape(x.node).to_vec();
+        let Some(&m) = shape.get(k).filter(|&&m| m >= 1) else {
+            return Err(self.fail("sum_to_zero", "needs at least one row"));
+        };
+        // c: (..plates, 1, m, rest); H: (1.., m+1, m, 1..); the product summed over m.
+        let mut c_shape = shape.clone();
+        c_shape.insert(k, 1);
+        let c = t.reshape(x.node, &c_shape)?;
+        let mut h_shape = vec![1; c_shape.len()];
+        h_shape[k] = m + 1;
+        h_shape[k + 1] = m;
+        let h = helmert_basis(m);
+        let h = t.constant_real(
+            h.into_shape_with_order(IxDyn(&h_shape))
+                .map_err(|e| self.fail("sum_to_zero", e.to_string()))?,
+        );
+        let p = t.mul(h, c)?;
+        Ok(Val {
+            node: t.sum_axis(p, k + 1)?,
+            plates: x.plates,
+        })
+    }
+
     fn linspace(&self, t: &mut Tape, vals: &[Val]) -> Result<Val, TapeError> {
         let get = |t: &Tape, k: usize| vals.get(k).map(|v| t.scalar_value(v.node)).transpose();
         let (Some(a), Some(b), Some(n)) = (get(t, 0)?, get(t, 1)?, get(t, 2)?) else {
@@ -771,6 +799,20 @@ impl<'a, 'm> Eval<'a, 'm> {
             plates: vec![],
         })
     }
+}
+
+/// The (m+1)×m Helmert basis: column j is (1, .., 1, -(j+1), 0, ..) / sqrt((j+1)(j+2)), with
+/// j + 1 ones; the columns are orthonormal and orthogonal to (1, .., 1).
+pub fn helmert_basis(m: usize) -> ndarray::Array2<f64> {
+    ndarray::Array2::from_shape_fn((m + 1, m), |(i, j)| {
+        let n = (j + 1) as f64;
+        let norm = (n * (n + 1.0)).sqrt();
+        match i.cmp(&(j + 1)) {
+            std::cmp::Ordering::Less => 1.0 / norm,
+            std::cmp::Ordering::Equal => -n / norm,
+            std::cmp::Ordering::Greater => 0.0,
+        }
+    })
 }
 
 fn real_of(c: &Const) -> Option<f64> {
