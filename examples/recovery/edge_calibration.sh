@@ -21,8 +21,9 @@
 #         other dataset latents) drawn from their priors; the reference is the drawn edge_ev
 #         in truth.json. This is the well-specified check (simulation-based calibration).
 #
-# Prints one line per replicate (r, mean, sd, q05, q25, q75, q95, truth, wall s, and 1 if
-# `spreadc run` noted that the ELBO was still rising) and the coverage; outputs and logs in
+# Prints one line per replicate (r, mean, sd, q05, q25, q75, q95, truth, wall s, 1 if
+# `spreadc run` noted that the ELBO was still rising, then mosaic_deg's mean, sd, q05, q95 and
+# truth) and the coverage of both; outputs and logs in
 # WORK_DIR (default target/recovery/edge_calibration_$FIT_$SIM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,10 +60,12 @@ for r in $(seq "$FIRST" $((R - 1))); do
   python3 - "$W/fit_$r/summary.json" "$d/truth.json" "$REF" "$r" "$wall" "$rising" >> "$W/edges.tsv" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-e = next(q["elements"][0] for q in s["quantities"] if q["name"] == "edge_ev")
-ref = json.load(open(sys.argv[2]))["dataset"]["edge_ev"] if sys.argv[3] == "truth" else float(sys.argv[3])
+q = {q["name"]: q["elements"][0] for q in s["quantities"]}
+e, m = q["edge_ev"], q["mosaic_deg"]
+truth = json.load(open(sys.argv[2]))["dataset"]
+ref = truth["edge_ev"] if sys.argv[3] == "truth" else float(sys.argv[3])
 print(sys.argv[4], e["mean"], e["sd"], e["q05"], e["q25"], e["q75"], e["q95"], ref, sys.argv[5],
-      sys.argv[6], sep="\t")
+      sys.argv[6], m["mean"], m["sd"], m["q05"], m["q95"], truth["mosaic_deg"], sep="\t")
 PY
   tail -1 "$W/edges.tsv"
 done
@@ -83,4 +86,12 @@ print(f"replicates {n}: 90% coverage {c90}/{n} = {100*c90/n:.0f}%, 50% coverage 
       f"{100*c50/n:.0f}%; edge error mean {mean_err:+.2f} eV, rms {rms:.2f} eV; "
       f"mean posterior sd {sd:.2f} eV; rms of (mean - truth)/sd {rms_z:.2f} (1 if calibrated); "
       f"{rising} fits still rising at the end")
+mos = [r for r in rows if len(r) >= 15]
+if mos:
+    m90 = sum(r[12] <= r[14] <= r[13] for r in mos)
+    ratio = sorted(r[10] / r[14] for r in mos)
+    mz = [(r[10] - r[14]) / r[11] for r in mos]
+    print(f"mosaic_deg over {len(mos)}: 90% coverage {m90}/{len(mos)}; fitted/true median "
+          f"{ratio[len(ratio) // 2]:.2f}; mean z {sum(mz) / len(mz):+.2f}, rms z "
+          f"{(sum(v * v for v in mz) / len(mz)) ** 0.5:.2f}")
 PY

@@ -14,6 +14,8 @@
 #          well-specified edge form for these data (Sherrell's oxidized curve itself at edge_ev =
 #          7120 eV), so its edge error is the misspecification's alone.
 #   STEPS  SVI steps per fit (default 300).
+#   SHAPES  the simulated lattice transforms (default "square gauss": the misspecified data and
+#          the control).
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #
 # Prints one line per fit and a summary per (data, form, flow): mean and rms of the edge error
@@ -29,12 +31,13 @@ W=${1:-target/recovery/misspecification}
 R=${2:-1}
 N=${3:-16}
 FORMS=${FORMS:-ox_red_mixture edge}
+SHAPES=${SHAPES:-square gauss}
 STEPS=${STEPS:-300}
 mkdir -p "$W"
 echo '{"frac_oxidized": 1.0}' > "$W/truth_fixed.json"
 printf 'r\tdata\tform\tflow\tp_ox\tedge_mean\tedge_sd\tq05\tq95\telbo\twall_s\n' > "$W/fits.tsv"
 for r in $(seq 0 $((R - 1))); do
-  for shape in square gauss; do
+  for shape in $SHAPES; do
     d="$W/data_${shape}_r$r"
     [ "$r" = 0 ] && d="$W/data_$shape"
     [ -f "$d/truth.json" ] || "$S" simulate "$M" --out "$d" \

@@ -12,6 +12,7 @@ use super::model::{GuideKind, Model, Site};
 use crate::tape::elementwise::softplus;
 use crate::tape::{NodeId, Tape, TapeError};
 use ndarray::{ArrayD, IxDyn};
+use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use std::sync::Arc;
 
@@ -247,7 +248,11 @@ pub fn draw(
 }
 
 fn shaped(shape: &[usize], v: &[f64]) -> ArrayD<f64> {
-    ArrayD::from_shape_vec(IxDyn(shape), v.to_vec()).unwrap_or_default()
+    shaped_owned(shape, v.to_vec())
+}
+
+fn shaped_owned(shape: &[usize], v: Vec<f64>) -> ArrayD<f64> {
+    ArrayD::from_shape_vec(IxDyn(shape), v).unwrap_or_default()
 }
 
 /// Point and mean-field guides: leaves already in the site's shape, no gathers.
@@ -313,13 +318,15 @@ pub fn draw_rows(
     let d = b.event;
     let mut shape = vec![blocks.len()];
     shape.extend_from_slice(&b.shape);
+    // One buffer per tensor, no allocation per row.
     let rows = |range: std::ops::Range<usize>| -> Vec<f64> {
-        blocks
-            .iter()
-            .flat_map(|blk| blk[range.clone()].to_vec())
-            .collect()
+        let mut out = Vec::with_capacity(blocks.len() * range.len());
+        for blk in blocks {
+            out.extend_from_slice(&blk[range.clone()]);
+        }
+        out
     };
-    let loc = t.leaf_real(shaped(&shape, &rows(0..d)));
+    let loc = t.leaf_real(shaped_owned(&shape, rows(0..d)));
     if b.kind == GuideKind::Point {
         return Ok(GuideDraw {
             leaves: [Some((0, loc)), None],
@@ -328,14 +335,16 @@ pub fn draw_rows(
             loc_scale: None,
         });
     }
-    let raw = t.leaf_real(shaped(&shape, &rows(d..2 * d)));
-    let eps: Vec<f64> = rngs
-        .iter_mut()
-        .flat_map(|r| super::rng::standard_normal(r, &b.shape).into_iter())
-        .collect();
+    let raw = t.leaf_real(shaped_owned(&shape, rows(d..2 * d)));
+    // Each row's draws from its own stream, in row-major order (as `rng::standard_normal`).
+    let per_row: usize = b.shape.iter().product();
+    let mut eps = Vec::with_capacity(rngs.len() * per_row);
+    for r in rngs.iter_mut() {
+        eps.extend((0..per_row).map(|_| r.sample::<f64, _>(rand_distr::StandardNormal)));
+    }
     let base_lp: f64 = eps.iter().map(|e| -0.5 * e * e - LN_SQRT_2PI).sum();
     let scale = t.softplus(raw)?;
-    let e = t.constant_real(shaped(&shape, &eps));
+    let e = t.constant_real(shaped_owned(&shape, eps));
     let se = t.mul(scale, e)?;
     let u = t.add(loc, se)?;
     let log_q = log_q_affine(t, scale, base_lp)?;
