@@ -194,3 +194,57 @@ fn missing_extern_names_operator_and_span() {
         "{text}\n{statement}"
     );
 }
+
+/// `sum_to_zero` end to end, gradients included: c ~ N(0, I₃), y = H c + N(0, 0.5²) for the
+/// four values; since HᵀH = I the posterior is N(Hᵀy / 1.25, 0.2 I) exactly, with
+/// Hᵀy = (1.3/√2, −0.1/√6, 4.1/√12) for y = (0.9, −0.4, 0.3, −1.1).
+#[test]
+fn sum_to_zero_contrasts_reach_their_closed_form_posterior() {
+    use spread::infer::guide::gaussian_moments;
+    use spread::infer::optim::{Adam, LrSchedule};
+    use spread::infer::reduce::SingleProcess;
+    use spread::infer::svi::{SviConfig, run};
+    let (_, planned, _) = load(&fixture("sum_to_zero"), &Registry::builtin()).unwrap();
+    let model = &planned.model;
+    let cfg = SviConfig {
+        steps: 3000,
+        seed: 5,
+        particles: 4,
+        adam: Adam {
+            lr: 0.05,
+            schedule: LrSchedule::Exponential {
+                decay: 0.002,
+                every: 3000,
+            },
+            ..Adam::default()
+        },
+        ..SviConfig::default()
+    };
+    let state = run(
+        model,
+        &cfg,
+        SviState::new(model, 5),
+        &SingleProcess,
+        &mut |_| {},
+    )
+    .unwrap();
+    let hty = [1.3 / 2f64.sqrt(), -0.1 / 6f64.sqrt(), 4.1 / 12f64.sqrt()];
+    let post_sd = 0.2f64.sqrt();
+    let site = model.site_index("c").unwrap();
+    let b = state.layout.blocks[site].as_ref().unwrap();
+    // The sized plate is an axis of one tensor site: one guide block of 3 elements.
+    let (mean, cov) = gaussian_moments(b, &state.params[b.offset..b.offset + b.per_instance]);
+    assert_eq!(mean.len(), 3);
+    for (j, h) in hty.iter().enumerate() {
+        let (want, sd) = (h / 1.25, cov[j][j].sqrt());
+        assert!(
+            (mean[j] - want).abs() < 0.1 * post_sd,
+            "c[{j}] mean {} vs exact {want}",
+            mean[j]
+        );
+        assert!(
+            (sd / post_sd - 1.0).abs() < 0.03,
+            "c[{j}] sd {sd} vs exact {post_sd}"
+        );
+    }
+}
