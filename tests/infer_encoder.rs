@@ -53,3 +53,66 @@ fn encoder_guide_matches_the_closed_form_posterior_of_every_row() {
     assert!(worst_mean < 0.2, "worst mean error {worst_mean} sd");
     assert!(worst_sd < 0.06, "worst sd error {worst_sd}");
 }
+
+/// An image-level encoder pooling its shoeboxes (tests/fixtures/encoder_set): theta_i ~ N(0, 1)
+/// and one z ~ N(theta_i, 1) per shoebox of image i, z a function of the shoebox's counts. The
+/// exact posterior of theta_i is N(sum z / (n_i + 1), 1 / (n_i + 1)); the deep set sees only the
+/// mean-pooled embedding of the z's and n_i, and must reproduce it for all 8 images of
+/// examples/rubredoxin_small.
+#[test]
+fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
+    let data = root().join("examples/rubredoxin_small");
+    let model = root().join("tests/fixtures/encoder_set/pooled_normal.spread");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infer_encoder_set");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
+        .arg("run")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args(["--steps", "2000", "--draws", "4000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dials = spread::plan::physics_data::load_dials(&data, 100).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let theta = &summary["quantities"][0];
+    assert_eq!(theta["name"], "theta");
+    let elements = theta["elements"].as_array().unwrap();
+    assert_eq!(elements.len(), dials.images.len());
+    let (mut worst_mean, mut worst_sd, mut prior_off) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, e) in elements.iter().enumerate() {
+        let img = dials.shoeboxes(i).unwrap();
+        let z: Vec<f64> = img
+            .shoeboxes
+            .iter()
+            .map(|s| {
+                let total: f64 = img.counts[s.offset..s.offset + s.pixel_count()]
+                    .iter()
+                    .map(|&c| f64::from(c))
+                    .sum();
+                (total.ln_1p() - 8.0) / 2.0
+            })
+            .collect();
+        let n = z.len() as f64;
+        let (mean, sd) = (z.iter().sum::<f64>() / (n + 1.0), (n + 1.0).powf(-0.5));
+        let (m, s) = (e["mean"].as_f64().unwrap(), e["sd"].as_f64().unwrap());
+        eprintln!("image {i}: n {n}, exact {mean:.4} ± {sd:.4}, fitted {m:.4} ± {s:.4}");
+        worst_mean = worst_mean.max((m - mean).abs() / sd);
+        worst_sd = worst_sd.max((s / sd - 1.0).abs());
+        prior_off = prior_off.max(mean.abs() / sd);
+    }
+    eprintln!(
+        "worst |mean error| / sd = {worst_mean:.3}, worst |sd ratio - 1| = {worst_sd:.3}, \
+         prior mean off by up to {prior_off:.1} sd"
+    );
+    assert!(
+        prior_off > 3.0,
+        "the data must move the posterior: {prior_off}"
+    );
+    assert!(worst_mean < 0.2, "worst mean error {worst_mean} sd");
+    assert!(worst_sd < 0.08, "worst sd error {worst_sd}");
+}

@@ -17,6 +17,8 @@
 #   SHAPES  the simulated lattice transforms (default "square gauss": the misspecified data and
 #          the control).
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
+#   R0  the first replicate (default 0). With R0 > 0 the rows are appended to an existing
+#       WORK_DIR/fits.tsv, so replicates can be added to an earlier run of the same settings.
 #
 # Prints one line per fit and a summary per (data, form, flow): mean and rms of the edge error
 # against the reference (7120.16 eV, the least-squares sigmoid edge of the simulated f'', for
@@ -35,8 +37,11 @@ SHAPES=${SHAPES:-square gauss}
 STEPS=${STEPS:-300}
 mkdir -p "$W"
 echo '{"frac_oxidized": 1.0}' > "$W/truth_fixed.json"
-printf 'r\tdata\tform\tflow\tp_ox\tedge_mean\tedge_sd\tq05\tq95\telbo\twall_s\n' > "$W/fits.tsv"
-for r in $(seq 0 $((R - 1))); do
+R0=${R0:-0}
+if [ "$R0" = 0 ] || [ ! -f "$W/fits.tsv" ]; then
+  printf 'r\tdata\tform\tflow\tp_ox\tedge_mean\tedge_sd\tq05\tq95\telbo\twall_s\n' > "$W/fits.tsv"
+fi
+for r in $(seq "$R0" $((R - 1))); do
   for shape in $SHAPES; do
     d="$W/data_${shape}_r$r"
     [ "$r" = 0 ] && d="$W/data_$shape"

@@ -50,6 +50,7 @@ impl Checker {
             ExprKind::Binary(op, a, b) => self.binary(*op, a, b),
             ExprKind::Vector(xs) => self.vector(xs, e.span),
             ExprKind::Reduce(op, x, p) => self.reduce(*op, x, p),
+            ExprKind::Set(body, var, coll) => self.set(body, var, coll, e.span),
             ExprKind::Match(v, arms) => self.match_expr(v, arms),
         };
         Expr {
@@ -453,6 +454,119 @@ impl Checker {
                 "shapes align from the right; each pair of sizes must be equal or one of them 1",
             );
         self.error(d);
+    }
+
+    /// `[body for var in collection]`: numeric data of a fixed size per record, stacked along a
+    /// new leading axis of the collection's size (e.g. `image.n_shoeboxes`); an encoder input only.
+    fn set(
+        &mut self,
+        body: &Expr<()>,
+        var: &Ident,
+        coll: &Expr<()>,
+        span: Span,
+    ) -> (ExprKind<Typed>, Typed) {
+        let tcoll = self.expr(coll);
+        let rec = match &tcoll.meta.ty.base {
+            Base::Collection(rec) => Some(rec.clone()),
+            Base::Error => None,
+            _ => {
+                let msg = format!(
+                    "a set ranges over a collection of records, found {}",
+                    tcoll.meta.ty
+                );
+                self.error(
+                    Diagnostic::error(Code::E0408, msg, tcoll.span, "not a collection")
+                        .with_note("collections: shots.images, image.shoeboxes"),
+                );
+                None
+            }
+        };
+        let record = rec
+            .clone()
+            .map_or_else(Type::error, |r| Type::scalar(Base::Record(r)));
+        self.locals
+            .push(std::iter::once((var.name.clone(), (record, Ad::Data))).collect());
+        let tbody = self.expr(body);
+        self.locals.pop();
+        let kind = ExprKind::Set(
+            Box::new(tbody.clone()),
+            var.clone(),
+            Box::new(tcoll.clone()),
+        );
+        let Some(rec) = rec else {
+            return (kind, Typed::error());
+        };
+        if tbody.meta.ty.is_error() {
+            return (kind, Typed::error());
+        }
+        let problem = if tbody.meta.ad != Ad::Data {
+            Some("the values of a set must be data (they depend on latents or params here)".into())
+        } else if !matches!(tbody.meta.ty.base, Base::Int | Base::Real | Base::Bool) {
+            Some(format!(
+                "the values of a set must be numbers, not {}",
+                tbody.meta.ty
+            ))
+        } else {
+            let own = format!("{rec}.");
+            tbody
+                .meta
+                .ty
+                .shape
+                .iter()
+                .find(|d| match d {
+                    Dim::Any => true,
+                    Dim::Sym(s) => s.starts_with(&own),
+                    Dim::Known(_) => false,
+                })
+                .map(|d| {
+                    format!(
+                        "each value of a set must have the same size for every record, but this \
+                         one has a dimension `{}` that varies from {rec} to {rec}",
+                        super::expr::shape_text(std::slice::from_ref(d))
+                    )
+                })
+        };
+        if let Some(msg) = problem {
+            self.error(
+                Diagnostic::error(Code::E0408, msg, tbody.span, "bad set value")
+                    .with_help("reduce it per record first, e.g. log1p(sum(s.pixels))"),
+            );
+            return (kind, Typed::error());
+        }
+        if !self.set_allowed {
+            self.error(
+                Diagnostic::error(
+                    Code::E0408,
+                    "a set of per-record values can only be an encoder input",
+                    span,
+                    "not an encoder input",
+                )
+                .with_help(
+                    "pass it to an encoder guide: guide NET(..., [f(s) for s in image.shoeboxes])",
+                ),
+            );
+            return (kind, Typed::error());
+        }
+        let mut ty = tbody.meta.ty.clone();
+        if ty.base == Base::Bool {
+            ty.base = Base::Real;
+        }
+        ty.shape.insert(
+            0,
+            super::bind_sizes(
+                Type::tensor(Base::Int, vec![super::collection_size(&rec)]),
+                &self.program.sizes,
+            )
+            .shape
+            .remove(0),
+        );
+        let meta = Typed {
+            ty,
+            ad: Ad::Data,
+            plates: tcoll.meta.plates.clone(),
+            value: None,
+        };
+        (kind, meta)
     }
 
     fn vector(&mut self, xs: &[Expr<()>], span: Span) -> (ExprKind<Typed>, Typed) {

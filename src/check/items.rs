@@ -20,7 +20,12 @@ const FLOW_DEFAULTS: &[(&str, &str)] = &[
     ("given_expected", "true"),
 ];
 /// Encoder settings and their defaults.
-const ENCODER_DEFAULTS: &[(&str, &str)] = &[("hidden", "[64, 64]"), ("activation", "relu")];
+/// `embed`: the widths of the element network φ of a deep set (used when an input is a set).
+const ENCODER_DEFAULTS: &[(&str, &str)] = &[
+    ("hidden", "[64, 64]"),
+    ("activation", "relu"),
+    ("embed", "[32]"),
+];
 
 impl Checker {
     /// Checks every item of a module in order.
@@ -609,7 +614,7 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
         "layers" if is_flow => positive(v).then(|| v.clone()),
         // Bins of a spline flow (the planner also bounds it).
         "bins" if is_flow => positive(v).then(|| v.clone()),
-        "hidden" => match v {
+        "hidden" | "embed" if key == "hidden" || !is_flow => match v {
             Value::List(items) if !items.is_empty() && items.iter().all(positive) => {
                 Some(v.clone())
             }

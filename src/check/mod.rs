@@ -222,6 +222,8 @@ pub(crate) struct Checker {
     imports: HashMap<String, (Span, bool)>,
     /// Function parameters and lets while checking a function body.
     locals: Vec<HashMap<String, (Type, Ad)>>,
+    /// True while checking an encoder guide's inputs, where `[f(s) for s in ...]` sets may stand.
+    set_allowed: bool,
     in_fn: bool,
     /// Functions declared later in the current module (to explain E0208).
     later_fns: Vec<String>,
@@ -255,6 +257,7 @@ impl Checker {
             scope: HashMap::new(),
             imports: HashMap::new(),
             locals: Vec::new(),
+            set_allowed: false,
             in_fn: false,
             later_fns: Vec::new(),
             stack: Vec::new(),

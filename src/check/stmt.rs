@@ -188,7 +188,11 @@ impl Checker {
     }
 
     fn guide(&mut self, g: &GuideSpec<()>, dims: &[Dim]) -> GuideSpec<Typed> {
+        // Sets of per-record values are encoder inputs (pooled by the encoder's deep set).
+        let is_encoder = matches!(self.lookup(&g.kind.name), Some(Binding::Encoder(_)));
+        self.set_allowed = is_encoder;
         let targs = self.args(&g.args);
+        self.set_allowed = false;
         let kind = g.kind.name.as_str();
         let problem = match kind {
             "mean_field" | "map" | "full_rank" if !targs.is_empty() => {

@@ -150,6 +150,13 @@ codes! {
          vary over every plate the factor sits in: a factor of a global value inside a plate would be\n\
          added once per element. A factor that depends on no latent or param adds a constant and is\n\
          flagged with a warning.\n";
+    E0408 => "bad record set",
+        "`[f(s) for s in COLLECTION]` evaluates f at every record of a collection (e.g. the shoeboxes\n\
+         of an image) and stacks the values, one row per record. COLLECTION must be a collection of\n\
+         records (shots.images, image.shoeboxes); f(s) must be numeric data (no latents) of the same\n\
+         size for every record, e.g. `log1p(sum(s.pixels))` rather than `s.pixels`. The number of\n\
+         rows differs from record to record, so a set is an encoder input only: an image-level\n\
+         encoder (`encoder NAME { embed = [..] }`) pools it permutation-invariantly (deep sets).\n";
     E0501 => "unknown data source",
         "A data binding names an unknown source. Sources: pdb(\"file.pdb\"), dials(\"*.expt\", \"*.refl\"),\n\
          table(\"file.csv\", column: type, ...).\n";

@@ -9,13 +9,85 @@
 //! scale); the location moves in units of the prior scale (loc = centre + s·o), as mean-field
 //! locations do under Adam's step scaling; the hidden weights start from a fixed-seed Glorot draw,
 //! so a run never depends on anything but its seed.
+//!
+//! An image-level encoder may also read sets (`[f(s) for s in image.shoeboxes]`: one row per
+//! record of the image): its network is then a [`DeepSet`], ρ([mean_j φ(x_j), own inputs]), so
+//! the guide does not depend on the order of the records and takes any number of them.
 
 use super::guide::{GuideDraw, SiteBlock};
-use super::mlp::Mlp;
+use super::mlp::{DeepSet, Mlp};
 use super::model::Expr;
 use crate::tape::{NodeId, Tape, TapeError};
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::Xoshiro256PlusPlus;
+
+/// The network of an encoder guide.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EncoderNet {
+    /// An MLP over the instance's own inputs: widths input, hidden..., output.
+    Mlp(Mlp),
+    /// A deep set over the rows of the set inputs, with the own inputs joined after pooling.
+    DeepSet(DeepSet),
+}
+
+impl EncoderNet {
+    /// Weights and biases.
+    pub fn n_params(&self) -> usize {
+        match self {
+            EncoderNet::Mlp(m) => m.n_params(),
+            EncoderNet::DeepSet(d) => d.n_params(),
+        }
+    }
+
+    /// Weight leaves (two per layer).
+    pub fn n_leaves(&self) -> usize {
+        match self {
+            EncoderNet::Mlp(m) => 2 * m.n_layers(),
+            EncoderNet::DeepSet(d) => 2 * (d.phi.n_layers() + d.rho.n_layers()),
+        }
+    }
+
+    /// Width of the own inputs (after pooling, for a deep set).
+    pub fn own_width(&self) -> usize {
+        match self {
+            EncoderNet::Mlp(m) => m.widths[0],
+            EncoderNet::DeepSet(d) => d.rho.widths[0] - d.embedding_width(),
+        }
+    }
+
+    /// Width of one element row of the set inputs (0 for an MLP).
+    pub fn element_width(&self) -> usize {
+        match self {
+            EncoderNet::Mlp(_) => 0,
+            EncoderNet::DeepSet(d) => d.phi.widths[0],
+        }
+    }
+
+    /// Output width (2 × values per row).
+    pub fn output_width(&self) -> usize {
+        let m = match self {
+            EncoderNet::Mlp(m) => m,
+            EncoderNet::DeepSet(d) => &d.rho,
+        };
+        m.widths.last().copied().unwrap_or(0)
+    }
+
+    /// Fixed-seed initialization with a zero output layer.
+    pub fn init(&self, block: &mut [f64], seed: u64) {
+        match self {
+            EncoderNet::Mlp(m) => m.init(block, seed),
+            EncoderNet::DeepSet(d) => d.init(block, seed),
+        }
+    }
+
+    /// One leaf per weight matrix and bias, with its offset in the block.
+    pub fn weight_leaves(&self, t: &mut Tape, block: &[f64]) -> Vec<(usize, NodeId)> {
+        match self {
+            EncoderNet::Mlp(m) => m.weight_leaves(t, block),
+            EncoderNet::DeepSet(d) => d.weight_leaves(t, block),
+        }
+    }
+}
 
 /// An encoder guide of one latent site.
 #[derive(Clone, Debug)]
@@ -24,8 +96,11 @@ pub struct EncoderSpec {
     pub name: String,
     /// Data inputs, each flattened per row and concatenated.
     pub inputs: Vec<Expr>,
-    /// The network: widths input, hidden..., output (= 2 × values per row).
-    pub net: Mlp,
+    /// Set inputs (one row per record, the same records for each), flattened per record and
+    /// joined along the row: the element rows of a [`EncoderNet::DeepSet`].
+    pub set_inputs: Vec<Expr>,
+    /// The network (output width 2 × values per row).
+    pub net: EncoderNet,
     /// Rows evaluated together (the size of a vectorized plate; 1 per engine instance).
     pub rows: usize,
     /// Unconstrained location of the guide at initialization (the prior's centre).
@@ -49,7 +124,8 @@ impl EncoderSpec {
 
     /// The input matrix (rows × width 0) from the evaluated inputs.
     pub fn input_matrix(&self, values: &[&ArrayD<f64>]) -> Result<ArrayD<f64>, String> {
-        let mut flat = Vec::with_capacity(self.rows * self.net.widths[0]);
+        let width = self.net.own_width();
+        let mut flat = Vec::with_capacity(self.rows * width);
         let per_row: Vec<usize> = values
             .iter()
             .map(|v| {
@@ -60,7 +136,7 @@ impl EncoderSpec {
                 }
             })
             .collect();
-        if per_row.iter().sum::<usize>() != self.net.widths[0]
+        if per_row.iter().sum::<usize>() != width
             || values
                 .iter()
                 .zip(&per_row)
@@ -69,7 +145,7 @@ impl EncoderSpec {
             let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
             return Err(format!(
                 "encoder `{}`: inputs of shapes {shapes:?} do not give {} rows of {} values",
-                self.name, self.rows, self.net.widths[0]
+                self.name, self.rows, width
             ));
         }
         for r in 0..self.rows {
@@ -78,7 +154,69 @@ impl EncoderSpec {
                 flat.extend_from_slice(&s[r * k..(r + 1) * k]);
             }
         }
-        ArrayD::from_shape_vec(IxDyn(&[self.rows, self.net.widths[0]]), flat)
+        ArrayD::from_shape_vec(IxDyn(&[self.rows, width]), flat).map_err(|e| e.to_string())
+    }
+
+    /// The own-input matrix and the element matrix (for a deep set) at `env`'s instance.
+    pub fn features(
+        &self,
+        t: &mut Tape,
+        env: &super::model::Env,
+        label: &str,
+    ) -> Result<(ArrayD<f64>, Option<ArrayD<f64>>), TapeError> {
+        let fail = |detail| TapeError::Op {
+            op: "encoder",
+            label: label.to_string(),
+            detail,
+        };
+        let evaluate = |t: &mut Tape, xs: &[Expr]| -> Result<Vec<ArrayD<f64>>, TapeError> {
+            let nodes: Vec<NodeId> = xs
+                .iter()
+                .map(|e| env.eval(t, e))
+                .collect::<Result<_, _>>()?;
+            nodes.iter().map(|&n| t.real(n).cloned()).collect()
+        };
+        let own = evaluate(t, &self.inputs)?;
+        let sets = evaluate(t, &self.set_inputs)?;
+        let x = self
+            .input_matrix(&own.iter().collect::<Vec<_>>())
+            .map_err(fail)?;
+        let e = self
+            .element_matrix(&sets.iter().collect::<Vec<_>>())
+            .map_err(fail)?;
+        Ok((x, e))
+    }
+
+    /// The element matrix (records × element width) from the evaluated set inputs, each
+    /// records × (its own dims); None for an MLP encoder.
+    pub fn element_matrix(&self, sets: &[&ArrayD<f64>]) -> Result<Option<ArrayD<f64>>, String> {
+        if sets.is_empty() {
+            return Ok(None);
+        }
+        let n = sets[0].shape().first().copied().unwrap_or(0);
+        let per: Vec<usize> = sets
+            .iter()
+            .map(|s| s.shape()[1..].iter().product())
+            .collect();
+        let width = self.net.element_width();
+        if sets.iter().any(|s| s.shape().first() != Some(&n)) || per.iter().sum::<usize>() != width
+        {
+            let shapes: Vec<Vec<usize>> = sets.iter().map(|v| v.shape().to_vec()).collect();
+            return Err(format!(
+                "encoder `{}`: set inputs of shapes {shapes:?} do not give rows of {width} values \
+                 for the same records",
+                self.name
+            ));
+        }
+        let mut flat = Vec::with_capacity(n * width);
+        for r in 0..n {
+            for (s, k) in sets.iter().zip(&per) {
+                let v = s.as_slice_memory_order().ok_or("non-contiguous input")?;
+                flat.extend_from_slice(&v[r * k..(r + 1) * k]);
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(&[n, width]), flat)
+            .map(Some)
             .map_err(|e| e.to_string())
     }
 
@@ -88,18 +226,36 @@ impl EncoderSpec {
     }
 
     /// u = loc(x) + softplus(raw(x)) ε for the site of `b`, from the weight leaves (made by
-    /// [`EncoderSpec::weight_leaves`], and shared by every instance on one tape).
+    /// [`EncoderSpec::weight_leaves`], and shared by every instance on one tape); `x` holds the
+    /// own inputs, `elements` the element rows of a deep set.
     pub fn draw(
         &self,
         t: &mut Tape,
         b: &SiteBlock,
         weights: &[(usize, NodeId)],
         x: ArrayD<f64>,
+        elements: Option<ArrayD<f64>>,
         rng: &mut Xoshiro256PlusPlus,
     ) -> Result<GuideDraw, TapeError> {
-        let x = t.constant_real(x);
-        let h = self.net.forward(t, weights, x)?;
-        let d = self.net.widths[self.net.n_layers()] / 2;
+        let h = match (&self.net, elements) {
+            (EncoderNet::Mlp(m), _) => {
+                let x = t.constant_real(x);
+                m.forward(t, weights, x)?
+            }
+            (EncoderNet::DeepSet(ds), Some(e)) => {
+                let own = (!x.is_empty()).then(|| t.constant_real(x));
+                let e = t.constant_real(e);
+                ds.forward(t, weights, e, own)?
+            }
+            (EncoderNet::DeepSet(_), None) => {
+                return Err(TapeError::Op {
+                    op: "encoder",
+                    label: self.name.clone(),
+                    detail: "a deep-set encoder without its set inputs".into(),
+                });
+            }
+        };
+        let d = self.net.output_width() / 2;
         let o_loc = t.gather(h, 1, &(0..d).collect::<Vec<_>>())?;
         let o_raw = t.gather(h, 1, &(d..2 * d).collect::<Vec<_>>())?;
         let loc = t.scale(o_loc, self.loc_unit)?;

@@ -593,24 +593,16 @@ impl Evaluator<'_> {
         }
         let g = match (&l.encoder, &env.batch) {
             (Some(enc), None) => {
-                let inputs: Vec<NodeId> = enc
-                    .inputs
-                    .iter()
-                    .map(|e| env.eval(t, e))
-                    .collect::<Result<_, _>>()?;
-                let values: Vec<&ndarray::ArrayD<f64>> = inputs
-                    .iter()
-                    .map(|&n| t.real(n))
-                    .collect::<Result<_, _>>()?;
-                let x = enc.input_matrix(&values).map_err(|detail| {
-                    super::dist::DistError::Unsupported {
-                        family: "encoder",
-                        detail,
-                    }
-                })?;
+                let (x, elements) = enc.features(t, env, &l.label)?;
                 let flat = self.flat_instance(&env.instance);
-                let weights = self.shared_weights(t, b, &enc.net, leaves);
-                enc.draw(t, b, &weights, x, &mut key(flat).rng())?
+                let weights = self.shared_weights(
+                    t,
+                    b,
+                    enc.net.n_leaves(),
+                    |t, block| enc.net.weight_leaves(t, block),
+                    leaves,
+                );
+                enc.draw(t, b, &weights, x, elements, &mut key(flat).rng())?
             }
             (Some(_), Some(_)) => {
                 return Err(super::dist::DistError::Unsupported {
@@ -776,7 +768,13 @@ impl Evaluator<'_> {
         let b = self.layout.blocks[site]
             .as_ref()
             .ok_or_else(|| unsupported("the flow has no parameter block"))?;
-        Ok(self.shared_weights(t, b, &c.conditioner, leaves))
+        Ok(self.shared_weights(
+            t,
+            b,
+            2 * c.conditioner.n_layers(),
+            |t, block| c.conditioner.weight_leaves(t, block),
+            leaves,
+        ))
     }
 
     /// The weight leaves of a network shared by all instances (an encoder, a flow's
@@ -786,14 +784,15 @@ impl Evaluator<'_> {
         &self,
         t: &mut Tape,
         b: &super::guide::SiteBlock,
-        net: &super::mlp::Mlp,
+        n_leaves: usize,
+        make: impl FnOnce(&mut Tape, &[f64]) -> Vec<(usize, NodeId)>,
         leaves: &mut Vec<(Target, NodeId)>,
     ) -> Vec<(usize, NodeId)> {
         let first = leaves
             .iter()
             .position(|(tg, _)| matches!(tg, Target::At(o) if *o == b.offset));
         if let Some(k) = first {
-            return leaves[k..k + 2 * net.n_layers()]
+            return leaves[k..k + n_leaves]
                 .iter()
                 .map(|(tg, n)| match tg {
                     Target::At(o) => (o - b.offset, *n),
@@ -801,7 +800,7 @@ impl Evaluator<'_> {
                 })
                 .collect();
         }
-        let w = net.weight_leaves(t, &self.params[b.offset..b.offset + b.len()]);
+        let w = make(t, &self.params[b.offset..b.offset + b.len()]);
         leaves.extend(w.iter().map(|(o, n)| (Target::At(b.offset + o), *n)));
         w
     }

@@ -69,27 +69,11 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                             instance: instance_path(model, l.plate, inst),
                             ..Env::new(model)
                         };
-                        let nodes: Vec<_> = enc
-                            .inputs
-                            .iter()
-                            .map(|e| env.eval(&mut tape, e))
-                            .collect::<Result<_, _>>()
-                            .map_err(fail)?;
-                        let values: Vec<&ndarray::ArrayD<f64>> = nodes
-                            .iter()
-                            .map(|&n| tape.real(n))
-                            .collect::<Result<_, _>>()
-                            .map_err(fail)?;
-                        let x = enc.input_matrix(&values).map_err(|detail| {
-                            fail(crate::tape::TapeError::Op {
-                                op: "encoder",
-                                label: l.label.clone(),
-                                detail,
-                            })
-                        })?;
+                        let (x, elements) =
+                            enc.features(&mut tape, &env, &l.label).map_err(fail)?;
                         let weights =
                             enc.weight_leaves(&mut tape, &state.params[off..off + b.len()]);
-                        enc.draw(&mut tape, b, &weights, x, &mut key.rng())
+                        enc.draw(&mut tape, b, &weights, x, elements, &mut key.rng())
                             .map_err(fail)?
                     }
                     None => draw(

@@ -347,6 +347,11 @@ impl Lowerer<'_> {
                 plate: self.plate_id(&p.name).unwrap_or(0),
                 body: b(x),
             },
+            ast::ExprKind::Set(x, var, coll) => ExprKind::Set {
+                var: var.name.clone(),
+                collection: b(coll),
+                body: b(x),
+            },
             ast::ExprKind::Match(v, arms) => {
                 return self
                     .selected_arm(&v.name, arms)
@@ -433,7 +438,12 @@ pub(super) fn children(e: &Expr) -> Vec<&Expr> {
         ExprKind::Method(x, _, xs) | ExprKind::Index(x, xs) => {
             std::iter::once(&**x).chain(xs).collect()
         }
-        ExprKind::Binary(_, a, b) => vec![a, b],
+        ExprKind::Binary(_, a, b)
+        | ExprKind::Set {
+            collection: a,
+            body: b,
+            ..
+        } => vec![a, b],
         ExprKind::Builtin(_, xs)
         | ExprKind::Extern(_, xs)
         | ExprKind::Call(_, xs)

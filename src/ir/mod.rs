@@ -324,4 +324,14 @@ pub enum ExprKind {
         /// Value inside the plate.
         body: Box<Expr>,
     },
+    /// `[body for var in collection]`: `body` at every record of a collection (with `var` bound
+    /// to it), stacked along a new leading axis; data only.
+    Set {
+        /// The record variable.
+        var: String,
+        /// The collection (`image.shoeboxes`, `shots.images`).
+        collection: Box<Expr>,
+        /// The value at one record.
+        body: Box<Expr>,
+    },
 }

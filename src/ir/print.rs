@@ -248,5 +248,10 @@ pub(super) fn expr(p: &Program, e: &Expr) -> String {
                 .unwrap_or("?");
             format!("{}({} over {name})", op.name(), expr(p, body))
         }
+        ExprKind::Set {
+            var,
+            collection,
+            body,
+        } => format!("[{} for {var} in {}]", expr(p, body), expr(p, collection)),
     }
 }

@@ -102,6 +102,8 @@ pub struct Eval<'a, 'm> {
     scope: &'a Scope,
     env: &'a Env<'m>,
     locals: Vec<(String, Val)>,
+    /// Records bound by the sets being evaluated (`[f(s) for s in image.shoeboxes]`).
+    elements: Vec<(String, super::records::Element)>,
     label: &'a str,
 }
 
@@ -123,6 +125,7 @@ impl<'a, 'm> Eval<'a, 'm> {
             scope,
             env,
             locals: Vec::new(),
+            elements: Vec::new(),
             label,
         }
     }
@@ -214,6 +217,11 @@ impl<'a, 'm> Eval<'a, 'm> {
             ExprKind::Call(name, args) => self.call(t, name, args),
             ExprKind::Vector(items) => self.vector(t, items),
             ExprKind::Reduce { op, plate, body } => self.reduce(t, *op, *plate, body),
+            ExprKind::Set {
+                var,
+                collection,
+                body,
+            } => self.set(t, var, collection, body),
         }
     }
 
@@ -250,6 +258,14 @@ impl<'a, 'm> Eval<'a, 'm> {
         let ExprKind::Var(name) = &rec.kind else {
             return Err(self.fail("field", format!("field `{field}` of a computed record")));
         };
+        if let Some((_, el)) = self.elements.iter().rev().find(|(n, _)| n == name) {
+            return super::records::element_field(t, el, name, field)
+                .map(|node| Val {
+                    node,
+                    plates: vec![],
+                })
+                .map_err(|e| self.fail("field", e));
+        }
         if let Some(r) = self.scope.physics.field(t, self.env, name, field) {
             return r
                 .map(|node| Val {
@@ -505,6 +521,61 @@ impl<'a, 'm> Eval<'a, 'm> {
         })();
         self.locals = outer;
         result
+    }
+
+    /// `[body for var in collection]`: body at every record, stacked along a new leading axis
+    /// (rows × the body's shape; an empty collection gives zero rows of the declared shape).
+    fn set(
+        &mut self,
+        t: &mut Tape,
+        var: &str,
+        collection: &ir::Expr,
+        body: &ir::Expr,
+    ) -> Result<Val, TapeError> {
+        let ExprKind::Field(rec, field) = &collection.kind else {
+            return Err(self.fail("set", "a set over a computed collection"));
+        };
+        let ExprKind::Var(name) = &rec.kind else {
+            return Err(self.fail("set", "a set over a computed collection"));
+        };
+        let records = self
+            .scope
+            .physics
+            .collection(self.env, &self.elements, name, field)
+            .map_err(|e| self.fail("set", e))?;
+        let mut rows = Vec::with_capacity(records.len());
+        for el in records {
+            self.elements.push((var.to_string(), el));
+            let v = self.expr(t, body);
+            self.elements.pop();
+            let v = v?;
+            if !v.plates.is_empty() {
+                return Err(self.fail("set", "a set value that varies over a plate"));
+            }
+            let mut shape = vec![1];
+            shape.extend_from_slice(t.shape(v.node));
+            rows.push(t.reshape(v.node, &shape)?);
+        }
+        let node = if rows.is_empty() {
+            let mut shape = vec![0];
+            for d in &body.ty.shape {
+                match d {
+                    crate::check::types::Dim::Known(n) => shape.push(*n as usize),
+                    _ => {
+                        return Err(
+                            self.fail("set", "an empty set of a size not known before the fit")
+                        );
+                    }
+                }
+            }
+            t.constant_real(ArrayD::zeros(IxDyn(&shape)))
+        } else {
+            t.concat(&rows, 0)?
+        };
+        Ok(Val {
+            node,
+            plates: vec![],
+        })
     }
 
     fn vector(&mut self, t: &mut Tape, items: &[ir::Expr]) -> Result<Val, TapeError> {

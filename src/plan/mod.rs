@@ -548,7 +548,12 @@ pub(crate) fn walk(e: &ir::Expr, f: &mut dyn FnMut(&ir::Expr)) {
             walk(x, f);
             args.iter().for_each(|a| walk(a, f));
         }
-        ExprKind::Binary(_, a, b) => {
+        ExprKind::Binary(_, a, b)
+        | ExprKind::Set {
+            collection: a,
+            body: b,
+            ..
+        } => {
             walk(a, f);
             walk(b, f);
         }
@@ -729,6 +734,40 @@ fn record_dim(d: &Dim, scope: &Scope) -> Option<usize> {
     }
 }
 
+/// True for a set of per-record values (`[f(s) for s in image.shoeboxes]`), whose leading axis
+/// has one row per record of a collection.
+fn is_set(e: &ir::Expr) -> bool {
+    let sizes = [
+        crate::check::collection_size(&crate::check::types::Rec::Shoebox),
+        crate::check::collection_size(&crate::check::types::Rec::Image),
+    ];
+    matches!(&e.kind, ExprKind::Set { .. }) || e.ty.shape.first().is_some_and(|d| sizes.contains(d))
+}
+
+/// The widths of a deep set's element network φ (the `embed` setting, default [32]).
+fn embed_widths(
+    settings: &[(String, crate::check::value::Value)],
+    name: &str,
+    at: &str,
+) -> Result<Vec<usize>, PlanError> {
+    use crate::check::value::Value as V;
+    match settings.iter().find(|(k, _)| k == "embed").map(|(_, v)| v) {
+        None => Ok(vec![32]),
+        Some(V::List(items)) => items
+            .iter()
+            .map(|v| v.as_real().filter(|x| *x >= 1.0).map(|x| x as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(|| PlanError::Unsupported {
+                at: at.into(),
+                what: format!("encoder `{name}`: embed widths must be positive integers"),
+            }),
+        Some(other) => Err(PlanError::Unsupported {
+            at: at.into(),
+            what: format!("encoder `{name}`: embed {other:?}"),
+        }),
+    }
+}
+
 /// The network of `latent`'s encoder guide.
 #[allow(clippy::too_many_arguments)]
 fn encoder_spec(
@@ -765,25 +804,63 @@ fn encoder_spec(
         at,
         Activation::Relu,
     )?;
-    let mut width = 0;
+    let (mut width, mut element_width) = (0, 0);
+    let (mut own, mut sets) = (Vec::new(), Vec::new());
     for e in inputs {
         if e.ad == crate::check::types::Ad::Param {
             return Err(unsupported(format!(
                 "encoder `{name}`: an input that depends on latents"
             )));
         }
-        width += input_width(e, scope, at)?;
+        if is_set(e) {
+            let mut row = e.clone();
+            row.ty.shape.remove(0);
+            element_width += input_width(&row, scope, at)?;
+            sets.push(e);
+        } else {
+            width += input_width(e, scope, at)?;
+            own.push(e);
+        }
     }
-    let mut widths = vec![width];
-    widths.extend(hidden);
-    widths.push(2 * target.own);
+    let mut rho = vec![width];
+    rho.extend(hidden);
+    rho.push(2 * target.own);
+    let net = if sets.is_empty() {
+        crate::infer::encoder::EncoderNet::Mlp(crate::infer::mlp::Mlp {
+            widths: rho,
+            activation,
+        })
+    } else {
+        if target.rows != 1 {
+            return Err(unsupported(format!(
+                "encoder `{name}`: a set input in a vectorized plate (sets are for plates over \
+                 physics records, evaluated one record at a time)"
+            )));
+        }
+        let mut phi = vec![element_width];
+        phi.extend(embed_widths(&net.settings, name, at)?);
+        rho[0] += phi.last().copied().unwrap_or(0);
+        crate::infer::encoder::EncoderNet::DeepSet(crate::infer::mlp::DeepSet {
+            phi: crate::infer::mlp::Mlp {
+                widths: phi,
+                activation,
+            },
+            rho: crate::infer::mlp::Mlp {
+                widths: rho,
+                activation,
+            },
+        })
+    };
+    let closures = |xs: &[&ir::Expr]| -> Vec<crate::infer::model::Expr> {
+        xs.iter()
+            .map(|e| closure(scope, e, target.chain, None, label))
+            .collect()
+    };
     Ok(crate::infer::encoder::EncoderSpec {
         name: name.clone(),
-        inputs: inputs
-            .iter()
-            .map(|e| closure(scope, e, target.chain, None, label))
-            .collect(),
-        net: crate::infer::mlp::Mlp { widths, activation },
+        inputs: closures(&own),
+        set_inputs: closures(&sets),
+        net,
         rows: target.rows,
         centre: target.centre,
         loc_unit: target.loc_unit,

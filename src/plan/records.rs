@@ -140,6 +140,86 @@ impl PhysicsScope {
     }
 }
 
+/// One record of a collection, bound by a set `[f(s) for s in image.shoeboxes]`: an image, or
+/// a shoebox of an image (its index within the image).
+#[derive(Debug, Clone)]
+pub struct Element {
+    /// The source.
+    pub data: Arc<DialsData>,
+    /// The image.
+    pub image: usize,
+    /// The shoebox within the image (None: the image itself).
+    pub shoebox: Option<usize>,
+}
+
+impl PhysicsScope {
+    /// The records of `name.field` at this instance: `shots.images` (every image), or
+    /// `image.shoeboxes` of the current image (`name` an image plate's record or a bound image
+    /// element, looked up in `bound` first).
+    pub fn collection(
+        &self,
+        env: &Env,
+        bound: &[(String, Element)],
+        name: &str,
+        field: &str,
+    ) -> Result<Vec<Element>, String> {
+        let not = || format!("`{name}.{field}` is not a collection of physics records");
+        if let Some((_, el)) = bound.iter().rev().find(|(n, _)| n == name) {
+            return match (el.shoebox, field) {
+                (None, "shoeboxes") => shoeboxes_of(&el.data, el.image),
+                _ => Err(not()),
+            };
+        }
+        if let Some(d) = self.shots.get(name) {
+            return match field {
+                "images" => Ok((0..d.images.len())
+                    .map(|image| Element {
+                        data: d.clone(),
+                        image,
+                        shoebox: None,
+                    })
+                    .collect()),
+                _ => Err(not()),
+            };
+        }
+        match (self.records.get(name), field) {
+            (Some(plate @ RecordPlate::Images { data, .. }), "shoeboxes") => {
+                let (image, _) = self.current(env, plate)?;
+                shoeboxes_of(data, image)
+            }
+            _ => Err(not()),
+        }
+    }
+}
+
+fn shoeboxes_of(data: &Arc<DialsData>, image: usize) -> Result<Vec<Element>, String> {
+    let n = data
+        .shoeboxes(image)
+        .map_err(|e| e.to_string())?
+        .shoeboxes
+        .len();
+    Ok((0..n)
+        .map(|s| Element {
+            data: data.clone(),
+            image,
+            shoebox: Some(s),
+        })
+        .collect())
+}
+
+/// The value of `name.field` for a bound element.
+pub fn element_field(
+    t: &mut Tape,
+    el: &Element,
+    name: &str,
+    field: &str,
+) -> Result<NodeId, String> {
+    match el.shoebox {
+        None => image_field(t, &el.data, el.image, name, field),
+        Some(s) => shoebox_field(t, &el.data, el.image, s, name, field),
+    }
+}
+
 fn crystal_field(t: &mut Tape, c: &Crystal, name: &str, field: &str) -> Result<NodeId, String> {
     match field {
         "cell" => {

@@ -461,6 +461,9 @@ pub enum ExprKind<M> {
     Vector(Vec<Expr<M>>),
     /// `sum(x over plate)`
     Reduce(ReduceOp, Box<Expr<M>>, Ident),
+    /// `[body for var in collection]`: body evaluated at every record of the collection, stacked
+    /// along a new leading axis.
+    Set(Box<Expr<M>>, Ident, Box<Expr<M>>),
     /// `match variant { a => x, _ => y }`
     Match(Ident, Vec<MatchArm<M>>),
 }

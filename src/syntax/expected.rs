@@ -161,6 +161,10 @@ const DESCRIBE: &[(Rule, &str)] = &[
         "a value (a number, a name, a call, or an expression in parentheses)",
     ),
     (
+        Rule::set_comp,
+        "a value (a number, a name, a call, or an expression in parentheses)",
+    ),
+    (
         Rule::vector,
         "a value (a number, a name, a call, or an expression in parentheses)",
     ),

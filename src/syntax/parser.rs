@@ -575,6 +575,13 @@ impl Builder {
                 ExprKind::Call(name, args)
             }
             Rule::reduction => self.reduction(pair, span)?,
+            Rule::set_comp => {
+                let mut inner = pair.into_inner();
+                let body = self.expr(next(&mut inner, span)?)?;
+                let var = self.ident(next(&mut inner, span)?)?;
+                let collection = self.expr(next(&mut inner, span)?)?;
+                ExprKind::Set(Box::new(body), var, Box::new(collection))
+            }
             Rule::match_expr => self.match_expr(pair, span)?,
             _ => return Err(internal(span)),
         };
@@ -632,7 +639,7 @@ fn exceeds_depth(e: &E, limit: usize) -> bool {
         ExprKind::Method(x, _, args) => deeper(x) || any_arg(args),
         ExprKind::Index(x, idx) => deeper(x) || idx.iter().any(deeper),
         ExprKind::Call(_, args) => any_arg(args),
-        ExprKind::Binary(_, a, b) => deeper(a) || deeper(b),
+        ExprKind::Binary(_, a, b) | ExprKind::Set(a, _, b) => deeper(a) || deeper(b),
         ExprKind::Vector(xs) => xs.iter().any(deeper),
         ExprKind::Match(_, arms) => arms.iter().any(|a| deeper(&a.value)),
         _ => false,
