@@ -20,6 +20,8 @@ use super::model::Expr;
 use crate::tape::{NodeId, Tape, TapeError};
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::Xoshiro256PlusPlus;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// The network of an encoder guide.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,6 +91,12 @@ impl EncoderNet {
     }
 }
 
+/// Own-input and element matrices by flat instance (shared by the clones of a spec).
+pub type FeatureCache = Arc<Mutex<HashMap<usize, Features>>>;
+
+/// An instance's own-input matrix and element matrix.
+pub type Features = Arc<(ArrayD<f64>, Option<ArrayD<f64>>)>;
+
 /// An encoder guide of one latent site.
 #[derive(Clone, Debug)]
 pub struct EncoderSpec {
@@ -101,6 +109,9 @@ pub struct EncoderSpec {
     pub set_inputs: Vec<Expr>,
     /// The network (output width 2 × values per row).
     pub net: EncoderNet,
+    /// The features of a deep-set encoder by flat instance: its inputs are data, the same at
+    /// every step, so each image's records are read and reduced once.
+    pub feature_cache: FeatureCache,
     /// Rows evaluated together (the size of a vectorized plate; 1 per engine instance).
     pub rows: usize,
     /// Unconstrained location of the guide at initialization (the prior's centre).
@@ -157,8 +168,35 @@ impl EncoderSpec {
         ArrayD::from_shape_vec(IxDyn(&[self.rows, width]), flat).map_err(|e| e.to_string())
     }
 
-    /// The own-input matrix and the element matrix (for a deep set) at `env`'s instance.
+    /// The own-input matrix and the element matrix (for a deep set) at `env`'s instance, whose
+    /// flat index is `instance`. A deep set's features are computed once per instance (the
+    /// instance of an engine-iterated plate, always the same records) and then cached; an MLP
+    /// encoder's, which may serve different rows of a vectorized plate, every time.
     pub fn features(
+        &self,
+        t: &mut Tape,
+        env: &super::model::Env,
+        instance: usize,
+        label: &str,
+    ) -> Result<Features, TapeError> {
+        let cached = matches!(self.net, EncoderNet::DeepSet(_));
+        if cached && let Some(f) = self.lock_cache().get(&instance) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.compute_features(t, env, label)?);
+        if cached {
+            self.lock_cache().insert(instance, f.clone());
+        }
+        Ok(f)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Features>> {
+        self.feature_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn compute_features(
         &self,
         t: &mut Tape,
         env: &super::model::Env,
@@ -233,18 +271,18 @@ impl EncoderSpec {
         t: &mut Tape,
         b: &SiteBlock,
         weights: &[(usize, NodeId)],
-        x: ArrayD<f64>,
-        elements: Option<ArrayD<f64>>,
+        features: &Features,
         rng: &mut Xoshiro256PlusPlus,
     ) -> Result<GuideDraw, TapeError> {
+        let (x, elements) = &**features;
         let h = match (&self.net, elements) {
             (EncoderNet::Mlp(m), _) => {
-                let x = t.constant_real(x);
+                let x = t.constant_real(x.clone());
                 m.forward(t, weights, x)?
             }
             (EncoderNet::DeepSet(ds), Some(e)) => {
-                let own = (!x.is_empty()).then(|| t.constant_real(x));
-                let e = t.constant_real(e);
+                let own = (!x.is_empty()).then(|| t.constant_real(x.clone()));
+                let e = t.constant_real(e.clone());
                 ds.forward(t, weights, e, own)?
             }
             (EncoderNet::DeepSet(_), None) => {

@@ -593,8 +593,8 @@ impl Evaluator<'_> {
         }
         let g = match (&l.encoder, &env.batch) {
             (Some(enc), None) => {
-                let (x, elements) = enc.features(t, env, &l.label)?;
                 let flat = self.flat_instance(&env.instance);
+                let features = enc.features(t, env, flat, &l.label)?;
                 let weights = self.shared_weights(
                     t,
                     b,
@@ -602,7 +602,7 @@ impl Evaluator<'_> {
                     |t, block| enc.net.weight_leaves(t, block),
                     leaves,
                 );
-                enc.draw(t, b, &weights, x, elements, &mut key(flat).rng())?
+                enc.draw(t, b, &weights, &features, &mut key(flat).rng())?
             }
             (Some(_), Some(_)) => {
                 return Err(super::dist::DistError::Unsupported {

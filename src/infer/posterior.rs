@@ -69,11 +69,12 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                             instance: instance_path(model, l.plate, inst),
                             ..Env::new(model)
                         };
-                        let (x, elements) =
-                            enc.features(&mut tape, &env, &l.label).map_err(fail)?;
+                        let features = enc
+                            .features(&mut tape, &env, inst, &l.label)
+                            .map_err(fail)?;
                         let weights =
                             enc.weight_leaves(&mut tape, &state.params[off..off + b.len()]);
-                        enc.draw(&mut tape, b, &weights, x, elements, &mut key.rng())
+                        enc.draw(&mut tape, b, &weights, &features, &mut key.rng())
                             .map_err(fail)?
                     }
                     None => draw(

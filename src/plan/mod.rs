@@ -860,6 +860,7 @@ fn encoder_spec(
         name: name.clone(),
         inputs: closures(&own),
         set_inputs: closures(&sets),
+        feature_cache: Default::default(),
         net,
         rows: target.rows,
         centre: target.centre,
