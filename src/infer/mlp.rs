@@ -35,14 +35,20 @@ impl Mlp {
 
     /// Fixed-seed Glorot-uniform hidden weights, zero biases, zero output layer.
     pub fn init(&self, block: &mut [f64], seed: u64) {
+        self.glorot(block, seed, true);
+    }
+
+    /// Glorot-uniform weights (the output layer's zero when `zero_output`), zero biases.
+    fn glorot(&self, block: &mut [f64], seed: u64, zero_output: bool) {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut pos = 0;
         let layers = self.n_layers();
         for (l, w) in self.widths.windows(2).enumerate() {
             let (n_in, n_out) = (w[0], w[1]);
             let a = (6.0 / (n_in + n_out) as f64).sqrt();
+            let zero = zero_output && l + 1 == layers;
             for x in &mut block[pos..pos + n_in * n_out] {
-                *x = if l + 1 == layers {
+                *x = if zero {
                     0.0
                 } else {
                     a * (2.0 * rng.random::<f64>() - 1.0)
@@ -124,18 +130,7 @@ impl DeepSet {
     /// Glorot-uniform φ (every layer), then ρ as [`Mlp::init`] (zero output layer).
     pub fn init(&self, block: &mut [f64], seed: u64) {
         let n_phi = self.phi.n_params();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut pos = 0;
-        for w in self.phi.widths.windows(2) {
-            let (n_in, n_out) = (w[0], w[1]);
-            let a = (6.0 / (n_in + n_out) as f64).sqrt();
-            for x in &mut block[pos..pos + n_in * n_out] {
-                *x = a * (2.0 * rng.random::<f64>() - 1.0);
-            }
-            pos += n_in * n_out;
-            block[pos..pos + n_out].fill(0.0);
-            pos += n_out;
-        }
+        self.phi.glorot(&mut block[..n_phi], seed, false);
         self.rho.init(&mut block[n_phi..], seed ^ 0x0005_eed0_fa11);
     }
 
