@@ -116,3 +116,40 @@ fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
     assert!(worst_mean < 0.2, "worst mean error {worst_mean} sd");
     assert!(worst_sd < 0.08, "worst sd error {worst_sd}");
 }
+
+/// A dataset-level encoder whose input is a set over the images (tests/fixtures/encoder_set/
+/// pooled_images.spread) reaches the closed-form posterior of its latent.
+#[test]
+fn pooled_encoder_over_images_matches_the_closed_form_posterior() {
+    let data = root().join("examples/rubredoxin_small");
+    let model = root().join("tests/fixtures/encoder_set/pooled_images.spread");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infer_encoder_images");
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
+        .arg("run")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args(["--steps", "1500", "--draws", "4000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dials = spread::plan::physics_data::load_dials(&data, 100).unwrap();
+    let z: Vec<f64> = dials
+        .images
+        .iter()
+        .map(|i| i.n_shoeboxes as f64 / 40.0)
+        .collect();
+    let n = z.len() as f64;
+    let (mean, sd) = (z.iter().sum::<f64>() / (n + 1.0), (n + 1.0).powf(-0.5));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let mu = &summary["quantities"][0]["elements"][0];
+    let (m, s) = (mu["mean"].as_f64().unwrap(), mu["sd"].as_f64().unwrap());
+    eprintln!("exact {mean:.4} ± {sd:.4}, fitted {m:.4} ± {s:.4}");
+    assert!(mean / sd > 2.0, "the data must move the posterior");
+    assert!((m - mean).abs() / sd < 0.1, "mean {m} against {mean}");
+    assert!((s / sd - 1.0).abs() < 0.06, "sd {s} against {sd}");
+}
