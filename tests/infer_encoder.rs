@@ -61,24 +61,7 @@ fn encoder_guide_matches_the_closed_form_posterior_of_every_row() {
 /// examples/rubredoxin_small.
 #[test]
 fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
-    let data = root().join("examples/rubredoxin_small");
-    let model = root().join("tests/fixtures/encoder_set/pooled_normal.spread");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infer_encoder_set");
-    let _ = std::fs::remove_dir_all(&out);
-    let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
-        .arg("run")
-        .arg(&model)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .args(["--steps", "2000", "--draws", "4000"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let dials = spread::plan::physics_data::load_dials(&data, 100).unwrap();
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let (dials, summary) = run_on_rubredoxin_small("pooled_normal.spread", "2000");
     let theta = &summary["quantities"][0];
     assert_eq!(theta["name"], "theta");
     let elements = theta["elements"].as_array().unwrap();
@@ -121,9 +104,31 @@ fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
 /// pooled_images.spread) reaches the closed-form posterior of its latent.
 #[test]
 fn pooled_encoder_over_images_matches_the_closed_form_posterior() {
+    let (dials, summary) = run_on_rubredoxin_small("pooled_images.spread", "1500");
+    let z: Vec<f64> = dials
+        .images
+        .iter()
+        .map(|i| i.n_shoeboxes as f64 / 40.0)
+        .collect();
+    let n = z.len() as f64;
+    let (mean, sd) = (z.iter().sum::<f64>() / (n + 1.0), (n + 1.0).powf(-0.5));
+    let mu = &summary["quantities"][0]["elements"][0];
+    let (m, s) = (mu["mean"].as_f64().unwrap(), mu["sd"].as_f64().unwrap());
+    eprintln!("exact {mean:.4} ± {sd:.4}, fitted {m:.4} ± {s:.4}");
+    assert!(mean / sd > 2.0, "the data must move the posterior");
+    assert!((m - mean).abs() / sd < 0.1, "mean {m} against {mean}");
+    assert!((s / sd - 1.0).abs() < 0.06, "sd {s} against {sd}");
+}
+
+/// Runs tests/fixtures/encoder_set/FIXTURE on examples/rubredoxin_small for `steps` steps (4000
+/// posterior draws); the data as the runtime loads them, and the summary.
+fn run_on_rubredoxin_small(
+    fixture: &str,
+    steps: &str,
+) -> (spread::plan::physics_data::DialsData, serde_json::Value) {
     let data = root().join("examples/rubredoxin_small");
-    let model = root().join("tests/fixtures/encoder_set/pooled_images.spread");
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("infer_encoder_images");
+    let model = root().join("tests/fixtures/encoder_set").join(fixture);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("infer_encoder_{fixture}"));
     let _ = std::fs::remove_dir_all(&out);
     let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
         .arg("run")
@@ -132,24 +137,12 @@ fn pooled_encoder_over_images_matches_the_closed_form_posterior() {
         .arg(&data)
         .arg("--out")
         .arg(&out)
-        .args(["--steps", "1500", "--draws", "4000"])
+        .args(["--steps", steps, "--draws", "4000"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dials = spread::plan::physics_data::load_dials(&data, 100).unwrap();
-    let z: Vec<f64> = dials
-        .images
-        .iter()
-        .map(|i| i.n_shoeboxes as f64 / 40.0)
-        .collect();
-    let n = z.len() as f64;
-    let (mean, sd) = (z.iter().sum::<f64>() / (n + 1.0), (n + 1.0).powf(-0.5));
-    let summary: serde_json::Value =
+    let summary =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let mu = &summary["quantities"][0]["elements"][0];
-    let (m, s) = (mu["mean"].as_f64().unwrap(), mu["sd"].as_f64().unwrap());
-    eprintln!("exact {mean:.4} ± {sd:.4}, fitted {m:.4} ± {s:.4}");
-    assert!(mean / sd > 2.0, "the data must move the posterior");
-    assert!((m - mean).abs() / sd < 0.1, "mean {m} against {mean}");
-    assert!((s / sd - 1.0).abs() < 0.06, "sd {s} against {sd}");
+    (dials, summary)
 }
