@@ -30,16 +30,7 @@ pub(super) fn net_shape(
         what,
     };
     let setting = |k: &str| settings.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-    let hidden: Vec<usize> = match setting("hidden") {
-        Some(V::List(items)) => items
-            .iter()
-            .map(|v| v.as_real().filter(|x| *x >= 1.0).map(|x| x as usize))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                unsupported(format!("{what}: hidden widths must be positive integers"))
-            })?,
-        _ => Vec::new(),
-    };
+    let hidden = widths_setting(settings, "hidden", what, at)?.unwrap_or_default();
     let activation = match setting("activation") {
         None => default_activation,
         Some(V::Str(a) | V::Choice(a)) => match a.as_str() {
@@ -56,6 +47,29 @@ pub(super) fn net_shape(
         Some(other) => return Err(unsupported(format!("{what}: activation {other:?}"))),
     };
     Ok((hidden, activation))
+}
+
+/// The layer widths of the setting `key` (`hidden`, `embed`), None when it is not set.
+pub(super) fn widths_setting(
+    settings: &[(String, V)],
+    key: &str,
+    what: &str,
+    at: &str,
+) -> Result<Option<Vec<usize>>, PlanError> {
+    let bad = || PlanError::Unsupported {
+        at: at.into(),
+        what: format!("{what}: {key} widths must be a list of positive integers"),
+    };
+    match settings.iter().find(|(n, _)| n == key).map(|(_, v)| v) {
+        None => Ok(None),
+        Some(V::List(items)) => items
+            .iter()
+            .map(|v| v.as_real().filter(|x| *x >= 1.0).map(|x| x as usize))
+            .collect::<Option<_>>()
+            .map(Some)
+            .ok_or_else(bad),
+        Some(_) => Err(bad()),
+    }
 }
 
 /// Where an observation lives, for its flow's context inputs.

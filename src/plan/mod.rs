@@ -744,30 +744,6 @@ fn is_set(e: &ir::Expr) -> bool {
     matches!(&e.kind, ExprKind::Set { .. }) || e.ty.shape.first().is_some_and(|d| sizes.contains(d))
 }
 
-/// The widths of a deep set's element network φ (the `embed` setting, default [32]).
-fn embed_widths(
-    settings: &[(String, crate::check::value::Value)],
-    name: &str,
-    at: &str,
-) -> Result<Vec<usize>, PlanError> {
-    use crate::check::value::Value as V;
-    match settings.iter().find(|(k, _)| k == "embed").map(|(_, v)| v) {
-        None => Ok(vec![32]),
-        Some(V::List(items)) => items
-            .iter()
-            .map(|v| v.as_real().filter(|x| *x >= 1.0).map(|x| x as usize))
-            .collect::<Option<_>>()
-            .ok_or_else(|| PlanError::Unsupported {
-                at: at.into(),
-                what: format!("encoder `{name}`: embed widths must be positive integers"),
-            }),
-        Some(other) => Err(PlanError::Unsupported {
-            at: at.into(),
-            what: format!("encoder `{name}`: embed {other:?}"),
-        }),
-    }
-}
-
 /// The network of `latent`'s encoder guide.
 #[allow(clippy::too_many_arguments)]
 fn encoder_spec(
@@ -838,7 +814,9 @@ fn encoder_spec(
             )));
         }
         let mut phi = vec![element_width];
-        phi.extend(embed_widths(&net.settings, name, at)?);
+        // φ's widths (the checker's default is [32]).
+        let what = format!("encoder `{name}`");
+        phi.extend(flows::widths_setting(&net.settings, "embed", &what, at)?.unwrap_or(vec![32]));
         rho[0] += phi.last().copied().unwrap_or(0);
         crate::infer::encoder::EncoderNet::DeepSet(crate::infer::mlp::DeepSet {
             phi: crate::infer::mlp::Mlp {
