@@ -80,13 +80,11 @@ fn eight_schools_means(state: &SviState, model: &Model) -> (f64, f64, Vec<f64>) 
     let draws = spread::infer::posterior::sample(model, state, 4000).unwrap();
     let n = draws[0].values.len() as f64;
     let mean_of = |f: &dyn Fn(usize) -> f64| (0..draws[0].values.len()).map(f).sum::<f64>() / n;
-    let mu = mean_of(&|d| draws[0].values[d][0][0]);
-    let log_tau = mean_of(&|d| draws[1].values[d][0][0].ln());
+    let mu = mean_of(&|d| draws[0].values[d][0]);
+    let log_tau = mean_of(&|d| draws[1].values[d][0].ln());
     let theta = (0..8)
         .map(|j| {
-            mean_of(&|d| {
-                draws[0].values[d][0][0] + draws[1].values[d][0][0] * draws[2].values[d][j][0]
-            })
+            mean_of(&|d| draws[0].values[d][0] + draws[1].values[d][0] * draws[2].values[d][j])
         })
         .collect();
     (mu, log_tau, theta)

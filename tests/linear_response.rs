@@ -176,7 +176,7 @@ fn draws_from_the_linear_response_follow_its_covariance() {
     resample(&r, &m, state.seed, &mut draws).expect("resample");
     let values = |name: &str| -> Vec<f64> {
         let s = draws.iter().find(|s| s.name == name).expect("site");
-        s.values.iter().map(|d| d[0][0]).collect()
+        s.values.iter().map(|d| d[0]).collect()
     };
     let (a, b) = (values("a"), values("b"));
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

@@ -400,7 +400,7 @@ pub fn resample(
                     continue;
                 }
                 let u = e.location + (0..=j).map(|k| l[[j, k]] * eps[k]).sum::<f64>();
-                per_draw[0][e.element] = latent.constraint.apply(u);
+                per_draw[e.element] = latent.constraint.apply(u);
             }
         }
     }

@@ -5,14 +5,19 @@
 //! Guarantees: draws use their own random streams (step tag `u64::MAX`), so summarizing never
 //! changes the trajectory of a resumed run.
 
+use super::constraint::Constraint;
 use super::error::InferError;
-use super::guide::draw;
-use super::model::{Env, Model, Site};
+use super::guide::{SiteBlock, draw};
+use super::model::{Env, GuideKind, Model, Site};
 use super::rng::StreamKey;
 use super::svi::SviState;
 use crate::tape::Tape;
+use crate::tape::elementwise::softplus;
+use rand::RngExt;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand_distr::StandardNormal;
 
-/// Draws of one latent: `values[d][instance][element]`.
+/// Draws of one latent: `values[d][instance * event + element]`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SiteDraws {
     /// Site name.
@@ -21,8 +26,15 @@ pub struct SiteDraws {
     pub instances: usize,
     /// Elements per instance.
     pub event: usize,
-    /// Draw-major values.
-    pub values: Vec<Vec<Vec<f64>>>,
+    /// Draw-major values, each draw's instances one after another (row-major).
+    pub values: Vec<Vec<f64>>,
+}
+
+impl SiteDraws {
+    /// Element `element` of instance `instance` in draw `d`.
+    pub fn value(&self, d: usize, instance: usize, element: usize) -> f64 {
+        self.values[d][instance * self.event + element]
+    }
 }
 
 /// Summary of one element of one instance of a latent.
@@ -50,9 +62,9 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         let (Site::Latent(l), Some(b)) = (site, block) else {
             continue;
         };
-        let mut values = vec![vec![Vec::new(); b.instances]; n];
+        let mut values = vec![Vec::with_capacity(b.instances * b.event); n];
         for (d, per_draw) in values.iter_mut().enumerate() {
-            for (inst, slot) in per_draw.iter_mut().enumerate() {
+            for inst in 0..b.instances {
                 let key = StreamKey {
                     seed: state.seed,
                     step: u64::MAX,
@@ -60,35 +72,16 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                     site: i as u64,
                     instance: inst as u64,
                 };
-                let off = b.instance_offset(inst);
-                tape.clear();
-                let fail = |e| InferError::from_tape(e, state.step, l.name.clone());
-                let g = match &l.encoder {
-                    Some(enc) => {
-                        let env = Env {
-                            instance: instance_path(model, l.plate, inst),
-                            ..Env::new(model)
-                        };
-                        let features = enc
-                            .features(&mut tape, &env, inst, &l.label)
-                            .map_err(fail)?;
-                        let weights =
-                            enc.weight_leaves(&mut tape, &state.params[off..off + b.len()]);
-                        enc.draw(&mut tape, b, &weights, &features, &mut key.rng())
-                            .map_err(fail)?
+                let block = &state.params[b.instance_offset(inst)..];
+                match (&l.encoder, b.kind) {
+                    (None, GuideKind::Point | GuideKind::MeanField) => {
+                        diagonal_draw(b, block, &mut key.rng(), l.constraint, per_draw);
                     }
-                    None => draw(
-                        &mut tape,
-                        b,
-                        &state.params[off..off + b.per_instance],
-                        &mut key.rng(),
-                    )
-                    .map_err(fail)?,
-                };
-                let u = tape
-                    .real(g.u)
-                    .map_err(|e| InferError::from_tape(e, state.step, l.name.clone()))?;
-                *slot = u.iter().map(|&v| l.constraint.apply(v)).collect();
+                    _ => {
+                        let u = taped_draw(model, state, &mut tape, (i, inst), block, key)?;
+                        per_draw.extend(u.iter().map(|&v| l.constraint.apply(v)));
+                    }
+                }
             }
         }
         out.push(SiteDraws {
@@ -99,6 +92,58 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         });
     }
     Ok(out)
+}
+
+/// A point or mean-field guide's draw without a tape, appended to `out` through the
+/// constraint: the same stream and the same arithmetic as `guide::draw` (loc + softplus(raw) ε,
+/// ε in row-major order), so the same bits.
+fn diagonal_draw(
+    b: &SiteBlock,
+    block: &[f64],
+    rng: &mut Xoshiro256PlusPlus,
+    constraint: Constraint,
+    out: &mut Vec<f64>,
+) {
+    let d = b.event;
+    if b.kind == GuideKind::Point {
+        out.extend(block[..d].iter().map(|&v| constraint.apply(v)));
+        return;
+    }
+    let (loc, raw) = (&block[..d], &block[d..2 * d]);
+    for (&m, &r) in loc.iter().zip(raw) {
+        let e: f64 = rng.sample(StandardNormal);
+        out.push(constraint.apply(m + softplus(r) * e));
+    }
+}
+
+/// A draw of instance `inst` of site `i` on the tape (encoder, full-rank and low-rank guides).
+fn taped_draw(
+    model: &Model,
+    state: &SviState,
+    tape: &mut Tape,
+    (i, inst): (usize, usize),
+    block: &[f64],
+    key: StreamKey,
+) -> Result<Vec<f64>, InferError> {
+    let (Site::Latent(l), Some(b)) = (&model.sites[i], &state.layout.blocks[i]) else {
+        return Ok(Vec::new());
+    };
+    tape.clear();
+    let fail = |e| InferError::from_tape(e, state.step, l.name.clone());
+    let g = match &l.encoder {
+        Some(enc) => {
+            let env = Env {
+                instance: instance_path(model, l.plate, inst),
+                ..Env::new(model)
+            };
+            let features = enc.features(tape, &env, inst, &l.label).map_err(fail)?;
+            let weights = enc.weight_leaves(tape, &block[..b.len()]);
+            enc.draw(tape, b, &weights, &features, &mut key.rng())
+                .map_err(fail)?
+        }
+        None => draw(tape, b, &block[..b.per_instance], &mut key.rng()).map_err(fail)?,
+    };
+    Ok(tape.real(g.u).map_err(fail)?.iter().copied().collect())
 }
 
 /// (plate, index) from outermost to `plate` of the flat instance `flat` (the inverse of
@@ -129,7 +174,9 @@ pub fn summarize(draws: &[SiteDraws]) -> Vec<ElementSummary> {
     for s in draws {
         for instance in 0..s.instances {
             for element in 0..s.event {
-                let mut v: Vec<f64> = s.values.iter().map(|d| d[instance][element]).collect();
+                let mut v: Vec<f64> = (0..s.values.len())
+                    .map(|d| s.value(d, instance, element))
+                    .collect();
                 out.push(element_summary(&s.name, instance, element, &mut v));
             }
         }
@@ -154,5 +201,55 @@ fn element_summary(site: &str, instance: usize, element: usize, v: &mut [f64]) -
         mean,
         sd,
         quantiles: [q(0.025), q(0.16), q(0.5), q(0.84), q(0.975)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tape-free draw is the guide's draw on a tape to the bit (the same stream, the same
+    /// arithmetic), for point and mean-field blocks, through a constraint.
+    #[test]
+    fn diagonal_draws_match_the_taped_guide_draw() {
+        for kind in [GuideKind::MeanField, GuideKind::Point] {
+            let b = SiteBlock {
+                site: 0,
+                offset: 0,
+                per_instance: if kind == GuideKind::Point { 3 } else { 6 },
+                instances: 1,
+                event: 3,
+                shape: vec![3],
+                kind,
+            };
+            let block = [0.3, -1.2, 2.5, -0.7, 0.1, 1.9];
+            let key = StreamKey {
+                seed: 11,
+                step: u64::MAX,
+                particle: 4,
+                site: 2,
+                instance: 9,
+            };
+            let mut direct = Vec::new();
+            diagonal_draw(
+                &b,
+                &block,
+                &mut key.rng(),
+                Constraint::Positive,
+                &mut direct,
+            );
+            let mut tape = Tape::new();
+            let g = draw(&mut tape, &b, &block[..b.per_instance], &mut key.rng()).unwrap();
+            let taped: Vec<f64> = tape
+                .real(g.u)
+                .unwrap()
+                .iter()
+                .map(|&v| Constraint::Positive.apply(v))
+                .collect();
+            assert_eq!(direct.len(), 3);
+            for (a, t) in direct.iter().zip(&taped) {
+                assert_eq!(a.to_bits(), t.to_bits(), "{kind:?}: {a} vs {t}");
+            }
+        }
     }
 }

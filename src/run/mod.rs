@@ -603,11 +603,6 @@ pub fn draw_quantities(
         let Site::Latent(l) = &model.sites[i] else {
             continue;
         };
-        let draws: Vec<Vec<f64>> = s
-            .values
-            .iter()
-            .map(|d| d.iter().flatten().copied().collect())
-            .collect();
         let kind = if l.prior.is_some() { "latent" } else { "param" };
         // A latent in a plate the engine iterates (image, shoebox) gets a leading instance axis.
         let mut shape = l.shape.clone();
@@ -626,7 +621,7 @@ pub fn draw_quantities(
             kind,
             shape,
             plates,
-            draws,
+            draws: s.values,
         });
     }
     // Lets of the global plates only: per-image and per-shoebox lets (spots, pixels) are
