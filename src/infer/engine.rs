@@ -616,7 +616,8 @@ impl Evaluator<'_> {
                     .iter()
                     .map(|&o| &self.params[o..o + b.per_instance])
                     .collect();
-                let mut rngs: Vec<_> = rows.iter().map(|&i| key(i).rng()).collect();
+                let prefix = key(0).prefix();
+                let mut rngs: Vec<_> = rows.iter().map(|&i| prefix.rng(i as u64)).collect();
                 let g = draw_rows(t, b, &blocks, &mut rngs)?;
                 let rows_at = |rel: usize| Target::Rows(offsets.iter().map(|o| o + rel).collect());
                 leaves.extend(

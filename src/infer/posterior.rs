@@ -64,18 +64,24 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         };
         let mut values = vec![Vec::with_capacity(b.instances * b.event); n];
         for (d, per_draw) in values.iter_mut().enumerate() {
+            let base = StreamKey {
+                seed: state.seed,
+                step: u64::MAX,
+                particle: d as u64,
+                site: i as u64,
+                instance: 0,
+            };
+            let prefix = base.prefix();
             for inst in 0..b.instances {
                 let key = StreamKey {
-                    seed: state.seed,
-                    step: u64::MAX,
-                    particle: d as u64,
-                    site: i as u64,
                     instance: inst as u64,
+                    ..base
                 };
                 let block = &state.params[b.instance_offset(inst)..];
                 match (&l.encoder, b.kind) {
                     (None, GuideKind::Point | GuideKind::MeanField) => {
-                        diagonal_draw(b, block, &mut key.rng(), l.constraint, per_draw);
+                        let mut rng = prefix.rng(inst as u64);
+                        diagonal_draw(b, block, &mut rng, l.constraint, per_draw);
                     }
                     _ => {
                         let u = taped_draw(model, state, &mut tape, (i, inst), block, key)?;

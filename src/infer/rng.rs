@@ -32,12 +32,36 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The chained hash of a key's coordinates up to its site: shared by every instance of the
+/// site, so a chunk of rows hashes it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamPrefix(u64);
+
+impl StreamPrefix {
+    /// The hash of the key with this prefix and `instance` (equal to `StreamKey::hash`).
+    pub fn hash(self, instance: u64) -> u64 {
+        mix(self.0 ^ mix(instance))
+    }
+
+    /// The generator of instance `instance`'s stream.
+    pub fn rng(self, instance: u64) -> Xoshiro256PlusPlus {
+        Xoshiro256PlusPlus::seed_from_u64(self.hash(instance))
+    }
+}
+
 impl StreamKey {
     /// A 64-bit hash of all coordinates (chained, so coordinate order matters).
     pub fn hash(&self) -> u64 {
-        [self.step, self.particle, self.site, self.instance]
-            .iter()
-            .fold(mix(self.seed), |h, &c| mix(h ^ mix(c)))
+        self.prefix().hash(self.instance)
+    }
+
+    /// The hash of every coordinate but the instance.
+    pub fn prefix(&self) -> StreamPrefix {
+        StreamPrefix(
+            [self.step, self.particle, self.site]
+                .iter()
+                .fold(mix(self.seed), |h, &c| mix(h ^ mix(c))),
+        )
     }
 
     /// The generator of this stream.
@@ -70,4 +94,32 @@ pub fn subsample(rng: &mut Xoshiro256PlusPlus, n: usize, count: usize) -> Vec<us
     let mut chosen = all[..count].to_vec();
     chosen.sort_unstable();
     chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefix split keeps every stream: the hash is the chain over all five coordinates.
+    #[test]
+    fn prefix_hash_is_the_chained_hash_of_all_coordinates() {
+        for (seed, step, particle, site, instance) in [
+            (0, 0, 0, 0, 0),
+            (7, 3, 1, 12, 999),
+            (u64::MAX, u64::MAX - 1, 5, 2, 1 << 40),
+        ] {
+            let key = StreamKey {
+                seed,
+                step,
+                particle,
+                site,
+                instance,
+            };
+            let chained = [step, particle, site, instance]
+                .iter()
+                .fold(mix(seed), |h, &c| mix(h ^ mix(c)));
+            assert_eq!(key.hash(), chained);
+            assert_eq!(key.prefix().hash(instance), chained);
+        }
+    }
 }
