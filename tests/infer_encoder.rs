@@ -61,7 +61,47 @@ fn encoder_guide_matches_the_closed_form_posterior_of_every_row() {
 /// examples/rubredoxin_small.
 #[test]
 fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
-    let (dials, summary) = run_on_rubredoxin_small("pooled_normal.spread", "2000");
+    let (dials, summary) = run_on_rubredoxin_small(&fixture("pooled_normal.spread"), "2000");
+    let (worst_mean, worst_sd, prior_off) = errors_against_closed_form(&dials, &summary);
+    assert!(
+        prior_off > 3.0,
+        "the data must move the posterior: {prior_off}"
+    );
+    assert!(worst_mean < 0.2, "worst mean error {worst_mean} sd");
+    assert!(worst_sd < 0.08, "worst sd error {worst_sd}");
+}
+
+/// A semi-amortized encoder (tests/fixtures/encoder_set/refined_normal.spread: the network
+/// sees only n_i, so it cannot give the posterior of the pooled model above): with
+/// `refine = true` the per-image offsets reach the closed form; with `refine = false` the same
+/// network stays far from it (the amortization gap the refinement closes).
+#[test]
+fn refined_encoder_closes_the_amortization_gap() {
+    let refined = fixture("refined_normal.spread");
+    let (dials, summary) = run_on_rubredoxin_small(&refined, "1500");
+    let (worst_mean, worst_sd, _) = errors_against_closed_form(&dials, &summary);
+    assert!(
+        worst_mean < 0.1,
+        "refined: worst mean error {worst_mean} sd"
+    );
+    assert!(worst_sd < 0.06, "refined: worst sd error {worst_sd}");
+    let text = std::fs::read_to_string(&refined).unwrap();
+    assert!(text.contains("refine = true"));
+    let amortized =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("refined_normal_refine_false.spread");
+    std::fs::write(&amortized, text.replace("refine = true", "refine = false")).unwrap();
+    let (_, summary) = run_on_rubredoxin_small(&amortized, "1500");
+    let (gap, _, _) = errors_against_closed_form(&dials, &summary);
+    assert!(gap > 1.0, "amortized only: worst mean error {gap} sd");
+}
+
+/// Worst |mean error| / exact sd, worst |sd ratio - 1| of theta over the images against
+/// theta_i | z ~ N(sum z / (n_i + 1), 1 / (n_i + 1)), and the prior mean's worst distance
+/// from the exact posterior (in its sds).
+fn errors_against_closed_form(
+    dials: &spread::plan::physics_data::DialsData,
+    summary: &serde_json::Value,
+) -> (f64, f64, f64) {
     let theta = &summary["quantities"][0];
     assert_eq!(theta["name"], "theta");
     let elements = theta["elements"].as_array().unwrap();
@@ -92,19 +132,14 @@ fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
         "worst |mean error| / sd = {worst_mean:.3}, worst |sd ratio - 1| = {worst_sd:.3}, \
          prior mean off by up to {prior_off:.1} sd"
     );
-    assert!(
-        prior_off > 3.0,
-        "the data must move the posterior: {prior_off}"
-    );
-    assert!(worst_mean < 0.2, "worst mean error {worst_mean} sd");
-    assert!(worst_sd < 0.08, "worst sd error {worst_sd}");
+    (worst_mean, worst_sd, prior_off)
 }
 
 /// A dataset-level encoder whose input is a set over the images (tests/fixtures/encoder_set/
 /// pooled_images.spread) reaches the closed-form posterior of its latent.
 #[test]
 fn pooled_encoder_over_images_matches_the_closed_form_posterior() {
-    let (dials, summary) = run_on_rubredoxin_small("pooled_images.spread", "1500");
+    let (dials, summary) = run_on_rubredoxin_small(&fixture("pooled_images.spread"), "1500");
     let z: Vec<f64> = dials
         .images
         .iter()
@@ -120,19 +155,24 @@ fn pooled_encoder_over_images_matches_the_closed_form_posterior() {
     assert!((s / sd - 1.0).abs() < 0.06, "sd {s} against {sd}");
 }
 
-/// Runs tests/fixtures/encoder_set/FIXTURE on examples/rubredoxin_small for `steps` steps (4000
-/// posterior draws); the data as the runtime loads them, and the summary.
+/// tests/fixtures/encoder_set/NAME.
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/encoder_set").join(name)
+}
+
+/// Runs the model at `model` on examples/rubredoxin_small for `steps` steps (4000 posterior
+/// draws); the data as the runtime loads them, and the summary.
 fn run_on_rubredoxin_small(
-    fixture: &str,
+    model: &Path,
     steps: &str,
 ) -> (spread::plan::physics_data::DialsData, serde_json::Value) {
     let data = root().join("examples/rubredoxin_small");
-    let model = root().join("tests/fixtures/encoder_set").join(fixture);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("infer_encoder_{fixture}"));
+    let name = model.file_stem().unwrap().to_string_lossy();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("infer_encoder_{name}"));
     let _ = std::fs::remove_dir_all(&out);
     let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
         .arg("run")
-        .arg(&model)
+        .arg(model)
         .arg("--data")
         .arg(&data)
         .arg("--out")

@@ -25,6 +25,7 @@ const ENCODER_DEFAULTS: &[(&str, &str)] = &[
     ("hidden", "[64, 64]"),
     ("activation", "relu"),
     ("embed", "[32]"),
+    ("refine", "false"),
 ];
 
 impl Checker {
@@ -621,6 +622,8 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
             _ => None,
         },
         "activation" => word(&["relu", "tanh", "sigmoid", "softplus"]),
+        // A semi-amortized encoder: per-instance offsets refine the network's guide.
+        "refine" if !is_flow => matches!(v, Value::Bool(_)).then(|| v.clone()),
         "kind" if is_flow => word(&["affine_coupling", "planar", "spline"]),
         // Whether the conditioner sees ln(1 + μ), the physics' expected count.
         "given_expected" if is_flow => matches!(v, Value::Bool(_)).then(|| v.clone()),

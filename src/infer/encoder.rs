@@ -120,6 +120,10 @@ pub struct EncoderSpec {
     pub loc_unit: f64,
     /// Raw (softplus⁻¹) scale of the guide at initialization.
     pub raw_scale: f64,
+    /// Semi-amortized (`refine = true`): every instance adds its own location and raw-scale
+    /// offsets (starting at zero) to the network's output, so the network gives the starting
+    /// point and the fit can still reach each instance's own optimum (Kim et al. 2018).
+    pub refine: bool,
 }
 
 impl EncoderSpec {
@@ -263,15 +267,36 @@ impl EncoderSpec {
         self.net.weight_leaves(t, block)
     }
 
+    /// The leaves of an instance's refinement offsets (location, raw scale; each shaped like
+    /// the site) from its slice of the parameters, when the encoder refines.
+    pub fn refine_leaves(
+        &self,
+        t: &mut Tape,
+        b: &SiteBlock,
+        offsets: &[f64],
+    ) -> Option<[NodeId; 2]> {
+        if !self.refine || offsets.len() != 2 * b.event {
+            return None;
+        }
+        let leaf = |t: &mut Tape, v: &[f64]| {
+            t.leaf_real(ArrayD::from_shape_vec(IxDyn(&b.shape), v.to_vec()).unwrap_or_default())
+        };
+        let loc = leaf(t, &offsets[..b.event]);
+        let raw = leaf(t, &offsets[b.event..]);
+        Some([loc, raw])
+    }
+
     /// u = loc(x) + softplus(raw(x)) ε for the site of `b`, from the weight leaves (made by
     /// [`EncoderSpec::weight_leaves`], and shared by every instance on one tape); `x` holds the
-    /// own inputs, `elements` the element rows of a deep set.
+    /// own inputs, `elements` the element rows of a deep set; `refine` the instance's offsets
+    /// (added to the network's location, in prior-scale units, and raw scale).
     pub fn draw(
         &self,
         t: &mut Tape,
         b: &SiteBlock,
         weights: &[(usize, NodeId)],
         features: &Features,
+        refine: Option<[NodeId; 2]>,
         rng: &mut Xoshiro256PlusPlus,
     ) -> Result<GuideDraw, TapeError> {
         let (x, elements) = &**features;
@@ -296,11 +321,15 @@ impl EncoderSpec {
         let d = self.net.output_width() / 2;
         let o_loc = t.gather(h, 1, &(0..d).collect::<Vec<_>>())?;
         let o_raw = t.gather(h, 1, &(d..2 * d).collect::<Vec<_>>())?;
-        let loc = t.scale(o_loc, self.loc_unit)?;
+        let mut loc = t.reshape(o_loc, &b.shape)?;
+        let mut raw = t.reshape(o_raw, &b.shape)?;
+        if let Some([d_loc, d_raw]) = refine {
+            loc = t.add(loc, d_loc)?;
+            raw = t.add(raw, d_raw)?;
+        }
+        let loc = t.scale(loc, self.loc_unit)?;
         let loc = t.shift(loc, self.centre)?;
-        let loc = t.reshape(loc, &b.shape)?;
-        let raw = t.shift(o_raw, self.raw_scale)?;
-        let raw = t.reshape(raw, &b.shape)?;
+        let raw = t.shift(raw, self.raw_scale)?;
         super::guide::normal_draw(t, loc, raw, &b.shape, rng)
     }
 }

@@ -602,7 +602,15 @@ impl Evaluator<'_> {
                     |t, block| enc.net.weight_leaves(t, block),
                     leaves,
                 );
-                enc.draw(t, b, &weights, &features, &mut key(flat).rng())?
+                let refine = b.refine_offset(flat).and_then(|o| {
+                    let nodes = enc.refine_leaves(t, b, &self.params[o..o + b.refine])?;
+                    leaves.extend([
+                        (Target::At(o), nodes[0]),
+                        (Target::At(o + b.event), nodes[1]),
+                    ]);
+                    Some(nodes)
+                });
+                enc.draw(t, b, &weights, &features, refine, &mut key(flat).rng())?
             }
             (Some(_), Some(_)) => {
                 return Err(super::dist::DistError::Unsupported {
@@ -801,7 +809,7 @@ impl Evaluator<'_> {
                 })
                 .collect();
         }
-        let w = make(t, &self.params[b.offset..b.offset + b.len()]);
+        let w = make(t, &self.params[b.offset..b.offset + b.per_instance]);
         leaves.extend(w.iter().map(|(o, n)| (Target::At(b.offset + o), *n)));
         w
     }

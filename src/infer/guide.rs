@@ -36,6 +36,10 @@ pub struct SiteBlock {
     pub shape: Vec<usize>,
     /// Guide family.
     pub kind: GuideKind,
+    /// Per-instance refinements after a shared block: 2 × event location and raw-scale
+    /// offsets per instance for a semi-amortized encoder (`refine = true`), else 0.
+    #[serde(default)]
+    pub refine: usize,
 }
 
 impl SiteBlock {
@@ -50,10 +54,16 @@ impl SiteBlock {
     /// Parameters the block takes in the flat vector.
     pub fn len(&self) -> usize {
         if matches!(self.kind, GuideKind::Encoder | GuideKind::Flow) {
-            self.per_instance
+            self.per_instance + self.refine * self.instances
         } else {
             self.per_instance * self.instances
         }
+    }
+
+    /// Offset of an instance's refinement (location offsets, then raw-scale offsets, each
+    /// `event` long) when the block has them: they follow the shared block.
+    pub fn refine_offset(&self, instance: usize) -> Option<usize> {
+        (self.refine > 0).then(|| self.offset + self.per_instance + instance * self.refine)
     }
 
     /// True when the block holds no parameters.
@@ -105,6 +115,7 @@ impl ParamLayout {
                         event: 0,
                         shape: vec![],
                         kind: GuideKind::Flow,
+                        refine: 0,
                     };
                     total += block.len();
                     block
@@ -112,9 +123,11 @@ impl ParamLayout {
                 Site::Let(_) | Site::Factor(_) => None,
                 Site::Latent(l) => {
                     let event = l.shape.iter().product();
-                    let per = match (&l.encoder, l.guide) {
-                        (Some(e), GuideKind::Encoder) => e.n_params(),
-                        _ => per_instance(l.guide, event),
+                    let (per, refine) = match (&l.encoder, l.guide) {
+                        (Some(e), GuideKind::Encoder) => {
+                            (e.n_params(), if e.refine { 2 * event } else { 0 })
+                        }
+                        _ => (per_instance(l.guide, event), 0),
                     };
                     let block = SiteBlock {
                         site: i,
@@ -124,6 +137,7 @@ impl ParamLayout {
                         event,
                         shape: l.shape.clone(),
                         kind: l.guide,
+                        refine,
                     };
                     total += block.len();
                     Some(block)
@@ -171,7 +185,11 @@ impl ParamLayout {
                 continue;
             };
             if let Some(e) = &l.encoder {
-                e.init(&mut params[b.offset..b.offset + b.len()], b.site as u64);
+                // Refinement offsets start at zero: the guide starts as the network's.
+                e.init(
+                    &mut params[b.offset..b.offset + b.per_instance],
+                    b.site as u64,
+                );
                 continue;
             }
             let loc = l.init.map_or(0.0, |v| l.constraint.inverse(v));

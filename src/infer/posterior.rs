@@ -143,8 +143,11 @@ fn taped_draw(
                 ..Env::new(model)
             };
             let features = enc.features(tape, &env, inst, &l.label).map_err(fail)?;
-            let weights = enc.weight_leaves(tape, &block[..b.len()]);
-            enc.draw(tape, b, &weights, &features, &mut key.rng())
+            let weights = enc.weight_leaves(tape, &block[..b.per_instance]);
+            let refine = b
+                .refine_offset(inst)
+                .and_then(|o| enc.refine_leaves(tape, b, &state.params[o..o + b.refine]));
+            enc.draw(tape, b, &weights, &features, refine, &mut key.rng())
                 .map_err(fail)?
         }
         None => draw(tape, b, &block[..b.per_instance], &mut key.rng()).map_err(fail)?,
@@ -227,6 +230,7 @@ mod tests {
                 event: 3,
                 shape: vec![3],
                 kind,
+                refine: 0,
             };
             let block = [0.3, -1.2, 2.5, -0.7, 0.1, 1.9];
             let key = StreamKey {

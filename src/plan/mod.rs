@@ -774,6 +774,10 @@ fn encoder_spec(
         .iter()
         .find(|n| &n.name == name && !n.is_flow)
         .ok_or_else(|| unsupported(format!("the encoder `{name}` is not declared")))?;
+    let refine = net
+        .settings
+        .iter()
+        .any(|(k, v)| k == "refine" && matches!(v, crate::check::value::Value::Bool(true)));
     let (hidden, activation) = flows::net_shape(
         &net.settings,
         &format!("encoder `{name}`"),
@@ -844,6 +848,7 @@ fn encoder_spec(
         centre: target.centre,
         loc_unit: target.loc_unit,
         raw_scale: target.raw_scale,
+        refine,
     })
 }
 
