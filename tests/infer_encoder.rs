@@ -61,7 +61,7 @@ fn encoder_guide_matches_the_closed_form_posterior_of_every_row() {
 /// examples/rubredoxin_small.
 #[test]
 fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
-    let (dials, summary) = run_on_rubredoxin_small(&fixture("pooled_normal.spread"), "2000");
+    let (dials, summary) = run_on_rubredoxin_small(&fixture("pooled_normal.spread"), "2000", &[]);
     let (worst_mean, worst_sd, prior_off) = errors_against_closed_form(&dials, &summary);
     assert!(
         prior_off > 3.0,
@@ -78,7 +78,7 @@ fn pooled_encoder_matches_the_closed_form_posterior_of_every_image() {
 #[test]
 fn refined_encoder_closes_the_amortization_gap() {
     let refined = fixture("refined_normal.spread");
-    let (dials, summary) = run_on_rubredoxin_small(&refined, "1500");
+    let (dials, summary) = run_on_rubredoxin_small(&refined, "1500", &[]);
     let (worst_mean, worst_sd, _) = errors_against_closed_form(&dials, &summary);
     assert!(
         worst_mean < 0.1,
@@ -90,7 +90,7 @@ fn refined_encoder_closes_the_amortization_gap() {
     let amortized =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("refined_normal_refine_false.spread");
     std::fs::write(&amortized, text.replace("refine = true", "refine = false")).unwrap();
-    let (_, summary) = run_on_rubredoxin_small(&amortized, "1500");
+    let (_, summary) = run_on_rubredoxin_small(&amortized, "1500", &[]);
     let (gap, _, _) = errors_against_closed_form(&dials, &summary);
     assert!(gap > 1.0, "amortized only: worst mean error {gap} sd");
 }
@@ -139,7 +139,7 @@ fn errors_against_closed_form(
 /// pooled_images.spread) reaches the closed-form posterior of its latent.
 #[test]
 fn pooled_encoder_over_images_matches_the_closed_form_posterior() {
-    let (dials, summary) = run_on_rubredoxin_small(&fixture("pooled_images.spread"), "1500");
+    let (dials, summary) = run_on_rubredoxin_small(&fixture("pooled_images.spread"), "1500", &[]);
     let z: Vec<f64> = dials
         .images
         .iter()
@@ -161,10 +161,11 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Runs the model at `model` on examples/rubredoxin_small for `steps` steps (4000 posterior
-/// draws); the data as the runtime loads them, and the summary.
+/// draws) with `extra` flags; the data as the runtime loads them, and the summary.
 fn run_on_rubredoxin_small(
     model: &Path,
     steps: &str,
+    extra: &[&str],
 ) -> (spread::plan::physics_data::DialsData, serde_json::Value) {
     let data = root().join("examples/rubredoxin_small");
     let name = model.file_stem().unwrap().to_string_lossy();
@@ -178,6 +179,7 @@ fn run_on_rubredoxin_small(
         .arg("--out")
         .arg(&out)
         .args(["--steps", steps, "--draws", "4000"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -185,4 +187,65 @@ fn run_on_rubredoxin_small(
     let summary =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     (dials, summary)
+}
+
+/// The semi-amortized encoder on the pixel model: models/rubredoxin_fe.spread with each image's
+/// `log_scale` guided by a deep set over its shoeboxes' total counts (`refine = true`), 300 steps
+/// on examples/rubredoxin_small. Every image's scale is within 0.05 of the simulation's truth
+/// (measured 0.019, against 0.024 for the mean-field guide and 0.42 for the same network without
+/// refinement), and the oxidation state is right.
+#[test]
+fn refined_image_encoder_fits_the_pixel_model() {
+    let text = std::fs::read_to_string(root().join("models/rubredoxin_fe.spread")).unwrap();
+    let (latent, plate) = (
+        "  latent log_scale ~ Normal(0.0, 1.0)\n",
+        "plate image in shots.images subsample",
+    );
+    assert!(text.contains(latent) && text.contains(plate));
+    let guided = text.replace(
+        latent,
+        &format!(
+            "{latent}    guide scale_net([(log1p(sum(s.pixels)) - 7.0) / 2.0 for s in image.shoeboxes])\n"
+        ),
+    );
+    let declared = guided.replacen(
+        plate,
+        &format!(
+            "encoder scale_net {{ embed = [8], hidden = [16], activation = tanh, refine = true }}\n{plate}"
+        ),
+        1,
+    );
+    let model = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rubredoxin_refined_scale.spread");
+    std::fs::write(&model, declared).unwrap();
+    let (_, summary) = run_on_rubredoxin_small(&model, "300", &["--particles", "1"]);
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/rubredoxin_small/truth.json")).unwrap(),
+    )
+    .unwrap();
+    let fitted = summary["quantities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "log_scale")
+        .expect("log_scale")["elements"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let images = truth["images"].as_array().unwrap();
+    assert_eq!(fitted.len(), images.len());
+    let worst = fitted
+        .iter()
+        .zip(images)
+        .map(|(f, t)| (f["mean"].as_f64().unwrap() - t["log_scale"].as_f64().unwrap()).abs())
+        .fold(0.0f64, f64::max);
+    eprintln!("worst |log_scale - truth| = {worst:.4}");
+    assert!(worst < 0.05, "worst log_scale error {worst}");
+    let states = summary["physics"]["states"].as_array().unwrap();
+    let oxidized = states
+        .iter()
+        .find(|s| s["state"] == "oxidized")
+        .expect("oxidized")["probability"]
+        .as_f64()
+        .unwrap();
+    assert!(oxidized > 0.95, "P(oxidized) = {oxidized}");
 }
