@@ -191,6 +191,37 @@ impl Evaluator<'_> {
         Ok(particle)
     }
 
+    /// log p(x, z) - log q(z) of one particle, forward only (no gradients), summed in the
+    /// order `particle` sums it, so the two agree to the bit: for end-of-fit summaries.
+    pub fn log_weight(&self) -> Result<f64, InferError> {
+        let mut pooled = PooledTape::take();
+        let tape = &mut pooled.0;
+        tape.clear();
+        let mut env = Env::new(self.model);
+        let global = self.sites_of(tape, &mut env, None, 1.0, &mut Vec::new())?;
+        let (global_ids, inputs) = global_inputs(tape, &env);
+        let mut plates_sum = 0.0;
+        for plate in self.top_plates() {
+            let (instances, scale) = self.batch(plate, 0);
+            let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
+            let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
+            let values: Vec<Result<f64, InferError>> = chunks
+                .par_iter()
+                .map_init(PooledTape::take, |t, &rows| {
+                    let g = (global_ids.as_slice(), inputs.as_slice());
+                    Ok(self.instance(&mut t.0, plate, rows, scale, g, false)?.value)
+                })
+                .collect();
+            for v in values {
+                plates_sum += v?;
+            }
+        }
+        let global_value = tape
+            .scalar_value(global)
+            .map_err(|e| InferError::from_tape(e, self.spec.step, "global".into()))?;
+        Ok(global_value + plates_sum)
+    }
+
     /// The value of every instance of top-level `plate` (with its nested plates, all of
     /// them, unscaled), forward only, with `self.proposal`'s values in place of its site's
     /// guide draws: one result per instance, in instance order. The global sites are drawn

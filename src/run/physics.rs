@@ -16,7 +16,6 @@ use crate::infer::constraint::Constraint;
 use crate::infer::engine::{Evaluator, ParticleSpec};
 use crate::infer::guide::{ParamLayout, softplus_inv};
 use crate::infer::model::{Expr, LetSite, Model, Site};
-use crate::infer::reduce::SingleProcess;
 use crate::infer::svi::SviState;
 use crate::ir::{self, ExprKind, Program, StmtKind};
 use crate::plan::Planned;
@@ -268,6 +267,11 @@ pub fn state_probabilities(
     if choices.is_empty() {
         return Ok(out);
     }
+    // Every image, not a mini-batch scaled up: the probability is a statement about all the
+    // data (a training step's subsample would put one random batch's noise into it).
+    let mut full = model.clone();
+    full.plates.iter_mut().for_each(|p| p.subsample = None);
+    let model = &full;
     let bare = without_observations(model)?;
     for c in choices {
         let i = model
@@ -301,8 +305,7 @@ pub fn state_probabilities(
                     spec,
                     proposal: None,
                 }
-                .particle(&SingleProcess)
-                .map(|p| p.log_weight)
+                .log_weight()
             };
             Ok(eval(model)? - eval(&bare)?)
         };
