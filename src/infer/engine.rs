@@ -202,18 +202,8 @@ impl Evaluator<'_> {
         let (global_ids, inputs) = global_inputs(tape, &env);
         let mut plates_sum = 0.0;
         for plate in self.top_plates() {
-            let (instances, scale) = self.batch(plate, 0);
-            let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
-            let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
-            let values: Vec<Result<f64, InferError>> = chunks
-                .par_iter()
-                .map_init(PooledTape::take, |t, &rows| {
-                    let g = (global_ids.as_slice(), inputs.as_slice());
-                    Ok(self.instance(&mut t.0, plate, rows, scale, g, false)?.value)
-                })
-                .collect();
-            for v in values {
-                plates_sum += v?;
+            for r in self.plate_results(plate, &global_ids, &inputs, false) {
+                plates_sum += r?.value;
             }
         }
         let global_value = tape
@@ -378,16 +368,7 @@ impl Evaluator<'_> {
         buffer: &mut [f64],
         touched: &mut [bool],
     ) -> Result<(), InferError> {
-        let (instances, scale) = self.batch(plate, 0);
-        // Fixed chunk boundaries (never thread-dependent) keep results bit-identical.
-        let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
-        let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
-        let results: Vec<Result<InstanceResult, InferError>> = chunks
-            .par_iter()
-            .map_init(PooledTape::take, |tape, &rows| {
-                self.instance(&mut tape.0, plate, rows, scale, (global_ids, inputs), true)
-            })
-            .collect();
+        let results = self.plate_results(plate, global_ids, inputs, true);
         let globals_len: usize = inputs.iter().map(Value::len).sum();
         for r in results {
             let r = r?;
@@ -408,6 +389,26 @@ impl Evaluator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// This step's instances of top-level `plate`, chunk by chunk in parallel, the results in
+    /// chunk order (fixed chunk boundaries, never thread-dependent, keep them bit-identical).
+    fn plate_results(
+        &self,
+        plate: PlateId,
+        global_ids: &[(usize, NodeId)],
+        inputs: &[Value],
+        grad: bool,
+    ) -> Vec<Result<InstanceResult, InferError>> {
+        let (instances, scale) = self.batch(plate, 0);
+        let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
+        let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
+        chunks
+            .par_iter()
+            .map_init(PooledTape::take, |tape, &rows| {
+                self.instance(&mut tape.0, plate, rows, scale, (global_ids, inputs), grad)
+            })
+            .collect()
     }
 
     /// One instance (or one chunk of instances, batched along a leading axis) of a
