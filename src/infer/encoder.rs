@@ -267,25 +267,6 @@ impl EncoderSpec {
         self.net.weight_leaves(t, block)
     }
 
-    /// The leaves of an instance's refinement offsets (location, raw scale; each shaped like
-    /// the site) from its slice of the parameters, when the encoder refines.
-    pub fn refine_leaves(
-        &self,
-        t: &mut Tape,
-        b: &SiteBlock,
-        offsets: &[f64],
-    ) -> Option<[NodeId; 2]> {
-        if !self.refine || offsets.len() != 2 * b.event {
-            return None;
-        }
-        let leaf = |t: &mut Tape, v: &[f64]| {
-            t.leaf_real(ArrayD::from_shape_vec(IxDyn(&b.shape), v.to_vec()).unwrap_or_default())
-        };
-        let loc = leaf(t, &offsets[..b.event]);
-        let raw = leaf(t, &offsets[b.event..]);
-        Some([loc, raw])
-    }
-
     /// u = loc(x) + softplus(raw(x)) ε for the site of `b`, from the weight leaves (made by
     /// [`EncoderSpec::weight_leaves`], and shared by every instance on one tape); `x` holds the
     /// own inputs, `elements` the element rows of a deep set; `refine` the instance's offsets
@@ -332,4 +313,14 @@ impl EncoderSpec {
         let raw = t.shift(raw, self.raw_scale)?;
         super::guide::normal_draw(t, loc, raw, &b.shape, rng)
     }
+}
+
+/// The leaves of an instance's refinement offsets of a semi-amortized encoder (location, then
+/// raw scale, each shaped like the site) from its `2 × event` parameters.
+pub fn refine_leaves(t: &mut Tape, b: &SiteBlock, offsets: &[f64]) -> [NodeId; 2] {
+    debug_assert_eq!(offsets.len(), 2 * b.event);
+    let leaf = |t: &mut Tape, v: &[f64]| {
+        t.leaf_real(ArrayD::from_shape_vec(IxDyn(&b.shape), v.to_vec()).unwrap_or_default())
+    };
+    [leaf(t, &offsets[..b.event]), leaf(t, &offsets[b.event..])]
 }

@@ -9,6 +9,7 @@
 //! depend on the number of threads.
 
 use super::dist::Dist;
+use super::encoder::refine_leaves;
 use super::error::InferError;
 use super::guide::{ParamLayout, draw, draw_rows};
 use super::model::{Env, GuideKind, LatentSite, Model, ObserveSite, PlateId, Site};
@@ -634,13 +635,13 @@ impl Evaluator<'_> {
                     |t, block| enc.net.weight_leaves(t, block),
                     leaves,
                 );
-                let refine = b.refine_offset(flat).and_then(|o| {
-                    let nodes = enc.refine_leaves(t, b, &self.params[o..o + b.refine])?;
+                let refine = b.refine_offset(flat).map(|o| {
+                    let nodes = refine_leaves(t, b, &self.params[o..o + b.refine]);
                     leaves.extend([
                         (Target::At(o), nodes[0]),
                         (Target::At(o + b.event), nodes[1]),
                     ]);
-                    Some(nodes)
+                    nodes
                 });
                 enc.draw(t, b, &weights, &features, refine, &mut key(flat).rng())?
             }

@@ -6,9 +6,10 @@
 //! changes the trajectory of a resumed run.
 
 use super::constraint::Constraint;
+use super::encoder::refine_leaves;
 use super::error::InferError;
 use super::guide::{SiteBlock, draw};
-use super::model::{Env, GuideKind, Model, Site};
+use super::model::{Env, GuideKind, LatentSite, Model, Site};
 use super::rng::StreamKey;
 use super::svi::SviState;
 use crate::tape::Tape;
@@ -64,27 +65,24 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         };
         let mut values = vec![Vec::with_capacity(b.instances * b.event); n];
         for (d, per_draw) in values.iter_mut().enumerate() {
-            let base = StreamKey {
+            let prefix = StreamKey {
                 seed: state.seed,
                 step: u64::MAX,
                 particle: d as u64,
                 site: i as u64,
                 instance: 0,
-            };
-            let prefix = base.prefix();
+            }
+            .prefix();
             for inst in 0..b.instances {
-                let key = StreamKey {
-                    instance: inst as u64,
-                    ..base
-                };
                 let block = &state.params[b.instance_offset(inst)..];
+                let mut rng = prefix.rng(inst as u64);
                 match (&l.encoder, b.kind) {
                     (None, GuideKind::Point | GuideKind::MeanField) => {
-                        let mut rng = prefix.rng(inst as u64);
                         diagonal_draw(b, block, &mut rng, l.constraint, per_draw);
                     }
                     _ => {
-                        let u = taped_draw(model, state, &mut tape, (i, inst), block, key)?;
+                        let site = (l, b);
+                        let u = taped_draw(model, state, &mut tape, site, inst, &mut rng)?;
                         per_draw.extend(u.iter().map(|&v| l.constraint.apply(v)));
                     }
                 }
@@ -122,18 +120,16 @@ fn diagonal_draw(
     }
 }
 
-/// A draw of instance `inst` of site `i` on the tape (encoder, full-rank and low-rank guides).
+/// A draw of instance `inst` of a latent on the tape (encoder, full-rank and low-rank guides).
 fn taped_draw(
     model: &Model,
     state: &SviState,
     tape: &mut Tape,
-    (i, inst): (usize, usize),
-    block: &[f64],
-    key: StreamKey,
+    (l, b): (&LatentSite, &SiteBlock),
+    inst: usize,
+    rng: &mut Xoshiro256PlusPlus,
 ) -> Result<Vec<f64>, InferError> {
-    let (Site::Latent(l), Some(b)) = (&model.sites[i], &state.layout.blocks[i]) else {
-        return Ok(Vec::new());
-    };
+    let block = &state.params[b.instance_offset(inst)..];
     tape.clear();
     let fail = |e| InferError::from_tape(e, state.step, l.name.clone());
     let g = match &l.encoder {
@@ -146,11 +142,11 @@ fn taped_draw(
             let weights = enc.weight_leaves(tape, &block[..b.per_instance]);
             let refine = b
                 .refine_offset(inst)
-                .and_then(|o| enc.refine_leaves(tape, b, &state.params[o..o + b.refine]));
-            enc.draw(tape, b, &weights, &features, refine, &mut key.rng())
+                .map(|o| refine_leaves(tape, b, &state.params[o..o + b.refine]));
+            enc.draw(tape, b, &weights, &features, refine, rng)
                 .map_err(fail)?
         }
-        None => draw(tape, b, &block[..b.per_instance], &mut key.rng()).map_err(fail)?,
+        None => draw(tape, b, &block[..b.per_instance], rng).map_err(fail)?,
     };
     Ok(tape.real(g.u).map_err(fail)?.iter().copied().collect())
 }
