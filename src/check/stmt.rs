@@ -43,6 +43,18 @@ impl Checker {
                     );
                 }
                 let tguide = guide.as_ref().map(|g| self.guide(g, &dims));
+                if let Some(g) = guide.as_ref().filter(|g| g.kind.name == "partial_centring")
+                    && dist.name.name != "Normal"
+                {
+                    let msg = format!(
+                        "`guide partial_centring` needs a Normal prior; `{}` has {}",
+                        name.name, dist.name.name
+                    );
+                    self.error(
+                        Diagnostic::error(Code::E0604, msg, g.span, "bad guide")
+                            .with_note(GUIDE_KINDS),
+                    );
+                }
                 self.declare_model(
                     name,
                     ModelKind::Latent,
@@ -195,10 +207,10 @@ impl Checker {
         self.set_allowed = false;
         let kind = g.kind.name.as_str();
         let problem = match kind {
-            "mean_field" | "map" | "full_rank" if !targs.is_empty() => {
+            "mean_field" | "map" | "full_rank" | "partial_centring" if !targs.is_empty() => {
                 Some(format!("`guide {kind}` takes no inputs"))
             }
-            "mean_field" | "map" | "full_rank" => None,
+            "mean_field" | "map" | "full_rank" | "partial_centring" => None,
             "low_rank" => low_rank_problem(&targs, dims),
             _ if !matches!(self.lookup(kind), Some(Binding::Encoder(_))) => {
                 Some(format!("`{kind}` is not a guide kind or an encoder"))
@@ -541,7 +553,7 @@ impl Checker {
     }
 }
 
-const GUIDE_KINDS: &str = "guides: mean_field (default), low_rank(RANK), full_rank, map, or an encoder declared with `encoder NAME { ... }`";
+const GUIDE_KINDS: &str = "guides: mean_field (default), partial_centring (Normal priors), low_rank(RANK), full_rank, map, or an encoder declared with `encoder NAME { ... }`";
 
 /// Why a `low_rank(RANK)` guide is malformed, if it is: one constant int from 1 to the
 /// latent's element count (a rank equal to it is allowed but `full_rank` is cheaper).

@@ -174,9 +174,10 @@ codes! {
          positive int, hidden a list of positive ints, activation one of relu | tanh | sigmoid |\n\
          softplus.\n";
     E0604 => "bad guide",
-        "A guide is `guide mean_field`, `guide map`, `guide low_rank(RANK)` (a constant int from 1 to\n\
-         the latent's element count), `guide full_rank`, or `guide ENCODER(inputs...)` naming an\n\
-         encoder declaration; encoder inputs must be data.\n";
+        "A guide is `guide mean_field`, `guide map`, `guide partial_centring` (a Normal latent only),\n\
+         `guide low_rank(RANK)` (a constant int from 1 to the latent's element count), `guide\n\
+         full_rank`, or `guide ENCODER(inputs...)` naming an encoder declaration; encoder inputs\n\
+         must be data.\n";
     E0605 => "bad correction flow",
         "`corrected by F(context..., setting = value...) penalty W` needs F to be a flow declaration,\n\
          W a non-negative real known before fitting, and every unnamed input (the conditioner's\n\

@@ -16,7 +16,7 @@ use super::model::{Env, GuideKind, LatentSite, Model, ObserveSite, PlateId, Site
 use super::reduce::GradientReduce;
 use super::rng::{StreamKey, subsample};
 use crate::tape::{NodeId, Tape, TapeError, Value};
-use ndarray::ArrayD;
+use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 /// Site-index offset of the random streams that pick mini-batches (keeps them apart from site streams).
@@ -672,18 +672,20 @@ impl Evaluator<'_> {
             (None, _) => {
                 let flat = self.flat_instance(&env.instance);
                 let offset = b.instance_offset(flat);
-                let g = draw(
-                    t,
-                    b,
-                    &self.params[offset..offset + b.per_instance],
-                    &mut key(flat).rng(),
-                )?;
+                let block = &self.params[offset..offset + b.per_instance];
+                let g = draw(t, b, block, &mut key(flat).rng())?;
                 leaves.extend(
                     g.leaves
                         .iter()
                         .flatten()
                         .map(|(o, n)| (Target::At(offset + o), *n)),
                 );
+                if b.kind == GuideKind::PartialCentring {
+                    let at = b.centring_offset();
+                    let logit = t.leaf_real(ArrayD::from_elem(IxDyn(&[]), self.params[at]));
+                    leaves.push((Target::At(at), logit));
+                    return self.partially_centred(t, env, (site, l), &g, logit);
+                }
                 g
             }
         };
@@ -710,6 +712,37 @@ impl Evaluator<'_> {
         match (g.log_q, l.guide) {
             (Some(lq), _) => Ok(t.sub(term, lq)?),
             (None, GuideKind::Point) | (None, _) => Ok(term),
+        }
+    }
+
+    /// A partially centred latent's term, log p(ũ) - log q(ũ), or -KL in closed form, with
+    /// ũ ~ N(λμ, σ^λ) the guide's draw and z = μ + σ^(1-λ) (ũ - λμ) the latent's value.
+    fn partially_centred(
+        &self,
+        t: &mut Tape,
+        env: &mut Env,
+        (site, l): (usize, &LatentSite),
+        g: &super::guide::GuideDraw,
+        logit: NodeId,
+    ) -> Result<NodeId, super::dist::DistError> {
+        let Some((super::dist::Family::Normal, args)) = &l.prior else {
+            return Err(super::dist::DistError::Unsupported {
+                family: "partial_centring",
+                detail: format!("`{}` needs a Normal prior", l.name),
+            });
+        };
+        let mu = env.eval(t, &args[0])?;
+        let sigma = env.eval(t, &args[1])?;
+        let c = partial_centring(t, mu, sigma, logit, g.u)?;
+        env.values[site] = Some(c.z);
+        if let (true, Some((loc, scale))) = (self.spec.analytic_kl, g.loc_scale) {
+            return Ok(neg_kl_normal(t, loc, scale, c.loc, c.scale)?);
+        }
+        let lp = Dist::new(super::dist::Family::Normal, vec![c.loc, c.scale])?.log_prob(t, g.u)?;
+        let term = t.sum(lp)?;
+        match g.log_q {
+            Some(lq) => Ok(t.sub(term, lq)?),
+            None => Ok(term),
         }
     }
 
@@ -861,6 +894,38 @@ fn global_inputs(tape: &Tape, env: &Env) -> (Vec<(usize, NodeId)>, Vec<Value>) {
 }
 
 /// -KL(N(μq, σq) ‖ N(μp, σp)) summed: ln(σq/σp) - (σq² + (μq-μp)²)/(2σp²) + ½.
+/// A partially centred Normal latent: ũ's prior N(λμ, σ^λ) and the latent's value.
+pub(crate) struct Centred {
+    /// λμ.
+    pub loc: NodeId,
+    /// σ^λ.
+    pub scale: NodeId,
+    /// z = μ + σ^(1-λ) (ũ - λμ).
+    pub z: NodeId,
+}
+
+/// λ = sigmoid(logit); ũ's prior and the latent z from ũ (`u`), for z ~ N(`mu`, `sigma`).
+pub(crate) fn partial_centring(
+    t: &mut Tape,
+    mu: NodeId,
+    sigma: NodeId,
+    logit: NodeId,
+    u: NodeId,
+) -> Result<Centred, TapeError> {
+    let lambda = t.sigmoid(logit)?;
+    let ln_sigma = t.log(sigma)?;
+    let loc = t.mul(lambda, mu)?;
+    let lam_ln = t.mul(lambda, ln_sigma)?;
+    let scale = t.exp(lam_ln)?;
+    // σ^(1-λ) = σ / σ^λ.
+    let rest_ln = t.sub(ln_sigma, lam_ln)?;
+    let rest = t.exp(rest_ln)?;
+    let dev = t.sub(u, loc)?;
+    let spread = t.mul(rest, dev)?;
+    let z = t.add(mu, spread)?;
+    Ok(Centred { loc, scale, z })
+}
+
 fn neg_kl_normal(
     t: &mut Tape,
     mq: NodeId,

@@ -52,6 +52,9 @@ pub enum InferError {
     /// The linear-response covariance could not be computed.
     #[error("linear response: {0}")]
     LinearResponse(String),
+    /// Posterior draws could not be formed from the guide.
+    #[error("posterior draws: {0}")]
+    Posterior(String),
     /// The state does not fit the model (e.g. resuming with another model).
     #[error("state does not match the model: {0}")]
     StateMismatch(String),

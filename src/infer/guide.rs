@@ -53,11 +53,19 @@ impl SiteBlock {
 
     /// Parameters the block takes in the flat vector.
     pub fn len(&self) -> usize {
-        if matches!(self.kind, GuideKind::Encoder | GuideKind::Flow) {
-            self.per_instance + self.refine * self.instances
-        } else {
-            self.per_instance * self.instances
+        match self.kind {
+            GuideKind::Encoder | GuideKind::Flow => {
+                self.per_instance + self.refine * self.instances
+            }
+            // One centring logit shared by every instance and element, after their blocks.
+            GuideKind::PartialCentring => self.per_instance * self.instances + 1,
+            _ => self.per_instance * self.instances,
         }
+    }
+
+    /// Offset of a partially centred site's centring logit (shared by all its instances).
+    pub fn centring_offset(&self) -> usize {
+        self.offset + self.per_instance * self.instances
     }
 
     /// Offset of an instance's refinement (location offsets, then raw-scale offsets, each
@@ -84,6 +92,7 @@ pub struct ParamLayout {
 fn per_instance(kind: GuideKind, d: usize) -> usize {
     match kind {
         GuideKind::MeanField => 2 * d,
+        GuideKind::PartialCentring => 2 * d,
         GuideKind::LowRank(r) => d * (r + 2),
         GuideKind::FullRank => d + d * (d + 1) / 2,
         GuideKind::Point => d,
@@ -207,7 +216,7 @@ fn init_block(kind: GuideKind, d: usize, loc: f64, scale: f64, p: &mut [f64]) {
     p[..d].fill(loc);
     let raw = softplus_inv(scale);
     match kind {
-        GuideKind::MeanField => p[d..].fill(raw),
+        GuideKind::MeanField | GuideKind::PartialCentring => p[d..].fill(raw),
         GuideKind::LowRank(r) => {
             // A small deterministic non-zero factor: at W = 0 the factor's gradient vanishes
             // by symmetry, and the run must not depend on an initialization RNG.
@@ -255,7 +264,9 @@ pub fn draw(
     rng: &mut Xoshiro256PlusPlus,
 ) -> Result<GuideDraw, TapeError> {
     match b.kind {
-        GuideKind::Point | GuideKind::MeanField => draw_diagonal(t, b, block, rng),
+        GuideKind::Point | GuideKind::MeanField | GuideKind::PartialCentring => {
+            draw_diagonal(t, b, block, rng)
+        }
         GuideKind::FullRank | GuideKind::LowRank(_) => draw_correlated(t, b, block, rng),
         GuideKind::Encoder | GuideKind::Flow => Err(TapeError::Op {
             op: "guide",
@@ -454,7 +465,10 @@ pub fn gaussian_moments(b: &SiteBlock, block: &[f64]) -> (Vec<f64>, Vec<Vec<f64>
     let mut cov = vec![vec![0.0; d]; d];
     match b.kind {
         GuideKind::Point | GuideKind::Encoder | GuideKind::Flow => {}
-        GuideKind::MeanField => (0..d).for_each(|i| cov[i][i] = softplus(block[d + i]).powi(2)),
+        // A partially centred guide's moments are those of its ũ, not of the latent.
+        GuideKind::MeanField | GuideKind::PartialCentring => {
+            (0..d).for_each(|i| cov[i][i] = softplus(block[d + i]).powi(2))
+        }
         GuideKind::FullRank => {
             let mut l = vec![vec![0.0; d]; d];
             for (k, (i, j)) in tril(d).enumerate() {

@@ -177,6 +177,13 @@ fn coordinates(model: &Model, state: &SviState) -> Result<Vec<Coordinate>, Infer
                 l.name
             )));
         }
+        if b.kind == GuideKind::PartialCentring {
+            return Err(InferError::LinearResponse(format!(
+                "latent `{}` has a partially centred guide, whose locations are not the \
+                 latent's; linear response needs mean-field, low-rank or full-rank guides",
+                l.name
+            )));
+        }
         for inst in 0..b.instances {
             let off = b.instance_offset(inst);
             let (_, cov) = gaussian_moments(b, &state.params[off..][..b.per_instance]);

@@ -75,6 +75,11 @@ impl fmt::Debug for Expr {
 pub enum GuideKind {
     /// Independent normals in unconstrained space.
     MeanField,
+    /// Independent normals over a partially centred copy ũ of a Normal latent z ~ N(μ, σ):
+    /// ũ ~ N(λμ, σ^λ), z = μ + σ^(1-λ) (ũ - λμ), with a learned centring λ ∈ (0, 1) per
+    /// element (λ = 1 the centred latent, λ = 0 the non-centred one; Gorinova, Moore &
+    /// Hoffman 2020). The block holds loc, raw scale and the centring's logit, `event` each.
+    PartialCentring,
     /// Normal with covariance W Wᵀ + diag(D²) of the given rank.
     LowRank(usize),
     /// Normal with a full Cholesky factor.

@@ -77,7 +77,10 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                 let block = &state.params[b.instance_offset(inst)..];
                 let mut rng = prefix.rng(inst as u64);
                 match (&l.encoder, b.kind) {
-                    (None, GuideKind::Point | GuideKind::MeanField) => {
+                    (
+                        None,
+                        GuideKind::Point | GuideKind::MeanField | GuideKind::PartialCentring,
+                    ) => {
                         diagonal_draw(b, block, &mut rng, l.constraint, per_draw);
                     }
                     _ => {
@@ -88,6 +91,9 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
                 }
             }
         }
+        if b.kind == GuideKind::PartialCentring {
+            centre_draws(model, state, &mut tape, (i, l, b), &out, &mut values)?;
+        }
         out.push(SiteDraws {
             name: l.name.clone(),
             instances: b.instances,
@@ -96,6 +102,138 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         });
     }
     Ok(out)
+}
+
+/// Turns the ũ draws of a partially centred site into draws of the latent,
+/// z = μ + σ^(1-λ) (ũ - λμ), with μ and σ its prior's location and scale evaluated at the
+/// same draw of the sites before it (dataset-level ones, and those of the site's own plate
+/// instances; the lets among them are recomputed).
+fn centre_draws(
+    model: &Model,
+    state: &SviState,
+    tape: &mut Tape,
+    (i, l, b): (usize, &LatentSite, &SiteBlock),
+    drawn: &[SiteDraws],
+    values: &mut [Vec<f64>],
+) -> Result<(), InferError> {
+    let fail = |e| InferError::from_tape(e, state.step, format!("posterior draw of `{}`", l.name));
+    let Some((super::dist::Family::Normal, args)) = &l.prior else {
+        return Err(InferError::Posterior(format!(
+            "`{}`: a partially centred guide needs a Normal prior",
+            l.name
+        )));
+    };
+    let chain = model.plate_chain(l.plate);
+    let by_name = |name: &str| drawn.iter().find(|s| s.name == name);
+    for (d, per_draw) in values.iter_mut().enumerate() {
+        // The dataset-level values of this draw, computed once.
+        tape.clear();
+        let mut env = Env::new(model);
+        set_earlier(model, tape, &mut env, i, &by_name, d, &[], None).map_err(fail)?;
+        let globals: Vec<(usize, crate::tape::Value)> = (0..i)
+            .filter(|&j| model.sites[j].plate().is_none())
+            .filter_map(|j| env.values[j].map(|n| (j, tape.value(n).clone())))
+            .collect();
+        for inst in 0..b.instances {
+            tape.clear();
+            let path = instance_path(model, l.plate, inst);
+            let mut env = Env {
+                instance: path.clone(),
+                ..Env::new(model)
+            };
+            for (j, v) in &globals {
+                env.values[*j] = Some(tape.leaf(v.clone()));
+            }
+            set_earlier(model, tape, &mut env, i, &by_name, d, &path, Some(&chain))
+                .map_err(fail)?;
+            let mu = env.eval(tape, &args[0]).map_err(fail)?;
+            let sigma = env.eval(tape, &args[1]).map_err(fail)?;
+            let (mu, sigma) = (
+                tape.real(mu).map_err(fail)?,
+                tape.real(sigma).map_err(fail)?,
+            );
+            let at = |a: &ndarray::ArrayD<f64>, k: usize| {
+                if a.len() == 1 {
+                    a.iter().next().copied()
+                } else {
+                    a.iter().nth(k).copied()
+                }
+            };
+            for k in 0..b.event {
+                let (Some(m), Some(sd)) = (at(mu, k), at(sigma, k)) else {
+                    return Err(InferError::Posterior(format!(
+                        "`{}`: its prior's location and scale have {} and {} elements for {} \
+                         latent elements",
+                        l.name,
+                        mu.len(),
+                        sigma.len(),
+                        b.event
+                    )));
+                };
+                let lambda = 1.0 / (1.0 + (-state.params[b.centring_offset()]).exp());
+                let u = &mut per_draw[inst * b.event + k];
+                *u = centred_value(m, sd, lambda, *u);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// z = μ + σ^(1-λ) (ũ - λμ), in the engine's order of operations.
+fn centred_value(mu: f64, sigma: f64, lambda: f64, u: f64) -> f64 {
+    let ln_sigma = sigma.ln();
+    let lam_ln = lambda * ln_sigma;
+    mu + (ln_sigma - lam_ln).exp() * (u - lambda * mu)
+}
+
+/// Sets the sites before site `i` on `env` at draw `d`: without `chain`, the dataset-level
+/// ones; with it, those of the plates of `chain` at the instance `path` (latents from their
+/// draws, lets evaluated).
+#[allow(clippy::too_many_arguments)]
+fn set_earlier<'m>(
+    model: &'m Model,
+    tape: &mut Tape,
+    env: &mut Env<'m>,
+    i: usize,
+    by_name: &dyn Fn(&str) -> Option<&'m SiteDraws>,
+    d: usize,
+    path: &[(usize, usize)],
+    chain: Option<&[usize]>,
+) -> Result<(), crate::tape::TapeError> {
+    for j in 0..i {
+        let site = &model.sites[j];
+        let wanted = match (site.plate(), chain) {
+            (None, None) => true,
+            (Some(p), Some(c)) => c.contains(&p),
+            _ => false,
+        };
+        if !wanted {
+            continue;
+        }
+        match site {
+            Site::Latent(lj) => {
+                let Some(draws) = by_name(&lj.name) else {
+                    continue;
+                };
+                let flat = match site.plate() {
+                    None => 0,
+                    Some(p) => {
+                        let depth = path.iter().position(|&(q, _)| q == p).unwrap_or(0);
+                        model.flat_index(&path[..=depth])
+                    }
+                };
+                let v = &draws.values[d][flat * draws.event..(flat + 1) * draws.event];
+                let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&lj.shape), v.to_vec())
+                    .unwrap_or_default();
+                env.values[j] = Some(tape.constant_real(a));
+            }
+            Site::Let(lt) => {
+                env.values[j] = Some(env.eval(tape, &lt.value)?);
+            }
+            Site::Observe(_) | Site::Factor(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A point or mean-field guide's draw without a tape, appended to `out` through the

@@ -238,6 +238,7 @@ impl Lowerer<'_> {
         match g.map(|g| g.kind.name.as_str()) {
             None | Some("mean_field") => GuideKind::MeanField,
             Some("map") => GuideKind::Map,
+            Some("partial_centring") => GuideKind::PartialCentring,
             Some("full_rank") => GuideKind::FullRank,
             Some("low_rank") => GuideKind::LowRank {
                 // The checker let only a constant int of at least 1 through.

@@ -261,6 +261,9 @@ pub enum GuideKind {
     MeanField,
     /// A point mass (MAP).
     Map,
+    /// Mean-field over a partially centred copy of a Normal latent, its centring learned
+    /// (Gorinova, Moore & Hoffman 2020, "automatic reparameterisation").
+    PartialCentring,
     /// A correlated Normal with covariance W Wᵀ + diag(D²), W of the given rank.
     LowRank {
         /// Columns of W.

@@ -211,6 +211,7 @@ fn dist(p: &Program, d: &Dist) -> String {
 fn guide_kind(p: &Program, g: &GuideKind) -> String {
     match g {
         GuideKind::MeanField => "mean_field".to_string(),
+        GuideKind::PartialCentring => "partial_centring".to_string(),
         GuideKind::Map => "map".to_string(),
         GuideKind::LowRank { rank } => format!("low_rank({rank})"),
         GuideKind::FullRank => "full_rank".to_string(),

@@ -685,6 +685,7 @@ fn guide_kind(program: &Program, name: &str, at: &str) -> Result<GuideKind, Plan
     {
         None | Some(ir::GuideKind::MeanField) => Ok(GuideKind::MeanField),
         Some(ir::GuideKind::Map) => Ok(GuideKind::Point),
+        Some(ir::GuideKind::PartialCentring) => Ok(GuideKind::PartialCentring),
         Some(ir::GuideKind::LowRank { rank }) => Ok(GuideKind::LowRank(*rank)),
         Some(ir::GuideKind::FullRank) => Ok(GuideKind::FullRank),
         Some(ir::GuideKind::Encoder { .. }) => {

@@ -53,7 +53,10 @@ pub struct Drift {
 fn locations(block: &SiteBlock, params: &[f64]) -> Option<Vec<(usize, f64)>> {
     if !matches!(
         block.kind,
-        GuideKind::MeanField | GuideKind::LowRank(_) | GuideKind::FullRank
+        GuideKind::MeanField
+            | GuideKind::PartialCentring
+            | GuideKind::LowRank(_)
+            | GuideKind::FullRank
     ) {
         return None;
     }
