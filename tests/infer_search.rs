@@ -183,3 +183,28 @@ fn a_resumed_run_repeats_the_search_to_the_bit() {
     assert_eq!(straight.searches, resumed.searches);
     assert_eq!(straight.searches.len(), 2);
 }
+
+/// With `guide partial_centring` the guide's location is ũ's, not x's: the search must start
+/// ũ at λμ + (x - μ) / σ^(1-λ) for the drawn x (here μ = 1.5, σ = 1, so ũ = x - 1.5 (1 - λ)),
+/// and the fit still ends in the right mode at the closed-form mean.
+#[test]
+fn the_search_starts_a_partially_centred_latent_through_its_centring() {
+    let mut m = model();
+    let site = m.site_index("x").expect("x");
+    if let Site::Latent(l) = &mut m.sites[site] {
+        l.guide = spread::infer::model::GuideKind::PartialCentring;
+    }
+    let searched = fit(&m, &config(1000, Some(x_search(&m, vec![50]))));
+    assert_eq!(searched.searches[0].moved.len(), GROUPS);
+    let b = searched.layout.blocks[site]
+        .as_ref()
+        .expect("x has a guide");
+    let lambda = 1.0 / (1.0 + (-searched.params[b.centring_offset()]).exp());
+    for g in 0..GROUPS {
+        let x = x_loc(&m, &searched, g) + 1.5 * (1.0 - lambda);
+        assert!(
+            (x - RIGHT_MEAN).abs() < 0.005,
+            "group {g}: {x} (λ {lambda})"
+        );
+    }
+}

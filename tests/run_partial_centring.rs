@@ -139,6 +139,20 @@ fn learned_centring_follows_a_weakly_identified_scale() {
     assert!((m_pc - mean).abs() < (m_mf - mean).abs());
     // Mean-field still reports a sd given the other latents, but less so.
     assert!(s_pc > 2.0 * s_mf, "sd {s_pc} vs mean-field {s_mf}");
+    // The draws of t are z = σ^(1-λ) ũ (μ = 0) with σ from the same draw, not ũ: their mean
+    // is E[σ^(1-λ)] × ũ's location (ũ and σ independent under the guide), about 0.67 × it.
+    let sigma = &pc
+        .quantities
+        .iter()
+        .find(|q| q.name == "sigma")
+        .unwrap()
+        .draws;
+    let factor = sigma.iter().map(|x| x[0].powf(1.0 - lambda)).sum::<f64>() / sigma.len() as f64;
+    let b = pc.state.layout.blocks[1].as_ref().unwrap();
+    let worst = (0..ROWS)
+        .map(|i| (moments(&pc, "t", i).0 - factor * pc.state.params[b.offset + i]).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 0.02, "E[t_i] off by {worst} (factor {factor})");
 }
 
 /// Where the data pin each t_i the centred guide is already right: the learned centring stays

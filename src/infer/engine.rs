@@ -773,7 +773,7 @@ impl Evaluator<'_> {
             .iter()
             .map(|a| env.eval(t, a))
             .collect::<Result<_, _>>()?;
-        let dist = Dist::new(*family, params)?;
+        let dist = Dist::new(*family, params.clone())?;
         let flat = self.flat_instance(&env.instance);
         let key = StreamKey {
             seed: self.spec.seed,
@@ -784,7 +784,15 @@ impl Evaluator<'_> {
         };
         let z = dist.rsample(t, &mut key.rng(), &l.shape)?;
         env.values[site] = Some(z);
-        env.proposals.push((site, flat, z));
+        // A partially centred guide's location is ũ's: the start is z seen through λ.
+        let start = match self.layout.blocks[site].as_ref() {
+            Some(b) if b.kind == GuideKind::PartialCentring => {
+                let lambda = 1.0 / (1.0 + (-self.params[b.centring_offset()]).exp());
+                uncentred(t, params[0], params[1], lambda, z)?
+            }
+            _ => z,
+        };
+        env.proposals.push((site, flat, start));
         let lp = dist.log_prob(t, z)?;
         Ok(t.sum(lp)?)
     }
@@ -926,6 +934,23 @@ pub(crate) fn partial_centring(
     Ok(Centred { loc, scale, z })
 }
 
+/// ũ = λμ + (z - μ) / σ^(1-λ): the inverse of `partial_centring` at a fixed λ.
+fn uncentred(
+    t: &mut Tape,
+    mu: NodeId,
+    sigma: NodeId,
+    lambda: f64,
+    z: NodeId,
+) -> Result<NodeId, TapeError> {
+    let loc = t.scale(mu, lambda)?;
+    let ln_sigma = t.log(sigma)?;
+    let rest_ln = t.scale(ln_sigma, 1.0 - lambda)?;
+    let rest = t.exp(rest_ln)?;
+    let dev = t.sub(z, mu)?;
+    let spread = t.div(dev, rest)?;
+    t.add(loc, spread)
+}
+
 fn neg_kl_normal(
     t: &mut Tape,
     mq: NodeId,
@@ -945,4 +970,32 @@ fn neg_kl_normal(
     let s = t.add(lr, hq)?;
     let s = t.shift(s, 0.5)?;
     t.sum(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `uncentred` inverts `partial_centring` at the same λ, and λ = 1 / λ = 0 are the
+    /// centred (z = ũ) and non-centred (z = μ + σ ũ) forms.
+    #[test]
+    fn uncentring_inverts_the_partial_centring() {
+        for (lambda, mu, sigma, z) in [(0.3, 1.5, 0.7, -0.4), (0.9, -2.0, 3.0, 1.1)] {
+            let mut t = Tape::new();
+            let (m, s, zn) = (t.scalar(mu), t.scalar(sigma), t.scalar(z));
+            let u = uncentred(&mut t, m, s, lambda, zn).unwrap();
+            let logit = t.scalar((lambda / (1.0 - lambda)).ln());
+            let c = partial_centring(&mut t, m, s, logit, u).unwrap();
+            let back = t.scalar_value(c.z).unwrap();
+            assert!((back - z).abs() < 1e-12, "{back} vs {z}");
+        }
+        let mut t = Tape::new();
+        let (m, s, u) = (t.scalar(1.5), t.scalar(0.7), t.scalar(-0.4));
+        let centred = t.scalar(40.0);
+        let c = partial_centring(&mut t, m, s, centred, u).unwrap();
+        assert!((t.scalar_value(c.z).unwrap() + 0.4).abs() < 1e-12);
+        let noncentred = t.scalar(-40.0);
+        let c = partial_centring(&mut t, m, s, noncentred, u).unwrap();
+        assert!((t.scalar_value(c.z).unwrap() - (1.5 - 0.7 * 0.4)).abs() < 1e-12);
+    }
 }

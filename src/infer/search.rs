@@ -99,13 +99,6 @@ fn site_plate(model: &Model, site: usize) -> Result<PlateId, InferError> {
             l.name
         )));
     }
-    if l.guide == GuideKind::PartialCentring {
-        return Err(InferError::Search(format!(
-            "`{}` has a partially centred guide, whose location is not the latent's: search \
-             a mean-field latent",
-            l.name
-        )));
-    }
     let chain = model.plate_chain(l.plate);
     let Some(&top) = chain.first() else {
         return Err(InferError::Search(format!(
