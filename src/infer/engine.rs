@@ -903,17 +903,17 @@ fn global_inputs(tape: &Tape, env: &Env) -> (Vec<(usize, NodeId)>, Vec<Value>) {
 
 /// -KL(N(μq, σq) ‖ N(μp, σp)) summed: ln(σq/σp) - (σq² + (μq-μp)²)/(2σp²) + ½.
 /// A partially centred Normal latent: ũ's prior N(λμ, σ^λ) and the latent's value.
-pub(crate) struct Centred {
+struct Centred {
     /// λμ.
-    pub loc: NodeId,
+    loc: NodeId,
     /// σ^λ.
-    pub scale: NodeId,
+    scale: NodeId,
     /// z = μ + σ^(1-λ) (ũ - λμ).
-    pub z: NodeId,
+    z: NodeId,
 }
 
 /// λ = sigmoid(logit); ũ's prior and the latent z from ũ (`u`), for z ~ N(`mu`, `sigma`).
-pub(crate) fn partial_centring(
+fn partial_centring(
     t: &mut Tape,
     mu: NodeId,
     sigma: NodeId,

@@ -14,6 +14,7 @@ use super::rng::StreamKey;
 use super::svi::SviState;
 use crate::tape::Tape;
 use crate::tape::elementwise::softplus;
+use ndarray::IxDyn;
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::StandardNormal;
@@ -125,11 +126,12 @@ fn centre_draws(
     };
     let chain = model.plate_chain(l.plate);
     let by_name = |name: &str| drawn.iter().find(|s| s.name == name);
+    let lambda = 1.0 / (1.0 + (-state.params[b.centring_offset()]).exp());
     for (d, per_draw) in values.iter_mut().enumerate() {
         // The dataset-level values of this draw, computed once.
         tape.clear();
         let mut env = Env::new(model);
-        set_earlier(model, tape, &mut env, i, &by_name, d, &[], None).map_err(fail)?;
+        set_earlier(model, tape, &mut env, (i, d), &by_name, None).map_err(fail)?;
         let globals: Vec<(usize, crate::tape::Value)> = (0..i)
             .filter(|&j| model.sites[j].plate().is_none())
             .filter_map(|j| env.values[j].map(|n| (j, tape.value(n).clone())))
@@ -144,34 +146,35 @@ fn centre_draws(
             for (j, v) in &globals {
                 env.values[*j] = Some(tape.leaf(v.clone()));
             }
-            set_earlier(model, tape, &mut env, i, &by_name, d, &path, Some(&chain))
-                .map_err(fail)?;
+            set_earlier(
+                model,
+                tape,
+                &mut env,
+                (i, d),
+                &by_name,
+                Some((&path, &chain)),
+            )
+            .map_err(fail)?;
             let mu = env.eval(tape, &args[0]).map_err(fail)?;
             let sigma = env.eval(tape, &args[1]).map_err(fail)?;
             let (mu, sigma) = (
                 tape.real(mu).map_err(fail)?,
                 tape.real(sigma).map_err(fail)?,
             );
-            let at = |a: &ndarray::ArrayD<f64>, k: usize| {
-                if a.len() == 1 {
-                    a.iter().next().copied()
-                } else {
-                    a.iter().nth(k).copied()
-                }
+            let shape = IxDyn(&l.shape);
+            let (Some(mu), Some(sigma)) = (mu.broadcast(shape.clone()), sigma.broadcast(shape))
+            else {
+                return Err(InferError::Posterior(format!(
+                    "`{}`: its prior's location {:?} and scale {:?} do not broadcast to its \
+                     shape {:?}",
+                    l.name,
+                    mu.shape(),
+                    sigma.shape(),
+                    l.shape
+                )));
             };
-            for k in 0..b.event {
-                let (Some(m), Some(sd)) = (at(mu, k), at(sigma, k)) else {
-                    return Err(InferError::Posterior(format!(
-                        "`{}`: its prior's location and scale have {} and {} elements for {} \
-                         latent elements",
-                        l.name,
-                        mu.len(),
-                        sigma.len(),
-                        b.event
-                    )));
-                };
-                let lambda = 1.0 / (1.0 + (-state.params[b.centring_offset()]).exp());
-                let u = &mut per_draw[inst * b.event + k];
+            let z = &mut per_draw[inst * b.event..(inst + 1) * b.event];
+            for ((u, &m), &sd) in z.iter_mut().zip(mu.iter()).zip(sigma.iter()) {
                 *u = centred_value(m, sd, lambda, *u);
             }
         }
@@ -186,25 +189,26 @@ fn centred_value(mu: f64, sigma: f64, lambda: f64, u: f64) -> f64 {
     mu + (ln_sigma - lam_ln).exp() * (u - lambda * mu)
 }
 
-/// Sets the sites before site `i` on `env` at draw `d`: without `chain`, the dataset-level
-/// ones; with it, those of the plates of `chain` at the instance `path` (latents from their
-/// draws, lets evaluated).
-#[allow(clippy::too_many_arguments)]
+/// A plate instance's path, outermost first, and the chain of plates it runs through.
+type PlateScope<'a> = (&'a [(usize, usize)], &'a [usize]);
+
+/// Sets the sites before site `i` on `env` at draw `d`: without `scope`, the dataset-level
+/// ones; with `(path, chain)`, those of the plates of `chain` at the instance `path`
+/// (latents from their draws, lets evaluated).
 fn set_earlier<'m>(
     model: &'m Model,
     tape: &mut Tape,
     env: &mut Env<'m>,
-    i: usize,
+    (i, d): (usize, usize),
     by_name: &dyn Fn(&str) -> Option<&'m SiteDraws>,
-    d: usize,
-    path: &[(usize, usize)],
-    chain: Option<&[usize]>,
+    scope: Option<PlateScope>,
 ) -> Result<(), crate::tape::TapeError> {
+    let path = scope.map_or(&[][..], |(p, _)| p);
     for j in 0..i {
         let site = &model.sites[j];
-        let wanted = match (site.plate(), chain) {
+        let wanted = match (site.plate(), scope) {
             (None, None) => true,
-            (Some(p), Some(c)) => c.contains(&p),
+            (Some(p), Some((_, chain))) => chain.contains(&p),
             _ => false,
         };
         if !wanted {
@@ -223,7 +227,7 @@ fn set_earlier<'m>(
                     }
                 };
                 let v = &draws.values[d][flat * draws.event..(flat + 1) * draws.event];
-                let a = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&lj.shape), v.to_vec())
+                let a = ndarray::ArrayD::from_shape_vec(IxDyn(&lj.shape), v.to_vec())
                     .unwrap_or_default();
                 env.values[j] = Some(tape.constant_real(a));
             }
