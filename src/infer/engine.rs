@@ -787,7 +787,7 @@ impl Evaluator<'_> {
         // A partially centred guide's location is ũ's: the start is z seen through λ.
         let start = match self.layout.blocks[site].as_ref() {
             Some(b) if b.kind == GuideKind::PartialCentring => {
-                let lambda = 1.0 / (1.0 + (-self.params[b.centring_offset()]).exp());
+                let lambda = b.centring(self.params);
                 uncentred(t, params[0], params[1], lambda, z)?
             }
             _ => z,

@@ -68,6 +68,11 @@ impl SiteBlock {
         self.offset + self.per_instance * self.instances
     }
 
+    /// A partially centred site's centring λ = sigmoid(logit) from the flat parameters.
+    pub fn centring(&self, params: &[f64]) -> f64 {
+        crate::tape::elementwise::sigmoid(params[self.centring_offset()])
+    }
+
     /// Offset of an instance's refinement (location offsets, then raw-scale offsets, each
     /// `event` long) when the block has them: they follow the shared block.
     pub fn refine_offset(&self, instance: usize) -> Option<usize> {

@@ -126,7 +126,7 @@ fn centre_draws(
     };
     let chain = model.plate_chain(l.plate);
     let by_name = |name: &str| drawn.iter().find(|s| s.name == name);
-    let lambda = 1.0 / (1.0 + (-state.params[b.centring_offset()]).exp());
+    let lambda = b.centring(&state.params);
     for (d, per_draw) in values.iter_mut().enumerate() {
         // The dataset-level values of this draw, computed once.
         tape.clear();
