@@ -115,11 +115,17 @@ fn example_run(dir: &Path) -> RunOutputs {
                 site: "FE1".into(),
                 state: "Fe2+".into(),
                 probability: 0.93,
+                log_odds: 2.59,
+                log_odds_se: 0.1,
+                particles: 16,
             },
             StateProbability {
                 site: "FE1".into(),
                 state: "Fe3+".into(),
                 probability: 0.07,
+                log_odds: -2.59,
+                log_odds_se: 0.1,
+                particles: 16,
             },
         ],
         elbo: (0..50)

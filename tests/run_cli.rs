@@ -288,3 +288,65 @@ fn json_lines_report_steps_and_result() {
             && out.join("checkpoint.msgpack").exists()
     );
 }
+
+/// posterior.npz under `--npz-max-mib`: the smallest quantities first while they fit, the
+/// rest named in a note, in posterior_dims.json and in summary.json, which keeps their summaries.
+#[test]
+fn posterior_npz_leaves_out_what_passes_its_size_limit() {
+    let out = out_dir("npz_limit");
+    let args = ["--steps", "300", "--draws", "200000", "--npz-max-mib", "8"];
+    let o = spreadc(
+        "models/eight_schools.spread",
+        "examples/eight_schools",
+        &out,
+        &args,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // 200,000 draws × 8 bytes: 1.5 MiB per scalar (mu, tau, mean_effect: 4.6 MiB), 12.2 MiB
+    // per school vector (eta, theta), so only the scalars fit under 8 MiB.
+    assert!(
+        stderr.contains("leaves out the draws of 2 quantities over its 8.0 MiB limit")
+            && stderr.contains("`eta` (8 values, 12.2 MiB)")
+            && stderr.contains("`theta` (8 values, 12.2 MiB)"),
+        "{stderr}"
+    );
+    let file = std::fs::File::open(out.join("posterior.npz")).unwrap();
+    let mut names = ndarray_npy::NpzReader::new(file).unwrap().names().unwrap();
+    names.sort();
+    assert_eq!(names, ["mean_effect", "mu", "tau"]);
+    let dims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("posterior_dims.json")).unwrap())
+            .unwrap();
+    let omitted: Vec<&str> = dims["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(omitted, ["eta", "theta"]);
+    assert!(dims["dims"].get("theta").is_none());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["posterior_npz"]["max_bytes"], 8 << 20);
+    assert_eq!(summary["posterior_npz"]["omitted"][1]["bytes"], 12_800_000);
+    let (theta_mean, _) = post(&summary, "theta[0]");
+    assert!(theta_mean.is_finite());
+    // With no limit every quantity is written.
+    let all = out_dir("npz_no_limit");
+    ok(
+        "models/eight_schools.spread",
+        "examples/eight_schools",
+        &all,
+        &["--steps", "300", "--npz-max-mib", "0"],
+    );
+    let file = std::fs::File::open(all.join("posterior.npz")).unwrap();
+    assert_eq!(
+        ndarray_npy::NpzReader::new(file)
+            .unwrap()
+            .names()
+            .unwrap()
+            .len(),
+        5
+    );
+}

@@ -55,6 +55,10 @@ pub struct Args {
     /// Posterior draws for the summaries.
     #[arg(long, default_value_t = 1000)]
     pub draws: usize,
+    /// Size limit of posterior.npz in MiB (0: none); the largest quantities' draws beyond it
+    /// are left out, with a note, and keep their summaries in summary.json.
+    #[arg(long, value_name = "MIB", default_value_t = spread::run::DEFAULT_NPZ_MAX_MIB)]
+    pub npz_max_mib: u64,
     /// Print JSON lines (progress and the result) instead of a progress bar and a table.
     #[arg(long)]
     pub json: bool,
@@ -121,6 +125,7 @@ pub fn run(args: &Args) -> ExitCode {
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         draws: args.draws.max(2),
+        npz_max_bytes: (args.npz_max_mib > 0).then(|| args.npz_max_mib.saturating_mul(1 << 20)),
         search: args.search.clone().map(|(sites, candidates)| SiteSearch {
             sites,
             candidates,
@@ -222,9 +227,12 @@ fn report(args: &Args, r: &RunResult, seconds: f64) {
             .map(|s| format!("P({}) = {:.4}", s.state, s.probability))
             .collect();
         println!(
-            "oxidation state of {site}: {} ({})",
+            "oxidation state of {site}: {} ({}; log odds {:.1} ± {:.1} over {} guide draws)",
             rows[0].state,
-            parts.join(", ")
+            parts.join(", "),
+            rows[0].log_odds,
+            rows[0].log_odds_se,
+            rows[0].particles
         );
     }
     for c in &r.corrections {

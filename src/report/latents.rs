@@ -63,6 +63,56 @@ pub struct LatentRun<'a> {
     pub convergence: serde_json::Value,
     /// The linear-response covariance of the dataset-level latents (null unless asked for).
     pub linear_response: serde_json::Value,
+    /// The size posterior.npz may take (None: no limit): the quantities with the fewest
+    /// values go in first, and a quantity that would pass the limit is left out (named in
+    /// summary.json and posterior_dims.json; its summaries stay in summary.json).
+    pub npz_max_bytes: Option<u64>,
+}
+
+/// A quantity whose draws were left out of posterior.npz by its size limit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OmittedDraws {
+    /// Name in the model.
+    pub name: String,
+    /// Values per draw.
+    pub elements: usize,
+    /// Bytes its draws would have taken.
+    pub bytes: u64,
+}
+
+/// The files written, and what posterior.npz left out.
+#[derive(Debug, Clone, Default)]
+pub struct LatentFiles {
+    /// Paths written.
+    pub written: Vec<PathBuf>,
+    /// Quantities left out of posterior.npz, in model order.
+    pub omitted: Vec<OmittedDraws>,
+}
+
+/// Bytes of `q`'s draws as f64.
+fn draw_bytes(q: &LatentDraws) -> u64 {
+    8 * q.draws.len() as u64 * q.shape.iter().product::<usize>() as u64
+}
+
+/// Which quantities posterior.npz holds under `max_bytes`: the smallest first (ties in model
+/// order) while the total stays within the limit. Returns a flag per quantity.
+pub fn npz_selection(quantities: &[LatentDraws], max_bytes: Option<u64>) -> Vec<bool> {
+    let Some(limit) = max_bytes else {
+        return vec![true; quantities.len()];
+    };
+    let mut order: Vec<usize> = (0..quantities.len()).collect();
+    order.sort_by_key(|&i| draw_bytes(&quantities[i]));
+    let mut keep = vec![false; quantities.len()];
+    let mut total = 0u64;
+    for i in order {
+        let b = draw_bytes(&quantities[i]);
+        if total + b > limit {
+            break;
+        }
+        total += b;
+        keep[i] = true;
+    }
+    keep
 }
 
 #[derive(serde::Serialize)]
@@ -80,7 +130,15 @@ struct Summary<'a> {
     convergence: &'a serde_json::Value,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     linear_response: &'a serde_json::Value,
+    posterior_npz: NpzRecord<'a>,
     quantities: Vec<Quantity<'a>>,
+}
+
+/// posterior.npz's size limit and what it left out.
+#[derive(serde::Serialize)]
+struct NpzRecord<'a> {
+    max_bytes: Option<u64>,
+    omitted: &'a [OmittedDraws],
 }
 
 #[derive(serde::Serialize)]
@@ -124,13 +182,33 @@ pub fn summarize(q: &LatentDraws) -> Vec<ElementSummary> {
         .collect()
 }
 
-/// Writes summary.json, elbo.csv and posterior.npz into `out_dir`; returns the paths.
-pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBuf>, ReportError> {
+/// Writes summary.json, elbo.csv and posterior.npz into `out_dir`; returns the paths and the
+/// quantities posterior.npz left out.
+pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<LatentFiles, ReportError> {
     std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Io {
         path: out_dir.to_path_buf(),
         source,
     })?;
     let tail: Vec<f64> = run.elbo.iter().rev().take(100).map(|(_, v)| *v).collect();
+    let keep = npz_selection(run.quantities, run.npz_max_bytes);
+    let omitted: Vec<OmittedDraws> = run
+        .quantities
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| !**k)
+        .map(|(q, _)| OmittedDraws {
+            name: q.name.clone(),
+            elements: q.shape.iter().product(),
+            bytes: draw_bytes(q),
+        })
+        .collect();
+    let kept: Vec<&LatentDraws> = run
+        .quantities
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(q, _)| q)
+        .collect();
     let summary = Summary {
         spread_version: env!("CARGO_PKG_VERSION"),
         seed: run.seed,
@@ -145,6 +223,10 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
         physics: &run.physics,
         convergence: &run.convergence,
         linear_response: &run.linear_response,
+        posterior_npz: NpzRecord {
+            max_bytes: run.npz_max_bytes,
+            omitted: &omitted,
+        },
         elbo: ElboTail {
             records: run.elbo.len(),
             last: run.elbo.last().map(|(_, v)| *v),
@@ -172,17 +254,19 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<Vec<PathBu
         written.push(path);
     }
     let npz = out_dir.join("posterior.npz");
-    write_npz(&npz, run.quantities)?;
+    write_npz(&npz, &kept)?;
     written.push(npz);
     let dims = out_dir.join("posterior_dims.json");
-    write_atomic(&dims, dims_json(run.quantities).to_string().as_bytes())?;
+    let mut meta = dims_json(&kept);
+    meta["omitted"] = serde_json::to_value(&omitted).unwrap_or_default();
+    write_atomic(&dims, meta.to_string().as_bytes())?;
     written.push(dims);
-    Ok(written)
+    Ok(LatentFiles { written, omitted })
 }
 
 /// `{"dims": {name: [axis names after chain, draw]}, "coords": {plate: [0, 1, ...]}}` for
 /// `arviz.from_dict(posterior=dict(np.load("posterior.npz")), dims=..., coords=...)`.
-fn dims_json(quantities: &[LatentDraws]) -> serde_json::Value {
+fn dims_json(quantities: &[&LatentDraws]) -> serde_json::Value {
     let mut dims = serde_json::Map::new();
     let mut coords = serde_json::Map::new();
     for q in quantities {
@@ -202,7 +286,7 @@ fn dims_json(quantities: &[LatentDraws]) -> serde_json::Value {
     serde_json::json!({ "dims": dims, "coords": coords })
 }
 
-fn write_npz(path: &Path, quantities: &[LatentDraws]) -> Result<(), ReportError> {
+fn write_npz(path: &Path, quantities: &[&LatentDraws]) -> Result<(), ReportError> {
     let fail = |e: &dyn std::fmt::Display| ReportError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),

@@ -29,6 +29,13 @@ pub struct StateProbability {
     pub state: String,
     /// Posterior probability.
     pub probability: f64,
+    /// log(P(this state) / P(the other)) estimated as the mean over guide draws of the
+    /// log-likelihood ratio of the two pinned states.
+    pub log_odds: f64,
+    /// Monte Carlo standard error of `log_odds`.
+    pub log_odds_se: f64,
+    /// Guide draws averaged (up to 16; fewer when more could not change the printed value).
+    pub particles: usize,
 }
 
 /// Everything a finished (or checkpointed) run reports.

@@ -62,6 +62,9 @@ pub struct RunConfig {
     pub resume: bool,
     /// Posterior draws for the summaries.
     pub draws: usize,
+    /// The size posterior.npz may take in bytes (None: no limit); quantities that would pass
+    /// it are left out of the file (with a note), their summaries kept.
+    pub npz_max_bytes: Option<u64>,
     /// `--search SITE:K`: a mode search of a per-instance latent during the fit.
     pub search: Option<SiteSearch>,
     /// `--linear-response[=SITES]`: the dataset-level latents' summaries from their
@@ -108,6 +111,7 @@ impl Default for RunConfig {
             checkpoint_every: None,
             resume: false,
             draws: 1000,
+            npz_max_bytes: Some(DEFAULT_NPZ_MAX_MIB << 20),
             search: None,
             linear_response: None,
         }
@@ -274,6 +278,10 @@ fn still_rising(elbo: &[f64]) -> Option<String> {
         )
     })
 }
+
+/// posterior.npz's default size limit (MiB): every quantity of a few-thousand-shoebox fit,
+/// not the per-shoebox draws of a 20,000-shoebox one (500 MB there).
+pub const DEFAULT_NPZ_MAX_MIB: u64 = 256;
 
 /// Particles (draws of the fitted guide) averaged in each state comparison.
 const STATE_PARTICLES: usize = 16;
@@ -476,8 +484,11 @@ pub fn run_model(
             (None, Some(e)) => serde_json::json!({ "error": e }),
             (None, None) => serde_json::Value::Null,
         },
+        npz_max_bytes: cfg.npz_max_bytes,
     };
-    written.extend(write_latent_report(&cfg.out, &run)?);
+    let files = write_latent_report(&cfg.out, &run)?;
+    written.extend(files.written);
+    let warnings = warnings + &npz_note(&files.omitted, cfg.npz_max_bytes);
     written.push(ckpt);
     Ok(RunResult {
         steps_now: state.step - before,
@@ -490,6 +501,34 @@ pub fn run_model(
         data,
         corrections,
     })
+}
+
+/// The note naming the quantities posterior.npz left out (empty when none was).
+fn npz_note(omitted: &[crate::report::latents::OmittedDraws], max_bytes: Option<u64>) -> String {
+    let (Some(max_bytes), false) = (max_bytes, omitted.is_empty()) else {
+        return String::new();
+    };
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let total: u64 = omitted.iter().map(|o| o.bytes).sum();
+    let names: Vec<String> = omitted
+        .iter()
+        .map(|o| {
+            format!(
+                "`{}` ({} values, {:.1} MiB)",
+                o.name,
+                o.elements,
+                mib(o.bytes)
+            )
+        })
+        .collect();
+    format!(
+        "note: posterior.npz leaves out the draws of {} quantit{} over its {:.1} MiB limit ({}; {:.1} MiB in all); their summaries are in summary.json; --npz-max-mib 0 writes every draw\n",
+        omitted.len(),
+        if omitted.len() == 1 { "y" } else { "ies" },
+        mib(max_bytes),
+        names.join(", "),
+        mib(total)
+    )
 }
 
 /// File names of `paths` (for summary.json's `physics.outputs`).

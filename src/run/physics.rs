@@ -256,7 +256,53 @@ fn pinned(layout: &ParamLayout, params: &[f64], site: usize, u: f64) -> Vec<f64>
     p
 }
 
-/// P(first state) and P(second) of every state choice, from `particles` draws of the guide.
+/// Fewest guide draws a state comparison averages before it may stop early.
+const STATE_MIN_PARTICLES: usize = 4;
+/// Standard errors either side of the mean log-odds that must map to one printed probability.
+const STATE_DECIDED_Z: f64 = 3.0;
+/// Half the last digit of the printed probability (four decimals).
+const STATE_PRINT_HALF_DIGIT: f64 = 5e-5;
+
+/// The mean of the per-draw log-likelihood ratios and its Monte Carlo standard error.
+#[derive(Debug, Clone, Copy)]
+struct LogOdds {
+    mean: f64,
+    se: f64,
+}
+
+impl LogOdds {
+    fn of(deltas: &[f64]) -> Self {
+        let k = deltas.len().max(1) as f64;
+        let mean = deltas.iter().sum::<f64>() / k;
+        let se = if deltas.len() > 1 {
+            let ss: f64 = deltas.iter().map(|d| (d - mean).powi(2)).sum();
+            (ss / (k - 1.0) / k).sqrt()
+        } else {
+            f64::INFINITY
+        };
+        LogOdds { mean, se }
+    }
+}
+
+/// Whether more draws could no longer change the printed probability: after at least
+/// `STATE_MIN_PARTICLES` draws, the logistic of the mean log-odds ± `STATE_DECIDED_Z` standard
+/// errors rounds to the same four decimals (a decisive comparison, e.g. thousands of nats on
+/// 20,000 shoeboxes, stops at the minimum; a close one uses every draw).
+fn decided(deltas: &[f64]) -> bool {
+    if deltas.len() < STATE_MIN_PARTICLES {
+        return false;
+    }
+    let LogOdds { mean, se } = LogOdds::of(deltas);
+    let p = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let (lo, hi) = (
+        p(mean - STATE_DECIDED_Z * se),
+        p(mean + STATE_DECIDED_Z * se),
+    );
+    hi - lo < STATE_PRINT_HALF_DIGIT
+}
+
+/// P(first state) and P(second) of every state choice, from up to `particles` draws of the
+/// guide (fewer once `decided`).
 pub fn state_probabilities(
     model: &Model,
     state: &SviState,
@@ -309,22 +355,25 @@ pub fn state_probabilities(
             };
             Ok(eval(model)? - eval(&bare)?)
         };
-        let mut delta = 0.0;
+        let mut deltas = Vec::new();
         for k in 0..particles.max(1) as u64 {
-            delta += log_lik(PIN_LOGIT, k)? - log_lik(-PIN_LOGIT, k)?;
+            deltas.push(log_lik(PIN_LOGIT, k)? - log_lik(-PIN_LOGIT, k)?);
+            if decided(&deltas) {
+                break;
+            }
         }
-        delta /= particles.max(1) as f64;
-        let p_first = 1.0 / (1.0 + (-delta).exp());
-        out.push(StateProbability {
+        let odds = LogOdds::of(&deltas);
+        let p_first = 1.0 / (1.0 + (-odds.mean).exp());
+        let row = |state: &str, probability: f64, sign: f64| StateProbability {
             site: c.site.clone(),
-            state: c.first.clone(),
-            probability: p_first,
-        });
-        out.push(StateProbability {
-            site: c.site.clone(),
-            state: c.second.clone(),
-            probability: 1.0 - p_first,
-        });
+            state: state.to_string(),
+            probability,
+            log_odds: sign * odds.mean,
+            log_odds_se: odds.se,
+            particles: deltas.len(),
+        };
+        out.push(row(&c.first, p_first, 1.0));
+        out.push(row(&c.second, 1.0 - p_first, -1.0));
     }
     Ok(out)
 }
@@ -334,4 +383,31 @@ fn not_a_weight(c: &StateChoice, why: &str) -> RunError {
         "oxidation_state(\"{}\", {}, ...): `{}` {why}",
         c.site, c.weight, c.weight
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decisive_comparison_stops_at_the_minimum_draws() {
+        let d = [5012.0, 4987.5, 5101.2, 4950.3];
+        assert!(!decided(&d[..3]), "never before STATE_MIN_PARTICLES draws");
+        assert!(decided(&d));
+        let o = LogOdds::of(&d);
+        assert!((o.mean - 5012.75).abs() < 1e-9);
+        // Sample sd 64.0 over √4.
+        let sd = (d.iter().map(|x| (x - o.mean).powi(2)).sum::<f64>() / 3.0).sqrt();
+        assert!((o.se - sd / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_close_or_noisy_comparison_takes_more_draws() {
+        // P ≈ 0.8: the band ± 3 se spans far more than the printed digit.
+        assert!(!decided(&[1.2, 1.6, 1.3, 1.5, 1.4]));
+        // A large mean with a larger spread: sigmoid(11.75 - 3 se) is not yet 1.0000.
+        assert!(!decided(&[20.0, -5.0, 30.0, 2.0]));
+        // Equal draws (zero spread): more draws cannot move the mean.
+        assert!(decided(&[3.0; 4]));
+    }
 }
