@@ -382,10 +382,18 @@ impl Evaluator<'_> {
                     .for_each(|(a, b)| *a += b);
                 pos += g.len();
             }
+            let params_grad = &mut buffer[1 + globals_len..];
             for &(offset, start, len) in &r.param_spans {
+                // One value per row of a chunked mean-field plate: the common case, thousands
+                // of spans per step, added without building slices.
+                if len == 1 {
+                    touched[offset] = true;
+                    params_grad[offset] += r.param_values[start];
+                    continue;
+                }
                 let g = &r.param_values[start..start + len];
                 touched[offset..offset + len].fill(true);
-                let dst = &mut buffer[1 + globals_len + offset..][..g.len()];
+                let dst = &mut params_grad[offset..][..len];
                 dst.iter_mut().zip(g.iter()).for_each(|(a, b)| *a += b);
             }
         }
@@ -459,16 +467,24 @@ impl Evaluator<'_> {
                 ids.map(|n| tape.grad_real(n).map_err(fail)).collect()
             };
         let global_grads = grads(&mut global_leaves.iter().copied())?;
-        let leaf_grads = grads(&mut leaves.iter().map(|(_, n)| *n))?;
+        let leaf_grads = leaves
+            .iter()
+            .map(|(_, n)| tape.grad_real_ref(*n).map_err(fail))
+            .collect::<Result<Vec<_>, InferError>>()?;
         // Only the gradients that leave this tape must be finite; locate the cause if not.
         let finite = |g: &ArrayD<f64>| g.iter().all(|v| v.is_finite());
-        if !global_grads.iter().chain(&leaf_grads).all(finite) {
+        if !global_grads
+            .iter()
+            .chain(leaf_grads.iter().map(|g| &**g))
+            .all(finite)
+        {
             let e = tape
                 .first_non_finite_grad()
                 .unwrap_or(crate::tape::TapeError::UnknownNode(0));
             return Err(fail(e));
         }
-        let (mut param_spans, mut param_values) = (Vec::new(), Vec::new());
+        let total: usize = leaf_grads.iter().map(|g| g.len()).sum();
+        let (mut param_spans, mut param_values) = (Vec::new(), Vec::with_capacity(total));
         for ((target, _), g) in leaves.iter().zip(&leaf_grads) {
             pieces(target, g, &mut param_spans, &mut param_values);
         }

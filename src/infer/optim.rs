@@ -94,15 +94,43 @@ impl Adam {
         let t = (step + 1) as i32;
         let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
         let lr = self.lr_at(step);
-        for i in 0..params.len() {
-            if !touched[i] {
-                continue;
-            }
-            let g = grad[i] * clip;
-            m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * g;
-            v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * g * g;
-            let scale = step_scale.get(i).copied().unwrap_or(1.0);
-            params[i] -= scale * lr * (m[i] / c1) / ((v[i] / c2).sqrt() + self.eps);
+        // Zipped slices without a branch (untouched rows keep their values by a select), so
+        // the loop vectorizes; the arithmetic per element is the same as one by one.
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let row = |p: &mut f64, m: &mut f64, v: &mut f64, g: f64, t: bool, scale: f64| {
+            let g = g * clip;
+            let m_new = b1 * *m + (1.0 - b1) * g;
+            let v_new = b2 * *v + (1.0 - b2) * g * g;
+            let p_new = *p - scale * lr * (m_new / c1) / ((v_new / c2).sqrt() + eps);
+            *m = if t { m_new } else { *m };
+            *v = if t { v_new } else { *v };
+            *p = if t { p_new } else { *p };
+        };
+        let n = params.len();
+        let k = step_scale.len().min(n);
+        let (p_head, p_tail) = params.split_at_mut(k);
+        let (m_head, m_tail) = m[..n].split_at_mut(k);
+        let (v_head, v_tail) = v[..n].split_at_mut(k);
+        let (g_head, g_tail) = grad[..n].split_at(k);
+        let (t_head, t_tail) = touched[..n].split_at(k);
+        for (((((p, m), v), &g), &t), &s) in p_head
+            .iter_mut()
+            .zip(m_head)
+            .zip(v_head)
+            .zip(g_head)
+            .zip(t_head)
+            .zip(&step_scale[..k])
+        {
+            row(p, m, v, g, t, s);
+        }
+        for ((((p, m), v), &g), &t) in p_tail
+            .iter_mut()
+            .zip(m_tail)
+            .zip(v_tail)
+            .zip(g_tail)
+            .zip(t_tail)
+        {
+            row(p, m, v, g, t, 1.0);
         }
     }
 }

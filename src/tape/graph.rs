@@ -13,6 +13,8 @@ use super::reduce::Reduce;
 use super::value::Value;
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use num_complex::Complex64;
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,6 +122,9 @@ pub enum TapeError {
     UnknownNode(usize),
 }
 
+/// A node's inputs: at most three for every op but concatenations, so kept inline.
+type Inputs = SmallVec<[NodeId; 3]>;
+
 /// One recorded operation and its value.
 ///
 /// A *deferred* node (a large real elementwise op) is recorded without its value: it is
@@ -128,7 +133,7 @@ pub enum TapeError {
 #[derive(Debug, Clone)]
 pub struct Node {
     op: Op,
-    inputs: Vec<NodeId>,
+    inputs: Inputs,
     value: OnceCell<Value>,
     /// The output shape of a deferred node (empty otherwise: the value holds it).
     shape: Vec<usize>,
@@ -255,7 +260,7 @@ impl Tape {
 
     /// A leaf: an input whose gradient `backward` computes.
     pub fn leaf(&mut self, value: Value) -> NodeId {
-        self.push_node(Op::Leaf, Vec::new(), value, true)
+        self.push_node(Op::Leaf, Inputs::new(), value, true)
     }
 
     /// A real leaf from an array.
@@ -265,7 +270,7 @@ impl Tape {
 
     /// A constant: an input with no gradient.
     pub fn constant(&mut self, value: Value) -> NodeId {
-        self.push_node(Op::Const, Vec::new(), value, false)
+        self.push_node(Op::Const, Inputs::new(), value, false)
     }
 
     /// A real constant from an array.
@@ -291,15 +296,15 @@ impl Tape {
         }
         let needs_grad = inputs.iter().any(|id| self.nodes[id.index()].needs_grad);
         if let Some(shape) = self.deferrable(&op, inputs)? {
-            return Ok(self.push_deferred(op, inputs.to_vec(), shape, needs_grad));
+            return Ok(self.push_deferred(op, Inputs::from_slice(inputs), shape, needs_grad));
         }
         if let Some((total, local)) = self.fused_sum(&op, inputs) {
             let value = Value::Real(ArrayD::from_elem(IxDyn(&[]), total));
-            let id = self.push_node(op, inputs.to_vec(), value, needs_grad);
+            let id = self.push_node(op, Inputs::from_slice(inputs), value, needs_grad);
             self.nodes[id.index()].local_grads = (!local.is_empty()).then(|| Box::new(local));
             return Ok(id);
         }
-        let values: Vec<&Value> = inputs
+        let values: SmallVec<[&Value; 4]> = inputs
             .iter()
             .map(|id| node_value(&self.nodes, &self.spare, id.index()))
             .collect();
@@ -309,7 +314,8 @@ impl Tape {
                 .forward(&values)
                 .map_err(|e| self.op_error(e, self.current_label))?,
         };
-        Ok(self.push_node(op, inputs.to_vec(), value, needs_grad))
+        drop(values);
+        Ok(self.push_node(op, Inputs::from_slice(inputs), value, needs_grad))
     }
 
     /// The output shape when `op` is to be deferred: a real elementwise op of at least
@@ -372,14 +378,14 @@ impl Tape {
         Some((total, local))
     }
 
-    fn push_node(&mut self, op: Op, inputs: Vec<NodeId>, value: Value, needs_grad: bool) -> NodeId {
+    fn push_node(&mut self, op: Op, inputs: Inputs, value: Value, needs_grad: bool) -> NodeId {
         self.push(op, inputs, OnceCell::from(value), Vec::new(), needs_grad)
     }
 
     fn push_deferred(
         &mut self,
         op: Op,
-        inputs: Vec<NodeId>,
+        inputs: Inputs,
         shape: Vec<usize>,
         needs_grad: bool,
     ) -> NodeId {
@@ -391,7 +397,7 @@ impl Tape {
     fn push(
         &mut self,
         op: Op,
-        inputs: Vec<NodeId>,
+        inputs: Inputs,
         value: OnceCell<Value>,
         shape: Vec<usize>,
         needs_grad: bool,
@@ -418,7 +424,7 @@ impl Tape {
     /// is made only if something needs the node's value as an array).
     pub fn data(&mut self, data: DataRef) -> NodeId {
         let shape = data.shape.clone();
-        self.push_deferred(Op::Data(Box::new(data)), Vec::new(), shape, false)
+        self.push_deferred(Op::Data(Box::new(data)), Inputs::new(), shape, false)
     }
 
     /// The shared data block a `data` node reads, if the node is one.
@@ -608,12 +614,12 @@ impl Tape {
         let Some(g) = self.grads[i].as_ref() else {
             return Ok(());
         };
-        let inputs: Vec<&Value> = node
+        let inputs: SmallVec<[&Value; 4]> = node
             .inputs
             .iter()
             .map(|id| node_value(&self.nodes, &self.spare, id.index()))
             .collect();
-        let wanted: Vec<bool> = node
+        let wanted: SmallVec<[bool; 4]> = node
             .inputs
             .iter()
             .map(|id| self.nodes[id.index()].needs_grad)
@@ -662,7 +668,7 @@ impl Tape {
                 true
             }
             Op::Binary(b @ (Binary::Add | Binary::Sub)) => {
-                let inner: Vec<Option<(usize, usize)>> = node
+                let inner: SmallVec<[Option<(usize, usize)>; 2]> = node
                     .inputs
                     .iter()
                     .map(|id| match self.nodes[id.index()].value.get() {
@@ -818,12 +824,17 @@ impl Tape {
 
     /// The real gradient of a node, zeros when the root does not depend on it.
     pub fn grad_real(&self, id: NodeId) -> Result<ArrayD<f64>, TapeError> {
+        self.grad_real_ref(id).map(Cow::into_owned)
+    }
+
+    /// `grad_real` without copying a gradient that exists (zeros are made when it does not).
+    pub fn grad_real_ref(&self, id: NodeId) -> Result<Cow<'_, ArrayD<f64>>, TapeError> {
         match self.grad(id) {
-            Some(Value::Real(g)) => Ok(g.clone()),
+            Some(Value::Real(g)) => Ok(Cow::Borrowed(g)),
             Some(Value::Complex(_)) => Err(self.kind_error(id, "real")),
             None => {
                 self.real(id)?;
-                Ok(ArrayD::zeros(IxDyn(self.shape(id))))
+                Ok(Cow::Owned(ArrayD::zeros(IxDyn(self.shape(id)))))
             }
         }
     }
