@@ -6,7 +6,7 @@
 //! summed back to its input's shape. Checked against the unfused formula and finite
 //! differences in tests/infer_distributions.rs.
 
-use crate::tape::value::{broadcast_shape, unbroadcast};
+use crate::tape::value::{Shape, broadcast_shape, unbroadcast};
 use crate::tape::{FusedOp, Value};
 use ndarray::{ArrayD, IxDyn, Zip};
 
@@ -16,7 +16,7 @@ const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 #[derive(Debug, Clone, Copy)]
 pub struct NormalLogPdf;
 
-fn views<'a>(v: &[&'a Value]) -> Result<([&'a ArrayD<f64>; 3], Vec<usize>), String> {
+fn views<'a>(v: &[&'a Value]) -> Result<([&'a ArrayD<f64>; 3], Shape), String> {
     let mut out = Vec::with_capacity(3);
     for i in 0..3 {
         match v.get(i) {

@@ -479,7 +479,7 @@ impl<'a, 'm> Eval<'a, 'm> {
         let (a, b) = (t.real(x)?.clone(), t.real(y)?.clone());
         let shape = crate::tape::value::broadcast_shape(a.shape(), b.shape())
             .ok_or_else(|| self.fail("compare", "shapes do not broadcast"))?;
-        let (Some(a), Some(b)) = (a.broadcast(shape.clone()), b.broadcast(shape)) else {
+        let (Some(a), Some(b)) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape))) else {
             return Err(self.fail("compare", "shapes do not broadcast"));
         };
         let f = |p: f64, q: f64| -> bool {
@@ -594,7 +594,8 @@ impl<'a, 'm> Eval<'a, 'm> {
             let s = t.shape(n)[plates.len()..].to_vec();
             own = Some(match own {
                 Some(o) => crate::tape::value::broadcast_shape(&o, &s)
-                    .ok_or_else(|| self.fail("vector", "items of different shapes"))?,
+                    .ok_or_else(|| self.fail("vector", "items of different shapes"))?
+                    .to_vec(),
                 None => s,
             });
             nodes.push(n);

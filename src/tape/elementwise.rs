@@ -6,7 +6,7 @@
 
 use super::graph::{NodeId, Tape, TapeError};
 use super::op::{Op, OpError};
-use super::value::{broadcast_shape, unbroadcast};
+use super::value::{Shape, broadcast_shape, unbroadcast};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
 /// Real elementwise unary operators.
@@ -513,7 +513,7 @@ impl Binary {
     }
 }
 
-fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
+fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape, OpError> {
     broadcast_shape(a, b)
         .ok_or_else(|| OpError::new(op, format!("cannot broadcast shapes {a:?} and {b:?}")))
 }

@@ -14,7 +14,7 @@
 use super::elementwise::{Binary, Unary};
 use super::graph::{NodeId, Tape, TapeError};
 use super::op::Op;
-use super::value::broadcast_shape;
+use super::value::{Shape, broadcast_shape};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 /// Output elements per tile.
@@ -105,7 +105,7 @@ pub struct Tree {
     /// Instructions, root last.
     pub instrs: Vec<Instr>,
     /// Output shape of every instruction (the root's).
-    pub shape: Vec<usize>,
+    pub shape: Shape,
 }
 
 /// How a frontier input is read at output element o.
@@ -159,11 +159,11 @@ fn access<'a>(a: &ArrayViewD<'a, f64>, shape: &[usize]) -> Option<Access<'a>> {
 }
 
 /// Checks that every instruction's inputs broadcast to the tree's shape.
-pub fn check_shapes(op: ElemOp, shapes: &[&[usize]]) -> Result<Vec<usize>, String> {
-    let mut out: Vec<usize> = Vec::new();
+pub fn check_shapes(op: ElemOp, shapes: &[&[usize]]) -> Result<Shape, String> {
+    let mut out = Shape::new();
     for (i, s) in shapes.iter().take(op.arity()).enumerate() {
         out = if i == 0 {
-            s.to_vec()
+            Shape::from_slice(s)
         } else {
             broadcast_shape(&out, s)
                 .ok_or_else(|| format!("cannot broadcast shapes {out:?} and {s:?}"))?

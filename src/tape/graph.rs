@@ -10,7 +10,7 @@ use super::elementwise::Binary;
 use super::fusion::{self, Arg, ElemOp, Instr, Seed, Sink, Tree};
 use super::op::{Op, OpError};
 use super::reduce::Reduce;
-use super::value::Value;
+use super::value::{Shape, Value};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use num_complex::Complex64;
 use smallvec::SmallVec;
@@ -136,7 +136,7 @@ pub struct Node {
     inputs: Inputs,
     value: OnceCell<Value>,
     /// The output shape of a deferred node (empty otherwise: the value holds it).
-    shape: Vec<usize>,
+    shape: Shape,
     deferred: bool,
     needs_grad: bool,
     label: u32,
@@ -320,7 +320,7 @@ impl Tape {
 
     /// The output shape when `op` is to be deferred: a real elementwise op of at least
     /// `DEFER_MIN_LEN` elements. Broadcast errors are raised here, at recording.
-    fn deferrable(&self, op: &Op, inputs: &[NodeId]) -> Result<Option<Vec<usize>>, TapeError> {
+    fn deferrable(&self, op: &Op, inputs: &[NodeId]) -> Result<Option<Shape>, TapeError> {
         let Some(e) = elem_op(op) else {
             return Ok(None);
         };
@@ -379,16 +379,10 @@ impl Tape {
     }
 
     fn push_node(&mut self, op: Op, inputs: Inputs, value: Value, needs_grad: bool) -> NodeId {
-        self.push(op, inputs, OnceCell::from(value), Vec::new(), needs_grad)
+        self.push(op, inputs, OnceCell::from(value), Shape::new(), needs_grad)
     }
 
-    fn push_deferred(
-        &mut self,
-        op: Op,
-        inputs: Inputs,
-        shape: Vec<usize>,
-        needs_grad: bool,
-    ) -> NodeId {
+    fn push_deferred(&mut self, op: Op, inputs: Inputs, shape: Shape, needs_grad: bool) -> NodeId {
         let id = self.push(op, inputs, OnceCell::new(), shape, needs_grad);
         self.nodes[id.index()].deferred = true;
         id
@@ -399,7 +393,7 @@ impl Tape {
         op: Op,
         inputs: Inputs,
         value: OnceCell<Value>,
-        shape: Vec<usize>,
+        shape: Shape,
         needs_grad: bool,
     ) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
@@ -423,7 +417,7 @@ impl Tape {
     /// A constant read in place from a shared array (data on the tape without a copy; a copy
     /// is made only if something needs the node's value as an array).
     pub fn data(&mut self, data: DataRef) -> NodeId {
-        let shape = data.shape.clone();
+        let shape = Shape::from_slice(&data.shape);
         self.push_deferred(Op::Data(Box::new(data)), Inputs::new(), shape, false)
     }
 
@@ -1154,7 +1148,7 @@ fn sum_blocks_into(acc: &mut [f64], g: &[f64], block: usize, sign: f64) {
 /// Runs an elementwise op into a spare buffer of the right size, if there is one.
 fn reuse_spare(spare: &mut Spare, op: &Op, x: &[&Value]) -> Option<Value> {
     let shape = match (op, x) {
-        (Op::Unary(_), [Value::Real(a)]) => a.shape().to_vec(),
+        (Op::Unary(_), [Value::Real(a)]) => Shape::from_slice(a.shape()),
         (Op::Binary(_), [Value::Real(a), Value::Real(b)]) => {
             crate::tape::value::broadcast_shape(a.shape(), b.shape())?
         }

@@ -74,10 +74,13 @@ impl Value {
     }
 }
 
+/// A tensor shape, inline up to four axes (no allocation for the shapes tapes compute).
+pub type Shape = smallvec::SmallVec<[usize; 4]>;
+
 /// Broadcast shape of two shapes under numpy rules, or None when incompatible.
-pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Shape> {
     let n = a.len().max(b.len());
-    let mut out = vec![0; n];
+    let mut out = Shape::from_elem(0, n);
     for i in 0..n {
         let da = if i + a.len() >= n {
             a[i + a.len() - n]
