@@ -6,7 +6,9 @@
 //! written atomically. Guarantees: summary.json holds mean, sd and the 2.5/5/16/25/50/75/84/95/97.5%
 //! quantiles of every element, the SHA-256 of the model and of every input, the seed and the step count;
 //! it holds no timings, so two runs that reach the same state write the same file.
-//! posterior.npz holds one array per quantity of shape (chain = 1, draw, ...shape).
+//! posterior.npz holds one array per quantity of shape (chain = 1, draw, ...shape), the
+//! smallest quantities first up to `LatentRun::npz_max_bytes`; the ones left out are listed in
+//! summary.json (`posterior_npz.omitted`) and posterior_dims.json (`omitted`).
 
 use super::posterior::{PointSummary, summarize_sample};
 use super::tables::{InputFile, elbo_csv, hash_input};

@@ -283,7 +283,7 @@ fn still_rising(elbo: &[f64]) -> Option<String> {
 /// not the per-shoebox draws of a 20,000-shoebox one (500 MB there).
 pub const DEFAULT_NPZ_MAX_MIB: u64 = 256;
 
-/// Particles (draws of the fitted guide) averaged in each state comparison.
+/// Particles (draws of the fitted guide) averaged at most in each state comparison.
 const STATE_PARTICLES: usize = 16;
 /// Gradient draws of the end-of-fit convergence check (`convergence::drifts`).
 const CONVERGENCE_DRAWS: usize = 16;

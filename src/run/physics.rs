@@ -9,7 +9,9 @@
 //! P(first) = σ(Δ), Δ the mean over particles of the log-likelihood difference between the
 //! weight pinned at the first and at the second state, with common random numbers for all other
 //! latents drawn from the fitted guide: an approximation of the Bayes factor by the expected
-//! log-likelihood ratio under the guide (equal prior odds), stated in README.
+//! log-likelihood ratio under the guide (equal prior odds), stated in README. The mean runs
+//! over up to `particles` draws and stops early once more draws could not change the printed
+//! probability (`decided`); its Monte Carlo standard error is reported with it.
 
 use super::{LatentDraws, RunError};
 use crate::infer::constraint::Constraint;
