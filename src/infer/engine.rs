@@ -462,11 +462,11 @@ impl Evaluator<'_> {
             });
         }
         tape.backward(total).map_err(fail)?;
-        let grads =
-            |ids: &mut dyn Iterator<Item = NodeId>| -> Result<Vec<ArrayD<f64>>, InferError> {
-                ids.map(|n| tape.grad_real(n).map_err(fail)).collect()
-            };
-        let global_grads = grads(&mut global_leaves.iter().copied())?;
+        // Global gradients leave with the result (owned); leaf gradients are read in place.
+        let global_grads = global_leaves
+            .iter()
+            .map(|n| tape.grad_real(*n).map_err(fail))
+            .collect::<Result<Vec<_>, InferError>>()?;
         let leaf_grads = leaves
             .iter()
             .map(|(_, n)| tape.grad_real_ref(*n).map_err(fail))

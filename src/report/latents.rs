@@ -83,7 +83,7 @@ pub struct OmittedDraws {
 }
 
 /// The files written, and what posterior.npz left out.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LatentFiles {
     /// Paths written.
     pub written: Vec<PathBuf>,
