@@ -412,12 +412,17 @@ impl Evaluator<'_> {
         let (instances, scale) = self.batch(plate, 0);
         let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
         let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
-        chunks
+        // The other workers spin through the serial part between two such regions instead
+        // of sleeping (`super::warm`): waking them costs more than a small model's chunk.
+        super::warm::release();
+        let results = chunks
             .par_iter()
             .map_init(PooledTape::take, |tape, &rows| {
                 self.instance(&mut tape.0, plate, rows, scale, (global_ids, inputs), grad)
             })
-            .collect()
+            .collect();
+        super::warm::hold();
+        results
     }
 
     /// One instance (or one chunk of instances, batched along a leading axis) of a

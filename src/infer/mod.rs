@@ -26,3 +26,4 @@ pub mod rng;
 pub mod search;
 pub mod spline;
 pub mod svi;
+pub mod warm;

@@ -145,6 +145,7 @@ pub fn objective_and_gradient(
 ) -> Result<(f64, Vec<f64>, Vec<bool>), InferError> {
     // Particles are independent (own random streams) and collected in index order, so running
     // them in parallel leaves the result bit-identical for any thread count.
+    super::warm::release();
     let particles = (0..cfg.particles.max(1) as u64)
         .into_par_iter()
         .map(|k| {
