@@ -82,7 +82,7 @@ mod tests {
         let sums = pool.install(|| {
             (0..50)
                 .map(|round: u64| {
-                    if round % 2 == 0 {
+                    if round.is_multiple_of(2) {
                         release();
                     }
                     let s: u64 = (0..1000u64).into_par_iter().map(|i| i * round).sum();
