@@ -302,7 +302,8 @@ impl Evaluator<'_> {
         if let Some(e) = tape.first_non_finite_grad() {
             return Err(InferError::from_tape(e, step, "global".into()));
         }
-        let mut grad = buffer[pos..].to_vec();
+        let mut grad = buffer;
+        grad.drain(..pos);
         for (target, leaf) in leaves {
             let Target::At(offset) = target else { continue };
             let g = tape

@@ -92,19 +92,14 @@ impl Adam {
             _ => 1.0,
         };
         let t = (step + 1) as i32;
-        let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
-        let lr = self.lr_at(step);
-        // Zipped slices without a branch (untouched rows keep their values by a select), so
-        // the loop vectorizes; the arithmetic per element is the same as one by one.
-        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
-        let row = |p: &mut f64, m: &mut f64, v: &mut f64, g: f64, t: bool, scale: f64| {
-            let g = g * clip;
-            let m_new = b1 * *m + (1.0 - b1) * g;
-            let v_new = b2 * *v + (1.0 - b2) * g * g;
-            let p_new = *p - scale * lr * (m_new / c1) / ((v_new / c2).sqrt() + eps);
-            *m = if t { m_new } else { *m };
-            *v = if t { v_new } else { *v };
-            *p = if t { p_new } else { *p };
+        let rule = Rule {
+            b1: self.beta1,
+            b2: self.beta2,
+            eps: self.eps,
+            c1: 1.0 - self.beta1.powi(t),
+            c2: 1.0 - self.beta2.powi(t),
+            lr: self.lr_at(step),
+            clip,
         };
         let n = params.len();
         let k = step_scale.len().min(n);
@@ -113,24 +108,96 @@ impl Adam {
         let (v_head, v_tail) = v[..n].split_at_mut(k);
         let (g_head, g_tail) = grad[..n].split_at(k);
         let (t_head, t_tail) = touched[..n].split_at(k);
-        for (((((p, m), v), &g), &t), &s) in p_head
-            .iter_mut()
-            .zip(m_head)
-            .zip(v_head)
-            .zip(g_head)
-            .zip(t_head)
-            .zip(&step_scale[..k])
-        {
-            row(p, m, v, g, t, s);
+        rule.apply(
+            p_head,
+            m_head,
+            v_head,
+            g_head,
+            t_head,
+            Some(&step_scale[..k]),
+        );
+        rule.apply(p_tail, m_tail, v_tail, g_tail, t_tail, None);
+    }
+}
+
+/// One step's Adam arithmetic: decays, bias corrections, learning rate and clip factor.
+#[derive(Clone, Copy)]
+struct Rule {
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    c1: f64,
+    c2: f64,
+    lr: f64,
+    clip: f64,
+}
+
+impl Rule {
+    /// Updates the rows of equal-length slices; `scale` is each row's step multiplier (1 for
+    /// all when None). With AVX2 the same loop runs in 256-bit vectors: no fused multiply-adds
+    /// are formed (Rust never contracts), so the bits are those of the portable loop.
+    fn apply(
+        self,
+        p: &mut [f64],
+        m: &mut [f64],
+        v: &mut [f64],
+        g: &[f64],
+        t: &[bool],
+        scale: Option<&[f64]>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked just above).
+            unsafe { self.apply_avx2(p, m, v, g, t, scale) };
+            return;
         }
-        for ((((p, m), v), &g), &t) in p_tail
-            .iter_mut()
-            .zip(m_tail)
-            .zip(v_tail)
-            .zip(g_tail)
-            .zip(t_tail)
-        {
-            row(p, m, v, g, t, 1.0);
+        self.apply_portable(p, m, v, g, t, scale);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn apply_avx2(
+        self,
+        p: &mut [f64],
+        m: &mut [f64],
+        v: &mut [f64],
+        g: &[f64],
+        t: &[bool],
+        scale: Option<&[f64]>,
+    ) {
+        self.apply_portable(p, m, v, g, t, scale);
+    }
+
+    #[inline(always)]
+    fn apply_portable(
+        self,
+        p: &mut [f64],
+        m: &mut [f64],
+        v: &mut [f64],
+        g: &[f64],
+        t: &[bool],
+        scale: Option<&[f64]>,
+    ) {
+        let rows = p.iter_mut().zip(m).zip(v).zip(g).zip(t);
+        match scale {
+            Some(s) => rows
+                .zip(s)
+                .for_each(|(((((p, m), v), &g), &t), &s)| self.row(p, m, v, g, t, s)),
+            None => rows.for_each(|((((p, m), v), &g), &t)| self.row(p, m, v, g, t, 1.0)),
         }
+    }
+
+    /// One entry; untouched entries keep their values by a select (no branch, so the loop
+    /// vectorizes), the arithmetic the same as entry by entry.
+    #[inline(always)]
+    fn row(self, p: &mut f64, m: &mut f64, v: &mut f64, g: f64, t: bool, scale: f64) {
+        let g = g * self.clip;
+        let m_new = self.b1 * *m + (1.0 - self.b1) * g;
+        let v_new = self.b2 * *v + (1.0 - self.b2) * g * g;
+        let p_new =
+            *p - scale * self.lr * (m_new / self.c1) / ((v_new / self.c2).sqrt() + self.eps);
+        *m = if t { m_new } else { *m };
+        *v = if t { v_new } else { *v };
+        *p = if t { p_new } else { *p };
     }
 }

@@ -146,7 +146,7 @@ pub fn objective_and_gradient(
     // Particles are independent (own random streams) and collected in index order, so running
     // them in parallel leaves the result bit-identical for any thread count.
     super::warm::release();
-    let particles = (0..cfg.particles.max(1) as u64)
+    let mut particles = (0..cfg.particles.max(1) as u64)
         .into_par_iter()
         .map(|k| {
             let spec = ParticleSpec {
@@ -166,6 +166,15 @@ pub fn objective_and_gradient(
         })
         .collect::<Result<Vec<Particle>, InferError>>()?;
     let (value, weights) = combine(&particles, cfg.objective);
+    if let ([p], [w]) = (particles.as_mut_slice(), weights.as_slice()) {
+        // One particle: its gradient, negated in place (0 - w g, as below, to the bit).
+        p.grad.iter_mut().for_each(|g| *g = 0.0 - w * *g);
+        return Ok((
+            value,
+            std::mem::take(&mut p.grad),
+            std::mem::take(&mut p.touched),
+        ));
+    }
     let n = state.params.len();
     let mut loss_grad = vec![0.0; n];
     let mut touched = vec![false; n];
