@@ -58,39 +58,38 @@ pub struct ElementSummary {
 
 /// `n` joint draws of every latent from the guide.
 pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws>, InferError> {
+    sample_except(model, state, n, &[])
+}
+
+/// `sample` without the sites whose index `skip` marks (their draws come from
+/// `sample_instances` instead, a block of instances at a time). A skipped site must not be
+/// one a partially centred site's prior depends on.
+pub fn sample_except(
+    model: &Model,
+    state: &SviState,
+    n: usize,
+    skip: &[bool],
+) -> Result<Vec<SiteDraws>, InferError> {
     let mut out = Vec::new();
     let mut tape = Tape::new();
     for (i, (site, block)) in model.sites.iter().zip(&state.layout.blocks).enumerate() {
         let (Site::Latent(l), Some(b)) = (site, block) else {
             continue;
         };
+        if skip.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         let mut values = vec![Vec::with_capacity(b.instances * b.event); n];
         for (d, per_draw) in values.iter_mut().enumerate() {
-            let prefix = StreamKey {
-                seed: state.seed,
-                step: u64::MAX,
-                particle: d as u64,
-                site: i as u64,
-                instance: 0,
-            }
-            .prefix();
-            for inst in 0..b.instances {
-                let block = &state.params[b.instance_offset(inst)..];
-                let mut rng = prefix.rng(inst as u64);
-                match (&l.encoder, b.kind) {
-                    (
-                        None,
-                        GuideKind::Point | GuideKind::MeanField | GuideKind::PartialCentring,
-                    ) => {
-                        diagonal_draw(b, block, &mut rng, l.constraint, per_draw);
-                    }
-                    _ => {
-                        let site = (l, b);
-                        let u = taped_draw(model, state, &mut tape, site, inst, &mut rng)?;
-                        per_draw.extend(u.iter().map(|&v| l.constraint.apply(v)));
-                    }
-                }
-            }
+            draw_instances(
+                model,
+                state,
+                &mut tape,
+                (i, l, b),
+                d,
+                0..b.instances,
+                per_draw,
+            )?;
         }
         if b.kind == GuideKind::PartialCentring {
             centre_draws(model, state, &mut tape, (i, l, b), &out, &mut values)?;
@@ -103,6 +102,80 @@ pub fn sample(model: &Model, state: &SviState, n: usize) -> Result<Vec<SiteDraws
         });
     }
     Ok(out)
+}
+
+/// Draws `n` of the instances `instances` of latent site `site`: `values[d]` holds draw d's
+/// elements of those instances, row-major; the same bits as the same instances' part of
+/// `sample` (every draw of every instance has its own stream). Not for partially centred
+/// sites, whose draws need those of the sites before them.
+pub fn sample_instances(
+    model: &Model,
+    state: &SviState,
+    n: usize,
+    site: usize,
+    instances: std::ops::Range<usize>,
+) -> Result<Vec<Vec<f64>>, InferError> {
+    let (Some(Site::Latent(l)), Some(Some(b))) =
+        (model.sites.get(site), state.layout.blocks.get(site))
+    else {
+        return Err(InferError::Posterior(format!(
+            "site {site} is not a latent with a guide"
+        )));
+    };
+    if b.kind == GuideKind::PartialCentring {
+        return Err(InferError::Posterior(format!(
+            "`{}`: a partially centred site is drawn with the sites before it",
+            l.name
+        )));
+    }
+    let mut tape = Tape::new();
+    let mut values = vec![Vec::with_capacity(instances.len() * b.event); n];
+    for (d, per_draw) in values.iter_mut().enumerate() {
+        draw_instances(
+            model,
+            state,
+            &mut tape,
+            (site, l, b),
+            d,
+            instances.clone(),
+            per_draw,
+        )?;
+    }
+    Ok(values)
+}
+
+/// Draw `d` of the instances `instances` of a site, appended to `per_draw`.
+fn draw_instances(
+    model: &Model,
+    state: &SviState,
+    tape: &mut Tape,
+    (i, l, b): (usize, &LatentSite, &SiteBlock),
+    d: usize,
+    instances: std::ops::Range<usize>,
+    per_draw: &mut Vec<f64>,
+) -> Result<(), InferError> {
+    let prefix = StreamKey {
+        seed: state.seed,
+        step: u64::MAX,
+        particle: d as u64,
+        site: i as u64,
+        instance: 0,
+    }
+    .prefix();
+    for inst in instances {
+        let block = &state.params[b.instance_offset(inst)..];
+        let mut rng = prefix.rng(inst as u64);
+        match (&l.encoder, b.kind) {
+            (None, GuideKind::Point | GuideKind::MeanField | GuideKind::PartialCentring) => {
+                diagonal_draw(b, block, &mut rng, l.constraint, per_draw);
+            }
+            _ => {
+                let u = taped_draw(model, state, tape, (l, b), inst, &mut rng)?;
+                per_draw.extend(u.iter().map(|&v| l.constraint.apply(v)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns the ũ draws of a partially centred site into draws of the latent,

@@ -28,8 +28,22 @@ pub struct LatentDraws {
     pub shape: Vec<usize>,
     /// Names of the leading axes that run over plates (`image`, `school`), outermost first.
     pub plates: Vec<String>,
-    /// `draws[d]` holds draw d's elements, row-major.
+    /// `draws[d]` holds draw d's elements, row-major (empty when `streamed` holds the
+    /// summaries instead).
     pub draws: Vec<Vec<f64>>,
+    /// For a quantity too large to keep whole: its element summaries, computed a block of
+    /// plate instances at a time while drawing, and the number of draws they summarize. Its
+    /// draws are not held, so posterior.npz leaves it out.
+    pub streamed: Option<StreamedSummaries>,
+}
+
+/// Element summaries of a quantity whose draws were summarized block by block and dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedSummaries {
+    /// Draws summarized.
+    pub draws: usize,
+    /// One summary per element, row-major.
+    pub elements: Vec<PointSummary>,
 }
 
 /// The summary of one element.
@@ -92,21 +106,26 @@ pub struct LatentFiles {
 }
 
 /// Bytes of `q`'s draws as f64.
-fn draw_bytes(q: &LatentDraws) -> u64 {
-    8 * q.draws.len() as u64 * q.shape.iter().product::<usize>() as u64
+pub fn draw_bytes(q: &LatentDraws) -> u64 {
+    let draws = q.streamed.as_ref().map_or(q.draws.len(), |s| s.draws);
+    8 * draws as u64 * q.shape.iter().product::<usize>() as u64
 }
 
 /// Which quantities posterior.npz holds under `max_bytes`: the smallest first (ties in model
-/// order) while the total stays within the limit. Returns a flag per quantity.
+/// order) while the total stays within the limit. Returns a flag per quantity. A streamed
+/// quantity (no draws held) is never kept.
 pub fn npz_selection(quantities: &[LatentDraws], max_bytes: Option<u64>) -> Vec<bool> {
     let Some(limit) = max_bytes else {
-        return vec![true; quantities.len()];
+        return quantities.iter().map(|q| q.streamed.is_none()).collect();
     };
     let mut order: Vec<usize> = (0..quantities.len()).collect();
     order.sort_by_key(|&i| draw_bytes(&quantities[i]));
     let mut keep = vec![false; quantities.len()];
     let mut total = 0u64;
     for i in order {
+        if quantities[i].streamed.is_some() {
+            continue;
+        }
         let b = draw_bytes(&quantities[i]);
         if total + b > limit {
             break;
@@ -175,6 +194,17 @@ pub fn element_name(name: &str, shape: &[usize], flat: usize) -> String {
 
 /// Mean, sd and quantiles of every element of a quantity.
 pub fn summarize(q: &LatentDraws) -> Vec<ElementSummary> {
+    if let Some(s) = &q.streamed {
+        return s
+            .elements
+            .iter()
+            .enumerate()
+            .map(|(i, summary)| ElementSummary {
+                name: element_name(&q.name, &q.shape, i),
+                summary: *summary,
+            })
+            .collect();
+    }
     let n: usize = q.shape.iter().product();
     (0..n)
         .map(|i| ElementSummary {

@@ -24,7 +24,8 @@ use crate::infer::search::ModeSearch;
 use crate::infer::svi::{self, StepReport, SviConfig, SviState};
 use crate::ir::{self, Options, Program};
 use crate::plan::{self, PlanError, Planned, Registry};
-use crate::report::latents::{LatentDraws, LatentRun, write_latent_report};
+use crate::report::latents::{LatentDraws, LatentRun, StreamedSummaries, write_latent_report};
+use crate::report::posterior::summarize_sample;
 use crate::report::{ReportError, hash_input};
 use crate::tape::{Tape, Value};
 use ndarray::{ArrayD, IxDyn};
@@ -407,6 +408,7 @@ pub fn run_model(
         cfg.draws,
         &planned.data_lets,
         response.as_ref(),
+        cfg.npz_max_bytes,
     )?;
     for q in quantities.iter_mut().filter(|q| q.plates.is_empty()) {
         if let Some(chain) = planned.scope.sites.get(&q.name) {
@@ -620,28 +622,109 @@ fn start_state(
     Ok((state, cfg.lr_horizon.unwrap_or(horizon)))
 }
 
+/// Bytes of posterior draws one block of a streamed site holds at a time (per worker).
+const STREAM_BLOCK_BYTES: usize = 16 << 20;
+
+/// The latent sites whose `n` draws are summarized a block of instances at a time and never
+/// held whole: those posterior.npz would leave out under `max_bytes` (the smallest sites
+/// first while the total stays within it, as `latents::npz_selection` keeps them). Only
+/// latents in plates: the dataset-level ones feed the lets drawn after them. None when there
+/// is no limit, or when a site is partially centred (its draws need the whole draws of the
+/// sites before it).
+fn streamed_sites(model: &Model, state: &SviState, n: usize, max_bytes: Option<u64>) -> Vec<bool> {
+    let mut streamed = vec![false; model.sites.len()];
+    let blocks = &state.layout.blocks;
+    let centred = blocks
+        .iter()
+        .flatten()
+        .any(|b| b.kind == crate::infer::model::GuideKind::PartialCentring);
+    let (Some(limit), false) = (max_bytes, centred) else {
+        return streamed;
+    };
+    let bytes = |b: &crate::infer::guide::SiteBlock| 8 * (n * b.instances * b.event) as u64;
+    let mut latents: Vec<usize> = (0..model.sites.len())
+        .filter(|&i| matches!(&model.sites[i], Site::Latent(l) if l.plate.is_some()))
+        .filter(|&i| blocks[i].is_some())
+        .collect();
+    latents.sort_by_key(|&i| blocks[i].as_ref().map_or(0, bytes));
+    let mut total = 0u64;
+    for i in latents {
+        let b = blocks[i].as_ref().map_or(0, bytes);
+        if total + b > limit {
+            streamed[i] = true;
+        } else {
+            total += b;
+        }
+    }
+    streamed
+}
+
+/// Mean, sd and quantiles of every element of latent site `site`'s `n` draws, a block of
+/// instances at a time (blocks in parallel): the draws of one block at a time per worker.
+fn streamed_summaries(
+    model: &Model,
+    state: &SviState,
+    n: usize,
+    site: usize,
+) -> Result<StreamedSummaries, RunError> {
+    use rayon::prelude::*;
+    let Some(b) = state.layout.blocks.get(site).and_then(Option::as_ref) else {
+        return Ok(StreamedSummaries {
+            draws: n,
+            elements: Vec::new(),
+        });
+    };
+    let per_block = (STREAM_BLOCK_BYTES / (8 * n.max(1) * b.event.max(1))).max(1);
+    let starts: Vec<usize> = (0..b.instances).step_by(per_block).collect();
+    let blocks = starts
+        .par_iter()
+        .map(|&first| {
+            let last = (first + per_block).min(b.instances);
+            let draws = posterior::sample_instances(model, state, n, site, first..last)?;
+            let width = (last - first) * b.event;
+            Ok((0..width)
+                .map(|j| summarize_sample(draws.iter().map(|d| d[j]).collect()))
+                .collect::<Vec<_>>())
+        })
+        .collect::<Result<Vec<_>, InferError>>()?;
+    Ok(StreamedSummaries {
+        draws: n,
+        elements: blocks.into_iter().flatten().collect(),
+    })
+}
+
 /// Draws of every latent and param from the guide, and of every let computed from them
-/// (except the lets named in `skip`).
+/// (except the lets named in `skip`). The latents posterior.npz would leave out under
+/// `max_bytes` come summarized instead (`LatentDraws::streamed`), their draws never held.
 pub fn draw_quantities(
     model: &Model,
     state: &SviState,
     n: usize,
     skip: &[String],
     response: Option<&LinearResponse>,
+    max_bytes: Option<u64>,
 ) -> Result<Vec<LatentDraws>, RunError> {
-    let mut sampled = posterior::sample(model, state, n)?;
+    let streamed = streamed_sites(model, state, n, max_bytes);
+    let mut sampled = posterior::sample_except(model, state, n, &streamed)?;
     if let Some(r) = response {
         linear_response::resample(r, model, state.seed, &mut sampled)?;
     }
     let mut out = Vec::new();
     let mut by_site = vec![None; model.sites.len()];
-    for s in sampled {
-        let Some(i) = model.site_index(&s.name) else {
+    let mut sampled = sampled.into_iter().peekable();
+    for (i, site) in model.sites.iter().enumerate() {
+        let Site::Latent(l) = site else {
             continue;
         };
-        let Site::Latent(l) = &model.sites[i] else {
-            continue;
+        let (draws, summaries) = if streamed[i] {
+            (Vec::new(), Some(streamed_summaries(model, state, n, i)?))
+        } else {
+            match sampled.next_if(|s| s.name == l.name) {
+                Some(s) => (s.values, None),
+                None => continue,
+            }
         };
+        let instances = state.layout.blocks[i].as_ref().map_or(1, |b| b.instances);
         let kind = if l.prior.is_some() { "latent" } else { "param" };
         // A latent in a plate the engine iterates (image, shoebox) gets a leading instance axis.
         let mut shape = l.shape.clone();
@@ -651,16 +734,17 @@ pub fn draw_quantities(
             .into_iter()
             .collect();
         if l.plate.is_some() {
-            shape.insert(0, s.instances);
+            shape.insert(0, instances);
         } else {
             by_site[i] = Some(out.len());
         }
         out.push(LatentDraws {
-            name: s.name,
+            name: l.name.clone(),
             kind,
             shape,
             plates,
-            draws: s.values,
+            draws,
+            streamed: summaries,
         });
     }
     // Lets of the global plates only: per-image and per-shoebox lets (spots, pixels) are
@@ -700,6 +784,7 @@ pub fn draw_quantities(
                 shape: a.shape().to_vec(),
                 plates: Vec::new(),
                 draws: Vec::with_capacity(n),
+                streamed: None,
             });
             slot.draws.push(a.iter().copied().collect());
         }
