@@ -490,7 +490,15 @@ impl Evaluator<'_> {
             return Err(fail(e));
         }
         let total: usize = leaf_grads.iter().map(|g| g.len()).sum();
-        let (mut param_spans, mut param_values) = (Vec::new(), Vec::with_capacity(total));
+        let spans: usize = leaves
+            .iter()
+            .map(|(target, _)| match target {
+                Target::At(_) => 1,
+                Target::Rows(offsets) => offsets.len(),
+            })
+            .sum();
+        let (mut param_spans, mut param_values) =
+            (Vec::with_capacity(spans), Vec::with_capacity(total));
         for ((target, _), g) in leaves.iter().zip(&leaf_grads) {
             pieces(target, g, &mut param_spans, &mut param_values);
         }
