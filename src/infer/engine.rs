@@ -591,7 +591,7 @@ impl Evaluator<'_> {
             .enumerate()
             .filter(|(_, s)| s.plate() == plate)
         {
-            tape.set_label(&super::model::site_label(site));
+            tape.set_label(super::model::site_label(site));
             let term = match site {
                 Site::Latent(l) => self.latent(tape, env, i, l, leaves),
                 Site::Observe(o) => self.observe(tape, env, i, o, leaves),
@@ -623,7 +623,7 @@ impl Evaluator<'_> {
         InferError::Site {
             step: self.spec.step,
             site: site.name().into(),
-            label: super::model::site_label(site),
+            label: super::model::site_label(site).to_string(),
             plates: self.describe_env(env),
             source: Box::new(source),
         }

@@ -374,11 +374,10 @@ impl Model {
         self.check_data()?;
         self.index.clear();
         for (i, site) in self.sites.iter().enumerate() {
-            let label = site_label(site);
             if self.index.insert(site.name().to_string(), i).is_some() {
                 return Err(ModelError::Duplicate {
                     site: site.name().into(),
-                    label,
+                    label: site_label(site).to_string(),
                 });
             }
             self.check_site(i, site)?;
@@ -483,7 +482,7 @@ impl Model {
             if given != f.arity() {
                 return Err(ModelError::Arity {
                     site: site.name().into(),
-                    label: site_label(site),
+                    label: site_label(site).to_string(),
                     family: f.name(),
                     expected: f.arity(),
                     found: given,
@@ -506,7 +505,7 @@ impl Model {
     ) -> Result<(), ModelError> {
         let unknown = |name: &str| ModelError::UnknownName {
             site: site.name().into(),
-            label: site_label(site),
+            label: site_label(site).to_string(),
             name: name.into(),
         };
         match arg {
@@ -545,12 +544,12 @@ impl Model {
 }
 
 /// The label of a site.
-pub fn site_label(site: &Site) -> String {
+pub fn site_label(site: &Site) -> &str {
     match site {
-        Site::Latent(l) => l.label.clone(),
-        Site::Observe(o) => o.label.clone(),
-        Site::Let(d) => d.label.clone(),
-        Site::Factor(f) => f.label.clone(),
+        Site::Latent(l) => &l.label,
+        Site::Observe(o) => &o.label,
+        Site::Let(d) => &d.label,
+        Site::Factor(f) => &f.label,
     }
 }
 
