@@ -79,11 +79,11 @@ impl ComplexOp {
                 let (a, b, g) = (c(0)?, c(1)?, as_complex(n, g)?);
                 let ga = bzip(a.shape(), g, b, |g, b| g * b.conj());
                 let gb = bzip(b.shape(), g, a, |g, a| g * a.conj());
-                vec![cplx(ga), cplx(gb)]
+                smallvec::smallvec![cplx(ga), cplx(gb)]
             }
             ComplexOp::Add => {
                 let (a, b, g) = (c(0)?, c(1)?, as_complex(n, g)?);
-                vec![
+                smallvec::smallvec![
                     cplx(unbroadcast(g.clone(), a.shape())),
                     cplx(unbroadcast(g.clone(), b.shape())),
                 ]
@@ -94,20 +94,24 @@ impl ComplexOp {
                     Complex64::new((g * z.conj()).re, 0.0)
                 });
                 let gz = bzip(z.shape(), g, s, |g, s| g * s);
-                vec![real(gs.mapv(|v| v.re)), cplx(gz)]
+                smallvec::smallvec![real(gs.mapv(|v| v.re)), cplx(gz)]
             }
-            ComplexOp::Conj => vec![cplx(as_complex(n, g)?.mapv(|g| g.conj()))],
+            ComplexOp::Conj => smallvec::smallvec![cplx(as_complex(n, g)?.mapv(|g| g.conj()))],
             ComplexOp::Abs2 => {
                 let g = as_real(n, g)?;
-                vec![cplx(
+                smallvec::smallvec![cplx(
                     Zip::from(c(0)?).and(g).map_collect(|&z, &g| z * (2.0 * g)),
                 )]
             }
-            ComplexOp::Re => vec![cplx(as_real(n, g)?.mapv(|g| Complex64::new(g, 0.0)))],
-            ComplexOp::Im => vec![cplx(as_real(n, g)?.mapv(|g| Complex64::new(0.0, g)))],
+            ComplexOp::Re => {
+                smallvec::smallvec![cplx(as_real(n, g)?.mapv(|g| Complex64::new(g, 0.0)))]
+            }
+            ComplexOp::Im => {
+                smallvec::smallvec![cplx(as_real(n, g)?.mapv(|g| Complex64::new(0.0, g)))]
+            }
             ComplexOp::ExpI => {
                 let (z, g) = (as_complex(n, y)?, as_complex(n, g)?);
-                vec![real(
+                smallvec::smallvec![real(
                     Zip::from(z)
                         .and(g)
                         .map_collect(|z, g| g.im * z.re - g.re * z.im),
@@ -117,7 +121,7 @@ impl ComplexOp {
                 let (a, b, g) = (r(0)?, r(1)?, as_complex(n, g)?);
                 let gre = unbroadcast(g.mapv(|g| g.re), a.shape());
                 let gim = unbroadcast(g.mapv(|g| g.im), b.shape());
-                vec![real(gre), real(gim)]
+                smallvec::smallvec![real(gre), real(gim)]
             }
         })
     }

@@ -115,7 +115,7 @@ impl Index {
             return concat_vjp(x, g, *axis);
         }
         let shape = arg(self.name(), x, 0)?.shape().to_vec();
-        Ok(vec![Some(match g {
+        Ok(smallvec::smallvec![Some(match g {
             Value::Real(g) => Value::Real(self.vjp_one(g, &shape)),
             Value::Complex(g) => Value::Complex(self.vjp_one(g, &shape)),
         })])
@@ -222,7 +222,7 @@ fn concat(op: &'static str, x: &[&Value], axis: usize) -> Result<Value, OpError>
 
 fn concat_vjp(x: &[&Value], g: &Value, axis: usize) -> Result<InputGrads, OpError> {
     let mut start = 0;
-    let mut out = Vec::with_capacity(x.len());
+    let mut out = InputGrads::with_capacity(x.len());
     for v in x {
         let len = v.shape()[axis];
         let range = ndarray::Slice::from(start..start + len);

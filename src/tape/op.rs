@@ -62,7 +62,8 @@ impl OpError {
 }
 
 /// The gradients of an op's inputs: one entry per input.
-pub type InputGrads = Vec<Option<Value>>;
+/// Inline for up to two inputs (most ops), so the generic backward path allocates no vector.
+pub type InputGrads = smallvec::SmallVec<[Option<Value>; 2]>;
 
 impl Op {
     /// Name used in error messages.
@@ -119,15 +120,18 @@ impl Op {
     ) -> Result<InputGrads, OpError> {
         let name = self.name();
         match self {
-            Op::Leaf | Op::Const | Op::Data(_) => Ok(Vec::new()),
+            Op::Leaf | Op::Const | Op::Data(_) => Ok(InputGrads::new()),
             Op::Unary(u) => {
                 let (xr, yr, gr) = (real(name, x, 0)?, as_real(name, y)?, as_real(name, g)?);
-                Ok(vec![Some(Value::Real(u.vjp(xr, yr, gr)))])
+                Ok(smallvec::smallvec![Some(Value::Real(u.vjp(xr, yr, gr)))])
             }
             Op::Binary(b) => {
                 let (a, c, gr) = (real(name, x, 0)?, real(name, x, 1)?, as_real(name, g)?);
                 let (ga, gc) = b.vjp(a, c, as_real(name, y)?, gr, wanted);
-                Ok(vec![ga.map(Value::Real), gc.map(Value::Real)])
+                Ok(smallvec::smallvec![
+                    ga.map(Value::Real),
+                    gc.map(Value::Real)
+                ])
             }
             Op::Ternary(t) => {
                 let reals = reals(name, x, 3)?;
@@ -136,15 +140,19 @@ impl Op {
                     .map_err(|d| OpError::new(name, d))
             }
             Op::Complex(c) => c.vjp(x, y, g),
-            Op::Reduce(r) => Ok(vec![Some(r.vjp(arg(name, x, 0)?, y, g)?)]),
+            Op::Reduce(r) => Ok(smallvec::smallvec![Some(r.vjp(arg(name, x, 0)?, y, g)?)]),
             Op::Index(i) => i.vjp(x, g),
             Op::MatMul => {
                 let (a, b, gr) = (real(name, x, 0)?, real(name, x, 1)?, as_real(name, g)?);
                 let (ga, gb) = linalg::matmul_vjp(a, b, gr)?;
-                Ok(vec![Some(Value::Real(ga)), Some(Value::Real(gb))])
+                Ok(smallvec::smallvec![
+                    Some(Value::Real(ga)),
+                    Some(Value::Real(gb))
+                ])
             }
             Op::Fused(f) => f
                 .vjp_wanted(x, y, g, wanted)
+                .map(InputGrads::from_vec)
                 .map_err(|d| OpError::new(name, d)),
         }
     }
