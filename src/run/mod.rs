@@ -402,14 +402,16 @@ pub fn run_model(
             }
         }
     };
-    let mut quantities = draw_quantities(
-        model,
-        &state,
-        cfg.draws,
-        &planned.data_lets,
-        response.as_ref(),
-        cfg.npz_max_bytes,
-    )?;
+    let mut quantities = pool.install(|| {
+        draw_quantities(
+            model,
+            &state,
+            cfg.draws,
+            &planned.data_lets,
+            response.as_ref(),
+            cfg.npz_max_bytes,
+        )
+    })?;
     for q in quantities.iter_mut().filter(|q| q.plates.is_empty()) {
         if let Some(chain) = planned.scope.sites.get(&q.name) {
             q.plates = chain
@@ -669,10 +671,7 @@ fn streamed_summaries(
 ) -> Result<StreamedSummaries, RunError> {
     use rayon::prelude::*;
     let Some(b) = state.layout.blocks.get(site).and_then(Option::as_ref) else {
-        return Ok(StreamedSummaries {
-            draws: n,
-            elements: Vec::new(),
-        });
+        return Err(InferError::Posterior(format!("site {site} has no guide to draw from")).into());
     };
     let per_block = (STREAM_BLOCK_BYTES / (8 * n.max(1) * b.event.max(1))).max(1);
     let starts: Vec<usize> = (0..b.instances).step_by(per_block).collect();
