@@ -8,7 +8,9 @@
 //! it holds no timings, so two runs that reach the same state write the same file.
 //! posterior.npz holds one array per quantity of shape (chain = 1, draw, ...shape), the
 //! smallest quantities first up to `LatentRun::npz_max_bytes`; the ones left out are listed in
-//! summary.json (`posterior_npz.omitted`) and posterior_dims.json (`omitted`).
+//! summary.json (`posterior_npz.omitted`) and posterior_dims.json (`omitted`). A quantity may
+//! come already summarized (`LatentDraws::streamed`, its draws never held): it is summarized
+//! as given and always left out of posterior.npz.
 
 use super::posterior::{PointSummary, summarize_sample};
 use super::tables::{InputFile, elbo_csv, hash_input};
@@ -105,8 +107,8 @@ pub struct LatentFiles {
     pub omitted: Vec<OmittedDraws>,
 }
 
-/// Bytes of `q`'s draws as f64.
-pub fn draw_bytes(q: &LatentDraws) -> u64 {
+/// Bytes of `q`'s draws as f64 (of the draws a streamed quantity summarized).
+fn draw_bytes(q: &LatentDraws) -> u64 {
     let draws = q.streamed.as_ref().map_or(q.draws.len(), |s| s.draws);
     8 * draws as u64 * q.shape.iter().product::<usize>() as u64
 }
