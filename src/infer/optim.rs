@@ -108,15 +108,22 @@ impl Adam {
         let (v_head, v_tail) = v[..n].split_at_mut(k);
         let (g_head, g_tail) = grad[..n].split_at(k);
         let (t_head, t_tail) = touched[..n].split_at(k);
-        rule.apply(
-            p_head,
-            m_head,
-            v_head,
-            g_head,
-            t_head,
-            Some(&step_scale[..k]),
-        );
-        rule.apply(p_tail, m_tail, v_tail, g_tail, t_tail, None);
+        rule.apply(Rows {
+            p: p_head,
+            m: m_head,
+            v: v_head,
+            g: g_head,
+            t: t_head,
+            scale: Some(&step_scale[..k]),
+        });
+        rule.apply(Rows {
+            p: p_tail,
+            m: m_tail,
+            v: v_tail,
+            g: g_tail,
+            t: t_tail,
+            scale: None,
+        });
     }
 }
 
@@ -132,54 +139,41 @@ struct Rule {
     clip: f64,
 }
 
+/// Equal-length slices of parameters, moments, gradient and touched flags, with each row's
+/// step multiplier (1 for all when None).
+struct Rows<'a> {
+    p: &'a mut [f64],
+    m: &'a mut [f64],
+    v: &'a mut [f64],
+    g: &'a [f64],
+    t: &'a [bool],
+    scale: Option<&'a [f64]>,
+}
+
 impl Rule {
-    /// Updates the rows of equal-length slices; `scale` is each row's step multiplier (1 for
-    /// all when None). With AVX2 the same loop runs in 256-bit vectors: no fused multiply-adds
-    /// are formed (Rust never contracts), so the bits are those of the portable loop.
-    fn apply(
-        self,
-        p: &mut [f64],
-        m: &mut [f64],
-        v: &mut [f64],
-        g: &[f64],
-        t: &[bool],
-        scale: Option<&[f64]>,
-    ) {
+    /// Updates the rows. With AVX2 the same loop runs in 256-bit vectors: no fused
+    /// multiply-adds are formed (Rust never contracts), so the bits are those of the portable
+    /// loop.
+    fn apply(self, rows: Rows<'_>) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present (checked just above).
-            unsafe { self.apply_avx2(p, m, v, g, t, scale) };
+            unsafe { self.apply_avx2(rows) };
             return;
         }
-        self.apply_portable(p, m, v, g, t, scale);
+        self.apply_portable(rows);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn apply_avx2(
-        self,
-        p: &mut [f64],
-        m: &mut [f64],
-        v: &mut [f64],
-        g: &[f64],
-        t: &[bool],
-        scale: Option<&[f64]>,
-    ) {
-        self.apply_portable(p, m, v, g, t, scale);
+    fn apply_avx2(self, rows: Rows<'_>) {
+        self.apply_portable(rows);
     }
 
     #[inline(always)]
-    fn apply_portable(
-        self,
-        p: &mut [f64],
-        m: &mut [f64],
-        v: &mut [f64],
-        g: &[f64],
-        t: &[bool],
-        scale: Option<&[f64]>,
-    ) {
-        let rows = p.iter_mut().zip(m).zip(v).zip(g).zip(t);
-        match scale {
+    fn apply_portable(self, r: Rows<'_>) {
+        let rows = r.p.iter_mut().zip(r.m).zip(r.v).zip(r.g).zip(r.t);
+        match r.scale {
             Some(s) => rows
                 .zip(s)
                 .for_each(|(((((p, m), v), &g), &t), &s)| self.row(p, m, v, g, t, s)),
