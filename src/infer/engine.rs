@@ -413,6 +413,12 @@ impl Evaluator<'_> {
         let (instances, scale) = self.batch(plate, 0);
         let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
         let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
+        if let [rows] = chunks.as_slice() {
+            // One chunk: nothing to share, so no region (and no spinners to wake and stop).
+            let mut tape = PooledTape::take();
+            let result = self.instance(&mut tape.0, plate, rows, scale, (global_ids, inputs), grad);
+            return vec![result];
+        }
         // The other workers spin through the serial part between two such regions instead
         // of sleeping (`super::warm`): waking them costs more than a small model's chunk.
         super::warm::release();

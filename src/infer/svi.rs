@@ -145,26 +145,33 @@ pub fn objective_and_gradient(
 ) -> Result<(f64, Vec<f64>, Vec<bool>), InferError> {
     // Particles are independent (own random streams) and collected in index order, so running
     // them in parallel leaves the result bit-identical for any thread count.
-    super::warm::release();
-    let mut particles = (0..cfg.particles.max(1) as u64)
-        .into_par_iter()
-        .map(|k| {
-            let spec = ParticleSpec {
-                seed: state.seed,
-                step: state.step,
-                particle: k,
-                analytic_kl: cfg.analytic_kl,
-            };
-            Evaluator {
-                model,
-                layout: &state.layout,
-                params: &state.params,
-                spec,
-                proposal: None,
-            }
-            .particle(reducer)
-        })
-        .collect::<Result<Vec<Particle>, InferError>>()?;
+    let particle = |k: u64| {
+        let spec = ParticleSpec {
+            seed: state.seed,
+            step: state.step,
+            particle: k,
+            analytic_kl: cfg.analytic_kl,
+        };
+        Evaluator {
+            model,
+            layout: &state.layout,
+            params: &state.params,
+            spec,
+            proposal: None,
+        }
+        .particle(reducer)
+    };
+    let mut particles = match cfg.particles.max(1) {
+        // One particle: no region of its own (its plates still run theirs).
+        1 => vec![particle(0)?],
+        k => {
+            super::warm::release();
+            (0..k as u64)
+                .into_par_iter()
+                .map(particle)
+                .collect::<Result<Vec<Particle>, InferError>>()?
+        }
+    };
     let (value, weights) = combine(&particles, cfg.objective);
     if let ([p], [w]) = (particles.as_mut_slice(), weights.as_slice()) {
         // One particle: its gradient, negated in place (0 - w g, as below, to the bit).
