@@ -277,7 +277,8 @@ pub fn write_latent_report(out_dir: &Path, run: &LatentRun) -> Result<LatentFile
             })
             .collect(),
     };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| ReportError::Io {
+    // One line per element record (depth 5: root, quantities, quantity, elements, record).
+    let json = super::json::to_string_lines(&summary, 4).map_err(|e| ReportError::Io {
         path: out_dir.join("summary.json"),
         source: std::io::Error::other(e.to_string()),
     })?;

@@ -8,6 +8,7 @@
 //! input, the crate version and the seed.
 
 mod draws;
+pub mod json;
 pub mod latents;
 pub mod plot;
 pub mod posterior;
