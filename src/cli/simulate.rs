@@ -37,6 +37,10 @@ pub struct Args {
     /// Resolution limit of the predicted reflections, Å.
     #[arg(long, default_value_t = 2.2)]
     pub d_min: f64,
+    /// Detector point-spread (Gaussian sd, pixels) applied to the spot photons before the
+    /// noise; the models here have none, so > 0 simulates an effect the fit lacks.
+    #[arg(long, default_value_t = 0.0)]
+    pub psf_px: f64,
 }
 
 fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
@@ -104,7 +108,15 @@ pub fn run(args: &Args) -> ExitCode {
         },
         None => Fixed::default(),
     };
+    if !(args.psf_px.is_finite() && (0.0..=5.0).contains(&args.psf_px)) {
+        eprintln!(
+            "error: --psf-px {}: the point-spread sd must be 0 to 5 pixels",
+            args.psf_px
+        );
+        return ExitCode::from(2);
+    }
     let template = Template {
+        psf_sd_px: args.psf_px,
         max_shoeboxes: args.max_shoeboxes,
         d_min_a: args.d_min,
         ..Template::default()

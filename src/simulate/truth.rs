@@ -138,6 +138,14 @@ pub struct Truth {
     pub images: Vec<ImageTruth>,
     /// Predicted reflections not written, by reason.
     pub skipped: Skipped,
+    /// The detector point-spread applied to the spot photons (Gaussian sd, pixels); written
+    /// only when not 0, as no model fitted here has one (a misspecification to correct).
+    #[serde(skip_serializing_if = "no_psf")]
+    pub psf_sd_px: f64,
+}
+
+fn no_psf(sd: &f64) -> bool {
+    *sd == 0.0
 }
 
 /// A draw from `prior`.
@@ -198,6 +206,7 @@ impl Truth {
             fdp: Vec::new(),
             images: Vec::new(),
             skipped: Skipped::default(),
+            psf_sd_px: 0.0,
         })
     }
 
