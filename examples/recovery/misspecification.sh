@@ -15,7 +15,8 @@
 #          7120 eV), so its edge error is the misspecification's alone.
 #   STEPS  SVI steps per fit (default 300).
 #   SHAPES  the simulated lattice transforms (default "square gauss": the misspecified data and
-#          the control).
+#          the control); `psfX` is GAUSS with a detector point-spread of sd X pixels
+#          (`spreadc simulate --psf-px X`), which the fitting model lacks too, e.g. "psf1 gauss".
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #   R0  the first replicate (default 0). With R0 > 0 the rows are appended to an existing
 #       WORK_DIR/fits.tsv, so replicates can be added to an earlier run of the same settings.
@@ -45,8 +46,12 @@ for r in $(seq "$R0" $((R - 1))); do
   for shape in $SHAPES; do
     d="$W/data_${shape}_r$r"
     [ "$r" = 0 ] && d="$W/data_$shape"
+    case "$shape" in
+      psf*) sim_args=(--set shape=gauss --psf-px "${shape#psf}") ;;
+      *) sim_args=(--set "shape=$shape") ;;
+    esac
     [ -f "$d/truth.json" ] || "$S" simulate "$M" --out "$d" \
-      --images "$N" --seed $((77 + 100 * r)) --truth "$W/truth_fixed.json" --set shape=$shape \
+      --images "$N" --seed $((77 + 100 * r)) --truth "$W/truth_fixed.json" "${sim_args[@]}" \
       > "$W/sim_${shape}_r$r.log"
     for fdp_model in $FORMS; do
       for corr in false true; do
