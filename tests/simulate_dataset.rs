@@ -328,3 +328,20 @@ fn a_form_needing_a_vector_latent_is_refused_by_name() {
     );
     assert!(!dir.join("truth.json").exists());
 }
+
+/// `--psf-px` outside 0..5 pixels is refused by name; a point-spread in range is recorded in
+/// truth.json (and absent without one).
+#[test]
+fn point_spread_is_checked_and_recorded() {
+    let dir = out_dir("bad_psf");
+    let o = simulate(&dir, &["--images", "1", "--psf-px", "-1"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--psf-px -1"), "{err}");
+    let dir = out_dir("psf");
+    ok(&simulate(&dir, &["--images", "1", "--psf-px", "1.5"]));
+    assert_eq!(truth(&dir)["psf_sd_px"], 1.5);
+    let dir = out_dir("no_psf");
+    ok(&simulate(&dir, &["--images", "1"]));
+    assert!(truth(&dir).get("psf_sd_px").is_none());
+}

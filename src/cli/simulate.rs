@@ -39,7 +39,7 @@ pub struct Args {
     pub d_min: f64,
     /// Detector point-spread (Gaussian sd, pixels) applied to the spot photons before the
     /// noise; the models here have none, so > 0 simulates an effect the fit lacks.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub psf_px: f64,
 }
 
