@@ -79,6 +79,24 @@ pub struct Args {
     /// SVI steps refining each start of --search.
     #[arg(long, value_name = "N", default_value_t = 100, requires = "search")]
     pub search_refine: u64,
+    /// Profile scan of one dataset-level latent (e.g. --scan edge_ev=7110:7130:0.25): before
+    /// the --scan-at steps its guide location is set to each grid value in turn, everything
+    /// else held, the ELBO over all the data is scored, and the location moves to the best
+    /// point if that beats it by 1 nat; at the end the same scan reports, without moving, a
+    /// point that beats the fit (a far mode).
+    #[arg(long, value_name = "SITE=LO:HI:STEP", value_parser = parse_scan, allow_hyphen_values = true)]
+    pub scan: Option<(String, f64, f64, f64)>,
+    /// Steps at which --scan runs (default: a tenth and a quarter into the lr horizon).
+    #[arg(
+        long,
+        value_name = "S1,S2,...",
+        value_delimiter = ',',
+        requires = "scan"
+    )]
+    pub scan_at: Option<Vec<u64>>,
+    /// Guide draws averaged in each point's score of --scan (the same draws at every point).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "scan")]
+    pub scan_draws: u64,
     /// Summarize the dataset-level latents (all, or the comma-separated SITES) by their
     /// linear-response covariance: the inverse of the log joint's expected curvature under the
     /// fitted guide, with every per-image and per-shoebox latent integrated out (a mean-field
@@ -108,6 +126,21 @@ fn parse_search(s: &str) -> Result<(Vec<String>, usize), String> {
     }
 }
 
+/// `SITE=LO:HI:STEP`, e.g. edge_ev=7110:7130:0.25.
+fn parse_scan(s: &str) -> Result<(String, f64, f64, f64), String> {
+    let usage = || format!("`{s}`: expected SITE=LO:HI:STEP, e.g. edge_ev=7110:7130:0.25");
+    let (site, range) = s.split_once('=').ok_or_else(usage)?;
+    let parts: Vec<&str> = range.split(':').collect();
+    let [lo, hi, step] = parts.as_slice() else {
+        return Err(usage());
+    };
+    let num = |x: &str| x.trim().parse::<f64>().map_err(|_| usage());
+    if site.is_empty() {
+        return Err(usage());
+    }
+    Ok((site.to_string(), num(lo)?, num(hi)?, num(step)?))
+}
+
 /// Runs the fit; exit 0 on success, 1 on model or data errors, 2 on usage or IO errors.
 pub fn run(args: &Args) -> ExitCode {
     let cfg = RunConfig {
@@ -132,6 +165,17 @@ pub fn run(args: &Args) -> ExitCode {
             refine_steps: args.search_refine,
             at_steps: args.search_at.clone(),
         }),
+        scan: args
+            .scan
+            .clone()
+            .map(|(site, lo, hi, step)| spread::run::profile::SiteScan {
+                site,
+                lo,
+                hi,
+                step,
+                at_steps: args.scan_at.clone(),
+                draws: args.scan_draws,
+            }),
         linear_response: args
             .linear_response
             .clone()

@@ -195,6 +195,19 @@ impl Evaluator<'_> {
     /// log p(x, z) - log q(z) of one particle, forward only (no gradients), summed in the
     /// order `particle` sums it, so the two agree to the bit: for end-of-fit summaries.
     pub fn log_weight(&self) -> Result<f64, InferError> {
+        self.forward_value(false)
+    }
+
+    /// log p(x, z) - log q(z) over all the data, forward only: every instance of each
+    /// top-level plate unscaled, whatever its mini-batch (nested plates still draw theirs).
+    /// For comparisons that must not depend on which instances a step picked (the profile
+    /// scan, `super::scan`).
+    pub fn full_log_weight(&self) -> Result<f64, InferError> {
+        self.forward_value(true)
+    }
+
+    /// The forward value over this step's mini-batches, or over all instances if `all`.
+    fn forward_value(&self, all: bool) -> Result<f64, InferError> {
         let mut pooled = PooledTape::take();
         let tape = &mut pooled.0;
         tape.clear();
@@ -203,7 +216,13 @@ impl Evaluator<'_> {
         let (global_ids, inputs) = global_inputs(tape, &env);
         let mut plates_sum = 0.0;
         for plate in self.top_plates() {
-            for r in self.plate_results(plate, &global_ids, &inputs, false) {
+            let results = if all {
+                let every: Vec<usize> = (0..self.model.plates[plate].size).collect();
+                self.rows_results(plate, &every, 1.0, (&global_ids, &inputs), false)
+            } else {
+                self.plate_results(plate, &global_ids, &inputs, false)
+            };
+            for r in results {
                 plates_sum += r?.value;
             }
         }
@@ -411,6 +430,18 @@ impl Evaluator<'_> {
         grad: bool,
     ) -> Vec<Result<InstanceResult, InferError>> {
         let (instances, scale) = self.batch(plate, 0);
+        self.rows_results(plate, &instances, scale, (global_ids, inputs), grad)
+    }
+
+    /// The given instances of top-level `plate`, scaled by `scale`, chunk by chunk.
+    fn rows_results(
+        &self,
+        plate: PlateId,
+        instances: &[usize],
+        scale: f64,
+        (global_ids, inputs): (&[(usize, NodeId)], &[Value]),
+        grad: bool,
+    ) -> Vec<Result<InstanceResult, InferError>> {
         let chunk = self.model.plates[plate].chunk.unwrap_or(1).max(1);
         let chunks: Vec<&[usize]> = instances.chunks(chunk).collect();
         if let [rows] = chunks.as_slice() {

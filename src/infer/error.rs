@@ -49,6 +49,9 @@ pub enum InferError {
     /// A mode search was asked for a site it cannot search.
     #[error("mode search: {0}")]
     Search(String),
+    /// A profile scan was asked for a site it cannot scan, or could not score a point.
+    #[error("profile scan: {0}")]
+    Scan(String),
     /// The linear-response covariance could not be computed.
     #[error("linear response: {0}")]
     LinearResponse(String),

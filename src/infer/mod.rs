@@ -23,6 +23,7 @@ pub mod posterior;
 pub mod prior_scale;
 pub mod reduce;
 pub mod rng;
+pub mod scan;
 pub mod search;
 pub mod spline;
 pub mod svi;

@@ -13,6 +13,7 @@ use super::guide::ParamLayout;
 use super::model::Model;
 use super::optim::Adam;
 use super::reduce::GradientReduce;
+use super::scan::{ProfileScan, ScanRound};
 use super::search::{ModeSearch, SearchRound};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ pub struct SviConfig {
     pub checkpoint_path: Option<PathBuf>,
     /// A mode search of a per-instance latent at chosen steps (`super::search`).
     pub search: Option<ModeSearch>,
+    /// A profile scan of a dataset-level latent at chosen steps (`super::scan`).
+    #[serde(default)]
+    pub scan: Option<ProfileScan>,
 }
 
 impl Default for SviConfig {
@@ -58,6 +62,7 @@ impl Default for SviConfig {
             checkpoint_every: None,
             checkpoint_path: None,
             search: None,
+            scan: None,
         }
     }
 }
@@ -82,6 +87,9 @@ pub struct SviState {
     /// The mode searches run so far.
     #[serde(default)]
     pub searches: Vec<SearchRound>,
+    /// The profile scans run so far.
+    #[serde(default)]
+    pub scans: Vec<ScanRound>,
 }
 
 impl SviState {
@@ -99,6 +107,7 @@ impl SviState {
             elbo: Vec::new(),
             layout,
             searches: Vec::new(),
+            scans: Vec::new(),
         }
     }
 
@@ -273,6 +282,13 @@ pub fn run(
     }
     let step_scale = state.layout.step_scales(model);
     while state.step < cfg.steps {
+        if let Some(s) = &cfg.scan
+            && s.at_steps.contains(&state.step)
+            && !state.scans.iter().any(|r| r.step == state.step)
+        {
+            let round = super::scan::scan(model, &mut state, s, true)?;
+            state.scans.push(round);
+        }
         if let Some(s) = &cfg.search
             && s.at_steps.contains(&state.step)
             && !state.searches.iter().any(|r| r.step == state.step)

@@ -11,6 +11,7 @@
 pub mod convergence;
 pub mod corrections;
 pub mod physics;
+pub mod profile;
 pub mod refined_sf;
 
 use crate::diagnostics::render_all;
@@ -68,6 +69,9 @@ pub struct RunConfig {
     pub npz_max_bytes: Option<u64>,
     /// `--search SITE:K`: a mode search of a per-instance latent during the fit.
     pub search: Option<SiteSearch>,
+    /// `--scan SITE=LO:HI:STEP`: a profile scan of a dataset-level latent during the fit and
+    /// at its end.
+    pub scan: Option<profile::SiteScan>,
     /// `--linear-response[=SITES]`: the dataset-level latents' summaries from their
     /// linear-response covariance (`crate::infer::linear_response`; empty: every such latent).
     pub linear_response: Option<Vec<String>>,
@@ -114,6 +118,7 @@ impl Default for RunConfig {
             draws: 1000,
             npz_max_bytes: Some(DEFAULT_NPZ_MAX_MIB << 20),
             search: None,
+            scan: None,
             linear_response: None,
         }
     }
@@ -375,6 +380,11 @@ pub fn run_model(
         checkpoint_every: cfg.checkpoint_every,
         checkpoint_path: Some(ckpt.clone()),
         search: mode_search(cfg, &planned.model, horizon)?,
+        scan: cfg
+            .scan
+            .as_ref()
+            .map(|s| profile::profile_scan(s, &planned.model, default_search_steps(horizon)))
+            .transpose()?,
         ..SviConfig::default()
     };
     if let Some(sites) = &cfg.linear_response {
@@ -433,6 +443,12 @@ pub fn run_model(
         notes.push(n.clone());
     }
     notes.extend(state.searches.iter().map(search_note));
+    notes.extend(state.scans.iter().map(profile::scan_note));
+    let end_scan = match &svi_cfg.scan {
+        Some(s) => Some(pool.install(|| profile::end_check(model, &state, s))?),
+        None => None,
+    };
+    notes.extend(end_scan.as_ref().and_then(profile::end_note));
     notes.extend(still_rising(&state.elbo));
     let drifts = pool.install(|| convergence::drifts(model, &state, CONVERGENCE_DRAWS))?;
     notes.extend(convergence::note(&drifts, CONVERGENCE_DRAWS));
@@ -482,6 +498,8 @@ pub fn run_model(
             "min_t": convergence::MIN_T,
             "drifts": drifts,
             "mode_searches": &state.searches,
+            "profile_scans": &state.scans,
+            "end_profile": &end_scan,
         }),
         linear_response: match (&response, &response_failure) {
             (Some(r), _) => serde_json::to_value(r).unwrap_or_default(),
