@@ -13,7 +13,7 @@ use spread::infer::examples::{latent, observe};
 use spread::infer::model::{Expr, Model, Site};
 use spread::infer::optim::{Adam, LrSchedule};
 use spread::infer::reduce::SingleProcess;
-use spread::infer::scan::{ProfileScan, check_site, scan};
+use spread::infer::scan::{ProfileScan, Refiner, check_site, scan};
 use spread::infer::svi::{self, SviConfig, SviState};
 use spread::run::profile::{end_check, end_note, grid};
 use std::sync::Arc;
@@ -87,6 +87,7 @@ fn c_scan(m: &Model, at: Vec<u64>, draws: u64) -> ProfileScan {
         values: grid(-3.0, 3.0, 0.25).unwrap(),
         at_steps: at,
         draws,
+        refine_steps: 0,
     }
 }
 
@@ -140,7 +141,7 @@ fn gains_are_the_log_joint_differences_over_all_the_data() {
     let m = model(Some(1e-12));
     let s = c_scan(&m, vec![], 2);
     let mut st = SviState::new(&m, 5);
-    let r = scan(&m, &mut st, &s, false).unwrap();
+    let r = scan(&m, &mut st, &s, false, None).unwrap();
     assert_eq!(r.current, -1.0);
     assert!(r.moved_to.is_none(), "a reporting scan never moves");
     assert_eq!(c_loc(&m, &st), -1.0);
@@ -162,7 +163,7 @@ fn plain_svi_stays_in_the_wrong_mode_and_the_end_check_says_so() {
     let plain = fit(&m, &config(400, None));
     let c = c_loc(&m, &plain);
     assert!((c + 2.0).abs() < 0.05, "plain SVI left the -2 basin: {c}");
-    let r = end_check(&m, &plain, &c_scan(&m, vec![], 64)).unwrap();
+    let r = end_check(&m, &plain, &c_scan(&m, vec![], 64), None).unwrap();
     assert_eq!(r.best().unwrap().0, 2.0);
     // The grid points at the two modes differ by the prior's 6 nats (the guide's sd is the
     // same at both; 64 draws leave ~0.1 nats of noise from the likelihood's skew).
@@ -190,7 +191,7 @@ fn the_scan_moves_the_fit_to_the_right_mode_and_the_posterior_there() {
         "fitted c {c}, posterior mean {want}"
     );
     // At the right mode the end check finds nothing better than the fit.
-    let r = end_check(&m, &st, &c_scan(&m, vec![], 8)).unwrap();
+    let r = end_check(&m, &st, &c_scan(&m, vec![], 8), None).unwrap();
     assert!(end_note(&r).is_none(), "{:?}", r.best());
 }
 
@@ -222,4 +223,163 @@ fn only_one_element_dataset_level_latents_are_scanned() {
             .contains("not a latent")
     );
     check_site(&m, m.site_index("c").unwrap()).unwrap();
+}
+
+// A sign flip that only a refined scan can see: c ~ Normal(0, 3) with w ~ Normal(c², 0.1) at
+// w = 4 fixes |c| = 2; x_g ~ Normal(1, 1) and y_g ~ Normal(c x_g, 0.1) at y_g = 4 in five groups.
+// The modes (c, x) = (2, 2) and (-2, -2) fit the data alike; the prior of x prefers the first.
+// With x integrated out, y_g ~ Normal(c, √(c² + 0.01)), so the two modes differ by
+// Σ_g [(y_g + 2)² - (y_g - 2)²] / (2 × 4.01) = 5 × 32 / 8.02 = 19.95 nats. A fit started at
+// c = -1, x = -1 ends in the wrong mode; at c = +2 with x held at -2 the fit is thousands of
+// nats worse, so an unrefined scan stays, and a refined one (x follows c) finds the gain.
+const FLIP_SIGMA: f64 = 0.1;
+const FLIP_Y: f64 = 4.0;
+
+fn flip_model() -> Model {
+    let mut m = Model::default();
+    let g = m.plate("g", GROUPS, None);
+    m.data(
+        "y",
+        vec![g],
+        ArrayD::from_shape_vec(IxDyn(&[GROUPS]), vec![FLIP_Y; GROUPS]).unwrap(),
+    );
+    m.data(
+        "w",
+        vec![],
+        ArrayD::from_shape_vec(IxDyn(&[]), vec![4.0]).unwrap(),
+    );
+    let mut c = latent(
+        "c",
+        None,
+        Family::Normal,
+        vec![Expr::Const(0.0), Expr::Const(3.0)],
+    );
+    c.init = Some(-1.0);
+    m.site(Site::Latent(c));
+    let square = Expr::Call(Arc::new(|t, env| {
+        let c = env
+            .site("c")
+            .ok_or(spread::tape::TapeError::UnknownNode(0))?;
+        t.square(c)
+    }));
+    m.site(Site::Observe(observe(
+        "w",
+        None,
+        Family::Normal,
+        vec![square, Expr::Const(FLIP_SIGMA)],
+        Expr::Data("w".into()),
+    )));
+    let mut x = latent(
+        "x",
+        Some(g),
+        Family::Normal,
+        vec![Expr::Const(1.0), Expr::Const(1.0)],
+    );
+    x.init = Some(-1.0);
+    m.site(Site::Latent(x));
+    let product = Expr::Call(Arc::new(|t, env| {
+        let c = env
+            .site("c")
+            .ok_or(spread::tape::TapeError::UnknownNode(0))?;
+        let x = env
+            .site("x")
+            .ok_or(spread::tape::TapeError::UnknownNode(1))?;
+        t.mul(c, x)
+    }));
+    m.site(Site::Observe(observe(
+        "y",
+        Some(g),
+        Family::Normal,
+        vec![product, Expr::Const(FLIP_SIGMA)],
+        Expr::Data("y".into()),
+    )));
+    m.validate().expect("a valid model");
+    m
+}
+
+/// The gain of the mode c = +2 over c = -2 with x integrated out (the header's closed form).
+fn flip_gain() -> f64 {
+    let var = 4.0 + FLIP_SIGMA * FLIP_SIGMA;
+    GROUPS as f64 * ((FLIP_Y + 2.0).powi(2) - (FLIP_Y - 2.0).powi(2)) / (2.0 * var)
+}
+
+fn flip_scan(m: &Model, at: Vec<u64>, refine_steps: u64) -> ProfileScan {
+    ProfileScan {
+        site: m.site_index("c").expect("c"),
+        values: vec![-2.0, 2.0],
+        at_steps: at,
+        draws: 64,
+        refine_steps,
+    }
+}
+
+fn flip_config(steps: u64, scan: Option<ProfileScan>) -> SviConfig {
+    SviConfig {
+        steps,
+        seed: 3,
+        adam: Adam {
+            lr: 0.02,
+            schedule: LrSchedule::Exponential {
+                decay: 0.01,
+                every: 1500,
+            },
+            ..Adam::default()
+        },
+        scan,
+        ..SviConfig::default()
+    }
+}
+
+#[test]
+fn only_a_refined_scan_sees_a_mode_the_other_latents_must_follow() {
+    let m = flip_model();
+    let cfg = flip_config(1500, None);
+    let plain = fit(&m, &cfg);
+    let c = c_loc(&m, &plain);
+    assert!((c + 2.0).abs() < 0.05, "plain SVI left the -2 mode: {c}");
+    let held = end_check(&m, &plain, &flip_scan(&m, vec![], 0), None).unwrap();
+    assert!(
+        held.gains[1] < -1000.0,
+        "c = +2 with x held at -2: {}",
+        held.gains[1]
+    );
+    assert!(end_note(&held).is_none(), "{:?}", held.best());
+    let step_scale = plain.layout.step_scales(&m);
+    let refiner = Refiner {
+        cfg: &cfg,
+        reducer: &SingleProcess,
+        step_scale: &step_scale,
+    };
+    let refined = end_check(&m, &plain, &flip_scan(&m, vec![], 600), Some(refiner)).unwrap();
+    let gain = refined.gains[1] - refined.gains[0];
+    eprintln!(
+        "refined gain of +2 over -2: {gain} nats (closed form {})",
+        flip_gain()
+    );
+    assert!(
+        (gain - flip_gain()).abs() < 0.5,
+        "refined +2 over -2: {gain} nats, closed form {}",
+        flip_gain()
+    );
+    let note = end_note(&refined).expect("the refined end check names the better mode");
+    assert!(note.contains("worse mode of c"), "{note}");
+    assert_eq!(c_loc(&m, &plain), c, "the end check does not move the fit");
+}
+
+#[test]
+fn a_refined_scan_moves_the_fit_and_its_followers_to_the_right_mode() {
+    let m = flip_model();
+    let st = fit(&m, &flip_config(1500, Some(flip_scan(&m, vec![300], 600))));
+    assert_eq!(st.scans[0].moved_to, Some(2.0), "{:?}", st.scans[0]);
+    assert_eq!(st.scans[0].refine_steps, 600);
+    assert_eq!(st.elbo.len(), 1500, "refinement steps are not the fit's");
+    let c = c_loc(&m, &st);
+    assert!((c - 2.0).abs() < 0.05, "{c}");
+    let x = st.layout.blocks[m.site_index("x").unwrap()]
+        .as_ref()
+        .unwrap();
+    for g in 0..GROUPS {
+        let xg = st.params[x.instance_offset(g)];
+        assert!((xg - 2.0).abs() < 0.1, "x[{g}] = {xg}");
+    }
 }

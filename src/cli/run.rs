@@ -97,6 +97,11 @@ pub struct Args {
     /// Guide draws averaged in each point's score of --scan (the same draws at every point).
     #[arg(long, value_name = "N", default_value_t = 2, requires = "scan")]
     pub scan_draws: u64,
+    /// SVI steps refining every other latent at each --scan point, the scanned one held,
+    /// before its score: a profile proper, where the other latents follow each point instead
+    /// of staying adapted to the current location (costs points × N steps per scan).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "scan")]
+    pub scan_refine: u64,
     /// Summarize the dataset-level latents (all, or the comma-separated SITES) by their
     /// linear-response covariance: the inverse of the log joint's expected curvature under the
     /// fitted guide, with every per-image and per-shoebox latent integrated out (a mean-field
@@ -175,6 +180,7 @@ pub fn run(args: &Args) -> ExitCode {
                 step,
                 at_steps: args.scan_at.clone(),
                 draws: args.scan_draws,
+                refine_steps: args.scan_refine,
             }),
         linear_response: args
             .linear_response

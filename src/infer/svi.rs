@@ -286,7 +286,12 @@ pub fn run(
             && s.at_steps.contains(&state.step)
             && !state.scans.iter().any(|r| r.step == state.step)
         {
-            let round = super::scan::scan(model, &mut state, s, true)?;
+            let refiner = super::scan::Refiner {
+                cfg,
+                reducer,
+                step_scale: &step_scale,
+            };
+            let round = super::scan::scan(model, &mut state, s, true, Some(refiner))?;
             state.scans.push(round);
         }
         if let Some(s) = &cfg.search

@@ -445,7 +445,15 @@ pub fn run_model(
     notes.extend(state.searches.iter().map(search_note));
     notes.extend(state.scans.iter().map(profile::scan_note));
     let end_scan = match &svi_cfg.scan {
-        Some(s) => Some(pool.install(|| profile::end_check(model, &state, s))?),
+        Some(s) => {
+            let step_scale = state.layout.step_scales(model);
+            let refiner = crate::infer::scan::Refiner {
+                cfg: &svi_cfg,
+                reducer: &SingleProcess,
+                step_scale: &step_scale,
+            };
+            Some(pool.install(|| profile::end_check(model, &state, s, Some(refiner)))?)
+        }
         None => None,
     };
     notes.extend(end_scan.as_ref().and_then(profile::end_note));

@@ -23,6 +23,8 @@ pub struct SiteScan {
     pub at_steps: Option<Vec<u64>>,
     /// Guide draws averaged per score.
     pub draws: u64,
+    /// SVI steps refining everything else at each point before its score (0: none).
+    pub refine_steps: u64,
 }
 
 impl SiteScan {
@@ -74,16 +76,19 @@ pub fn profile_scan(
         values,
         at_steps: s.at_steps.clone().unwrap_or(default_steps),
         draws: s.draws,
+        refine_steps: s.refine_steps,
     })
 }
 
-/// The end-of-fit profile: the scan at the final state, reporting only.
+/// The end-of-fit profile: the scan at the final state, reporting only (refined as the scan
+/// asks, on a copy of the state).
 pub fn end_check(
     model: &Model,
     state: &SviState,
     s: &ProfileScan,
+    refiner: Option<scan::Refiner<'_>>,
 ) -> Result<ScanRound, crate::infer::error::InferError> {
-    scan::scan(model, &mut state.clone(), s, false)
+    scan::scan(model, &mut state.clone(), s, false, refiner)
 }
 
 /// What a scan did, e.g. "note: profile scan of edge_ev before step 100 (41 points): moved
@@ -94,8 +99,12 @@ pub fn scan_note(r: &ScanRound) -> String {
         0 => String::new(),
         n => format!("; {n} points failed to evaluate"),
     };
+    let refined = match r.refine_steps {
+        0 => String::new(),
+        n => format!(", each refined {n} steps"),
+    };
     let head = format!(
-        "note: profile scan of {} before step {} ({} points, {:.6} to {:.6})",
+        "note: profile scan of {} before step {} ({} points, {:.6} to {:.6}{refined})",
         r.site,
         r.step,
         r.values.len(),
@@ -157,6 +166,7 @@ mod tests {
             gains: vec![3.0, 12.5, f64::NAN],
             moved_to: Some(7120.0),
             may_move: true,
+            refine_steps: 0,
         };
         let n = scan_note(&r);
         assert!(
