@@ -28,7 +28,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Nanobragg(cli::nanobragg::Args),
     /// Fit a model to data by variational inference and write the posterior.
-    Run(cli::run::Args),
+    Run(Box<cli::run::Args>),
     /// Draw a synthetic dataset (DIALS .expt/.refl, spectra, truth.json) from a model.
     Simulate(cli::simulate::Args),
 }

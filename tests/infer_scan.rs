@@ -14,7 +14,7 @@ use spread::infer::model::{Expr, Model, Site};
 use spread::infer::optim::{Adam, LrSchedule};
 use spread::infer::reduce::SingleProcess;
 use spread::infer::scan::{ProfileScan, Refiner, check_site, scan};
-use spread::infer::svi::{self, SviConfig, SviState};
+use spread::infer::svi::{self, Hold, SviConfig, SviState};
 use spread::run::profile::{end_check, end_note, grid};
 use std::sync::Arc;
 
@@ -236,6 +236,10 @@ const FLIP_SIGMA: f64 = 0.1;
 const FLIP_Y: f64 = 4.0;
 
 fn flip_model() -> Model {
+    flip_model_from(-1.0, -1.0)
+}
+
+fn flip_model_from(c_init: f64, x_init: f64) -> Model {
     let mut m = Model::default();
     let g = m.plate("g", GROUPS, None);
     m.data(
@@ -254,7 +258,7 @@ fn flip_model() -> Model {
         Family::Normal,
         vec![Expr::Const(0.0), Expr::Const(3.0)],
     );
-    c.init = Some(-1.0);
+    c.init = Some(c_init);
     m.site(Site::Latent(c));
     let square = Expr::Call(Arc::new(|t, env| {
         let c = env
@@ -275,7 +279,7 @@ fn flip_model() -> Model {
         Family::Normal,
         vec![Expr::Const(1.0), Expr::Const(1.0)],
     );
-    x.init = Some(-1.0);
+    x.init = Some(x_init);
     m.site(Site::Latent(x));
     let product = Expr::Call(Arc::new(|t, env| {
         let c = env
@@ -382,4 +386,59 @@ fn a_refined_scan_moves_the_fit_and_its_followers_to_the_right_mode() {
         let xg = st.params[x.instance_offset(g)];
         assert!((xg - 2.0).abs() < 0.1, "x[{g}] = {xg}");
     }
+}
+
+/// `Hold`: c started at +0.3 with x at -1.5. Unheld, c reaches zero before the x_g do (Adam
+/// moves each about a rate a step) and the fit ends in the wrong mode (-2, -2). Held for the
+/// first 300 steps, c keeps its start to the bit while the x_g follow it past zero (towards
+/// y_g / c), and released, the fit ends in the right mode (2, 2).
+#[test]
+fn holding_a_global_while_the_locals_fit_keeps_it_out_of_the_wrong_mode() {
+    let m = flip_model_from(0.3, -1.5);
+    let site = m.site_index("c").unwrap();
+    let x_at = |st: &SviState, g: usize| {
+        let b = st.layout.blocks[m.site_index("x").unwrap()]
+            .as_ref()
+            .unwrap();
+        st.params[b.instance_offset(g)]
+    };
+    let held_cfg = |steps| SviConfig {
+        hold: Some(Hold {
+            sites: vec![site],
+            until_step: 300,
+        }),
+        ..flip_config(steps, None)
+    };
+    let start = SviState::new(&m, 3);
+    let c_block = start.layout.blocks[site].clone().unwrap();
+    let c_params =
+        |st: &SviState| st.params[c_block.offset..c_block.offset + c_block.len()].to_vec();
+    let during = fit(&m, &held_cfg(300));
+    assert_eq!(
+        c_params(&during),
+        c_params(&start),
+        "held: c's guide unchanged"
+    );
+    for g in 0..GROUPS {
+        assert!(x_at(&during, g) > 2.0, "x[{g}] = {}", x_at(&during, g));
+    }
+    let held = fit(&m, &held_cfg(1500));
+    assert!(
+        (c_loc(&m, &held) - 2.0).abs() < 0.05,
+        "{}",
+        c_loc(&m, &held)
+    );
+    for g in 0..GROUPS {
+        assert!(
+            (x_at(&held, g) - 2.0).abs() < 0.1,
+            "x[{g}] = {}",
+            x_at(&held, g)
+        );
+    }
+    let plain = fit(&m, &flip_config(1500, None));
+    assert!(
+        (c_loc(&m, &plain) + 2.0).abs() < 0.05,
+        "unheld: {}",
+        c_loc(&m, &plain)
+    );
 }

@@ -426,3 +426,43 @@ fn profile_scan_is_checked_recorded_and_harmless_at_the_right_mode() {
     let (mean, _) = post(&summary, "mu");
     assert!((mean - m).abs() < 0.02 * m.abs().max(1.0), "{mean} vs {m}");
 }
+
+/// `--hold`: an unknown latent or a bad form is an error naming the flag, before any step; a
+/// held latent's guide stays at its start (the prior's location) for the held steps and moves
+/// once released.
+#[test]
+fn hold_is_checked_and_holds() {
+    let model = "models/normal_normal.spread";
+    let data = "examples/normal_normal";
+    for (flag, want) in [
+        (
+            "nosuch:10",
+            "--hold nosuch:10: the model has no latent `nosuch`",
+        ),
+        ("mu", "expected SITES:N"),
+        ("mu:x", "expected SITES:N"),
+    ] {
+        let out = out_dir(&format!("hold_bad_{}", flag.len()));
+        let o = spreadc(model, data, &out, &["--steps", "5", "--hold", flag]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains(want), "{flag}: {err}");
+    }
+    let guide_of_mu = |out: &std::path::Path| {
+        let st = spread::infer::svi::SviState::load(&out.join("checkpoint.msgpack")).unwrap();
+        let b = st.layout.blocks.iter().flatten().next().unwrap().clone();
+        st.params[b.offset..b.offset + b.len()].to_vec()
+    };
+    let held = out_dir("hold_mu");
+    ok(model, data, &held, &["--steps", "5", "--hold", "mu:5"]);
+    let released = out_dir("hold_mu_released");
+    ok(model, data, &released, &["--steps", "5", "--hold", "mu:2"]);
+    let m = std::fs::read_to_string(model).unwrap();
+    assert!(
+        m.contains("const prior_mean = 0.0"),
+        "mu's guide starts at 0"
+    );
+    let (held, released) = (guide_of_mu(&held), guide_of_mu(&released));
+    assert_eq!(held[0], 0.0, "held mu's location: {held:?}");
+    assert!(released[0] != 0.0, "released after 2 steps: {released:?}");
+}

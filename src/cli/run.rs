@@ -102,6 +102,11 @@ pub struct Args {
     /// of staying adapted to the current location (costs points × N steps per scan).
     #[arg(long, value_name = "N", default_value_t = 0, requires = "scan")]
     pub scan_refine: u64,
+    /// Hold the guides of the named latents at their start (their prior's location, or `init`)
+    /// for the first N steps, then let them move: stage-wise fitting, e.g. --hold edge_ev:300
+    /// fits the images before the edge can follow their early misfit.
+    #[arg(long, value_name = "SITES:N", value_parser = parse_hold)]
+    pub hold: Option<(Vec<String>, u64)>,
     /// Summarize the dataset-level latents (all, or the comma-separated SITES) by their
     /// linear-response covariance: the inverse of the log joint's expected curvature under the
     /// fitted guide, with every per-image and per-shoebox latent integrated out (a mean-field
@@ -129,6 +134,17 @@ fn parse_search(s: &str) -> Result<(Vec<String>, usize), String> {
         Ok(k) if k >= 1 => Ok((sites, k)),
         _ => Err(format!("`{s}`: K must be a whole number of starts >= 1")),
     }
+}
+
+/// `SITES:N`, e.g. edge_ev,edge_width_ev:300.
+fn parse_hold(s: &str) -> Result<(Vec<String>, u64), String> {
+    let usage = || format!("`{s}`: expected SITES:N, e.g. edge_ev:300");
+    let (sites, n) = s.rsplit_once(':').ok_or_else(usage)?;
+    let sites: Vec<String> = sites.split(',').map(str::to_string).collect();
+    if sites.iter().any(String::is_empty) {
+        return Err(usage());
+    }
+    Ok((sites, n.trim().parse::<u64>().map_err(|_| usage())?))
 }
 
 /// `SITE=LO:HI:STEP`, e.g. edge_ev=7110:7130:0.25.
@@ -182,6 +198,7 @@ pub fn run(args: &Args) -> ExitCode {
                 draws: args.scan_draws,
                 refine_steps: args.scan_refine,
             }),
+        hold: args.hold.clone(),
         linear_response: args
             .linear_response
             .clone()

@@ -46,6 +46,31 @@ pub struct SviConfig {
     /// A profile scan of a dataset-level latent at chosen steps (`super::scan`).
     #[serde(default)]
     pub scan: Option<ProfileScan>,
+    /// Sites whose guide parameters are held at their start for the first steps.
+    #[serde(default)]
+    pub hold: Option<Hold>,
+}
+
+/// Guide parameters held at their start for the first steps of a fit: e.g. a dataset-level
+/// latent that the early gradients, taken while the per-image latents are still far from the
+/// data, would drive into a far mode (stage-wise fitting: the locals first, then the globals).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hold {
+    /// Indices of the held latent sites (every instance of each).
+    pub sites: Vec<usize>,
+    /// Steps before this one hold them; from it on they move.
+    pub until_step: u64,
+}
+
+impl Hold {
+    /// The mask of held parameters in the layout.
+    pub fn mask(&self, layout: &ParamLayout) -> Vec<bool> {
+        let mut frozen = vec![false; layout.total];
+        for b in self.sites.iter().filter_map(|&s| layout.blocks[s].as_ref()) {
+            frozen[b.offset..b.offset + b.len()].fill(true);
+        }
+        frozen
+    }
 }
 
 impl Default for SviConfig {
@@ -63,6 +88,7 @@ impl Default for SviConfig {
             checkpoint_path: None,
             search: None,
             scan: None,
+            hold: None,
         }
     }
 }
@@ -281,6 +307,10 @@ pub fn run(
         ));
     }
     let step_scale = state.layout.step_scales(model);
+    let held = cfg
+        .hold
+        .as_ref()
+        .map(|h| (h.until_step, h.mask(&state.layout)));
     while state.step < cfg.steps {
         if let Some(s) = &cfg.scan
             && s.at_steps.contains(&state.step)
@@ -301,7 +331,11 @@ pub fn run(
             let round = super::search::search(model, &mut state, s, cfg, reducer, &step_scale)?;
             state.searches.push(round);
         }
-        let elbo = step(model, &mut state, cfg, reducer, &step_scale)?;
+        let frozen = match &held {
+            Some((until, mask)) if state.step < *until => Some(mask.as_slice()),
+            _ => None,
+        };
+        let elbo = step_masked(model, &mut state, cfg, reducer, &step_scale, frozen)?;
         on_step(StepReport {
             step: state.step,
             elbo,

@@ -72,6 +72,8 @@ pub struct RunConfig {
     /// `--scan SITE=LO:HI:STEP`: a profile scan of a dataset-level latent during the fit and
     /// at its end.
     pub scan: Option<profile::SiteScan>,
+    /// `--hold SITES:N`: the named latents' guides held at their start for the first N steps.
+    pub hold: Option<(Vec<String>, u64)>,
     /// `--linear-response[=SITES]`: the dataset-level latents' summaries from their
     /// linear-response covariance (`crate::infer::linear_response`; empty: every such latent).
     pub linear_response: Option<Vec<String>>,
@@ -119,6 +121,7 @@ impl Default for RunConfig {
             npz_max_bytes: Some(DEFAULT_NPZ_MAX_MIB << 20),
             search: None,
             scan: None,
+            hold: None,
             linear_response: None,
         }
     }
@@ -329,6 +332,28 @@ fn mode_search(
     }))
 }
 
+/// `--hold SITES:N` resolved against the model: an unknown or non-latent name is an error
+/// naming the flag.
+fn hold(cfg: &RunConfig, model: &Model) -> Result<Option<crate::infer::svi::Hold>, RunError> {
+    let Some((names, until_step)) = &cfg.hold else {
+        return Ok(None);
+    };
+    let flag = format!("--hold {}:{until_step}", names.join(","));
+    let sites = names
+        .iter()
+        .map(|name| match model.site_index(name) {
+            Some(i) if matches!(model.sites[i], crate::infer::model::Site::Latent(_)) => Ok(i),
+            _ => Err(RunError::Usage(format!(
+                "{flag}: the model has no latent `{name}`"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(crate::infer::svi::Hold {
+        sites,
+        until_step: *until_step,
+    }))
+}
+
 /// Where the checkpoint of a run in `out` lives.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("checkpoint.msgpack")
@@ -385,6 +410,7 @@ pub fn run_model(
             .as_ref()
             .map(|s| profile::profile_scan(s, &planned.model, default_search_steps(horizon)))
             .transpose()?,
+        hold: hold(cfg, &planned.model)?,
         ..SviConfig::default()
     };
     if let Some(sites) = &cfg.linear_response {
