@@ -23,6 +23,16 @@ const GROUPS: usize = 5;
 const Y: [f64; GROUPS] = [4.0, 3.6, 4.4, 3.8, 4.2];
 const SIGMA: f64 = 0.5;
 
+/// The square of latent `name`, as an expression.
+fn square_of(name: &'static str) -> Expr {
+    Expr::Call(Arc::new(move |t, env| {
+        let v = env
+            .site(name)
+            .ok_or(spread::tape::TapeError::UnknownNode(0))?;
+        t.square(v)
+    }))
+}
+
 fn model(init_scale: Option<f64>) -> Model {
     let mut m = Model::default();
     let g = m.plate("g", GROUPS, None);
@@ -47,12 +57,7 @@ fn model(init_scale: Option<f64>) -> Model {
         Family::Normal,
         vec![Expr::Const(0.0), Expr::Const(1.0)],
     )));
-    let square = Expr::Call(Arc::new(|t, env| {
-        let c = env
-            .site("c")
-            .ok_or(spread::tape::TapeError::UnknownNode(0))?;
-        t.square(c)
-    }));
+    let square = square_of("c");
     m.site(Site::Observe(observe(
         "y",
         Some(g),
@@ -65,14 +70,23 @@ fn model(init_scale: Option<f64>) -> Model {
 }
 
 fn config(steps: u64, scan: Option<ProfileScan>) -> SviConfig {
+    adam_config((steps, 5), (0.05, 400), scan)
+}
+
+/// `steps` Adam steps from `lr`, decaying 100x over `every` steps.
+fn adam_config(
+    (steps, seed): (u64, u64),
+    (lr, every): (f64, u64),
+    scan: Option<ProfileScan>,
+) -> SviConfig {
     SviConfig {
         steps,
-        seed: 5,
+        seed,
         adam: Adam {
-            lr: 0.05,
+            lr,
             schedule: LrSchedule::Exponential {
                 decay: 0.01,
-                every: 400,
+                every,
             },
             ..Adam::default()
         },
@@ -260,12 +274,7 @@ fn flip_model_from(c_init: f64, x_init: f64) -> Model {
     );
     c.init = Some(c_init);
     m.site(Site::Latent(c));
-    let square = Expr::Call(Arc::new(|t, env| {
-        let c = env
-            .site("c")
-            .ok_or(spread::tape::TapeError::UnknownNode(0))?;
-        t.square(c)
-    }));
+    let square = square_of("c");
     m.site(Site::Observe(observe(
         "w",
         None,
@@ -318,20 +327,7 @@ fn flip_scan(m: &Model, at: Vec<u64>, refine_steps: u64) -> ProfileScan {
 }
 
 fn flip_config(steps: u64, scan: Option<ProfileScan>) -> SviConfig {
-    SviConfig {
-        steps,
-        seed: 3,
-        adam: Adam {
-            lr: 0.02,
-            schedule: LrSchedule::Exponential {
-                decay: 0.01,
-                every: 1500,
-            },
-            ..Adam::default()
-        },
-        scan,
-        ..SviConfig::default()
-    }
+    adam_config((steps, 3), (0.02, 1500), scan)
 }
 
 #[test]
