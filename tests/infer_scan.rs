@@ -84,10 +84,7 @@ fn adam_config(
         seed,
         adam: Adam {
             lr,
-            schedule: LrSchedule::Exponential {
-                decay: 0.01,
-                every,
-            },
+            schedule: LrSchedule::Exponential { decay: 0.01, every },
             ..Adam::default()
         },
         scan,
