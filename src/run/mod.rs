@@ -10,6 +10,7 @@
 
 pub mod convergence;
 pub mod corrections;
+pub mod fit_check;
 pub mod physics;
 pub mod profile;
 pub mod refined_sf;
@@ -296,6 +297,8 @@ pub const DEFAULT_NPZ_MAX_MIB: u64 = 256;
 const STATE_PARTICLES: usize = 16;
 /// Gradient draws of the end-of-fit convergence check (`convergence::drifts`).
 const CONVERGENCE_DRAWS: usize = 16;
+/// Guide draws of the per-instance goodness-of-fit check (`fit_check`).
+const FIT_CHECK_DRAWS: u64 = 2;
 /// Guide draws of the correction-flow report (three model evaluations each).
 const CORRECTION_DRAWS: usize = 4;
 
@@ -483,6 +486,8 @@ pub fn run_model(
         None => None,
     };
     notes.extend(end_scan.as_ref().and_then(profile::end_note));
+    let instance_fit = pool.install(|| fit_check::fit_check(model, &state, FIT_CHECK_DRAWS))?;
+    notes.extend(instance_fit.as_ref().and_then(fit_check::note));
     notes.extend(still_rising(&state.elbo));
     let drifts = pool.install(|| convergence::drifts(model, &state, CONVERGENCE_DRAWS))?;
     notes.extend(convergence::note(&drifts, CONVERGENCE_DRAWS));
@@ -534,6 +539,7 @@ pub fn run_model(
             "mode_searches": &state.searches,
             "profile_scans": &state.scans,
             "end_profile": &end_scan,
+            "instance_fit": &instance_fit,
         }),
         linear_response: match (&response, &response_failure) {
             (Some(r), _) => serde_json::to_value(r).unwrap_or_default(),
