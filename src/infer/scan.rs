@@ -28,7 +28,7 @@ use super::error::InferError;
 use super::model::{GuideKind, Model, Site};
 use super::reduce::GradientReduce;
 use super::rng::StreamKey;
-use super::svi::{SviConfig, SviState, step_masked};
+use super::svi::{SviConfig, SviState, site_mask, step_masked};
 
 /// Top of the step coordinates of the scan's random streams (below the search's).
 const SCAN_STREAM_TOP: u64 = u64::MAX - (1 << 33);
@@ -160,11 +160,7 @@ pub fn scan(
     };
     let refine = match (s.refine_steps, refiner) {
         (0, _) => None,
-        (n, Some(r)) => Some((
-            n,
-            r,
-            block_mask(state, block.offset..block.offset + block.len()),
-        )),
+        (n, Some(r)) => Some((n, r, site_mask(&state.layout, &[s.site]))),
         (_, None) => {
             return Err(InferError::Scan(
                 "a refined scan was asked for without the run's optimizer".into(),
@@ -230,13 +226,6 @@ pub fn scan(
         adopt(state, &st);
     }
     Ok(round)
-}
-
-/// Every parameter but those of `site_range` free.
-fn block_mask(state: &SviState, site_range: std::ops::Range<usize>) -> Vec<bool> {
-    let mut frozen = vec![false; state.params.len()];
-    frozen[site_range].fill(true);
-    frozen
 }
 
 /// The parameters and Adam moments of a refined state; the step count and ELBO trace stay.

@@ -62,15 +62,13 @@ pub struct Hold {
     pub until_step: u64,
 }
 
-impl Hold {
-    /// The mask of held parameters in the layout.
-    pub fn mask(&self, layout: &ParamLayout) -> Vec<bool> {
-        let mut frozen = vec![false; layout.total];
-        for b in self.sites.iter().filter_map(|&s| layout.blocks[s].as_ref()) {
-            frozen[b.offset..b.offset + b.len()].fill(true);
-        }
-        frozen
+/// The mask of the guide parameters of `sites` (every instance of each) in the layout.
+pub fn site_mask(layout: &ParamLayout, sites: &[usize]) -> Vec<bool> {
+    let mut mask = vec![false; layout.total];
+    for b in sites.iter().filter_map(|&s| layout.blocks[s].as_ref()) {
+        mask[b.offset..b.offset + b.len()].fill(true);
     }
+    mask
 }
 
 impl Default for SviConfig {
@@ -310,7 +308,7 @@ pub fn run(
     let held = cfg
         .hold
         .as_ref()
-        .map(|h| (h.until_step, h.mask(&state.layout)));
+        .map(|h| (h.until_step, site_mask(&state.layout, &h.sites)));
     while state.step < cfg.steps {
         if let Some(s) = &cfg.scan
             && s.at_steps.contains(&state.step)
