@@ -110,14 +110,7 @@ fn c_loc(m: &Model, st: &SviState) -> f64 {
 }
 
 fn fit(m: &Model, cfg: &SviConfig) -> SviState {
-    svi::run(
-        m,
-        cfg,
-        SviState::new(m, cfg.seed),
-        &SingleProcess,
-        &mut |_| {},
-    )
-    .expect("fit")
+    spread::infer::examples::fit(m, cfg).expect("fit")
 }
 
 /// log p(y | c) + log p(c) over all five groups, up to a constant.

@@ -100,14 +100,7 @@ fn x_loc(m: &Model, st: &SviState, g: usize) -> f64 {
 }
 
 fn fit(m: &Model, cfg: &SviConfig) -> SviState {
-    svi::run(
-        m,
-        cfg,
-        SviState::new(m, cfg.seed),
-        &SingleProcess,
-        &mut |_| {},
-    )
-    .expect("fit")
+    spread::infer::examples::fit(m, cfg).expect("fit")
 }
 
 #[test]

@@ -49,6 +49,21 @@ fn column(v: &[f64]) -> ArrayD<f64> {
     ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap_or_default()
 }
 
+/// A fit of `m` from its guide's start with `cfg` (seed `cfg.seed`), in one process: what the
+/// tests of the searches and scans run.
+pub fn fit(
+    m: &Model,
+    cfg: &super::svi::SviConfig,
+) -> Result<super::svi::SviState, super::error::InferError> {
+    super::svi::run(
+        m,
+        cfg,
+        super::svi::SviState::new(m, cfg.seed),
+        &super::reduce::SingleProcess,
+        &mut |_| {},
+    )
+}
+
 /// Eight schools, non-centred: mu ~ N(0,5), tau ~ HalfCauchy(5), eta_j ~ N(0,1),
 /// y_j ~ N(mu + tau eta_j, sigma_j).
 pub fn eight_schools(y: &[f64], sigma: &[f64]) -> Result<Model, ModelError> {
