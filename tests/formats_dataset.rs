@@ -5,7 +5,7 @@
 
 use spread::formats::dataset_dir::{DataError, Dataset, ImageData, write_dataset};
 use spread::formats::expt::read_expt;
-use spread::formats::refl::{Column, ShoeboxColumn, read_refl, write_refl};
+use spread::formats::refl::{Column, ShoeboxColumn, mask_bits, read_refl, write_refl};
 use spread::formats::spectrum::Spectrum;
 use std::path::{Path, PathBuf};
 
@@ -123,7 +123,7 @@ fn experiment_without_crystal_is_skipped_and_counted() {
 }
 
 #[test]
-fn empty_nan_and_negative_pixels_are_counted_not_used() {
+fn empty_nan_negative_and_overloaded_pixels_are_counted_not_used() {
     let dir = data_dir("badpixels");
     let mut table = read_refl(&dir.join("shots.refl")).unwrap();
     let old = table.shoeboxes().unwrap().clone();
@@ -141,6 +141,17 @@ fn empty_nan_and_negative_pixels_are_counted_not_used() {
                     Some((&[f32::NAN, -2.0], sb.mask, sb.background)),
                 )
                 .unwrap(),
+            // Row 2: its first valid pixel over the panel's trusted range (max 59399, an
+            // overload), its second at the maximum (inclusive, as in dxtbx: still used).
+            2 => {
+                let mut data = sb.data.to_vec();
+                let mut valid = (0..data.len()).filter(|&k| sb.mask[k] & mask_bits::VALID != 0);
+                data[valid.next().unwrap()] = 59400.0;
+                data[valid.next().unwrap()] = 59399.0;
+                boxes
+                    .push(h.panel, h.bbox, Some((&data, sb.mask, sb.background)))
+                    .unwrap()
+            }
             _ => boxes
                 .push(h.panel, h.bbox, Some((sb.data, sb.mask, sb.background)))
                 .unwrap(),
@@ -151,7 +162,11 @@ fn empty_nan_and_negative_pixels_are_counted_not_used() {
     let (_, report) = read_all(&dir);
     assert_eq!(report.shoeboxes.skipped["no pixels"], 1);
     assert_eq!(
-        report.shoeboxes.skipped["every pixel masked, NaN or negative"],
+        report.shoeboxes.skipped["every pixel masked, NaN, negative or untrusted"],
+        1
+    );
+    assert_eq!(
+        report.pixels.skipped["outside the panel's trusted_range (an overload)"],
         1
     );
     assert_eq!(report.shoeboxes.used, 358);
@@ -159,7 +174,7 @@ fn empty_nan_and_negative_pixels_are_counted_not_used() {
         report.pixels.skipped["in a shoebox with no usable pixel"],
         2
     );
-    assert_eq!(report.pixels.used, 1785 - 329 - 3 - 2);
+    assert_eq!(report.pixels.used, 1785 - 329 - 3 - 2 - 1);
     insta::assert_snapshot!("counts_printed_by_every_run", report.to_string());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -345,3 +345,71 @@ fn point_spread_is_checked_and_recorded() {
     ok(&simulate(&dir, &["--images", "1"]));
     assert!(truth(&dir).get("psf_sd_px").is_none());
 }
+
+/// A shot bright enough to overload the 16-bit detector: its clipped pixels (65535 ADU) are
+/// written without the mask's VALID bit and above the panel's trusted range, counted in
+/// truth.json, and left out (counted) by the reader; every pixel below the ceiling is used.
+#[test]
+fn overloaded_pixels_are_masked_counted_and_not_used() {
+    let dir = out_dir("overload");
+    let fixed = dir.with_extension("truth.json");
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    std::fs::write(&fixed, r#"{"log_scale": 5.0}"#).unwrap();
+    let args = ["--images", "2", "--seed", "4", "--truth"];
+    let o = simulate(&dir, &[&args[..], &[fixed.to_str().unwrap()]].concat());
+    ok(&o);
+    let t = truth(&dir);
+    let overloaded = t["overloaded_pixels"].as_u64().unwrap();
+    let per_image: u64 = (0..2)
+        .map(|i| t["images"][i]["overloaded_pixels"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_image, overloaded);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "overloaded pixels (65535 ADU, written masked): {overloaded}"
+        )),
+        "{stdout}"
+    );
+
+    // Counted independently from the written pixels.
+    let table = read_refl(&dir.join("simulated.refl")).unwrap();
+    let (mut at_ceiling, mut valid_below, mut below) = (0u64, 0u64, 0u64);
+    for sb in table.shoeboxes().unwrap().iter() {
+        for (&c, &m) in sb.data.iter().zip(sb.mask) {
+            if c >= 65535.0 {
+                at_ceiling += 1;
+                assert_eq!(m, 0, "an overloaded pixel left VALID");
+            } else {
+                below += 1;
+                valid_below += u64::from(m == 1);
+            }
+        }
+    }
+    assert!(
+        at_ceiling > 10,
+        "only {at_ceiling} overloads at log_scale 5"
+    );
+    assert_eq!(at_ceiling, overloaded);
+    assert_eq!(valid_below, below);
+
+    let expt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("simulated.expt")).unwrap())
+            .unwrap();
+    assert_eq!(
+        expt["detector"][0]["panels"][0]["trusted_range"],
+        serde_json::json!([-1.0, 65534.0])
+    );
+    let ds = Dataset::open(&dir).unwrap();
+    let mut stream = ds.images();
+    let used: usize = stream
+        .by_ref()
+        .map(|i| i.unwrap().use_pixel.iter().filter(|&&u| u).count())
+        .sum();
+    assert_eq!(used as u64, below);
+    let report = stream.report();
+    assert_eq!(
+        report.pixels.skipped["masked (mask lacks VALID)"],
+        overloaded
+    );
+}

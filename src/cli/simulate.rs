@@ -139,6 +139,12 @@ pub fn run(args: &Args) -> ExitCode {
                 "skipped predicted reflections: {} off the panel, {} weak, {} over the per-image cap",
                 t.skipped.off_panel, t.skipped.weak, t.skipped.over_cap
             );
+            if t.overloaded_pixels > 0 {
+                println!(
+                    "overloaded pixels (65535 ADU, written masked): {}",
+                    t.overloaded_pixels
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e @ simulate::SimulateError::Io { .. }) => {

@@ -489,15 +489,15 @@ impl RowLayout {
 }
 
 impl LoadedPair {
-    /// Experiment `e` with its models and no pixels yet, plus its detector's panel count;
-    /// `None` when it has no crystal or no beam.
-    fn empty_image(&self, e: usize) -> Option<(ImageData, usize)> {
+    /// Experiment `e` with its models and no pixels yet (its location holding the trusted
+    /// range of each panel); `None` when it has no crystal or no beam.
+    fn empty_image(&self, e: usize) -> Option<ImageData> {
         let experiment = &self.list.experiments[e];
         let crystal = self.list.crystals[experiment.crystal?].clone();
         let beam = self.list.beams[experiment.beam?].clone();
         let detector = experiment.detector.unwrap_or(0);
         let panels = self.panels.get(detector).cloned().unwrap_or_default();
-        let n_panels = panels.len();
+        let trusted_ranges = panels.iter().map(|p| p.trusted_range).collect();
         let image = ImageData {
             experiment: e,
             identifier: experiment.identifier.clone(),
@@ -512,9 +512,12 @@ impl LoadedPair {
             counts: Vec::new(),
             background: Vec::new(),
             use_pixel: Vec::new(),
-            location: self.layout.location(),
+            location: ImageLocation {
+                trusted_ranges,
+                ..self.layout.location()
+            },
         };
-        Some((image, n_panels))
+        Some(image)
     }
 }
 
@@ -629,7 +632,7 @@ impl ImageStream<'_> {
             return Ok(None);
         };
         let rows = pair.rows_by_experiment[e].clone();
-        let Some((mut image, n_panels)) = pair.empty_image(e) else {
+        let Some(mut image) = pair.empty_image(e) else {
             self.report.images.skip("no crystal or beam model", 1);
             let reason = "image has no crystal or beam model";
             self.report.shoeboxes.skip(reason, rows.len() as u64);
@@ -639,7 +642,7 @@ impl ImageStream<'_> {
             self.report.images.skip("no reflections", 1);
             return Ok(None);
         }
-        self.collect_shoeboxes(&mut image, &rows, n_panels);
+        self.collect_shoeboxes(&mut image, &rows);
         if image.shoeboxes.is_empty() {
             self.report.images.skip("no shoebox with usable pixels", 1);
             return Ok(None);
@@ -649,7 +652,7 @@ impl ImageStream<'_> {
         Ok(Some(image))
     }
 
-    fn collect_shoeboxes(&mut self, image: &mut ImageData, rows: &[usize], n_panels: usize) {
+    fn collect_shoeboxes(&mut self, image: &mut ImageData, rows: &[usize]) {
         let Some(pair) = self.current.as_ref() else {
             return;
         };
@@ -661,12 +664,18 @@ impl ImageStream<'_> {
         };
         let report = &mut self.report;
         let mut out = ImageShoeboxes::with_capacity(rows.len(), 0);
+        let trusted_ranges = image.location.trusted_ranges.clone();
         for &row in rows {
             let (sb, at) = (boxes.get(row), (row, hkl[row]));
             let background = Some(&mut image.background);
-            if let Some(reason) =
-                add_shoebox(&mut out, background, sb, at, n_panels, &mut report.pixels)
-            {
+            if let Some(reason) = add_shoebox(
+                &mut out,
+                background,
+                sb,
+                at,
+                &trusted_ranges,
+                &mut report.pixels,
+            ) {
                 report.shoeboxes.skip(reason, 1);
             } else {
                 report.shoeboxes.used += 1;

@@ -47,6 +47,9 @@ pub struct ImageLocation {
     pub pixels: usize,
     /// [`ImageShoeboxes::checksum`] at load.
     pub checksum: u64,
+    /// Trusted range (lowest, highest valid count, inclusive as in dxtbx) of each panel of the
+    /// image's detector: counts outside it (overloads) are not used.
+    pub trusted_ranges: Vec<[f64; 2]>,
 }
 
 impl ImageLocation {
@@ -76,7 +79,8 @@ pub struct ImageShoeboxes {
     pub shoeboxes: Vec<ShoeboxObs>,
     /// Counts of all shoeboxes, concatenated (C order z, y, x inside each); 0 where unused.
     pub counts: Vec<f32>,
-    /// True for pixels to use: mask VALID bit set and a finite, non-negative count.
+    /// True for pixels to use: mask VALID bit set and a finite, non-negative count inside the
+    /// panel's trusted range.
     pub use_pixel: Vec<bool>,
     /// FNV-1a over every used shoebox's panel, bbox, hkl, raw counts and mask.
     pub checksum: u64,
@@ -118,17 +122,21 @@ struct PixelTally {
     masked: u64,
     nan: u64,
     negative: u64,
+    untrusted: u64,
 }
 
 impl PixelTally {
     /// True when the pixel is used; otherwise counts it under its reason.
-    fn keep(&mut self, count: f32, mask: u8) -> bool {
+    fn keep(&mut self, count: f32, mask: u8, [low, high]: [f64; 2]) -> bool {
+        let value = f64::from(count);
         let reason = if mask & mask_bits::VALID == 0 {
             &mut self.masked
         } else if !count.is_finite() {
             &mut self.nan
         } else if count < 0.0 {
             &mut self.negative
+        } else if !(low..=high).contains(&value) {
+            &mut self.untrusted
         } else {
             return true;
         };
@@ -137,30 +145,31 @@ impl PixelTally {
     }
 
     fn skipped(&self) -> u64 {
-        self.masked + self.nan + self.negative
+        self.masked + self.nan + self.negative + self.untrusted
     }
 }
 
 /// Copies shoebox `sb` of row `row` into `out` (its background into `background`, if given)
-/// and counts its pixels; returns the reason when the shoebox is skipped.
+/// and counts its pixels; returns the reason when the shoebox is skipped. `trusted_ranges`
+/// holds the trusted range of each panel of the detector.
 pub(super) fn add_shoebox(
     out: &mut ImageShoeboxes,
     background: Option<&mut Vec<f32>>,
     sb: Option<ShoeboxRef<'_>>,
     (row, hkl): (usize, [i32; 3]),
-    n_panels: usize,
+    trusted_ranges: &[[f64; 2]],
     pixels: &mut Counts,
 ) -> Option<&'static str> {
     let Some(sb) = sb.filter(|sb| sb.header.version != 0 && !sb.data.is_empty()) else {
         return Some("no pixels");
     };
-    if sb.header.panel as usize >= n_panels {
+    let Some(&trusted) = trusted_ranges.get(sb.header.panel as usize) else {
         return Some("panel not in detector");
-    }
+    };
     let mut tally = PixelTally::default();
     let start = out.counts.len();
     for (&count, &mask) in sb.data.iter().zip(sb.mask) {
-        let usable = tally.keep(count, mask);
+        let usable = tally.keep(count, mask, trusted);
         out.counts.push(if usable { count } else { 0.0 });
         out.use_pixel.push(usable);
     }
@@ -169,7 +178,7 @@ pub(super) fn add_shoebox(
         out.counts.truncate(start);
         out.use_pixel.truncate(start);
         pixels.skip("in a shoebox with no usable pixel", total);
-        return Some("every pixel masked, NaN or negative");
+        return Some("every pixel masked, NaN, negative or untrusted");
     }
     if let Some(b) = background {
         b.extend_from_slice(sb.background);
@@ -178,6 +187,10 @@ pub(super) fn add_shoebox(
     pixels.skip("masked (mask lacks VALID)", tally.masked);
     pixels.skip("NaN or infinite count", tally.nan);
     pixels.skip("negative count", tally.negative);
+    pixels.skip(
+        "outside the panel's trusted_range (an overload)",
+        tally.untrusted,
+    );
     out.mix_shoebox(&sb, hkl);
     out.shoeboxes.push(ShoeboxObs {
         row,
@@ -245,7 +258,14 @@ fn read_run(
     let mut tally = Counts::default();
     for k in 0..run.rows {
         let row = (run.first_row + k, hkl_of(buf, k));
-        if let Some(why) = add_shoebox(out, None, column.get(k), row, usize::MAX, &mut tally) {
+        if let Some(why) = add_shoebox(
+            out,
+            None,
+            column.get(k),
+            row,
+            &loc.trusted_ranges,
+            &mut tally,
+        ) {
             return Err(changed(path, format!("row {}: {why}", row.0)));
         }
     }

@@ -30,7 +30,7 @@ use crate::physics::geometry::detector::Panel;
 use crate::physics::geometry::rotation::rotation_from_vector;
 use crate::physics::geometry::{Mat3, Vec3, cross, mat_vec, scale};
 use crate::physics::mosaic::MosaicDomains;
-use crate::physics::noise::{NoiseModel, add_noise};
+use crate::physics::noise::{MAX_ADU, NoiseModel, add_noise};
 use crate::physics::polarization::Polarization;
 use crate::physics::scattering_tables::wk1995::GaussianSet;
 use crate::physics::spot::{Region, SpotModel};
@@ -246,7 +246,10 @@ pub fn simulate(
             &mut out.skipped,
         )?;
         out.push_image(&crystal, i, &image, real_a, kept, seed)?;
-        truth.images.push(image.record(out.last_count));
+        truth
+            .images
+            .push(image.record((out.last_count, out.last_overloaded)));
+        truth.overloaded_pixels += out.last_overloaded;
     }
     truth.skipped = out.skipped.clone();
     truth.psf_sd_px = template.psf_sd_px;
@@ -357,7 +360,7 @@ impl Image {
         })
     }
 
-    fn record(&self, n_shoeboxes: usize) -> truth::ImageTruth {
+    fn record(&self, (n_shoeboxes, overloaded_pixels): (usize, u64)) -> truth::ImageTruth {
         truth::ImageTruth {
             identifier: self.identifier.clone(),
             orientation: self.orientation,
@@ -366,7 +369,18 @@ impl Image {
             tilts: self.latents.tilts.clone(),
             spectrum_mean_ev: self.mean_ev,
             n_shoeboxes,
+            overloaded_pixels,
         }
+    }
+}
+
+/// The mask of a written pixel: VALID, unless it reached the 16-bit ceiling (an overload, whose
+/// true count is unknown), which DIALS would leave out.
+fn overload_mask(count: f32) -> u8 {
+    if f64::from(count) >= MAX_ADU {
+        0
+    } else {
+        mask_bits::VALID
     }
 }
 
@@ -507,6 +521,7 @@ struct Output {
     identifiers: Vec<String>,
     skipped: Skipped,
     last_count: usize,
+    last_overloaded: u64,
 }
 
 impl Output {
@@ -519,7 +534,8 @@ impl Output {
             origin: [-half, half, -t.distance_mm],
             image_size: [panel.n_fast, panel.n_slow],
             pixel_size: [t.pixel_mm, t.pixel_mm],
-            trusted_range: [-1.0, 1e6],
+            // dxtbx's trusted range is inclusive: the clipped 65535 is an overload.
+            trusted_range: [-1.0, MAX_ADU - 1.0],
             thickness: 0.0,
             material: String::new(),
             mu: 0.0,
@@ -553,6 +569,7 @@ impl Output {
             identifiers: Vec::new(),
             skipped: Skipped::default(),
             last_count: 0,
+            last_overloaded: 0,
         }
     }
 
@@ -602,6 +619,7 @@ impl Output {
         };
         let counts = add_noise(&expected, &noise).counts;
         self.last_count = kept.len();
+        self.last_overloaded = 0;
         let n = kept.first().map_or(0, |k| k.counts.len());
         for (k, sb) in kept.iter().enumerate() {
             let r = sb.region;
@@ -617,7 +635,8 @@ impl Output {
                 .iter()
                 .map(|&c| f32::from(c))
                 .collect();
-            let mask = vec![mask_bits::VALID; n];
+            let mask: Vec<u8> = data.iter().map(|&c| overload_mask(c)).collect();
+            self.last_overloaded += mask.iter().filter(|&&m| m == 0).count() as u64;
             let background = vec![0.0f32; n];
             self.shoeboxes
                 .push(0, bbox, Some((&data, &mask, &background)))

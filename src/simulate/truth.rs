@@ -109,6 +109,8 @@ pub struct ImageTruth {
     pub spectrum_mean_ev: f64,
     /// Shoeboxes written.
     pub n_shoeboxes: usize,
+    /// Pixels of its shoeboxes that overloaded the 16-bit detector (written masked).
+    pub overloaded_pixels: u64,
 }
 
 /// Every latent value a simulation used.
@@ -138,6 +140,10 @@ pub struct Truth {
     pub images: Vec<ImageTruth>,
     /// Predicted reflections not written, by reason.
     pub skipped: Skipped,
+    /// Shoebox pixels whose counts reached the detector's 16-bit ceiling (65535 ADU), over all
+    /// images: written with the mask's VALID bit cleared and outside the panel's trusted range
+    /// (as DIALS marks overloads), since a clipped count is not a Poisson draw of its mean.
+    pub overloaded_pixels: u64,
     /// The detector point-spread applied to the spot photons (Gaussian sd, pixels); written
     /// only when not 0, as no model fitted here has one (a misspecification to correct).
     #[serde(skip_serializing_if = "no_psf")]
@@ -206,6 +212,7 @@ impl Truth {
             fdp: Vec::new(),
             images: Vec::new(),
             skipped: Skipped::default(),
+            overloaded_pixels: 0,
             psf_sd_px: 0.0,
         })
     }
