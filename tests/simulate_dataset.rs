@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use spread::formats::dataset_dir::Dataset;
-use spread::formats::refl::{Column, read_refl};
+use spread::formats::refl::{Column, ShoeboxColumn, mask_bits, read_refl, write_refl};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -194,6 +194,9 @@ pub struct DataReport {
     pub skipped_columns: Vec<String>,
     /// Identifiers named in dataset.toml `[spectra]` that match no experiment (set at the end).
     pub unused_spectra: Vec<String>,
+    /// Used pixels that read exactly 65535, the ceiling of a 16-bit detector, inside their
+    /// panel's trusted range: clipped overloads if the detector saturates there.
+    pub at_16bit_ceiling: u64,
 }
 
 impl std::fmt::Display for Counts {
@@ -211,6 +214,9 @@ impl std::fmt::Display for Counts {
     }
 }
 
+/// The largest count of an unsigned 16-bit pixel.
+const CEILING_16BIT: f32 = 65535.0;
+
 impl std::fmt::Display for DataReport {
     /// The lines every run prints: used and skipped images, shoeboxes and pixels by reason.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,6 +232,15 @@ impl std::fmt::Display for DataReport {
         }
         for column in &self.skipped_columns {
             writeln!(f, "warning: unknown column type skipped: {column}")?;
+        }
+        if self.at_16bit_ceiling > 0 {
+            writeln!(
+                f,
+                "warning: {} used pixels read exactly {CEILING_16BIT} (a 16-bit detector's \
+                 ceiling) inside the panel's trusted_range: if the detector clips there they \
+                 are overloads, fitted as counts; set the trusted_range maximum below it",
+                self.at_16bit_ceiling
+            )?;
         }
         for id in &self.unused_spectra {
             writeln!(
@@ -682,6 +697,12 @@ impl ImageStream<'_> {
                 pair.layout.add_row(&mut image.location, row);
             }
         }
+        report.at_16bit_ceiling += out
+            .counts
+            .iter()
+            .zip(&out.use_pixel)
+            .filter(|&(&c, &used)| used && c == CEILING_16BIT)
+            .count() as u64;
         image.location.shoeboxes = out.shoeboxes.len();
         image.location.pixels = out.counts.len();
         image.location.checksum = out.checksum;
