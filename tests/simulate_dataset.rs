@@ -412,4 +412,35 @@ fn overloaded_pixels_are_masked_counted_and_not_used() {
         report.pixels.skipped["masked (mask lacks VALID)"],
         overloaded
     );
+    assert_eq!(report.at_16bit_ceiling, 0);
+
+    // Written as before the overloads were masked (every pixel VALID, trusted up to 1e6): the
+    // clipped pixels are used, and the reader warns of them by count.
+    let mut boxes = ShoeboxColumn::default();
+    for sb in table.shoeboxes().unwrap().iter() {
+        let valid = vec![mask_bits::VALID; sb.data.len()];
+        let h = sb.header;
+        boxes
+            .push(h.panel, h.bbox, Some((sb.data, &valid, sb.background)))
+            .unwrap();
+    }
+    let mut table = table.clone();
+    table.insert("shoebox", Column::Shoebox(boxes)).unwrap();
+    write_refl(&table, &dir.join("simulated.refl")).unwrap();
+    let mut expt = expt;
+    expt["detector"][0]["panels"][0]["trusted_range"] = serde_json::json!([-1.0, 1e6]);
+    std::fs::write(dir.join("simulated.expt"), expt.to_string()).unwrap();
+    let ds = Dataset::open(&dir).unwrap();
+    let mut stream = ds.images();
+    assert_eq!(stream.by_ref().filter(|i| i.is_ok()).count(), 2);
+    let report = stream.report();
+    assert_eq!(report.at_16bit_ceiling, overloaded);
+    assert!(report.pixels.skipped.is_empty());
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!(
+            "warning: {overloaded} used pixels read exactly 65535"
+        )),
+        "{text}"
+    );
 }
