@@ -1,4 +1,4 @@
-//! The per-instance goodness-of-fit check (`spread::run::fit_check`): six groups of 60 counts,
+//! The per-instance goodness-of-fit check (`spread::infer::fit_check`): six groups of 60 counts,
 //! each fitted with its own Poisson rate. Five groups are Poisson(20) draws and fit as their
 //! noise allows (|z| of order one); group 3 holds counts of 5 and 35 alternately, which no
 //! single rate explains: at its fitted rate 20 a log-likelihood of −8.55 per count against an
@@ -12,11 +12,11 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Poisson};
 use spread::infer::dist::Family;
 use spread::infer::examples::{latent, observe};
+use spread::infer::fit_check::{MISFIT_Z, fit_check, note};
 use spread::infer::model::{Expr, Model, Site};
 use spread::infer::optim::Adam;
 use spread::infer::reduce::SingleProcess;
 use spread::infer::svi::{self, SviConfig, SviState};
-use spread::run::fit_check::{MISFIT_Z, fit_check, note};
 use std::sync::Arc;
 
 const GROUPS: usize = 6;

@@ -88,6 +88,7 @@ fn x_search(m: &Model, at: Vec<u64>) -> ModeSearch {
         candidates: 8,
         refine_steps: 50,
         at_steps: at,
+        misfit: None,
     }
 }
 

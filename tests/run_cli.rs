@@ -430,6 +430,43 @@ fn profile_scan_is_checked_recorded_and_harmless_at_the_right_mode() {
 /// `--hold`: an unknown latent or a bad form is an error naming the flag, before any step; a
 /// held latent's guide stays at its start (the prior's location) for the held steps and moves
 /// once released.
+/// `--search-misfit` needs `--search`, at least one start, and Poisson observations in the
+/// searched plate (the goodness-of-fit check names instances by their counts).
+#[test]
+fn search_misfit_is_checked() {
+    // The rubredoxin model with Normal pixels: `rot` searchable, but no counts to check.
+    let dir = out_dir("search_misfit_model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(root().join("models/rubredoxin_fe.spread")).unwrap();
+    assert!(text.contains("~ Poisson(expected)"));
+    let model = dir.join("normal_pixels.spread");
+    std::fs::write(
+        &model,
+        text.replace("~ Poisson(expected)", "~ Normal(expected, 3.0)"),
+    )
+    .unwrap();
+    std::fs::copy(root().join("models/1brf.pdb"), dir.join("1brf.pdb")).unwrap();
+    let (model, data) = (model.to_str().unwrap(), "examples/rubredoxin_small");
+    for (args, want) in [
+        (&["--search-misfit", "8"][..], "--search <SITES:K>"),
+        (
+            &["--search", "rot:4", "--search-misfit", "0"][..],
+            "--search-misfit",
+        ),
+        (
+            &["--search", "rot:4", "--search-misfit", "8"][..],
+            "--search-misfit 8: the goodness-of-fit check that names the instances needs the \
+             model's Poisson observations inside plate `image`",
+        ),
+    ] {
+        let out = out_dir(&format!("search_misfit_bad_{}", args.len()));
+        let o = spreadc(model, data, &out, &[&["--steps", "5"][..], args].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn hold_is_checked_and_holds() {
     let model = "models/normal_normal.spread";

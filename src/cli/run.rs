@@ -79,6 +79,16 @@ pub struct Args {
     /// SVI steps refining each start of --search.
     #[arg(long, value_name = "N", default_value_t = 100, requires = "search")]
     pub search_refine: u64,
+    /// A targeted round of --search with K starts for the instances the per-image
+    /// goodness-of-fit check names (z below -10: counts explained far worse than Poisson
+    /// noise allows), only they evaluated, each start refined by a fresh Adam run at the base
+    /// rate (e.g. --search-misfit 32 for images left in a wrong mode by the wide rounds).
+    #[arg(long, value_name = "K", requires = "search", value_parser = clap::value_parser!(u64).range(1..))]
+    pub search_misfit: Option<u64>,
+    /// Step before which --search-misfit runs (default: 40% into the lr horizon, after the
+    /// wide rounds have settled).
+    #[arg(long, value_name = "S", requires = "search_misfit")]
+    pub search_misfit_at: Option<u64>,
     /// Profile scan of one dataset-level latent (e.g. --scan edge_ev=7110:7130:0.25): before
     /// the --scan-at steps its guide location is set to each grid value in turn, everything
     /// else held, the ELBO over all the data is scored, and the location moves to the best
@@ -185,6 +195,9 @@ pub fn run(args: &Args) -> ExitCode {
             candidates,
             refine_steps: args.search_refine,
             at_steps: args.search_at.clone(),
+            misfit: args
+                .search_misfit
+                .map(|k| (k as usize, args.search_misfit_at)),
         }),
         scan: args
             .scan

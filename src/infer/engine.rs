@@ -232,8 +232,8 @@ impl Evaluator<'_> {
         Ok(global_value + plates_sum)
     }
 
-    /// The value of every instance of top-level `plate` (with its nested plates, all of
-    /// them, unscaled), forward only, with `self.proposal`'s values in place of its site's
+    /// The value of every instance of top-level `plate` (or of its `restrict` list; with its
+    /// nested plates, all of them, unscaled), forward only, with `self.proposal`'s values in place of its site's
     /// guide draws: one result per instance, in instance order. The global sites are drawn
     /// once, from this evaluator's streams, so scores of different proposals share them.
     pub fn instance_scores(
@@ -253,7 +253,10 @@ impl Evaluator<'_> {
         let mut env = Env::new(self.model);
         self.sites_of(tape, &mut env, None, 1.0, &mut Vec::new())?;
         let (global_ids, inputs) = global_inputs(tape, &env);
-        let instances: Vec<usize> = (0..p.size).collect();
+        let instances: Vec<usize> = match &p.restrict {
+            Some(only) => only.to_vec(),
+            None => (0..p.size).collect(),
+        };
         Ok(instances
             .par_iter()
             .map_init(PooledTape::take, |t, &i| {
@@ -369,6 +372,9 @@ impl Evaluator<'_> {
                 }
                 _ => (range.collect(), 1.0),
             };
+        }
+        if let Some(only) = &p.restrict {
+            return (only.to_vec(), 1.0);
         }
         match p.subsample {
             None => ((0..p.size).collect(), 1.0),

@@ -11,6 +11,7 @@ pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod examples;
+pub mod fit_check;
 pub mod flow;
 pub mod guide;
 pub mod linear_response;

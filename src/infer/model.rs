@@ -38,6 +38,10 @@ pub struct Plate {
     /// instances) and parent instance p owns `offsets[p]..offsets[p + 1]` (e.g. the shoeboxes
     /// of each image). None: every parent instance has `size` instances of its own.
     pub ragged: Option<Arc<Vec<usize>>>,
+    /// Evaluate only these instances (ascending) of a top-level plate, every step and
+    /// unscaled, in place of its mini-batch: a targeted mode search refines and scores the
+    /// instances it names alone. None: all (or the mini-batch).
+    pub restrict: Option<Arc<Vec<usize>>>,
 }
 
 /// A closure building a node from the instance's environment.
@@ -283,6 +287,7 @@ impl Model {
             parent,
             chunk: None,
             ragged: None,
+            restrict: None,
         });
         self.plates.len() - 1
     }

@@ -44,6 +44,23 @@ pub struct ModeSearch {
     pub refine_steps: u64,
     /// Steps before which a search runs (a step already searched is not searched again).
     pub at_steps: Vec<u64>,
+    /// A targeted round for the instances the goodness-of-fit check names.
+    #[serde(default)]
+    pub misfit: Option<MisfitSearch>,
+}
+
+/// A targeted search round: before `at_step` the per-instance goodness-of-fit check
+/// (`super::fit_check`) names the instances whose counts the fit explains far worse than
+/// Poisson noise allows (z below `MISFIT_Z`), and those alone try `candidates` starts, each
+/// refined by a fresh Adam run at the base learning rate (the fit's own may have decayed), only
+/// they evaluated: an image left in a wrong mode pulls the dataset-level latents, and a wider
+/// search for it costs the few instances named, not the whole plate.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MisfitSearch {
+    /// The step before which it runs.
+    pub at_step: u64,
+    /// Starts drawn per named instance (besides its current guide).
+    pub candidates: usize,
 }
 
 /// What one search did.
@@ -66,6 +83,10 @@ pub struct SearchRound {
     pub moved: Vec<(usize, usize, f64)>,
     /// Starts whose refinement failed (a non-finite value) and were passed over.
     pub failed: usize,
+    /// For a targeted round: the instances the goodness-of-fit check named (the only ones
+    /// searched; empty when none was named). None: every instance was searched.
+    #[serde(default)]
+    pub targeted: Option<Vec<usize>>,
 }
 
 /// The top-level plate of searchable sites, or why they cannot be searched.
@@ -161,38 +182,122 @@ pub fn search(
     step_scale: &[f64],
 ) -> Result<SearchRound, InferError> {
     let top = search_plate(model, &s.sites)?;
-    let stream_step = SEARCH_STREAM_TOP - state.step;
-    let n = model.plates[top].size;
-    let per_instance: Vec<Vec<Range<usize>>> = (0..n)
-        .map(|i| instance_params(model, state, top, i))
-        .collect();
-    let mut frozen = vec![true; state.params.len()];
-    for r in per_instance.iter().flatten() {
-        frozen[r.clone()].fill(false);
-    }
-    let mut round = SearchRound {
-        step: state.step,
+    let rounds = Rounds {
+        cfg,
+        reducer,
+        step_scale,
+        fresh_adam: false,
+    };
+    let instances: Vec<usize> = (0..model.plates[top].size).collect();
+    run_search(model, state, s, (top, &instances, s.candidates), rounds)
+}
+
+/// Runs the targeted round of `s.misfit` at the state's current step: the goodness-of-fit
+/// check names the misfit instances of the searched plate, and they alone are searched.
+pub fn search_misfits(
+    model: &Model,
+    state: &mut SviState,
+    s: &ModeSearch,
+    cfg: &SviConfig,
+    reducer: &dyn GradientReduce,
+    step_scale: &[f64],
+) -> Result<SearchRound, InferError> {
+    let top = search_plate(model, &s.sites)?;
+    let candidates = s.misfit.as_ref().map_or(s.candidates, |m| m.candidates);
+    let check = super::fit_check::fit_check(model, state, MISFIT_CHECK_DRAWS)?;
+    let named = match check {
+        Some(c) if c.plate_id == top => c.misfits(),
+        _ => {
+            return Err(InferError::Search(format!(
+                "a targeted search needs the Poisson observations inside plate `{}`, the \
+                 searched latents' plate",
+                model.plates[top].name
+            )));
+        }
+    };
+    let mut restricted = model.clone();
+    restricted.plates[top].restrict = Some(std::sync::Arc::new(named.clone()));
+    let rounds = Rounds {
+        cfg,
+        reducer,
+        step_scale,
+        fresh_adam: true,
+    };
+    let mut round = if named.is_empty() {
+        empty_round(model, s, top, candidates, state.step)
+    } else {
+        run_search(&restricted, state, s, (top, &named, candidates), rounds)?
+    };
+    round.instances = model.plates[top].size;
+    round.targeted = Some(named);
+    Ok(round)
+}
+
+/// Guide draws of the goodness-of-fit check that picks a targeted round's instances.
+const MISFIT_CHECK_DRAWS: u64 = 2;
+
+/// How the starts of a round are refined.
+#[derive(Clone, Copy)]
+struct Rounds<'a> {
+    cfg: &'a SviConfig,
+    reducer: &'a dyn GradientReduce,
+    step_scale: &'a [f64],
+    /// Refine every start by a fresh Adam run at the base rate (moments cleared, schedule
+    /// from step 0) instead of continuing the fit's schedule.
+    fresh_adam: bool,
+}
+
+fn empty_round(
+    model: &Model,
+    s: &ModeSearch,
+    top: PlateId,
+    candidates: usize,
+    step: u64,
+) -> SearchRound {
+    SearchRound {
+        step,
         sites: s
             .sites
             .iter()
             .map(|&i| model.sites[i].name().to_string())
             .collect(),
         plate: model.plates[top].name.clone(),
-        candidates: s.candidates,
+        candidates,
         refine_steps: s.refine_steps,
-        instances: n,
+        instances: model.plates[top].size,
         moved: Vec::new(),
         failed: 0,
-    };
-    let mut refined: Vec<Option<(SviState, Vec<f64>)>> = Vec::with_capacity(s.candidates + 1);
-    for k in 0..=s.candidates {
+        targeted: None,
+    }
+}
+
+/// The search over `instances` of `top` (all of them, or the model's `restrict` list).
+fn run_search(
+    model: &Model,
+    state: &mut SviState,
+    s: &ModeSearch,
+    (top, instances, candidates): (PlateId, &[usize], usize),
+    rounds: Rounds<'_>,
+) -> Result<SearchRound, InferError> {
+    let stream_step = SEARCH_STREAM_TOP - state.step;
+    let per_instance: Vec<Vec<Range<usize>>> = instances
+        .iter()
+        .map(|&i| instance_params(model, state, top, i))
+        .collect();
+    let mut frozen = vec![true; state.params.len()];
+    for r in per_instance.iter().flatten() {
+        frozen[r.clone()].fill(false);
+    }
+    let mut round = empty_round(model, s, top, candidates, state.step);
+    let mut refined: Vec<Option<(SviState, Vec<f64>)>> = Vec::with_capacity(candidates + 1);
+    for k in 0..=candidates {
         let start = if k == 0 {
             Ok(state.clone())
         } else {
             drawn_start(model, state, s, top, k as u64, stream_step)
         };
         let result = start.and_then(|mut st| {
-            refine(model, &mut st, s, cfg, reducer, step_scale, (&frozen, k))?;
+            refine(model, &mut st, s, rounds, (&frozen, k))?;
             let scores = scores(model, &st, top, stream_step)?;
             Ok((st, scores))
         });
@@ -209,23 +314,29 @@ pub fn search(
     let Some((_, current)) = &refined[0] else {
         return Ok(round);
     };
-    for (i, ranges) in per_instance.iter().enumerate() {
+    for (pos, (&i, ranges)) in instances.iter().zip(&per_instance).enumerate() {
         let best = (1..refined.len())
-            .filter_map(|k| refined[k].as_ref().map(|(_, v)| (k, v[i])))
+            .filter_map(|k| refined[k].as_ref().map(|(_, v)| (k, v[pos])))
             .fold(None, |b: Option<(usize, f64)>, (k, v)| match b {
                 Some((_, bv)) if bv >= v => b,
                 _ => Some((k, v)),
             });
-        let Some((k, v)) = best.filter(|&(_, v)| v > current[i]) else {
+        let Some((k, v)) = best.filter(|&(_, v)| v > current[pos]) else {
             continue;
         };
         let Some((st, _)) = &refined[k] else { continue };
         for r in ranges {
             state.params[r.clone()].copy_from_slice(&st.params[r.clone()]);
-            state.m[r.clone()].copy_from_slice(&st.m[r.clone()]);
-            state.v[r.clone()].copy_from_slice(&st.v[r.clone()]);
+            if rounds.fresh_adam {
+                // The start's moments belong to its own fresh run: momentum cleared, the
+                // fit's scale estimates kept.
+                state.m[r.clone()].fill(0.0);
+            } else {
+                state.m[r.clone()].copy_from_slice(&st.m[r.clone()]);
+                state.v[r.clone()].copy_from_slice(&st.v[r.clone()]);
+            }
         }
-        round.moved.push((i, k, v - current[i]));
+        round.moved.push((i, k, v - current[pos]));
     }
     Ok(round)
 }
@@ -269,14 +380,13 @@ fn drawn_start(
     Ok(start)
 }
 
-/// `refine_steps` SVI steps of start k with `frozen` parameters held, on streams of its own.
+/// `refine_steps` SVI steps of start k with `frozen` parameters held, on streams of its own
+/// (a fresh Adam run from step 0 if `rounds.fresh_adam`).
 fn refine(
     model: &Model,
     st: &mut SviState,
     s: &ModeSearch,
-    cfg: &SviConfig,
-    reducer: &dyn GradientReduce,
-    step_scale: &[f64],
+    rounds: Rounds<'_>,
     (frozen, k): (&[bool], usize),
 ) -> Result<(), InferError> {
     let (seed, step) = (st.seed, st.step);
@@ -288,21 +398,36 @@ fn refine(
         instance: 0,
     }
     .hash();
+    if rounds.fresh_adam {
+        st.m.fill(0.0);
+        st.v.fill(0.0);
+        st.step = 0;
+    }
     for _ in 0..s.refine_steps {
-        step_masked(model, st, cfg, reducer, step_scale, Some(frozen))?;
+        step_masked(
+            model,
+            st,
+            rounds.cfg,
+            rounds.reducer,
+            rounds.step_scale,
+            Some(frozen),
+        )?;
     }
     st.seed = seed;
+    st.step = step + s.refine_steps;
     Ok(())
 }
 
-/// Each instance's ELBO, averaged over `SCORE_DRAWS` draws shared by every start.
+/// Each instance's ELBO (of the `restrict` list's, if any, in its order), averaged over
+/// `SCORE_DRAWS` draws shared by every start.
 fn scores(
     model: &Model,
     st: &SviState,
     top: PlateId,
     stream_step: u64,
 ) -> Result<Vec<f64>, InferError> {
-    let mut total = vec![0.0; model.plates[top].size];
+    let p = &model.plates[top];
+    let mut total = vec![0.0; p.restrict.as_ref().map_or(p.size, |r| r.len())];
     for p in 0..SCORE_DRAWS {
         let values = Evaluator {
             model,

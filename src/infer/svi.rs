@@ -324,9 +324,24 @@ pub fn run(
         }
         if let Some(s) = &cfg.search
             && s.at_steps.contains(&state.step)
-            && !state.searches.iter().any(|r| r.step == state.step)
+            && !state
+                .searches
+                .iter()
+                .any(|r| r.step == state.step && r.targeted.is_none())
         {
             let round = super::search::search(model, &mut state, s, cfg, reducer, &step_scale)?;
+            state.searches.push(round);
+        }
+        if let Some(s) = &cfg.search
+            && let Some(m) = &s.misfit
+            && m.at_step == state.step
+            && !state
+                .searches
+                .iter()
+                .any(|r| r.step == state.step && r.targeted.is_some())
+        {
+            let round =
+                super::search::search_misfits(model, &mut state, s, cfg, reducer, &step_scale)?;
             state.searches.push(round);
         }
         let frozen = match &held {

@@ -10,7 +10,6 @@
 
 pub mod convergence;
 pub mod corrections;
-pub mod fit_check;
 pub mod physics;
 pub mod profile;
 pub mod refined_sf;
@@ -22,7 +21,7 @@ use crate::infer::model::{Env, Model, Site};
 use crate::infer::optim::LrSchedule;
 use crate::infer::posterior;
 use crate::infer::reduce::SingleProcess;
-use crate::infer::search::ModeSearch;
+use crate::infer::search::{MisfitSearch, ModeSearch};
 use crate::infer::svi::{self, StepReport, SviConfig, SviState};
 use crate::ir::{self, Options, Program};
 use crate::plan::{self, PlanError, Planned, Registry};
@@ -91,6 +90,15 @@ pub struct SiteSearch {
     pub refine_steps: u64,
     /// Steps before which a search runs (None: `default_search_steps` of the horizon).
     pub at_steps: Option<Vec<u64>>,
+    /// A targeted round for the instances the goodness-of-fit check names: (starts, step;
+    /// None: `default_misfit_step` of the horizon).
+    pub misfit: Option<(usize, Option<u64>)>,
+}
+
+/// Where the targeted round of a search runs by default: 40% into the learning-rate horizon,
+/// after the wide rounds (a tenth and a quarter in) have settled.
+pub fn default_misfit_step(horizon: u64) -> u64 {
+    horizon * 2 / 5
 }
 
 /// Where a search runs by default: a tenth and a quarter into the learning-rate horizon,
@@ -246,22 +254,39 @@ fn search_note(r: &crate::infer::search::SearchRound) -> String {
         0 => String::new(),
         n => format!("; {n} starts failed to evaluate and were passed over"),
     };
-    format!(
-        "note: mode search of {} before step {} ({} starts of {} steps per {}): {} of {} {}s moved{}{failed}",
-        r.sites.join(", "),
-        r.step,
-        r.candidates,
-        r.refine_steps,
-        r.plate,
-        r.moved.len(),
-        r.instances,
-        r.plate,
-        if moved.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", moved.join("; "))
-        },
-    )
+    let moved = if moved.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", moved.join("; "))
+    };
+    let (sites, step, p) = (r.sites.join(", "), r.step, &r.plate);
+    match &r.targeted {
+        Some(named) if named.is_empty() => format!(
+            "note: targeted mode search of {sites} before step {step}: the goodness-of-fit \
+             check named no {p}"
+        ),
+        Some(named) => {
+            let list: Vec<String> = named.iter().map(usize::to_string).collect();
+            format!(
+                "note: targeted mode search of {sites} before step {step} ({} starts of {} \
+                 fresh steps per {p}) for the {} {p}s the goodness-of-fit check named ({}): {} \
+                 moved{moved}{failed}",
+                r.candidates,
+                r.refine_steps,
+                named.len(),
+                list.join(", "),
+                r.moved.len(),
+            )
+        }
+        None => format!(
+            "note: mode search of {sites} before step {step} ({} starts of {} steps per {p}): \
+             {} of {} {p}s moved{moved}{failed}",
+            r.candidates,
+            r.refine_steps,
+            r.moved.len(),
+            r.instances,
+        ),
+    }
 }
 
 /// A note when the ELBO of the last 50 steps is above that of the 50 before by more than 3
@@ -323,7 +348,16 @@ fn mode_search(
                 .ok_or_else(|| bad(format!("the model has no latent `{name}`")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    crate::infer::search::search_plate(model, &sites).map_err(|e| bad(e.to_string()))?;
+    let top = crate::infer::search::search_plate(model, &sites).map_err(|e| bad(e.to_string()))?;
+    if let Some((k, _)) = s.misfit
+        && crate::infer::fit_check::poisson_plate(model) != Some(top)
+    {
+        return Err(RunError::Usage(format!(
+            "--search-misfit {k}: the goodness-of-fit check that names the instances needs \
+             the model's Poisson observations inside plate `{}`, the searched latents' plate",
+            model.plates[top].name
+        )));
+    }
     Ok(Some(ModeSearch {
         sites,
         candidates: s.candidates,
@@ -332,6 +366,10 @@ fn mode_search(
             .at_steps
             .clone()
             .unwrap_or_else(|| default_search_steps(horizon)),
+        misfit: s.misfit.map(|(candidates, at)| MisfitSearch {
+            at_step: at.unwrap_or_else(|| default_misfit_step(horizon)),
+            candidates,
+        }),
     }))
 }
 
@@ -486,8 +524,13 @@ pub fn run_model(
         None => None,
     };
     notes.extend(end_scan.as_ref().and_then(profile::end_note));
-    let instance_fit = pool.install(|| fit_check::fit_check(model, &state, FIT_CHECK_DRAWS))?;
-    notes.extend(instance_fit.as_ref().and_then(fit_check::note));
+    let instance_fit =
+        pool.install(|| crate::infer::fit_check::fit_check(model, &state, FIT_CHECK_DRAWS))?;
+    notes.extend(
+        instance_fit
+            .as_ref()
+            .and_then(crate::infer::fit_check::note),
+    );
     notes.extend(still_rising(&state.elbo));
     let drifts = pool.install(|| convergence::drifts(model, &state, CONVERGENCE_DRAWS))?;
     notes.extend(convergence::note(&drifts, CONVERGENCE_DRAWS));

@@ -15,11 +15,11 @@
 //! (flows) are checked on their uncorrected Poisson likelihood. Guarantee: the state is not
 //! changed.
 
-use super::RunError;
-use crate::infer::dist::Family;
-use crate::infer::engine::{Evaluator, ParticleSpec};
-use crate::infer::model::{Expr, FactorSite, Model, ObserveSite, Site};
-use crate::infer::svi::SviState;
+use super::dist::Family;
+use super::engine::{Evaluator, ParticleSpec};
+use super::error::InferError;
+use super::model::{Expr, FactorSite, Model, ObserveSite, PlateId, Site};
+use super::svi::SviState;
 use crate::tape::TapeError;
 use ndarray::{ArrayD, Zip};
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct InstanceFit {
 pub struct FitCheck {
     /// The top-level plate.
     pub plate: String,
+    /// Its id in the model.
+    #[serde(skip)]
+    pub plate_id: PlateId,
     /// Guide draws averaged.
     pub draws: u64,
     /// One row per instance.
@@ -124,7 +127,7 @@ fn with_terms(model: &Model, term: Term) -> Model {
 }
 
 /// The top-level plate of the Poisson observations, if they all share one.
-fn poisson_plate(model: &Model) -> Option<usize> {
+pub fn poisson_plate(model: &Model) -> Option<usize> {
     let mut tops = model.sites.iter().filter_map(|s| match s {
         Site::Observe(o) if o.family == Family::Poisson => Some(
             o.plate
@@ -142,7 +145,7 @@ pub fn fit_check(
     model: &Model,
     state: &SviState,
     draws: u64,
-) -> Result<Option<FitCheck>, RunError> {
+) -> Result<Option<FitCheck>, InferError> {
     let Some(plate) = poisson_plate(model) else {
         return Ok(None);
     };
@@ -187,9 +190,18 @@ pub fn fit_check(
         .collect();
     Ok(Some(FitCheck {
         plate: model.plates[plate].name.clone(),
+        plate_id: plate,
         draws: draws.max(1),
         instances,
     }))
+}
+
+impl FitCheck {
+    /// The instances with z below `MISFIT_Z`, in instance order.
+    pub fn misfits(&self) -> Vec<usize> {
+        let bad = self.instances.iter().filter(|f| f.z < MISFIT_Z);
+        bad.map(|f| f.instance).collect()
+    }
 }
 
 /// A note naming the instances with z below `MISFIT_Z`, worst first.
