@@ -16,6 +16,10 @@
 //!   rival. The winner is chosen by the instance's ELBO (log p(x_i, z_i | globals) - log q,
 //!   over the instance and its nested plates), averaged over `SCORE_DRAWS` draws that all starts
 //!   share. Instances whose current guide wins keep their parameters untouched.
+//! - A targeted round (`MisfitSearch`, `search_misfits`) searches only the instances the
+//!   goodness-of-fit check (`super::fit_check`) names, with the plate restricted to them
+//!   (`Plate::restrict`), each start refined by a fresh Adam run at the base rate; with none
+//!   named it changes nothing.
 //! - Deterministic given the state: the refinement's random streams are keyed apart from the
 //!   run's, so the same state gives the same search with any thread count, and a resumed run
 //!   repeats it to the bit.
