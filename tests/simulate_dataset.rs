@@ -444,3 +444,94 @@ fn overloaded_pixels_are_masked_counted_and_not_used() {
         "{text}"
     );
 }
+
+/// The shoeboxes of `dir`, keyed by (experiment id, bbox), with their counts.
+fn shoebox_counts(dir: &Path) -> std::collections::BTreeMap<(i32, [i32; 6]), Vec<f64>> {
+    let table = read_refl(&dir.join("simulated.refl")).unwrap();
+    let Some(Column::Int(ids)) = table.column("id") else {
+        panic!("no id column")
+    };
+    let ids = ids.clone();
+    table
+        .shoeboxes()
+        .unwrap()
+        .iter()
+        .zip(ids)
+        .map(|(sb, id)| {
+            let counts = sb.data.iter().map(|&c| f64::from(c)).collect();
+            ((id, sb.header.bbox), counts)
+        })
+        .collect()
+}
+
+/// `--gain-gradient G` (a flat-field error along the fast axis): the same seed with and without
+/// it draws the same shots, and each pixel at fast index x then holds Poisson(g(x) μ) with
+/// g(x) = 1 + G (2 (x + 0.5) / 1920 − 1), where the data without it hold Poisson(μ). Pooled over
+/// the shoeboxes of each third of the panel, the counts with the error match g times the counts
+/// without it within Poisson noise (a gain along the slow axis, or reversed, would miss by tens
+/// of sds); out-of-range values are refused by name, and the value is recorded in truth.json.
+#[test]
+fn gain_gradient_scales_counts_by_the_flat_field_error() {
+    let g = 0.5;
+    let dir = out_dir("bad_gain");
+    let o = simulate(&dir, &["--images", "1", "--gain-gradient", "1.5"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--gain-gradient 1.5"), "{err}");
+
+    let args = ["--images", "6", "--seed", "8"];
+    let plain = out_dir("gain_none");
+    ok(&simulate(&plain, &args));
+    assert!(truth(&plain).get("gain_gradient").is_none());
+    let graded = out_dir("gain_half");
+    ok(&simulate(
+        &graded,
+        &[&args[..], &["--gain-gradient", "0.5"]].concat(),
+    ));
+    assert_eq!(truth(&graded)["gain_gradient"], g);
+
+    let before = shoebox_counts(&plain);
+    let after = shoebox_counts(&graded);
+    // Per third of the panel: observed sum, expected sum (g × the plain counts), variance,
+    // plain sum.
+    let mut thirds = [(0.0, 0.0, 0.0, 0.0); 3];
+    let mut matched = 0;
+    for (key, counts) in &after {
+        let Some(plain_counts) = before.get(key) else {
+            continue;
+        };
+        matched += 1;
+        let x0 = key.1[0];
+        let mut expected = 0.0;
+        let mut variance = 0.0;
+        for (p, &c) in plain_counts.iter().enumerate() {
+            let x = f64::from(x0) + (p % 11) as f64;
+            let gain = 1.0 + g * (2.0 * (x + 0.5) / 1920.0 - 1.0);
+            expected += gain * c;
+            // Var(Y_g − g Y) = g μ + g² μ, μ estimated by the plain count.
+            variance += (gain + gain * gain) * c;
+        }
+        let third = ((f64::from(x0) + 5.5) / 640.0).floor().clamp(0.0, 2.0) as usize;
+        let t = &mut thirds[third];
+        t.0 += counts.iter().sum::<f64>();
+        t.1 += expected;
+        t.2 += variance;
+        t.3 += plain_counts.iter().sum::<f64>();
+    }
+    assert!(matched > 100, "only {matched} shoeboxes in both datasets");
+    for (k, (observed, expected, variance, _)) in thirds.iter().enumerate() {
+        let z = (observed - expected) / variance.sqrt();
+        assert!(
+            z.abs() < 4.0,
+            "third {k}: {observed} counts against {expected:.0} expected (z = {z:.2})"
+        );
+    }
+    // The error is large: the left third reads well under, the right third well over.
+    let ratio = |k: usize| thirds[k].0 / thirds[k].3;
+    assert!(
+        ratio(0) < 0.8 && ratio(2) > 1.2,
+        "{:.3} {:.3}",
+        ratio(0),
+        ratio(2)
+    );
+}

@@ -16,7 +16,10 @@
 #   STEPS  SVI steps per fit (default 300).
 #   SHAPES  the simulated lattice transforms (default "square gauss": the misspecified data and
 #          the control); `psfX` is GAUSS with a detector point-spread of sd X pixels
-#          (`spreadc simulate --psf-px X`), which the fitting model lacks too, e.g. "psf1 gauss".
+#          (`spreadc simulate --psf-px X`), which the fitting model lacks too, e.g. "psf1 gauss";
+#          `gainG` is GAUSS with a flat-field error G along the panel's fast axis (`spreadc
+#          simulate --gain-gradient G`), fitted with the flow given each pixel's position on the
+#          panel (`--set flow_context=position`) instead of its offset in the shoebox.
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #   R0  the first replicate (default 0). With R0 > 0 the rows are appended to an existing
 #       WORK_DIR/fits.tsv, so replicates can be added to an earlier run of the same settings.
@@ -48,8 +51,11 @@ for r in $(seq "$R0" $((R - 1))); do
     [ "$r" = 0 ] && d="$W/data_$shape"
     case "$shape" in
       psf*) sim_args=(--set shape=gauss --psf-px "${shape#psf}") ;;
+      gain*) sim_args=(--set shape=gauss --gain-gradient "${shape#gain}") ;;
       *) sim_args=(--set "shape=$shape") ;;
     esac
+    context=offset
+    case "$shape" in gain*) context=position ;; esac
     [ -f "$d/truth.json" ] || "$S" simulate "$M" --out "$d" \
       --images "$N" --seed $((77 + 100 * r)) --truth "$W/truth_fixed.json" "${sim_args[@]}" \
       > "$W/sim_${shape}_r$r.log"
@@ -58,7 +64,8 @@ for r in $(seq "$R0" $((R - 1))); do
         name=${shape}_${fdp_model}_flow_${corr}_r$r
         start=$(date +%s)
         "$S" run "$M" --data "$d" --out "$W/$name" --steps "$STEPS" \
-          --particles 1 --seed "$r" --set use_correction=$corr --set fdp_model=$fdp_model ${RUN_ARGS:-} \
+          --particles 1 --seed "$r" --set use_correction=$corr --set fdp_model=$fdp_model \
+          --set flow_context=$context ${RUN_ARGS:-} \
           > "$W/$name.log" 2>&1
         wall=$(( $(date +%s) - start ))
         python3 - "$W/$name/summary.json" "$r" "$shape" "$fdp_model" "$corr" "$wall" \

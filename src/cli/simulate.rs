@@ -41,6 +41,11 @@ pub struct Args {
     /// noise; the models here have none, so > 0 simulates an effect the fit lacks.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub psf_px: f64,
+    /// Flat-field error G along the fast axis: the pixel at fast index x detects
+    /// 1 + G (2 (x + 0.5) / 1920 − 1) times the modelled photons (−0.9 to 0.9; the models here
+    /// have none, so ≠ 0 simulates an effect the fit lacks).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub gain_gradient: f64,
 }
 
 fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
@@ -115,8 +120,16 @@ pub fn run(args: &Args) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if !(args.gain_gradient.is_finite() && (-0.9..=0.9).contains(&args.gain_gradient)) {
+        eprintln!(
+            "error: --gain-gradient {}: the flat-field error must be -0.9 to 0.9",
+            args.gain_gradient
+        );
+        return ExitCode::from(2);
+    }
     let template = Template {
         psf_sd_px: args.psf_px,
+        gain_gradient: args.gain_gradient,
         max_shoeboxes: args.max_shoeboxes,
         d_min_a: args.d_min,
         ..Template::default()

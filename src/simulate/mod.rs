@@ -107,6 +107,11 @@ pub struct Template {
     /// (pixels) before the noise, the photons blurred past the shoebox's edge lost (they land
     /// in pixels outside it). 0: none, as in every model here (so > 0 is a misspecification).
     pub psf_sd_px: f64,
+    /// Flat-field error along the fast axis: the pixel at fast index x detects
+    /// g(x) = 1 + G (2 (x + 0.5) / panel_pixels − 1) times the photons the model expects (its
+    /// counts Poisson(g(x) μ)), from 1 − G at the panel's first column to 1 + G at its last.
+    /// 0: none, as in every model here (so ≠ 0 is a misspecification).
+    pub gain_gradient: f64,
 }
 
 impl Default for Template {
@@ -124,6 +129,7 @@ impl Default for Template {
             min_peak_photons: 3.0,
             max_shoeboxes: 40,
             psf_sd_px: 0.0,
+            gain_gradient: 0.0,
         }
     }
 }
@@ -253,6 +259,7 @@ pub fn simulate(
     }
     truth.skipped = out.skipped.clone();
     truth.psf_sd_px = template.psf_sd_px;
+    truth.gain_gradient = template.gain_gradient;
     let reflections = out.finish()?;
     Ok(Simulated {
         experiments: out.experiments,
@@ -432,6 +439,10 @@ fn render(
     if template.psf_sd_px > 0.0 {
         blur_spots(&mut total, &mut spot, template.shoebox, template.psf_sd_px);
     }
+    if template.gain_gradient != 0.0 {
+        let gain = |fast: usize| flat_field_gain(template, fast);
+        apply_gain(&mut total, &mut spot, &regions, gain);
+    }
     let mut ranked: Vec<(usize, f64)> = (0..regions.len())
         .map(|k| {
             (
@@ -462,6 +473,34 @@ fn render(
                 .collect(),
         })
         .collect())
+}
+
+/// The detected fraction g(x) of the photons at fast index `fast` under the template's
+/// flat-field error (1 when there is none).
+pub fn flat_field_gain(template: &Template, fast: usize) -> f64 {
+    let width = template.panel_pixels as f64;
+    1.0 + template.gain_gradient * (2.0 * (fast as f64 + 0.5) / width - 1.0)
+}
+
+/// Scales each pixel of every shoebox (row-major `n_slow`×`n_fast` blocks of `regions`, in
+/// `total` and `spot`) by `gain` of its fast index on the panel.
+fn apply_gain(
+    total: &mut [f64],
+    spot: &mut [f64],
+    regions: &[Region],
+    gain: impl Fn(usize) -> f64,
+) {
+    let mut at = 0;
+    for r in regions {
+        for _slow in 0..r.n_slow {
+            for fast in 0..r.n_fast {
+                let g = gain(r.fast0 + fast);
+                total[at] *= g;
+                spot[at] *= g;
+                at += 1;
+            }
+        }
+    }
 }
 
 /// Blurs the spot photons of every `size`×`size` shoebox in `spot` by a Gaussian point-spread

@@ -148,10 +148,14 @@ pub struct Truth {
     /// only when not 0, as no model fitted here has one (a misspecification to correct).
     #[serde(skip_serializing_if = "no_psf")]
     pub psf_sd_px: f64,
+    /// The flat-field error along the fast axis (`Template::gain_gradient`); written only when
+    /// not 0, as no model fitted here has one (a misspecification to correct).
+    #[serde(skip_serializing_if = "no_psf")]
+    pub gain_gradient: f64,
 }
 
-fn no_psf(sd: &f64) -> bool {
-    *sd == 0.0
+fn no_psf(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// A draw from `prior`.
@@ -214,6 +218,7 @@ impl Truth {
             skipped: Skipped::default(),
             overloaded_pixels: 0,
             psf_sd_px: 0.0,
+            gain_gradient: 0.0,
         })
     }
 
