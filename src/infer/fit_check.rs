@@ -52,6 +52,9 @@ pub struct FitCheck {
     pub draws: u64,
     /// One row per instance.
     pub instances: Vec<InstanceFit>,
+    /// A correction flow acts on (some of) the Poisson observations: the check is of the
+    /// uncorrected physics, and a flow that absorbs misfit leaves the physics misfit by design.
+    pub corrected: bool,
 }
 
 /// E[log P(Y | μ)] and Var[log P(Y | μ)] for Y ~ Poisson(μ), by summing over the counts
@@ -188,11 +191,15 @@ pub fn fit_check(
             }
         })
         .collect();
+    let corrected = model.sites.iter().any(
+        |s| matches!(s, Site::Observe(o) if o.family == Family::Poisson && o.correction.is_some()),
+    );
     Ok(Some(FitCheck {
         plate: model.plates[plate].name.clone(),
         plate_id: plate,
         draws: draws.max(1),
         instances,
+        corrected,
     }))
 }
 
@@ -204,7 +211,10 @@ impl FitCheck {
     }
 }
 
-/// A note naming the instances with z below `MISFIT_Z`, worst first.
+/// A note naming the instances with z below `MISFIT_Z`, worst first, with the likeliest
+/// cause: a few named instances are each in a wrong mode; most of them named, the physics
+/// lacks an effect of the data; under a correction flow, the physics is checked without the
+/// correction that absorbs its misfit.
 pub fn note(c: &FitCheck) -> Option<String> {
     let mut bad: Vec<&InstanceFit> = c.instances.iter().filter(|f| f.z < MISFIT_Z).collect();
     if bad.is_empty() {
@@ -225,10 +235,19 @@ pub fn note(c: &FitCheck) -> Option<String> {
         n if n > 8 => format!(" and {} more", n - 8),
         _ => String::new(),
     };
+    let cause = if c.corrected {
+        "the check is of the uncorrected physics, and with the correction flow on, the misfit \
+         it names is what the flow absorbed (compare a fit without the flow)"
+    } else if 2 * bad.len() > c.instances.len() {
+        "with most instances named, the physics more likely lacks an effect of the data (a \
+         detector or spot-profile effect; try a correction flow) than each is in a wrong mode"
+    } else {
+        "one left in a wrong mode can pull the dataset-level latents (try --search with more \
+         starts, or --search-misfit) before trusting them"
+    };
     Some(format!(
         "note: {} of {} instances of plate `{}` fit their counts far worse than Poisson noise \
-         allows: {}{more}; one left in a wrong mode can pull the dataset-level latents (try \
-         --search with more starts) before trusting them",
+         allows: {}{more}; {cause}",
         bad.len(),
         c.instances.len(),
         c.plate,
@@ -239,6 +258,45 @@ pub fn note(c: &FitCheck) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(zs: &[f64], corrected: bool) -> FitCheck {
+        let instances = zs
+            .iter()
+            .enumerate()
+            .map(|(i, &z)| InstanceFit {
+                instance: i,
+                excess_nats: 10.0 * z,
+                sd_nats: 10.0,
+                z,
+            })
+            .collect();
+        FitCheck {
+            plate: "image".into(),
+            plate_id: 0,
+            draws: 2,
+            instances,
+            corrected,
+        }
+    }
+
+    /// None named, no note; a few named: a wrong mode; most named: a missing effect; under a
+    /// correction flow: the uncorrected physics.
+    #[test]
+    fn the_note_names_the_likeliest_cause() {
+        assert_eq!(note(&check(&[-1.0, 0.5, -9.9], false)), None);
+        let few = note(&check(&[-1.0, -40.0, 0.2, -0.3], false)).unwrap();
+        assert!(few.contains("1 of 4 instances of plate `image`"), "{few}");
+        assert!(few.contains("image 1 (z = -40, 400 nats below"), "{few}");
+        assert!(few.contains("wrong mode"), "{few}");
+        let most = note(&check(&[-11.0, -40.0, -12.0, -0.3], false)).unwrap();
+        assert!(
+            most.contains("3 of 4") && most.contains("lacks an effect"),
+            "{most}"
+        );
+        assert!(most.find("image 1").unwrap() < most.find("image 2").unwrap());
+        let flow = note(&check(&[-11.0, -40.0, -12.0, -0.3], true)).unwrap();
+        assert!(flow.contains("uncorrected physics"), "{flow}");
+    }
 
     /// Against a direct sum over 0..2000 counts and, for large μ, the normal limit
     /// E = −½ ln(2πeμ), Var = ½.
