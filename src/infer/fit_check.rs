@@ -212,8 +212,8 @@ impl FitCheck {
 }
 
 /// A note naming the instances with z below `MISFIT_Z`, worst first, with the likeliest
-/// cause: a few named instances are each in a wrong mode; most of them named, the physics
-/// lacks an effect of the data; under a correction flow, the physics is checked without the
+/// cause: a few named instances are each in a wrong mode; 40% of them or more named, the
+/// physics lacks an effect of the data; under a correction flow, the physics is checked without the
 /// correction that absorbs its misfit.
 pub fn note(c: &FitCheck) -> Option<String> {
     let mut bad: Vec<&InstanceFit> = c.instances.iter().filter(|f| f.z < MISFIT_Z).collect();
@@ -238,8 +238,8 @@ pub fn note(c: &FitCheck) -> Option<String> {
     let cause = if c.corrected {
         "the check is of the uncorrected physics, and with the correction flow on, the misfit \
          it names is what the flow absorbed (compare a fit without the flow)"
-    } else if 2 * bad.len() > c.instances.len() {
-        "with most instances named, the physics more likely lacks an effect of the data (a \
+    } else if 5 * bad.len() >= 2 * c.instances.len() {
+        "with so many instances named, the physics more likely lacks an effect of the data (a \
          detector or spot-profile effect; try a correction flow) than each is in a wrong mode"
     } else {
         "one left in a wrong mode can pull the dataset-level latents (try --search with more \
@@ -279,8 +279,8 @@ mod tests {
         }
     }
 
-    /// None named, no note; a few named: a wrong mode; most named: a missing effect; under a
-    /// correction flow: the uncorrected physics.
+    /// None named, no note; under 40% named: a wrong mode; 40% or more: a missing effect;
+    /// under a correction flow: the uncorrected physics.
     #[test]
     fn the_note_names_the_likeliest_cause() {
         assert_eq!(note(&check(&[-1.0, 0.5, -9.9], false)), None);
@@ -293,6 +293,10 @@ mod tests {
             most.contains("3 of 4") && most.contains("lacks an effect"),
             "{most}"
         );
+        let two_of_five = note(&check(&[-11.0, 0.0, -12.0, 0.3, 1.0], false)).unwrap();
+        assert!(two_of_five.contains("lacks an effect"), "{two_of_five}");
+        let two_of_six = note(&check(&[-11.0, 0.0, -12.0, 0.3, 1.0, 0.1], false)).unwrap();
+        assert!(two_of_six.contains("wrong mode"), "{two_of_six}");
         assert!(most.find("image 1").unwrap() < most.find("image 2").unwrap());
         let flow = note(&check(&[-11.0, -40.0, -12.0, -0.3], true)).unwrap();
         assert!(flow.contains("uncorrected physics"), "{flow}");
