@@ -146,15 +146,15 @@ pub struct Truth {
     pub overloaded_pixels: u64,
     /// The detector point-spread applied to the spot photons (Gaussian sd, pixels); written
     /// only when not 0, as no model fitted here has one (a misspecification to correct).
-    #[serde(skip_serializing_if = "no_psf")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub psf_sd_px: f64,
     /// The flat-field error along the fast axis (`Template::gain_gradient`); written only when
     /// not 0, as no model fitted here has one (a misspecification to correct).
-    #[serde(skip_serializing_if = "no_psf")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub gain_gradient: f64,
 }
 
-fn no_psf(value: &f64) -> bool {
+fn is_zero(value: &f64) -> bool {
     *value == 0.0
 }
 
