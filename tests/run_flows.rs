@@ -227,7 +227,7 @@ fn first_elbo(dir: &Path) -> f64 {
 
 /// At initialization the flow is the identity and its penalty zero, so the first ELBO
 /// estimate equals that of the Gaussian approximation N(μ, μ + readout²) written out by hand,
-/// for both kinds and with a context input.
+/// for every kind and with a context input.
 #[test]
 fn an_initial_flow_is_the_gaussian_approximation() {
     let plain = "data t = table(\"t.csv\", y: real, e: real, g: real)\n\
@@ -241,6 +241,7 @@ fn an_initial_flow_is_the_gaussian_approximation() {
         "affine_correction",
         "planar_correction",
         "spline_correction",
+        "gain_correction",
     ] {
         let model = format!(
             "use flows.{flow}\n\
@@ -359,22 +360,24 @@ fn unsupported_flows_are_clear_errors() {
 
 /// The run reports what each flow bought: about nothing on well-specified Poisson counts (the
 /// flow can only fit noise: a few nats for 400 rows), and hundreds of nats when half the rows
-/// carry a 30% gain the physics lacks (the rows' context says which half).
+/// carry a 30% gain the physics lacks (the rows' context says which half); for the affine flow
+/// (given ln(1 + μ) and the context) and the gain flow (given the context alone), whose kind a
+/// variant chooses (`kind = k`: a setting that names a variant follows `--set`).
 #[test]
 fn the_reported_gain_separates_misspecified_from_well_specified_data() {
-    let model = "use flows.affine_correction\n\
+    let model = "variant k = affine_coupling | gain\n\
+                 flow f { kind = k, given_expected = match k { gain => false, _ => true } }\n\
                  data t = table(\"t.csv\", y: real, e: real, g: real)\n\
                  latent rate ~ LogNormal(1.0, 1.0)\n\
-                 plate r in t.rows {\n  observe r.y ~ Poisson(rate * r.e) corrected by affine_correction(r.g) penalty 1.0\n}\n";
-    let gain = |name: &str, rows: &[(f64, f64, f64)]| {
-        let d = dir(name);
+                 plate r in t.rows {\n  observe r.y ~ Poisson(rate * r.e) corrected by f(r.g) penalty 1.0\n}\n";
+    let gain = |name: &str, rows: &[(f64, f64, f64)], kind: &str| {
+        let d = dir(&format!("{name}_{kind}"));
         write_table(&d, rows);
-        let r = run_model(&config(&d, model, 1000), &mut |_| {}).unwrap();
+        let mut cfg = config(&d, model, 1000);
+        cfg.sets = vec![("k".into(), kind.into())];
+        let r = run_model(&cfg, &mut |_| {}).unwrap();
         let c = &r.corrections[0];
-        assert_eq!(
-            (c.flow.as_str(), c.kind.as_str()),
-            ("affine_correction", "affine_coupling")
-        );
+        assert_eq!((c.flow.as_str(), c.kind.as_str()), ("f", kind));
         c.log_lik_gain
     };
     let clean = counts(400, 1.0, 4);
@@ -386,12 +389,15 @@ fn the_reported_gain_separates_misspecified_from_well_specified_data() {
             (Poisson::new(mu).unwrap().sample(&mut rng), e, g)
         })
         .collect();
-    let (g0, g1) = (
-        gain("gain_clean", &clean),
-        gain("gain_misspecified", &gained),
-    );
-    assert!(g0.abs() < 10.0, "well-specified gain {g0}");
-    assert!(g1 > 100.0, "misspecified gain {g1}");
+    for kind in ["affine_coupling", "gain"] {
+        let (g0, g1) = (
+            gain("gain_clean", &clean, kind),
+            gain("gain_misspecified", &gained, kind),
+        );
+        println!("{kind}: well-specified {g0:.2} nats, misspecified {g1:.1} nats");
+        assert!(g0.abs() < 10.0, "{kind}: well-specified gain {g0}");
+        assert!(g1 > 100.0, "{kind}: misspecified gain {g1}");
+    }
 }
 
 /// Counts whose standardized residual is skewed: y = 3e + √(3e) (G − 2)/√2, G ~ Gamma(2, 1)

@@ -20,6 +20,10 @@
 #          `gainG` is GAUSS with a flat-field error G along the panel's fast axis (`spreadc
 #          simulate --gain-gradient G`), fitted with the flow given each pixel's position on the
 #          panel (`--set flow_context=position`) instead of its offset in the shoebox.
+#   FLOWS  the fits of each dataset (default "false true"): `false` the flow off, `true` the
+#          affine-coupling flow (given ln(1 + expected) and the context), `gain` the gain flow
+#          (`--set flow_kind=gain`: the expected count off by a factor the context predicts, given
+#          the context alone). The `flow` column of fits.tsv holds the value.
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #   R0  the first replicate (default 0). With R0 > 0 the rows are appended to an existing
 #       WORK_DIR/fits.tsv, so replicates can be added to an earlier run of the same settings.
@@ -60,12 +64,18 @@ for r in $(seq "$R0" $((R - 1))); do
       --images "$N" --seed $((77 + 100 * r)) --truth "$W/truth_fixed.json" "${sim_args[@]}" \
       > "$W/sim_${shape}_r$r.log"
     for fdp_model in $FORMS; do
-      for corr in false true; do
+      for corr in ${FLOWS:-false true}; do
+        case "$corr" in
+          false) flow_set=(--set use_correction=false) ;;
+          true) flow_set=(--set use_correction=true) ;;
+          gain) flow_set=(--set use_correction=true --set flow_kind=gain) ;;  # always by position
+          *) echo "misspecification.sh: FLOWS takes false, true and gain, not $corr" >&2; exit 2 ;;
+        esac
         name=${shape}_${fdp_model}_flow_${corr}_r$r
         start=$(date +%s)
         "$S" run "$M" --data "$d" --out "$W/$name" --steps "$STEPS" \
-          --particles 1 --seed "$r" --set use_correction=$corr --set fdp_model=$fdp_model \
-          --set flow_context=$context ${RUN_ARGS:-} \
+          --particles 1 --seed "$r" "${flow_set[@]}" --set fdp_model=$fdp_model \
+          --set "flow_context=$([ "$corr" = gain ] && echo position || echo "$context")" ${RUN_ARGS:-} \
           > "$W/$name.log" 2>&1
         wall=$(( $(date +%s) - start ))
         python3 - "$W/$name/summary.json" "$r" "$shape" "$fdp_model" "$corr" "$wall" \

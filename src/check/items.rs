@@ -404,7 +404,8 @@ impl Checker {
         );
     }
 
-    /// Checks setting values; a bare name (`relu`) is a word, not a variable.
+    /// Checks setting values; a bare name (`relu`) is a word, not a variable, unless it names a
+    /// const or a variant (`kind = flow_kind`: the setting follows `--set`).
     pub(super) fn net_args(&mut self, args: &[Arg<()>]) -> Vec<Arg<Typed>> {
         let word = |e: &ast::Expr<()>, n: &str| ast::Expr {
             kind: ast::ExprKind::Name(n.to_string()),
@@ -414,7 +415,14 @@ impl Checker {
         args.iter()
             .map(|a| {
                 let value = match &a.value.kind {
-                    ast::ExprKind::Name(n) => word(&a.value, n),
+                    ast::ExprKind::Name(n)
+                        if !matches!(
+                            self.lookup(n),
+                            Some(Binding::Const(..) | Binding::Variant(..))
+                        ) =>
+                    {
+                        word(&a.value, n)
+                    }
                     _ => self.expr(&a.value),
                 };
                 Arg {
@@ -608,7 +616,7 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
     let v = e.meta.value.as_ref()?;
     let positive = |v: &Value| matches!(v, Value::Int(n) if *n > 0);
     let word = |options: &[&str]| match v {
-        Value::Str(w) if options.contains(&w.as_str()) => Some(v.clone()),
+        Value::Str(w) | Value::Choice(w) if options.contains(&w.as_str()) => Some(v.clone()),
         _ => None,
     };
     match key {
@@ -624,7 +632,7 @@ fn setting_value(key: &str, e: &ast::Expr<Typed>, is_flow: bool) -> Option<Value
         "activation" => word(&["relu", "tanh", "sigmoid", "softplus"]),
         // A semi-amortized encoder: per-instance offsets refine the network's guide.
         "refine" if !is_flow => matches!(v, Value::Bool(_)).then(|| v.clone()),
-        "kind" if is_flow => word(&["affine_coupling", "planar", "spline"]),
+        "kind" if is_flow => word(&["affine_coupling", "planar", "spline", "gain"]),
         // Whether the conditioner sees ln(1 + μ), the physics' expected count.
         "given_expected" if is_flow => matches!(v, Value::Bool(_)).then(|| v.clone()),
         // Readout noise (counts) of the Gaussian approximation a flow corrects.

@@ -168,7 +168,7 @@ codes! {
         "`--set name=value` gives a value of the wrong type for a const, or a choice a variant does not\n\
          have.\n";
     E0603 => "bad flow or encoder setting",
-        "Flows accept: kind (affine_coupling | planar | spline), layers, bins (spline bins, a\n\
+        "Flows accept: kind (affine_coupling | planar | spline | gain), layers, bins (spline bins, a\n\
          positive int; a run needs 2 to 64), hidden, activation, readout (a non-negative real,\n\
          counts) and given_expected (a bool). Encoders accept: hidden, activation. layers is a\n\
          positive int, hidden a list of positive ints, activation one of relu | tanh | sigmoid |\n\

@@ -163,9 +163,11 @@ impl EncoderSpec {
                 self.name, self.rows, width
             ));
         }
+        // Logical (row-major) order, whatever the arrays' memory layout.
+        let values: Vec<_> = values.iter().map(|v| v.as_standard_layout()).collect();
         for r in 0..self.rows {
             for (v, k) in values.iter().zip(&per_row) {
-                let s = v.as_slice_memory_order().ok_or("non-contiguous input")?;
+                let s = v.as_slice().ok_or("non-contiguous input")?;
                 flat.extend_from_slice(&s[r * k..(r + 1) * k]);
             }
         }
@@ -251,9 +253,10 @@ impl EncoderSpec {
             ));
         }
         let mut flat = Vec::with_capacity(n * width);
+        let sets: Vec<_> = sets.iter().map(|v| v.as_standard_layout()).collect();
         for r in 0..n {
             for (s, k) in sets.iter().zip(&per) {
-                let v = s.as_slice_memory_order().ok_or("non-contiguous input")?;
+                let v = s.as_slice().ok_or("non-contiguous input")?;
                 flat.extend_from_slice(&v[r * k..(r + 1) * k]);
             }
         }

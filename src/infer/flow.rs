@@ -44,6 +44,14 @@
 //!   differentiates that). Against a 10⁶-interval reference it is within 1.5e-5 relative for
 //!   conditioner outputs of scale 1 and 4.2e-4 for scale 3 (tests/run_flows.rs).
 //!
+//! - `gain`: the affine map of the family "the expected count is off by a factor": the MLP gives
+//!   one output h per element, the corrected expected count is μ* = μ e^h with σ* = √(μ* +
+//!   readout²), so that in the residual's terms T(x) = (x − b) e^{−s} with b = μ (e^h − 1)/σ and
+//!   s = ½ ln(σ*²/σ²), and its KL is the affine one, KL(N(μ, σ²) ‖ N(μ*, σ*²)) of the counts.
+//!   Given the pixel's position on the detector (and not ln(1 + μ): `given_expected = false`) it is
+//!   a smooth flat-field (gain) correction; b and s are ordinary tape nodes over (h, μ), so the
+//!   latents' gradients pass through μ in them.
+//!
 //! The likelihood terms and the penalty of all elements are one fused tape node with a hand
 //! adjoint (`CorrectedLogLik`); the conditioner is ordinary dense layers on the tape.
 
@@ -53,6 +61,7 @@ use super::model::{Env, Expr};
 use super::spline::{MAX_SPLINE_BINS, spline, spline_kl, spline_outputs};
 use crate::tape::{FusedOp, NodeId, Tape, Value};
 use ndarray::{ArrayD, IxDyn};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -77,6 +86,8 @@ pub enum FlowKind {
         /// Bins K.
         bins: usize,
     },
+    /// The affine map of a multiplicative error of μ: μ* = μ e^h, h from the conditioner.
+    Gain,
 }
 
 impl FlowKind {
@@ -86,6 +97,17 @@ impl FlowKind {
             FlowKind::AffineCoupling => 2,
             FlowKind::Planar { layers } => 3 * layers,
             FlowKind::Spline { bins } => spline_outputs(bins),
+            FlowKind::Gain => 1,
+        }
+    }
+
+    /// The kind's name as a flow declaration writes it (with its size).
+    pub fn describe(self) -> String {
+        match self {
+            FlowKind::AffineCoupling => "affine_coupling".into(),
+            FlowKind::Planar { layers } => format!("planar ({layers} layers)"),
+            FlowKind::Spline { bins } => format!("spline ({bins} bins)"),
+            FlowKind::Gain => "gain".into(),
         }
     }
 }
@@ -226,7 +248,10 @@ pub fn corrected_log_lik(
         [one] => *one,
         _ => t.concat(&parts, 1)?,
     };
-    let p = c.conditioner.forward(t, weights, x)?;
+    let mut p = c.conditioner.forward(t, weights, x)?;
+    if c.kind == FlowKind::Gain {
+        p = gain_affine_parameters(t, p, mu, var, sigma, c.readout, n)?;
+    }
     let op = CorrectedLogLik {
         kind: c.kind,
         penalty: c.penalty,
@@ -235,8 +260,35 @@ pub fn corrected_log_lik(
     Ok(t.sub(flow, log_sigma)?)
 }
 
+/// The affine parameters (n × 2: b, s) of the gain kind from its log-gains h (n × 1): with
+/// μ* = μ e^h, b = (μ* − μ)/σ and s = ½ (ln(μ* + readout²) − ln σ²).
+fn gain_affine_parameters(
+    t: &mut Tape,
+    h: NodeId,
+    mu: NodeId,
+    var: NodeId,
+    sigma: NodeId,
+    readout: f64,
+    n: usize,
+) -> Result<NodeId, DistError> {
+    let h = t.reshape(h, &[n])?;
+    let gain = t.exp(h)?;
+    let mu_star = t.mul(mu, gain)?;
+    let excess = t.sub(mu_star, mu)?;
+    let b = t.div(excess, sigma)?;
+    let var_star = t.shift(mu_star, readout * readout)?;
+    let ln_var_star = t.log(var_star)?;
+    let ln_var = t.log(var)?;
+    let ln_ratio = t.sub(ln_var_star, ln_var)?;
+    let s = t.scale(ln_ratio, 0.5)?;
+    let b = t.reshape(b, &[n, 1])?;
+    let s = t.reshape(s, &[n, 1])?;
+    Ok(t.concat(&[b, s], 1)?)
+}
+
 /// Σᵢ [log N(T(rᵢ)) + log T'(rᵢ)] − (W/n) Σᵢ KL(pᵢ) over the n elements, as one tape node.
-/// Inputs: r (n), the conditioner's output p (n × outputs). Output: a 0-d tensor.
+/// Inputs: r (n), the conditioner's output p (n × outputs; for the gain kind its affine
+/// parameters, n × 2). Output: a 0-d tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct CorrectedLogLik {
     /// Bijection family.
@@ -330,10 +382,19 @@ fn planar(x0: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>
 }
 
 impl CorrectedLogLik {
+    /// Parameters per element the op receives (the gain kind's are its affine (b, s)).
+    fn width(&self) -> usize {
+        match self.kind {
+            FlowKind::Gain => 2,
+            k => k.outputs(),
+        }
+    }
+
     /// f of one element (and its weighted gradient).
     fn f(&self, x: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>) -> f64 {
         match self.kind {
-            FlowKind::AffineCoupling => affine(x, p, weight, grads),
+            // The gain kind reaches the op as its affine parameters (b, s).
+            FlowKind::AffineCoupling | FlowKind::Gain => affine(x, p, weight, grads),
             FlowKind::Planar { .. } => planar(x, p, weight, grads),
             FlowKind::Spline { bins } => spline(x, p, bins, weight, grads),
         }
@@ -342,7 +403,7 @@ impl CorrectedLogLik {
     /// KL(P ‖ P*) of one element (and weight × its gradient added into `dp`).
     fn kl(&self, p: &[f64], weight: f64, mut dp: Option<&mut [f64]>) -> f64 {
         match self.kind {
-            FlowKind::AffineCoupling => return affine_kl(p, weight, dp),
+            FlowKind::AffineCoupling | FlowKind::Gain => return affine_kl(p, weight, dp),
             FlowKind::Spline { bins } => return spline_kl(p, bins, weight, dp),
             FlowKind::Planar { .. } => {}
         }
@@ -356,7 +417,13 @@ impl CorrectedLogLik {
         kl
     }
 
-    fn unpack<'a>(&self, inputs: &[&'a Value]) -> Result<(&'a [f64], &'a [f64], usize), String> {
+    /// The residuals and the parameters in logical (row-major) order: borrowed when the arrays
+    /// are in standard layout, else copied (a concatenation's output can be column-major).
+    #[allow(clippy::type_complexity)]
+    fn unpack<'a>(
+        &self,
+        inputs: &[&'a Value],
+    ) -> Result<(Cow<'a, [f64]>, Cow<'a, [f64]>, usize), String> {
         let (Some(Value::Real(r)), Some(Value::Real(p))) = (inputs.first(), inputs.get(1)) else {
             return Err("inputs must be the residuals and the conditioner output (reals)".into());
         };
@@ -367,7 +434,7 @@ impl CorrectedLogLik {
                 "a spline flow of {bins} bins (1 to {MAX_SPLINE_BINS})"
             ));
         }
-        let m = self.kind.outputs();
+        let m = self.width();
         let n = r.len();
         if p.len() != n * m {
             return Err(format!(
@@ -375,10 +442,11 @@ impl CorrectedLogLik {
                 p.shape()
             ));
         }
-        let (Some(r), Some(p)) = (r.as_slice_memory_order(), p.as_slice_memory_order()) else {
-            return Err("non-contiguous input".into());
+        let logical = |a: &'a ArrayD<f64>| match a.as_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(a.iter().copied().collect()),
         };
-        Ok((r, p, m))
+        Ok((logical(r), logical(p), m))
     }
 }
 
@@ -485,6 +553,84 @@ mod tests {
                 .sum();
             let exact = affine_kl(&p, 0.0, None);
             assert!((q - exact).abs() < 1e-9, "{p:?}: {q} vs {exact}");
+        }
+    }
+
+    /// The gain kind's log-likelihood of counts y at μ with log-gains h, by the tape path (the
+    /// affine parameters from h, μ, then the fused op) minus Σ log σ.
+    fn gain_path(y: &[f64], mu: &[f64], h: &[f64], readout: f64, penalty: f64) -> (f64, Vec<f64>) {
+        let n = y.len();
+        let arr = |v: &[f64], shape: &[usize]| {
+            ArrayD::from_shape_vec(IxDyn(shape), v.to_vec()).unwrap_or_default()
+        };
+        let mut t = Tape::new();
+        let mu_node = t.leaf_real(arr(mu, &[n]));
+        let y_node = t.constant_real(arr(y, &[n]));
+        let h_node = t.constant_real(arr(h, &[n, 1]));
+        let run = |t: &mut Tape| -> Result<NodeId, DistError> {
+            let var = t.shift(mu_node, readout * readout)?;
+            let sigma = t.sqrt(var)?;
+            let diff = t.sub(y_node, mu_node)?;
+            let r = t.div(diff, sigma)?;
+            let p = gain_affine_parameters(t, h_node, mu_node, var, sigma, readout, n)?;
+            let op = CorrectedLogLik {
+                kind: FlowKind::Gain,
+                penalty,
+            };
+            let flow = t.fused(Arc::new(op), &[r, p])?;
+            let log_sigma = t.log(sigma)?;
+            let log_sigma = t.sum(log_sigma)?;
+            Ok(t.sub(flow, log_sigma)?)
+        };
+        let Ok(out) = run(&mut t) else {
+            return (f64::NAN, Vec::new());
+        };
+        let value = t.real(out).map(|a| a.sum()).unwrap_or(f64::NAN);
+        let grad = match t.backward(out).and_then(|()| t.grad_real(mu_node)) {
+            Ok(g) => g.iter().copied().collect(),
+            Err(_) => Vec::new(),
+        };
+        (value, grad)
+    }
+
+    /// The gain kind is the Gaussian approximation at the corrected count μ e^h: Σ log N(y; μ*,
+    /// μ* + readout²) − (W/n) Σ KL(N(μ, μ + readout²) ‖ N(μ*, μ* + readout²)), written out; and
+    /// its gradient in μ (through the affine parameters) matches central differences.
+    #[test]
+    fn the_gain_kind_is_the_gaussian_at_the_corrected_count() {
+        let (readout, penalty): (f64, f64) = (1.5, 3.0);
+        let y: [f64; 5] = [0.0, 4.0, 37.0, 160.0, 1020.0];
+        let mu: [f64; 5] = [0.3, 5.2, 30.0, 171.0, 950.0];
+        let h: [f64; 5] = [0.4, -0.2, 0.25, -0.1, 0.05];
+        let n = y.len() as f64;
+        let expected: f64 = (0..y.len())
+            .map(|i| {
+                let (v0, m1) = (mu[i] + readout * readout, mu[i] * h[i].exp());
+                let v1 = m1 + readout * readout;
+                let log_n = -0.5 * (y[i] - m1).powi(2) / v1 - 0.5 * v1.ln() - HALF_LN_2PI;
+                let kl = 0.5 * ((v1 / v0).ln() + (v0 + (m1 - mu[i]).powi(2)) / v1 - 1.0);
+                log_n - penalty / n * kl
+            })
+            .sum();
+        let (got, grad) = gain_path(&y, &mu, &h, readout, penalty);
+        assert!(
+            (got - expected).abs() < 1e-10 * expected.abs(),
+            "{got} vs {expected}"
+        );
+        assert_eq!(grad.len(), mu.len());
+        for i in 0..mu.len() {
+            let step = 1e-6 * mu[i];
+            let at = |d: f64| {
+                let mut m = mu;
+                m[i] += d;
+                gain_path(&y, &m, &h, readout, penalty).0
+            };
+            let fd = (at(step) - at(-step)) / (2.0 * step);
+            assert!(
+                (grad[i] - fd).abs() < 1e-6 * fd.abs().max(1.0),
+                "element {i}: {} vs {fd}",
+                grad[i]
+            );
         }
     }
 }

@@ -120,6 +120,14 @@ pub(super) fn correction_spec(
         Some(V::Str(k) | V::Choice(k)) if k == "spline" => {
             spline_kind(setting("bins"), layers, &what).map_err(unsupported)?
         }
+        Some(V::Str(k) | V::Choice(k)) if k == "gain" => {
+            if layers > 1 {
+                return Err(unsupported(format!(
+                    "{what}: a gain flow has one layer (two gains compose to one); set layers = 1"
+                )));
+            }
+            FlowKind::Gain
+        }
         _ if layers > 1 => {
             return Err(unsupported(format!(
                 "{what}: an affine coupling of the one-dimensional residual has one layer (stacked affine maps compose to one); set layers = 1 or use kind = planar"

@@ -89,13 +89,7 @@ pub fn correction_reports(
         out.push(CorrectionReport {
             observe: o.label.clone(),
             flow: c.flow.clone(),
-            kind: match c.kind {
-                crate::infer::flow::FlowKind::AffineCoupling => "affine_coupling".into(),
-                crate::infer::flow::FlowKind::Planar { layers } => {
-                    format!("planar ({layers} layers)")
-                }
-                crate::infer::flow::FlowKind::Spline { bins } => format!("spline ({bins} bins)"),
-            },
+            kind: c.kind.describe(),
             penalty: c.penalty,
             parameters: c.n_params(),
             log_lik_gain: mean,
