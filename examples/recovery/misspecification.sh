@@ -23,7 +23,12 @@
 #   FLOWS  the fits of each dataset (default "false true"): `false` the flow off, `true` the
 #          affine-coupling flow (given ln(1 + expected) and the context), `gain` the gain flow
 #          (`--set flow_kind=gain`: the expected count off by a factor the context predicts, given
-#          the context alone). The `flow` column of fits.tsv holds the value.
+#          the context alone), `oracle` the well-specified fit: the flow off and the model told
+#          the simulated effect (`--set flat_field_gradient=G` for `gainG`, `--set shape=square`
+#          for `square`, nothing for `gauss`; not available for `psfX`). The oracle fit of the
+#          same data is the reference of the paired comparison: the edge error the effect
+#          causes is (flow off − oracle), what the flow leaves (flow on − oracle), free of the
+#          dataset's own noise. The `flow` column of fits.tsv holds the value.
 #   RUN_ARGS  more `spreadc run` arguments, e.g. "--search rot,tilt:8" (the mode search).
 #   R0  the first replicate (default 0). With R0 > 0 the rows are appended to an existing
 #       WORK_DIR/fits.tsv, so replicates can be added to an earlier run of the same settings.
@@ -69,7 +74,14 @@ for r in $(seq "$R0" $((R - 1))); do
           false) flow_set=(--set use_correction=false) ;;
           true) flow_set=(--set use_correction=true) ;;
           gain) flow_set=(--set use_correction=true --set flow_kind=gain) ;;  # always by position
-          *) echo "misspecification.sh: FLOWS takes false, true and gain, not $corr" >&2; exit 2 ;;
+          oracle)
+            case "$shape" in
+              gain*) flow_set=(--set use_correction=false --set "flat_field_gradient=${shape#gain}") ;;
+              square) flow_set=(--set use_correction=false --set shape=square) ;;
+              gauss) flow_set=(--set use_correction=false) ;;
+              *) echo "misspecification.sh: no oracle fit for $shape (the model lacks it)" >&2; exit 2 ;;
+            esac ;;
+          *) echo "misspecification.sh: FLOWS takes false, true, gain and oracle, not $corr" >&2; exit 2 ;;
         esac
         name=${shape}_${fdp_model}_flow_${corr}_r$r
         start=$(date +%s)
