@@ -11,13 +11,16 @@
 //! How: the model is copied three times with every Poisson observation replaced by a factor —
 //! zero, log P(y | μ) − E[log P(Y | μ)], and Var[log P(Y | μ)] — and each copy's per-instance
 //! score is taken with the same guide draws, so the priors and guide terms cancel in the
-//! differences. E and Var are sums over the counts within 12 sds of μ. Corrected observations
-//! (flows) are checked on their uncorrected Poisson likelihood. Guarantee: the state is not
-//! changed.
+//! differences. E and Var are sums over the counts within 12 sds of μ. An observation under a
+//! gain flow is checked at its corrected expectation μ* = μ e^h (the Poisson mean the flow
+//! claims: its likelihood is that mean's Gaussian approximation), with the fitted
+//! conditioner; one under another flow kind, which changes the residual's law rather than the
+//! mean, on its uncorrected Poisson likelihood. Guarantee: the state is not changed.
 
 use super::dist::Family;
 use super::engine::{Evaluator, ParticleSpec};
 use super::error::InferError;
+use super::flow::{ElementTerm, FlowKind};
 use super::model::{Expr, FactorSite, Model, ObserveSite, PlateId, Site};
 use super::svi::SviState;
 use crate::tape::TapeError;
@@ -52,8 +55,9 @@ pub struct FitCheck {
     pub draws: u64,
     /// One row per instance.
     pub instances: Vec<InstanceFit>,
-    /// A correction flow acts on (some of) the Poisson observations: the check is of the
-    /// uncorrected physics, and a flow that absorbs misfit leaves the physics misfit by design.
+    /// A correction flow other than a gain flow acts on (some of) the Poisson observations: the
+    /// check is of the uncorrected physics, and a flow that absorbs misfit leaves the physics
+    /// misfit by design. (A gain flow's observations are checked at its corrected expectation.)
     pub corrected: bool,
 }
 
@@ -86,6 +90,18 @@ enum Term {
     Variance,
 }
 
+/// One element's term at expected count `m` and observed count `y`.
+fn term_value(term: Term, m: f64, y: f64) -> f64 {
+    match term {
+        Term::Zero => 0.0,
+        Term::Excess => {
+            let (mean, _) = poisson_log_prob_moments(m);
+            y * m.ln() - m - statrs::function::gamma::ln_gamma(y + 1.0) - mean
+        }
+        Term::Variance => poisson_log_prob_moments(m).1,
+    }
+}
+
 fn as_factor(o: &ObserveSite, term: Term) -> Site {
     let (mu, y) = (o.args[0].clone(), o.value.clone());
     let value = Expr::Call(Arc::new(move |t, env| {
@@ -99,14 +115,10 @@ fn as_factor(o: &ObserveSite, term: Term) -> Site {
         };
         let y = y.broadcast(mu.raw_dim()).ok_or_else(shape_err)?;
         let mut out = ArrayD::zeros(mu.raw_dim());
-        Zip::from(&mut out).and(&mu).and(&y).for_each(|o, &m, &y| {
-            let (mean, var) = poisson_log_prob_moments(m);
-            *o = match term {
-                Term::Zero => 0.0,
-                Term::Excess => y * m.ln() - m - statrs::function::gamma::ln_gamma(y + 1.0) - mean,
-                Term::Variance => var,
-            };
-        });
+        Zip::from(&mut out)
+            .and(&mu)
+            .and(&y)
+            .for_each(|o, &m, &y| *o = term_value(term, m, y));
         Ok(t.constant_real(out))
     }));
     Site::Factor(FactorSite {
@@ -120,10 +132,17 @@ fn as_factor(o: &ObserveSite, term: Term) -> Site {
 fn with_terms(model: &Model, term: Term) -> Model {
     let mut m = model.clone();
     for site in &mut m.sites {
-        if let Site::Observe(o) = site
-            && o.family == Family::Poisson
-        {
-            *site = as_factor(o, term);
+        let Site::Observe(o) = site else { continue };
+        if o.family != Family::Poisson {
+            continue;
+        }
+        match &o.correction {
+            Some(c) if c.kind == FlowKind::Gain => {
+                let mut checked = (**c).clone();
+                checked.check = Some(ElementTerm(Arc::new(move |m, y| term_value(term, m, y))));
+                o.correction = Some(Arc::new(checked));
+            }
+            _ => *site = as_factor(o, term),
         }
     }
     m
@@ -191,9 +210,10 @@ pub fn fit_check(
             }
         })
         .collect();
-    let corrected = model.sites.iter().any(
-        |s| matches!(s, Site::Observe(o) if o.family == Family::Poisson && o.correction.is_some()),
-    );
+    let corrected = model.sites.iter().any(|s| {
+        matches!(s, Site::Observe(o) if o.family == Family::Poisson
+            && o.correction.as_ref().is_some_and(|c| c.kind != FlowKind::Gain))
+    });
     Ok(Some(FitCheck {
         plate: model.plates[plate].name.clone(),
         plate_id: plate,

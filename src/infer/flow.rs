@@ -141,6 +141,21 @@ pub struct CorrectionSpec {
     /// The conditioner sees ln(1 + μ) first (on the tape: the correction may depend on the
     /// physics' prediction, and the latents' gradients pass through it).
     pub given_expected: bool,
+    /// Set (for the gain kind) by the goodness-of-fit check (src/infer/fit_check.rs): the
+    /// observation's term is then Σᵢ check(μᵢ e^{hᵢ}, yᵢ) at the corrected expectation, not
+    /// its likelihood. None in a fitted model.
+    pub check: Option<ElementTerm>,
+}
+
+/// A function of one element's (expected count, observed count), summed over the elements in
+/// place of a likelihood.
+#[derive(Clone)]
+pub struct ElementTerm(pub Arc<dyn Fn(f64, f64) -> f64 + Send + Sync>);
+
+impl std::fmt::Debug for ElementTerm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ElementTerm")
+    }
 }
 
 impl CorrectionSpec {
@@ -249,6 +264,9 @@ pub fn corrected_log_lik(
         _ => t.concat(&parts, 1)?,
     };
     let mut p = c.conditioner.forward(t, weights, x)?;
+    if let (FlowKind::Gain, Some(check)) = (c.kind, &c.check) {
+        return check_at_corrected_expectation(t, check, p, mu, y);
+    }
     if c.kind == FlowKind::Gain {
         p = gain_affine_parameters(t, p, mu, var, sigma, c.readout, n)?;
     }
@@ -258,6 +276,24 @@ pub fn corrected_log_lik(
     };
     let flow = t.fused(Arc::new(op), &[r, p])?;
     Ok(t.sub(flow, log_sigma)?)
+}
+
+/// Σᵢ check(μᵢ e^{hᵢ}, yᵢ) as a constant (the check is evaluated, not differentiated).
+fn check_at_corrected_expectation(
+    t: &mut Tape,
+    check: &ElementTerm,
+    h: NodeId,
+    mu: NodeId,
+    y: NodeId,
+) -> Result<NodeId, DistError> {
+    let (h, mu, y) = (t.real(h)?, t.real(mu)?, t.real(y)?);
+    let total: f64 = h
+        .iter()
+        .zip(mu.iter())
+        .zip(y.iter())
+        .map(|((&h, &mu), &y)| (check.0)(mu * h.exp(), y))
+        .sum();
+    Ok(t.constant_real(ArrayD::from_elem(IxDyn(&[]), total)))
 }
 
 /// The affine parameters (n × 2: b, s) of the gain kind from its log-gains h (n × 1): with

@@ -155,6 +155,7 @@ pub(super) fn correction_spec(
         penalty: c.penalty,
         readout,
         given_expected,
+        check: None,
     })
 }
 
