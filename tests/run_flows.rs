@@ -1,6 +1,6 @@
 //! Correction flows (`observe ... corrected by FLOW(context) penalty W`): the fused flow term
 //! against finite differences, the identity at initialization against the Gaussian
-//! approximation it starts from, a learned correction against a closed form, the spline's
+//! approximation it starts from (the Poisson likelihood for the gain kind), a learned correction against a closed form, the spline's
 //! monotonicity and KL quadrature, a spline against an affine flow on skewed residuals, and
 //! refusals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -227,37 +227,45 @@ fn first_elbo(dir: &Path) -> f64 {
 
 /// At initialization the flow is the identity and its penalty zero, so the first ELBO
 /// estimate equals that of the Gaussian approximation N(μ, μ + readout²) written out by hand,
-/// for every kind and with a context input.
+/// for every residual kind and with a context input; and for the gain kind, which corrects the
+/// expected count and keeps the likelihood Poisson, that of the uncorrected Poisson model.
 #[test]
-fn an_initial_flow_is_the_gaussian_approximation() {
-    let plain = "data t = table(\"t.csv\", y: real, e: real, g: real)\n\
-                 latent rate ~ LogNormal(1.0, 1.0)\n\
-                 plate r in t.rows {\n  observe r.y ~ Normal(rate * r.e, sqrt(rate * r.e + 4.0))\n}\n";
-    let d = dir("identity_plain");
-    write_table(&d, &counts(50, 1.0, 1));
-    run_model(&config(&d, plain, 1), &mut |_| {}).unwrap();
-    let expected = first_elbo(&d);
-    for flow in [
-        "affine_correction",
-        "planar_correction",
-        "spline_correction",
-        "gain_correction",
-    ] {
+fn an_initial_flow_is_its_uncorrected_likelihood() {
+    let first_elbo_of = |name: &str, observe: &str| {
         let model = format!(
-            "use flows.{flow}\n\
+            "use flows.{{affine_correction, planar_correction, spline_correction, gain_correction}}\n\
              data t = table(\"t.csv\", y: real, e: real, g: real)\n\
              latent rate ~ LogNormal(1.0, 1.0)\n\
-             plate r in t.rows {{\n  observe r.y ~ Poisson(rate * r.e) corrected by {flow}(r.g, readout = 2.0) penalty 1.0\n}}\n"
+             plate r in t.rows {{\n  {observe}\n}}\n"
         );
-        let d = dir(&format!("identity_{flow}"));
+        let d = dir(name);
         write_table(&d, &counts(50, 1.0, 1));
         run_model(&config(&d, &model, 1), &mut |_| {}).unwrap();
-        let got = first_elbo(&d);
+        first_elbo(&d)
+    };
+    let gaussian = first_elbo_of(
+        "identity_plain",
+        "observe r.y ~ Normal(rate * r.e, sqrt(rate * r.e + 4.0))",
+    );
+    let poisson = first_elbo_of("identity_poisson", "observe r.y ~ Poisson(rate * r.e)");
+    for (flow, expected) in [
+        ("affine_correction", gaussian),
+        ("planar_correction", gaussian),
+        ("spline_correction", gaussian),
+        ("gain_correction", poisson),
+    ] {
+        let got = first_elbo_of(
+            &format!("identity_{flow}"),
+            &format!(
+                "observe r.y ~ Poisson(rate * r.e) corrected by {flow}(r.g, readout = 2.0) penalty 1.0"
+            ),
+        );
         assert!(
             (got - expected).abs() < 1e-9 * expected.abs(),
             "{flow}: {got} vs {expected}"
         );
     }
+    assert!((gaussian - poisson).abs() > 0.1, "{gaussian} vs {poisson}");
 }
 
 /// Over-dispersed counts (variance k² μ, k = 2): the Poisson model's posterior sd of the rate

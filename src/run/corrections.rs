@@ -5,9 +5,10 @@
 //! (Poisson) and both are evaluated with the same latent draws: the log-likelihood the correction
 //! buys, in nats (mini-batches are scaled up as in the ELBO, so it estimates the full data's;
 //! the corrected density at integer counts is compared with the Poisson mass, a unit bin).
-//! Also the gain over the flow's starting point, the Gaussian approximation (the flow at
-//! identity): at a few counts per pixel that approximation is crude, and a flow given ln(1 + μ)
-//! learns to undo it, so this gain is large even for a correct model. A large gain over Poisson
+//! Also the gain over the flow's starting point (the flow at identity): for the residual kinds
+//! the Gaussian approximation, which at a few counts per pixel is crude, and a flow given
+//! ln(1 + μ) learns to undo it, so this gain is large even for a correct model; for the gain
+//! kind the Poisson likelihood itself, so the two gains agree. A large gain over Poisson
 //! says the physics misses something the flow had to absorb (look at it before trusting the
 //! physics latents). Guarantee: the state is not changed.
 
@@ -34,7 +35,8 @@ pub struct CorrectionReport {
     pub log_lik_gain: f64,
     /// Its standard error over the draws.
     pub log_lik_gain_se: f64,
-    /// Mean gain over the identity flow (the Gaussian approximation), penalty included (nats).
+    /// Mean gain over the identity flow (for the residual kinds the Gaussian approximation, for
+    /// the gain kind Poisson), penalty included (nats).
     pub gain_over_identity: f64,
     /// Guide draws used.
     pub draws: usize,
