@@ -107,24 +107,4 @@ PY
     done
   done
 done
-python3 - "$W/fits.tsv" <<'PY'
-import math, sys
-from collections import defaultdict
-ref = {"edge": 7120.16, "shifted_reference": 7120.0}
-groups = defaultdict(list)
-for line in list(open(sys.argv[1]))[1:]:
-    r, data, form, flow, p_ox, mean, sd, q05, q95, elbo, wall = line.rstrip("\n").split("\t")
-    groups[(data, form, flow)].append((float(p_ox), float(mean), float(q05), float(q95)))
-for (data, form, flow), rows in sorted(groups.items()):
-    n = len(rows)
-    line = f"data={data} form={form} flow={flow} n={n}"
-    if form in ref:
-        err = [m - ref[form] for _, m, _, _ in rows]
-        cover = sum(a <= ref[form] <= b for _, _, a, b in rows)
-        line += (f" edge error mean {sum(err) / n:+.3f} eV, rms "
-                 f"{math.sqrt(sum(e * e for e in err) / n):.3f} eV, 90% covers {cover}/{n}")
-    else:
-        p = [p for p, _, _, _ in rows]
-        line += f" P(oxidized) mean {sum(p) / n:.3f}, min {min(p):.3f}"
-    print(line)
-PY
+python3 examples/recovery/misspecification_summary.py "$W/fits.tsv"
