@@ -36,13 +36,23 @@ fn counts() -> Vec<f64> {
 }
 
 fn model() -> Model {
+    groups_model(counts(), None, None)
+}
+
+/// GROUPS groups of COUNTS counts `y`, each with its rate exp(log_rate), observed as Poisson, with
+/// per-count data `x` and a correction flow when given.
+fn groups_model(
+    y: Vec<f64>,
+    x: Option<Vec<f64>>,
+    correction: Option<spread::infer::flow::CorrectionSpec>,
+) -> Model {
     let mut m = Model::default();
     let g = m.plate("g", GROUPS, None);
-    m.data(
-        "y",
-        vec![g],
-        ArrayD::from_shape_vec(IxDyn(&[GROUPS, COUNTS]), counts()).unwrap(),
-    );
+    let table = |v: Vec<f64>| ArrayD::from_shape_vec(IxDyn(&[GROUPS, COUNTS]), v).unwrap();
+    m.data("y", vec![g], table(y));
+    if let Some(x) = x {
+        m.data("x", vec![g], table(x));
+    }
     m.site(Site::Latent(latent(
         "log_rate",
         Some(g),
@@ -57,13 +67,15 @@ fn model() -> Model {
         let ones = t.constant_real(ArrayD::ones(IxDyn(&[COUNTS])));
         t.mul(ones, r)
     }));
-    m.site(Site::Observe(observe(
+    let mut o = observe(
         "y",
         Some(g),
         Family::Poisson,
         vec![rate],
         Expr::Data("y".into()),
-    )));
+    );
+    o.correction = correction.map(Arc::new);
+    m.site(Site::Observe(o));
     m.validate().expect("a valid model");
     m
 }
@@ -143,40 +155,7 @@ fn a_gain_flow_is_checked_at_its_corrected_expectation() {
         .collect();
     let xs: Vec<f64> = (0..GROUPS * COUNTS).map(|k| x(k % COUNTS)).collect();
     let build = |kind: FlowKind| {
-        let mut m = Model::default();
-        let g = m.plate("g", GROUPS, None);
-        m.data(
-            "y",
-            vec![g],
-            ArrayD::from_shape_vec(IxDyn(&[GROUPS, COUNTS]), y.clone()).unwrap(),
-        );
-        m.data(
-            "x",
-            vec![g],
-            ArrayD::from_shape_vec(IxDyn(&[GROUPS, COUNTS]), xs.clone()).unwrap(),
-        );
-        m.site(Site::Latent(latent(
-            "log_rate",
-            Some(g),
-            Family::Normal,
-            vec![Expr::Const(3.0), Expr::Const(1.0)],
-        )));
-        let rate = Expr::Call(Arc::new(|t, env| {
-            let l = env
-                .site("log_rate")
-                .ok_or(spread::tape::TapeError::UnknownNode(0))?;
-            let r = t.exp(l)?;
-            let ones = t.constant_real(ArrayD::ones(IxDyn(&[COUNTS])));
-            t.mul(ones, r)
-        }));
-        let mut o = observe(
-            "y",
-            Some(g),
-            Family::Poisson,
-            vec![rate],
-            Expr::Data("y".into()),
-        );
-        o.correction = Some(Arc::new(CorrectionSpec {
+        let flow = CorrectionSpec {
             flow: "flat_field".into(),
             kind,
             conditioner: Mlp {
@@ -192,10 +171,8 @@ fn a_gain_flow_is_checked_at_its_corrected_expectation() {
             readout: 1.0,
             given_expected: false,
             check: None,
-        }));
-        m.site(Site::Observe(o));
-        m.validate().expect("a valid model");
-        m
+        };
+        groups_model(y.clone(), Some(xs.clone()), Some(flow))
     };
     // The state with log_rate pinned at ln 20 and the conditioner's first weight at `w`.
     let pinned = |m: &Model, w: f64| {
