@@ -12,9 +12,8 @@
 //! zero, log P(y | μ) − E[log P(Y | μ)], and Var[log P(Y | μ)] — and each copy's per-instance
 //! score is taken with the same guide draws, so the priors and guide terms cancel in the
 //! differences. E and Var are sums over the counts within 12 sds of μ. An observation under a
-//! gain flow is checked at its corrected expectation μ* = μ e^h (the Poisson mean the flow
-//! claims: its likelihood is that mean's Gaussian approximation), with the fitted
-//! conditioner; one under another flow kind, which changes the residual's law rather than the
+//! gain flow is checked at its corrected expectation μ* = μ e^h (the Poisson mean of its
+//! likelihood), with the fitted conditioner; one under another flow kind, which changes the residual's law rather than the
 //! mean, on its uncorrected Poisson likelihood. Guarantee: the state is not changed.
 
 use super::dist::Family;
