@@ -68,6 +68,10 @@ pub fn fields(rec: &Rec, tables: &Tables) -> Vec<(String, Type)> {
                 Type::tensor(Base::Bool, vec![sym("shoebox.n_pixels")]),
             ),
             ("xy", real(vec![sym("shoebox.n_pixels"), Dim::Known(2)])),
+            (
+                "panel_xy",
+                real(vec![sym("shoebox.n_pixels"), Dim::Known(2)]),
+            ),
             ("hkl", Type::tensor(Base::Int, vec![Dim::Known(3)])),
             ("panel", int()),
             ("bbox", Type::tensor(Base::Int, vec![Dim::Known(6)])),

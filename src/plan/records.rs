@@ -297,23 +297,43 @@ fn shoebox_field(
         "panel" => Ok(t.scalar(f64::from(sb.panel))),
         "bbox" => vector(t, sb.bbox.map(f64::from).to_vec(), &[6]),
         "xy" => {
-            let b = sb.bbox;
-            let mut xy = Vec::with_capacity(2 * n);
-            for _z in b[4]..b[5] {
-                for y in b[2]..b[3] {
-                    for x in b[0]..b[1] {
-                        xy.extend([f64::from(x) + 0.5, f64::from(y) + 0.5]);
-                    }
-                }
-            }
+            let xy = pixel_centres(sb.bbox).flat_map(|(x, y)| [x, y]).collect();
             vector(t, xy, &[n, 2])
+        }
+        "panel_xy" => {
+            let panel = d.images[i]
+                .panels
+                .get(sb.panel as usize)
+                .ok_or_else(|| format!("image {i} has no panel {} (shoebox {s})", sb.panel))?;
+            vector(t, panel_xy(sb.bbox, panel.image_size), &[n, 2])
         }
         _ => Err(unknown(
             name,
             field,
-            "pixels, mask, n_pixels, hkl, panel, bbox, xy",
+            "pixels, mask, n_pixels, hkl, panel, bbox, xy, panel_xy",
         )),
     }
+}
+
+/// The centres (x, y) of a shoebox's pixels in detector pixels, in the order of its counts (z,
+/// then y, then x slowest to fastest), from its bbox (x0, x1, y0, y1, z0, z1).
+fn pixel_centres(bbox: [i32; 6]) -> impl Iterator<Item = (f64, f64)> {
+    (bbox[4]..bbox[5]).flat_map(move |_z| {
+        (bbox[2]..bbox[3]).flat_map(move |y| {
+            (bbox[0]..bbox[1]).map(move |x| (f64::from(x) + 0.5, f64::from(y) + 0.5))
+        })
+    })
+}
+
+/// The pixel centres of a shoebox on its panel of `image_size` (fast, slow) pixels, scaled to
+/// [-1, 1]: 2 (x + 0.5) / n_fast - 1 along fast, the same along slow. Independent of the
+/// detector's size, so a model's detector effects (a flat field, a correction flow given the
+/// position) read the same on any panel.
+fn panel_xy(bbox: [i32; 6], image_size: [usize; 2]) -> Vec<f64> {
+    let [n_fast, n_slow] = image_size.map(|n| n.max(1) as f64);
+    pixel_centres(bbox)
+        .flat_map(|(x, y)| [2.0 * x / n_fast - 1.0, 2.0 * y / n_slow - 1.0])
+        .collect()
 }
 
 /// The pixel count of the current shoebox and the indices of its used pixels, or None when
@@ -346,4 +366,25 @@ pub fn used_pixels(env: &Env, plate: &RecordPlate) -> Result<Option<(usize, Vec<
         flags.len(),
         (0..flags.len()).filter(|&k| flags[k]).collect(),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panel_xy_scales_pixel_centres_to_the_panel() {
+        // Pixels 0 and 1919 of a 1920-wide panel sit half a pixel in from its edges; rows 10-11
+        // of a 1000-row panel.
+        let corners = panel_xy([0, 1, 10, 12, 0, 1], [1920, 1000]);
+        assert_eq!(corners.len(), 4);
+        assert!((corners[0] - (1.0 / 1920.0 - 1.0)).abs() < 1e-15);
+        assert!((corners[1] - (21.0 / 1000.0 - 1.0)).abs() < 1e-15);
+        assert!((corners[3] - (23.0 / 1000.0 - 1.0)).abs() < 1e-15);
+        let last = panel_xy([1919, 1920, 0, 1, 0, 1], [1920, 1000]);
+        assert!((last[0] - (1.0 - 1.0 / 1920.0)).abs() < 1e-15);
+        // Counts run fast along x: the second pixel of a 2-wide row is x + 1.
+        let row: Vec<(f64, f64)> = pixel_centres([4, 6, 7, 8, 0, 1]).collect();
+        assert_eq!(row, vec![(4.5, 7.5), (5.5, 7.5)]);
+    }
 }
