@@ -469,7 +469,40 @@ impl Checker {
                 }
             }
         }
+        if is_flow {
+            self.flow_settings_used(&out, args);
+        }
         out
+    }
+
+    /// Refuses a setting written for a flow whose kind (`settings`' merged `kind`) ignores it:
+    /// `bins` outside a spline flow, `readout` on a gain flow (whose likelihood is Poisson).
+    fn flow_settings_used(&mut self, settings: &[(String, Value)], args: &[Arg<Typed>]) {
+        let kind = settings.iter().find_map(|(k, v)| match (k.as_str(), v) {
+            ("kind", Value::Str(w) | Value::Choice(w)) => Some(w.as_str()),
+            _ => None,
+        });
+        let Some(kind) = kind else { return };
+        for arg in args {
+            let Some(name) = &arg.name else { continue };
+            let why = match (name.name.as_str(), kind) {
+                ("bins", k) if k != "spline" => {
+                    format!("`bins` is the knot count of a spline flow; kind {k} has none")
+                }
+                ("readout", "gain") => "a gain flow's likelihood is Poisson at the corrected \
+                    count (no Gaussian approximation, so no readout noise)"
+                    .to_string(),
+                _ => continue,
+            };
+            let msg = format!(
+                "setting `{}` has no effect on a flow of kind {kind}",
+                name.name
+            );
+            let span = name.span.to(arg.value.span);
+            self.error(
+                Diagnostic::error(Code::E0603, msg, span, "ignored by this kind").with_note(why),
+            );
+        }
     }
 
     /// Converts a written type; bare dimension names that are not consts become size variables.
