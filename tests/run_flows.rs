@@ -9,7 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Gamma, Poisson, StandardNormal};
-use spread::infer::flow::{CorrectedLogLik, FlowKind};
+use spread::infer::flow::{CorrectedLogLik, ResidualMap};
 use spread::infer::spline::{RationalQuadraticSpline, SPLINE_BOUND};
 use spread::run::{RunConfig, run_model};
 use spread::tape::{FusedOp, Value};
@@ -28,9 +28,9 @@ fn scalar(v: &Value) -> f64 {
 
 /// Hand adjoint of `kind` against central differences (relative 1e-6) for every input element
 /// at residuals `r` and conditioner outputs `p`.
-fn check_adjoint(kind: FlowKind, r: &[f64], p: &[f64]) {
-    let (n, m) = (r.len(), kind.outputs());
-    let op = CorrectedLogLik { kind, penalty: 3.0 };
+fn check_adjoint(map: ResidualMap, r: &[f64], p: &[f64]) {
+    let (n, m) = (r.len(), map.outputs());
+    let op = CorrectedLogLik { map, penalty: 3.0 };
     let f = |r: &[f64], p: &[f64]| {
         scalar(
             &op.forward(&[&value(&[n], r.to_vec()), &value(&[n, m], p.to_vec())])
@@ -58,7 +58,7 @@ fn check_adjoint(kind: FlowKind, r: &[f64], p: &[f64]) {
             };
             assert!(
                 (a[i] - fd).abs() < 1e-6 * (1.0 + fd.abs()),
-                "{kind:?} input {k}[{i}]: {} vs {fd}",
+                "{map:?} input {k}[{i}]: {} vs {fd}",
                 a[i]
             );
         }
@@ -70,11 +70,14 @@ fn check_adjoint(kind: FlowKind, r: &[f64], p: &[f64]) {
 #[test]
 fn flow_adjoint_matches_finite_differences() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
-    for kind in [FlowKind::AffineCoupling, FlowKind::Planar { layers: 3 }] {
-        let (n, m) = (5, kind.outputs());
+    for map in [
+        ResidualMap::AffineCoupling,
+        ResidualMap::Planar { layers: 3 },
+    ] {
+        let (n, m) = (5, map.outputs());
         let r: Vec<f64> = (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect();
         let p: Vec<f64> = (0..n * m).map(|_| rng.random::<f64>() - 0.5).collect();
-        check_adjoint(kind, &r, &p);
+        check_adjoint(map, &r, &p);
     }
 }
 
@@ -86,13 +89,13 @@ fn flow_adjoint_matches_finite_differences() {
 fn spline_adjoint_matches_finite_differences() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
     for bins in [3, 8] {
-        let kind = FlowKind::Spline { bins };
+        let map = ResidualMap::Spline { bins };
         let n = 12;
         let r: Vec<f64> = (0..n).map(|_| 13.0 * rng.random::<f64>() - 6.5).collect();
-        let p: Vec<f64> = (0..n * kind.outputs())
+        let p: Vec<f64> = (0..n * map.outputs())
             .map(|_| 4.0 * rng.random::<f64>() - 2.0)
             .collect();
-        check_adjoint(kind, &r, &p);
+        check_adjoint(map, &r, &p);
     }
 }
 
@@ -480,7 +483,7 @@ fn a_spline_beats_an_affine_flow_on_skewed_residuals() {
 #[test]
 fn a_spline_of_no_bins_is_an_error_not_a_panic() {
     let op = CorrectedLogLik {
-        kind: FlowKind::Spline { bins: 0 },
+        map: ResidualMap::Spline { bins: 0 },
         penalty: 1.0,
     };
     assert!(

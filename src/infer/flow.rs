@@ -114,6 +114,45 @@ impl FlowKind {
             FlowKind::Gain => "gain".into(),
         }
     }
+
+    /// The bijection of the standardized residual for the kinds that act on the Gaussian
+    /// approximation; None for the gain kind, whose likelihood is Poisson at μ e^h.
+    pub fn residual_map(self) -> Option<ResidualMap> {
+        match self {
+            FlowKind::AffineCoupling => Some(ResidualMap::AffineCoupling),
+            FlowKind::Planar { layers } => Some(ResidualMap::Planar { layers }),
+            FlowKind::Spline { bins } => Some(ResidualMap::Spline { bins }),
+            FlowKind::Gain => None,
+        }
+    }
+}
+
+/// The bijection T of a standardized residual (the flow kinds but the gain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResidualMap {
+    /// x ↦ (x − b) e^{−s}.
+    AffineCoupling,
+    /// A stack of planar layers x ↦ x + u tanh(w x + c).
+    Planar {
+        /// Layers.
+        layers: usize,
+    },
+    /// A monotone rational-quadratic spline on [−B, B], the identity outside (one layer).
+    Spline {
+        /// Bins K.
+        bins: usize,
+    },
+}
+
+impl ResidualMap {
+    /// Conditioner outputs per element.
+    pub fn outputs(self) -> usize {
+        match self {
+            ResidualMap::AffineCoupling => 2,
+            ResidualMap::Planar { layers } => 3 * layers,
+            ResidualMap::Spline { bins } => spline_outputs(bins),
+        }
+    }
 }
 
 /// One context input of the conditioner.
@@ -235,12 +274,12 @@ pub fn corrected_log_lik(
     let y = t.reshape(y, &[n])?;
     let x = conditioner_input(t, env, c, mu, n)?;
     let p = c.conditioner.forward(t, weights, x)?;
-    if c.kind == FlowKind::Gain {
+    let Some(map) = c.kind.residual_map() else {
         return match &c.check {
             Some(check) => check_at_corrected_expectation(t, check, p, mu, y),
             None => poisson_gain_log_lik(t, c.penalty, p, mu, y, n),
         };
-    }
+    };
     let var = t.shift(mu, c.readout * c.readout)?;
     let sigma = t.sqrt(var)?;
     let diff = t.sub(y, mu)?;
@@ -248,7 +287,7 @@ pub fn corrected_log_lik(
     let log_sigma = t.log(sigma)?;
     let log_sigma = t.sum(log_sigma)?;
     let op = CorrectedLogLik {
-        kind: c.kind,
+        map,
         penalty: c.penalty,
     };
     let flow = t.fused(Arc::new(op), &[r, p])?;
@@ -338,12 +377,11 @@ fn check_at_corrected_expectation(
 }
 
 /// Σᵢ [log N(T(rᵢ)) + log T'(rᵢ)] − (W/n) Σᵢ KL(pᵢ) over the n elements, as one tape node.
-/// Inputs: r (n), the conditioner's output p (n × outputs; for the gain kind its affine
-/// parameters, n × 2). Output: a 0-d tensor.
+/// Inputs: r (n), the conditioner's output p (n × outputs). Output: a 0-d tensor.
 #[derive(Clone, Copy, Debug)]
 pub struct CorrectedLogLik {
-    /// Bijection family.
-    pub kind: FlowKind,
+    /// The bijection.
+    pub map: ResidualMap,
     /// Penalty weight W.
     pub penalty: f64,
 }
@@ -433,30 +471,21 @@ fn planar(x0: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>
 }
 
 impl CorrectedLogLik {
-    /// Parameters per element the op receives. (The gain kind never reaches this op, its
-    /// likelihood being Poisson; were it given one, it would be read as an affine (b, s).)
-    fn width(&self) -> usize {
-        match self.kind {
-            FlowKind::Gain => 2,
-            k => k.outputs(),
-        }
-    }
-
     /// f of one element (and its weighted gradient).
     fn f(&self, x: f64, p: &[f64], weight: f64, grads: Option<(&mut f64, &mut [f64])>) -> f64 {
-        match self.kind {
-            FlowKind::AffineCoupling | FlowKind::Gain => affine(x, p, weight, grads),
-            FlowKind::Planar { .. } => planar(x, p, weight, grads),
-            FlowKind::Spline { bins } => spline(x, p, bins, weight, grads),
+        match self.map {
+            ResidualMap::AffineCoupling => affine(x, p, weight, grads),
+            ResidualMap::Planar { .. } => planar(x, p, weight, grads),
+            ResidualMap::Spline { bins } => spline(x, p, bins, weight, grads),
         }
     }
 
     /// KL(P ‖ P*) of one element (and weight × its gradient added into `dp`).
     fn kl(&self, p: &[f64], weight: f64, mut dp: Option<&mut [f64]>) -> f64 {
-        match self.kind {
-            FlowKind::AffineCoupling | FlowKind::Gain => return affine_kl(p, weight, dp),
-            FlowKind::Spline { bins } => return spline_kl(p, bins, weight, dp),
-            FlowKind::Planar { .. } => {}
+        match self.map {
+            ResidualMap::AffineCoupling => return affine_kl(p, weight, dp),
+            ResidualMap::Spline { bins } => return spline_kl(p, bins, weight, dp),
+            ResidualMap::Planar { .. } => {}
         }
         // KL = −Σ_q w_q [x_q²/2 + f(x_q)].
         let mut kl = 0.0;
@@ -478,14 +507,14 @@ impl CorrectedLogLik {
         let (Some(Value::Real(r)), Some(Value::Real(p))) = (inputs.first(), inputs.get(1)) else {
             return Err("inputs must be the residuals and the conditioner output (reals)".into());
         };
-        if let FlowKind::Spline { bins } = self.kind
+        if let ResidualMap::Spline { bins } = self.map
             && !(1..=MAX_SPLINE_BINS).contains(&bins)
         {
             return Err(format!(
                 "a spline flow of {bins} bins (1 to {MAX_SPLINE_BINS})"
             ));
         }
-        let m = self.width();
+        let m = self.map.outputs();
         let n = r.len();
         if p.len() != n * m {
             return Err(format!(
@@ -557,7 +586,7 @@ mod tests {
     use super::*;
 
     fn eval(op: &CorrectedLogLik, r: &[f64], p: &[f64]) -> f64 {
-        let m = op.kind.outputs();
+        let m = op.map.outputs();
         let rv =
             Value::Real(ArrayD::from_shape_vec(IxDyn(&[r.len()]), r.to_vec()).unwrap_or_default());
         let pv = Value::Real(
@@ -574,17 +603,17 @@ mod tests {
     fn zero_parameters_are_the_identity() {
         let r = [0.3, -1.7, 2.2];
         let plain: f64 = r.iter().map(|x| -0.5 * x * x - HALF_LN_2PI).sum();
-        for kind in [
-            FlowKind::AffineCoupling,
-            FlowKind::Planar { layers: 3 },
-            FlowKind::Spline { bins: 8 },
+        for map in [
+            ResidualMap::AffineCoupling,
+            ResidualMap::Planar { layers: 3 },
+            ResidualMap::Spline { bins: 8 },
         ] {
-            let op = CorrectedLogLik { kind, penalty: 5.0 };
-            let p = vec![0.0; 3 * kind.outputs()];
-            assert!((eval(&op, &r, &p) - plain).abs() < 1e-12, "{kind:?}");
+            let op = CorrectedLogLik { map, penalty: 5.0 };
+            let p = vec![0.0; 3 * map.outputs()];
+            assert!((eval(&op, &r, &p) - plain).abs() < 1e-12, "{map:?}");
             assert!(
-                op.kl(&p[..kind.outputs()], 0.0, None).abs() < 1e-12,
-                "{kind:?}"
+                op.kl(&p[..map.outputs()], 0.0, None).abs() < 1e-12,
+                "{map:?}"
             );
         }
     }
@@ -594,7 +623,7 @@ mod tests {
     #[test]
     fn quadrature_reproduces_the_affine_kl() {
         let op = CorrectedLogLik {
-            kind: FlowKind::AffineCoupling,
+            map: ResidualMap::AffineCoupling,
             penalty: 1.0,
         };
         for p in [[0.4, -0.3], [-1.1, 0.5], [2.0, 0.0]] {
