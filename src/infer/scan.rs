@@ -152,8 +152,8 @@ pub fn scan(
     refiner: Option<Refiner<'_>>,
 ) -> Result<ScanRound, InferError> {
     check_site(model, s.site)?;
-    let Site::Latent(l) = &model.sites[s.site] else {
-        unreachable!("check_site accepts latents only")
+    let Some(Site::Latent(l)) = model.sites.get(s.site) else {
+        return Err(InferError::Scan(format!("site {} is not a latent", s.site)));
     };
     let Some(block) = &state.layout.blocks[s.site] else {
         return Err(InferError::Scan(format!("`{}` has no guide", l.name)));
