@@ -535,3 +535,71 @@ fn gain_gradient_scales_counts_by_the_flat_field_error() {
         ratio(2)
     );
 }
+
+/// `--noise-seed N`: new photon noise on the same dataset. With the seed's own value it writes
+/// the very bytes of a run without it; with another, the same experiments, spectra, shoeboxes
+/// (ids and bboxes) and truth.json images, only the counts redrawn: in every shoebox the totals
+/// of the two draws differ by no more than Poisson noise of one mean allows (|a − b| < 5
+/// sqrt(a + b) pooled over each image), yet the pixels are not the same draws; the noise seed
+/// is recorded in truth.json.
+#[test]
+fn noise_seed_redraws_the_counts_alone() {
+    let (base, same, other) = (out_dir("n0"), out_dir("n1"), out_dir("n2"));
+    ok(&simulate(&base, &["--images", "3", "--seed", "7"]));
+    ok(&simulate(
+        &same,
+        &["--images", "3", "--seed", "7", "--noise-seed", "7"],
+    ));
+    ok(&simulate(
+        &other,
+        &["--images", "3", "--seed", "7", "--noise-seed", "8"],
+    ));
+    assert_eq!(files(&base), files(&same));
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(
+        read(&base, "simulated.expt"),
+        read(&other, "simulated.expt")
+    );
+    for f in std::fs::read_dir(base.join("spectra")).unwrap() {
+        let name = f.unwrap().file_name();
+        let spectrum = Path::new("spectra").join(&name);
+        assert_eq!(
+            read(&base, spectrum.to_str().unwrap()),
+            read(&other, spectrum.to_str().unwrap())
+        );
+    }
+    let (tb, to) = (truth(&base), truth(&other));
+    assert_eq!(tb["images"], to["images"]);
+    assert_eq!(tb["dataset"], to["dataset"]);
+    assert!(tb.get("noise_seed").is_none());
+    assert_eq!(to["noise_seed"], 8);
+    let (a, b) = (shoebox_counts(&base), shoebox_counts(&other));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same shoeboxes"
+    );
+    let (mut differ, mut pixels) = (0, 0);
+    for id in 0..3 {
+        let total = |m: &std::collections::BTreeMap<(i32, [i32; 6]), Vec<f64>>| -> f64 {
+            m.iter()
+                .filter(|((i, _), _)| *i == id)
+                .flat_map(|(_, c)| c.iter())
+                .sum()
+        };
+        let (ta, tb) = (total(&a), total(&b));
+        assert!(ta > 100.0, "image {id}: {ta} counts");
+        let z = (ta - tb) / (ta + tb).sqrt();
+        assert!(z.abs() < 5.0, "image {id}: totals {ta} and {tb}, z = {z}");
+    }
+    for (key, ca) in &a {
+        for (x, y) in ca.iter().zip(&b[key]) {
+            pixels += 1;
+            differ += usize::from(x != y);
+        }
+    }
+    assert!(
+        differ * 5 > pixels,
+        "{differ} of {pixels} pixels differ: not a new draw"
+    );
+}

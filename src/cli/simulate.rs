@@ -46,6 +46,11 @@ pub struct Args {
     /// have none, so ≠ 0 simulates an effect the fit lacks).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub gain_gradient: f64,
+    /// Seed of the photon (Poisson) noise alone (default: --seed): new counts of the same
+    /// crystal, orientations, spectra and latents, to tell a dataset's noise from its
+    /// configuration.
+    #[arg(long, value_name = "N")]
+    pub noise_seed: Option<u64>,
 }
 
 fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
@@ -130,6 +135,7 @@ pub fn run(args: &Args) -> ExitCode {
     let template = Template {
         psf_sd_px: args.psf_px,
         gain_gradient: args.gain_gradient,
+        noise_seed: args.noise_seed,
         max_shoeboxes: args.max_shoeboxes,
         d_min_a: args.d_min,
         ..Template::default()

@@ -6,7 +6,8 @@
 //! [`Simulated`] dataset (DIALS experiment list, reflection table with shoeboxes, per-shot
 //! spectra) and its truth (every latent value used), written by [`write`] in the layout
 //! `formats::dataset_dir` reads. Guarantees: deterministic for a seed (image i draws from streams
-//! derived from (seed, i) only); expected counts come from the same tape nodes a fit records
+//! derived from (seed, i) only; its photon noise from (noise seed, i), the noise seed being the
+//! seed unless `Template::noise_seed` is set); expected counts come from the same tape nodes a fit records
 //! (see [`shot`]); Poisson noise is `physics::noise::add_noise`; every predicted reflection that
 //! is not written is counted by reason in [`Skipped`].
 
@@ -112,6 +113,10 @@ pub struct Template {
     /// counts Poisson(g(x) μ)), from 1 − G at the panel's first column to 1 + G at its last.
     /// 0: none, as in every model here (so ≠ 0 is a misspecification).
     pub gain_gradient: f64,
+    /// Seed of the photon (Poisson) noise alone; None: the run's seed. Another noise seed
+    /// draws new counts of the same crystal, orientations, spectra and latents (the same
+    /// truth.json images): a dataset's noise told apart from its configuration.
+    pub noise_seed: Option<u64>,
 }
 
 impl Default for Template {
@@ -130,6 +135,7 @@ impl Default for Template {
             max_shoeboxes: 40,
             psf_sd_px: 0.0,
             gain_gradient: 0.0,
+            noise_seed: None,
         }
     }
 }
@@ -251,7 +257,8 @@ pub fn simulate(
             template,
             &mut out.skipped,
         )?;
-        out.push_image(&crystal, i, &image, real_a, kept, seed)?;
+        let noise_seed = template.noise_seed.unwrap_or(seed);
+        out.push_image(&crystal, i, &image, real_a, kept, noise_seed)?;
         truth
             .images
             .push(image.record((out.last_count, out.last_overloaded)));
@@ -260,6 +267,7 @@ pub fn simulate(
     truth.skipped = out.skipped.clone();
     truth.psf_sd_px = template.psf_sd_px;
     truth.gain_gradient = template.gain_gradient;
+    truth.noise_seed = template.noise_seed.filter(|&n| n != seed);
     let reflections = out.finish()?;
     Ok(Simulated {
         experiments: out.experiments,
@@ -620,7 +628,7 @@ impl Output {
         image: &Image,
         real_a: Mat3,
         kept: Vec<Kept>,
-        seed: u64,
+        noise_seed: u64,
     ) -> Result<(), SimulateError> {
         let spectrum = image.spectrum();
         self.experiments.beams.push(expt::Beam {
@@ -652,7 +660,7 @@ impl Output {
         self.identifiers.push(image.identifier.clone());
         let expected: Vec<f32> = kept.iter().flat_map(|k| k.counts.iter().copied()).collect();
         let noise = NoiseModel {
-            seed: stream_seed(seed, i as u64, 2),
+            seed: stream_seed(noise_seed, i as u64, 2),
             adc_offset: 0.0,
             ..NoiseModel::default()
         };

@@ -152,6 +152,10 @@ pub struct Truth {
     /// not 0, as no model fitted here has one (a misspecification to correct).
     #[serde(skip_serializing_if = "is_zero")]
     pub gain_gradient: f64,
+    /// The seed of the photon noise, written only when it is not the run's
+    /// (`Template::noise_seed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_seed: Option<u64>,
 }
 
 fn is_zero(value: &f64) -> bool {
@@ -219,6 +223,7 @@ impl Truth {
             overloaded_pixels: 0,
             psf_sd_px: 0.0,
             gain_gradient: 0.0,
+            noise_seed: None,
         })
     }
 
