@@ -97,12 +97,8 @@ pub enum FlowKind {
 impl FlowKind {
     /// Conditioner outputs per element.
     pub fn outputs(self) -> usize {
-        match self {
-            FlowKind::AffineCoupling => 2,
-            FlowKind::Planar { layers } => 3 * layers,
-            FlowKind::Spline { bins } => spline_outputs(bins),
-            FlowKind::Gain => 1,
-        }
+        // The gain kind's one output is its log-gain h.
+        self.residual_map().map_or(1, ResidualMap::outputs)
     }
 
     /// The kind's name as a flow declaration writes it (with its size).
