@@ -5,10 +5,14 @@
 //! 64-draw mean (4/8 = 0.5); the guide at the exact posterior must not be reported.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use ndarray::{ArrayD, IxDyn};
+use spread::infer::dist::Family;
+use spread::infer::examples::{latent, observe};
 use spread::infer::guide::softplus_inv;
+use spread::infer::model::{Expr, Model, Site};
 use spread::infer::svi::SviState;
 use spread::plan::Registry;
-use spread::run::convergence::{drifts, note};
+use spread::run::convergence::{check, drifts, note};
 use spread::run::{RunConfig, load};
 use std::path::Path;
 
@@ -32,7 +36,7 @@ fn closed_form() -> (f64, f64) {
     )
 }
 
-fn state_at(loc: f64, sd: f64) -> (spread::infer::model::Model, SviState) {
+fn state_at(loc: f64, sd: f64) -> (Model, SviState) {
     let cfg = RunConfig {
         model: root().join("models/normal_normal.spread"),
         data: root().join("examples/normal_normal"),
@@ -101,4 +105,70 @@ fn a_single_plate_element_just_past_the_cut_is_not_noted() {
         "{text}"
     );
     assert!(note(&[drift(1, 0.7, true)], 16).is_some());
+}
+
+/// The normal-normal model built in code with its rows in a plate mini-batched two at a time
+/// (the .spread model's observations are one vector, with no plate to subsample).
+fn subsampled_state_at(loc: f64, sd: f64) -> (Model, SviState) {
+    let text = std::fs::read_to_string(root().join("examples/normal_normal/obs.csv")).unwrap();
+    let y: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let mut m = Model::default();
+    let rows = m.plate("i", y.len(), None);
+    m.plates[rows].subsample = Some(2);
+    m.data(
+        "y",
+        vec![rows],
+        ArrayD::from_shape_vec(IxDyn(&[y.len()]), y).unwrap(),
+    );
+    m.site(Site::Latent(latent(
+        "mu",
+        None,
+        Family::Normal,
+        vec![Expr::Const(0.0), Expr::Const(10.0)],
+    )));
+    m.site(Site::Observe(observe(
+        "y",
+        Some(rows),
+        Family::Normal,
+        vec![Expr::Site("mu".into()), Expr::Const(2.0)],
+        Expr::Data("y".into()),
+    )));
+    m.validate().unwrap();
+    let mut state = SviState::new(&m, 3);
+    let b = state.layout.blocks[0].clone().unwrap();
+    state.params[b.offset] = loc;
+    state.params[b.offset + 1] = softplus_inv(sd);
+    (m, state)
+}
+
+/// Dataset-level latents are checked over all the data: with the rows mini-batched two at a
+/// time, the distance still comes out 3 sds below, and its standard error is the guide draws'
+/// alone, 1/sqrt(64); over mini-batches the rows' scatter, scaled up by n / 2, enters it (the
+/// plate-level check, measured here for contrast).
+#[test]
+fn a_subsampled_model_checks_its_dataset_latents_over_all_the_data() {
+    let (m, s) = closed_form();
+    let (model, state) = subsampled_state_at(m + 3.0 * s, s);
+    let c = check(&model, &state, 64).unwrap();
+    assert_eq!(c.global_distances.len(), 1, "{c:?}");
+    let d = &c.global_distances[0];
+    assert_eq!((d.site.as_str(), d.element), ("mu", 0));
+    assert!((d.guide_sd - s).abs() < 1e-9 * s, "guide sd {}", d.guide_sd);
+    assert!(
+        (d.distance_sd + 3.0).abs() < 0.5,
+        "distance {} sds, expected -3",
+        d.distance_sd
+    );
+    assert!(
+        (d.standard_error_sd - 0.125).abs() < 0.04,
+        "standard error {} sds, expected 1/8 from the guide's draws alone",
+        d.standard_error_sd
+    );
+    assert_eq!(c.drifts.len(), 1);
+    assert!((c.drifts[0].worst_distance_sd - d.distance_sd).abs() < 1e-12);
 }

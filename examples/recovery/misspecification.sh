@@ -23,7 +23,9 @@
 #   FLOWS  the fits of each dataset (default "false true"): `false` the flow off, `true` the
 #          affine-coupling flow (given ln(1 + expected) and the context), `gain` the gain flow
 #          (`--set flow_kind=gain`: the expected count off by a factor the context predicts, given
-#          the context alone), `oracle` the well-specified fit: the flow off and the model told
+#          the context alone), `gain_offset` the gain flow given each pixel's offset in its
+#          shoebox and ln(1 + expected) (a spot-profile correction; needs a model whose gain flow
+#          is given the expected count with flow_context=offset), `oracle` the well-specified fit: the flow off and the model told
 #          the simulated effect (`--set flat_field_gradient=G` for `gainG`, `--set shape=square`
 #          for `square`, nothing for `gauss`; not available for `psfX`). The oracle fit of the
 #          same data is the reference of the paired comparison: the edge error the effect
@@ -74,6 +76,7 @@ for r in $(seq "$R0" $((R - 1))); do
           false) flow_set=(--set use_correction=false) ;;
           true) flow_set=(--set use_correction=true) ;;
           gain) flow_set=(--set use_correction=true --set flow_kind=gain) ;;  # always by position
+          gain_offset) flow_set=(--set use_correction=true --set flow_kind=gain) ;;  # by offset
           oracle)
             case "$shape" in
               gain*) flow_set=(--set use_correction=false --set "flat_field_gradient=${shape#gain}") ;;
@@ -81,7 +84,7 @@ for r in $(seq "$R0" $((R - 1))); do
               gauss) flow_set=(--set use_correction=false) ;;
               *) echo "misspecification.sh: no oracle fit for $shape (the model lacks it)" >&2; exit 2 ;;
             esac ;;
-          *) echo "misspecification.sh: FLOWS takes false, true, gain and oracle, not $corr" >&2; exit 2 ;;
+          *) echo "misspecification.sh: FLOWS takes false, true, gain, gain_offset and oracle, not $corr" >&2; exit 2 ;;
         esac
         name=${shape}_${fdp_model}_flow_${corr}_r$r
         start=$(date +%s)

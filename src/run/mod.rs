@@ -320,7 +320,7 @@ pub const DEFAULT_NPZ_MAX_MIB: u64 = 256;
 
 /// Particles (draws of the fitted guide) averaged at most in each state comparison.
 const STATE_PARTICLES: usize = 16;
-/// Gradient draws of the end-of-fit convergence check (`convergence::drifts`).
+/// Gradient draws of the end-of-fit convergence check (`convergence::check`).
 const CONVERGENCE_DRAWS: usize = 16;
 /// Guide draws of the per-instance goodness-of-fit check (`fit_check`).
 const FIT_CHECK_DRAWS: u64 = 2;
@@ -532,8 +532,8 @@ pub fn run_model(
             .and_then(crate::infer::fit_check::note),
     );
     notes.extend(still_rising(&state.elbo));
-    let drifts = pool.install(|| convergence::drifts(model, &state, CONVERGENCE_DRAWS))?;
-    notes.extend(convergence::note(&drifts, CONVERGENCE_DRAWS));
+    let end_check = pool.install(|| convergence::check(model, &state, CONVERGENCE_DRAWS))?;
+    notes.extend(convergence::note(&end_check.drifts, CONVERGENCE_DRAWS));
     notes.extend(response.as_ref().map(response_note));
     notes.extend(
         response_failure
@@ -578,7 +578,8 @@ pub fn run_model(
             "draws": CONVERGENCE_DRAWS,
             "min_distance_sd": convergence::MIN_DISTANCE_SD,
             "min_t": convergence::MIN_T,
-            "drifts": drifts,
+            "drifts": &end_check.drifts,
+            "global_distances": &end_check.global_distances,
             "mode_searches": &state.searches,
             "profile_scans": &state.scans,
             "end_profile": &end_scan,
