@@ -20,15 +20,19 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The closed-form posterior (mean, sd) of mu: prior N(0, 10), y_i ~ N(mu, 2).
-fn closed_form() -> (f64, f64) {
+/// The normal-normal example's observations.
+fn observations() -> Vec<f64> {
     let text = std::fs::read_to_string(root().join("examples/normal_normal/obs.csv")).unwrap();
-    let y: Vec<f64> = text
-        .lines()
+    text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.trim().parse().unwrap())
-        .collect();
+        .collect()
+}
+
+/// The closed-form posterior (mean, sd) of mu: prior N(0, 10), y_i ~ N(mu, 2).
+fn closed_form() -> (f64, f64) {
+    let y = observations();
     let precision = 1.0 / 100.0 + y.len() as f64 / 4.0;
     (
         y.iter().sum::<f64>() / 4.0 / precision,
@@ -110,13 +114,7 @@ fn a_single_plate_element_just_past_the_cut_is_not_noted() {
 /// The normal-normal model built in code with its rows in a plate mini-batched two at a time
 /// (the .spread model's observations are one vector, with no plate to subsample).
 fn subsampled_state_at(loc: f64, sd: f64) -> (Model, SviState) {
-    let text = std::fs::read_to_string(root().join("examples/normal_normal/obs.csv")).unwrap();
-    let y: Vec<f64> = text
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    let y = observations();
     let mut m = Model::default();
     let rows = m.plate("i", y.len(), None);
     m.plates[rows].subsample = Some(2);
