@@ -51,6 +51,11 @@ pub struct Args {
     /// configuration.
     #[arg(long, value_name = "N")]
     pub noise_seed: Option<u64>,
+    /// Write each pixel's expected photons (non-integer) instead of Poisson counts: the
+    /// noise-free dataset, to see what a fit does with no noise (its likelihood at the truth is
+    /// the model's maximum).
+    #[arg(long, conflicts_with = "noise_seed")]
+    pub expected_counts: bool,
 }
 
 fn settings(args: &Args) -> Result<Settings, (ExitCode, String)> {
@@ -136,6 +141,7 @@ pub fn run(args: &Args) -> ExitCode {
         psf_sd_px: args.psf_px,
         gain_gradient: args.gain_gradient,
         noise_seed: args.noise_seed,
+        expected_counts: args.expected_counts,
         max_shoeboxes: args.max_shoeboxes,
         d_min_a: args.d_min,
         ..Template::default()

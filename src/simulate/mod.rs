@@ -117,6 +117,10 @@ pub struct Template {
     /// draws new counts of the same crystal, orientations, spectra and latents (the same
     /// truth.json images): a dataset's noise told apart from its configuration.
     pub noise_seed: Option<u64>,
+    /// Write each pixel's expected photons (a non-integer f32) instead of a Poisson draw: the
+    /// noise-free ("Asimov") dataset, whose likelihood at the true latents is the model's
+    /// maximum, so a fit of it shows what the model and the inference do with no noise.
+    pub expected_counts: bool,
 }
 
 impl Default for Template {
@@ -136,6 +140,7 @@ impl Default for Template {
             psf_sd_px: 0.0,
             gain_gradient: 0.0,
             noise_seed: None,
+            expected_counts: false,
         }
     }
 }
@@ -257,8 +262,8 @@ pub fn simulate(
             template,
             &mut out.skipped,
         )?;
-        let noise_seed = template.noise_seed.unwrap_or(seed);
-        out.push_image(&crystal, i, &image, real_a, kept, noise_seed)?;
+        let noise = (!template.expected_counts).then(|| template.noise_seed.unwrap_or(seed));
+        out.push_image(&crystal, i, &image, real_a, kept, noise)?;
         truth
             .images
             .push(image.record((out.last_count, out.last_overloaded)));
@@ -268,6 +273,7 @@ pub fn simulate(
     truth.psf_sd_px = template.psf_sd_px;
     truth.gain_gradient = template.gain_gradient;
     truth.noise_seed = template.noise_seed.filter(|&n| n != seed);
+    truth.expected_counts = template.expected_counts;
     let reflections = out.finish()?;
     Ok(Simulated {
         experiments: out.experiments,
@@ -628,7 +634,7 @@ impl Output {
         image: &Image,
         real_a: Mat3,
         kept: Vec<Kept>,
-        noise_seed: u64,
+        noise_seed: Option<u64>,
     ) -> Result<(), SimulateError> {
         let spectrum = image.spectrum();
         self.experiments.beams.push(expt::Beam {
@@ -659,12 +665,23 @@ impl Output {
         self.spectra.push((image.identifier.clone(), spectrum));
         self.identifiers.push(image.identifier.clone());
         let expected: Vec<f32> = kept.iter().flat_map(|k| k.counts.iter().copied()).collect();
-        let noise = NoiseModel {
-            seed: stream_seed(noise_seed, i as u64, 2),
-            adc_offset: 0.0,
-            ..NoiseModel::default()
+        // Counts per pixel: a Poisson draw (in ADU, as a detector writes them), or with no
+        // noise seed the expected photons themselves.
+        let counts: Vec<f32> = match noise_seed {
+            Some(seed) => {
+                let noise = NoiseModel {
+                    seed: stream_seed(seed, i as u64, 2),
+                    adc_offset: 0.0,
+                    ..NoiseModel::default()
+                };
+                add_noise(&expected, &noise)
+                    .counts
+                    .into_iter()
+                    .map(f32::from)
+                    .collect()
+            }
+            None => expected,
         };
-        let counts = add_noise(&expected, &noise).counts;
         self.last_count = kept.len();
         self.last_overloaded = 0;
         let n = kept.first().map_or(0, |k| k.counts.len());
@@ -678,15 +695,12 @@ impl Output {
                 0,
                 1,
             ];
-            let data: Vec<f32> = counts[k * n..(k + 1) * n]
-                .iter()
-                .map(|&c| f32::from(c))
-                .collect();
+            let data = &counts[k * n..(k + 1) * n];
             let mask: Vec<u8> = data.iter().map(|&c| overload_mask(c)).collect();
             self.last_overloaded += mask.iter().filter(|&&m| m == 0).count() as u64;
             let background = vec![0.0f32; n];
             self.shoeboxes
-                .push(0, bbox, Some((&data, &mask, &background)))
+                .push(0, bbox, Some((data, &mask, &background)))
                 .map_err(SimulateError::Model)?;
             self.ids.push(i as i32);
             self.hkl.push(sb.candidate.hkl);

@@ -156,6 +156,10 @@ pub struct Truth {
     /// (`Template::noise_seed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noise_seed: Option<u64>,
+    /// Whether the counts are the expected photons, with no noise
+    /// (`Template::expected_counts`); written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expected_counts: bool,
 }
 
 fn is_zero(value: &f64) -> bool {
@@ -224,6 +228,7 @@ impl Truth {
             psf_sd_px: 0.0,
             gain_gradient: 0.0,
             noise_seed: None,
+            expected_counts: false,
         })
     }
 
