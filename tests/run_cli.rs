@@ -503,3 +503,50 @@ fn hold_is_checked_and_holds() {
     assert_eq!(held[0], 0.0, "held mu's location: {held:?}");
     assert!(released[0] != 0.0, "released after 2 steps: {released:?}");
 }
+
+/// A checkpoint is resumed only on the data it was fitted to: with one spectrum of the
+/// rubredoxin stills changed (a file of a `dials(...)` source, not a table), `--resume` is
+/// refused and names the data files; on the unchanged copy it goes on.
+#[test]
+fn resume_refuses_changed_physics_data() {
+    let data = out_dir("resume_data");
+    std::fs::create_dir_all(data.join("spectra")).unwrap();
+    let src = root().join("examples/rubredoxin_small");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, data.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut spectra: Vec<PathBuf> = std::fs::read_dir(src.join("spectra"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    spectra.sort();
+    for p in &spectra {
+        std::fs::copy(p, data.join("spectra").join(p.file_name().unwrap())).unwrap();
+    }
+    let m = "models/rubredoxin_fe.spread";
+    let d = data.to_str().unwrap();
+    let out = out_dir("resume_data_fit");
+    let args = ["--steps", "2", "--particles", "1", "--draws", "10"];
+    ok(m, d, &out, &args);
+    let resumed = [
+        "--steps",
+        "3",
+        "--particles",
+        "1",
+        "--draws",
+        "10",
+        "--resume",
+    ];
+    let first = data.join("spectra").join(spectra[0].file_name().unwrap());
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(&first, format!("{text}\n")).unwrap();
+    let o = spreadc(m, d, &out, &resumed);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the data files differ"), "{err}");
+    std::fs::write(&first, text).unwrap();
+    ok(m, d, &out, &resumed);
+}

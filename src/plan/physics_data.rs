@@ -222,6 +222,20 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
         });
     }
     let report = stream.report().clone();
+    // The per-shot spectra found by their conventional name (spectra/ID.lam) rather than
+    // dataset.toml are data files too.
+    files.extend(
+        images
+            .iter()
+            .filter(|image| !dataset.spectra.contains_key(&image.identifier))
+            .map(|image| {
+                dataset
+                    .dir
+                    .join("spectra")
+                    .join(format!("{}.lam", image.identifier))
+            })
+            .filter(|p| p.is_file()),
+    );
     let energy_ev = grid.ok_or_else(|| data_error(data_dir, "no usable images".into()))?;
     Ok(DialsData {
         dir: data_dir.to_path_buf(),

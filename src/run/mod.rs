@@ -666,9 +666,12 @@ fn settings(cfg: &RunConfig, program: &Program, horizon: u64) -> serde_json::Val
 /// What a checkpoint must match to be resumed: model bytes, `--set`s, data bytes, seed.
 fn fingerprint(cfg: &RunConfig, planned: &Planned) -> Result<serde_json::Value, RunError> {
     let model = hash_input(&cfg.model)?;
+    // Every data file the model reads: tables and the physics sources' files (atomic models,
+    // experiment lists, reflection tables, spectra).
     let data = planned
         .inputs
         .iter()
+        .chain(&planned.physics.inputs())
         .map(|p| hash_input(p).map(|h| serde_json::json!({"file": p.file_name().map(|f| f.to_string_lossy().to_string()), "sha256": h.sha256})))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(serde_json::json!({
