@@ -170,3 +170,49 @@ fn a_subsampled_model_checks_its_dataset_latents_over_all_the_data() {
     assert_eq!(c.drifts.len(), 1);
     assert!((c.drifts[0].worst_distance_sd - d.distance_sd).abs() < 1e-12);
 }
+
+/// The scale check: at the exact location with the guide's sd half the closed-form posterior
+/// sd, the sd that maximizes the ELBO is reported twice the guide's (g = 1 − (sd/s)² ε² per
+/// draw, so over 64 draws a standard error of about 2 · sqrt(2/64) / 2 = 0.18); at twice the
+/// posterior sd, half; at the posterior sd, 1. The same from the mini-batched model's
+/// full-data draws.
+#[test]
+fn a_guide_sd_off_its_optimum_is_reported_with_the_optimum() {
+    let (m, s) = closed_form();
+    for (factor, expected) in [(0.5, 2.0), (2.0, 0.5), (1.0, 1.0)] {
+        for (model, state) in [state_at(m, factor * s), subsampled_state_at(m, factor * s)] {
+            let c = check(&model, &state, 64).unwrap();
+            let d = &c.global_distances[0];
+            let (ratio, se) = (d.sd_optimum_ratio.unwrap(), d.sd_optimum_ratio_se.unwrap());
+            eprintln!("guide sd {factor} x posterior: optimum {ratio:.3} ± {se:.3} x guide");
+            assert!(
+                (ratio - expected).abs() < 3.0 * se,
+                "optimum {ratio} ± {se} x the guide's sd, expected {expected}"
+            );
+            assert!(
+                se < 0.15 * expected,
+                "standard error {se} of a ratio {expected}"
+            );
+        }
+    }
+}
+
+/// The scale note names an sd a quarter of its optimum (interval too narrow) and stays silent at
+/// the posterior sd.
+#[test]
+fn a_guide_sd_a_quarter_of_its_optimum_is_noted() {
+    let (m, s) = closed_form();
+    let (model, state) = state_at(m, 0.25 * s);
+    let c = check(&model, &state, 64).unwrap();
+    let text = spread::run::convergence::scale_note(&c.global_distances, 64).unwrap();
+    assert!(
+        text.contains("`mu`[0]: optimum 3.") && text.contains("(too narrow)"),
+        "{text}"
+    );
+    let (model, state) = state_at(m, s);
+    let c = check(&model, &state, 64).unwrap();
+    assert_eq!(
+        spread::run::convergence::scale_note(&c.global_distances, 64),
+        None
+    );
+}

@@ -18,6 +18,13 @@
 //! are left in theirs. Every element of those latents is reported (`Distance`, in
 //! summary.json), flagged or not: the distance of the edge from its optimum, with its standard
 //! error, tells a fit that stopped short from a posterior that is merely narrow.
+//!
+//! For those elements the scale is checked too (mean-field guides): with g = s · d ELBO / d s,
+//! the ELBO of a Gaussian guide along its sd is ln s − s² C / 2 + const (C the expected
+//! curvature of the log joint), so g = 1 − s² C and the sd that maximizes it is
+//! s / sqrt(1 − g). `Distance::sd_optimum_ratio` reports that ratio: an sd the optimizer left
+//! narrower than its own optimum (a learning rate decayed before the sd grew from its start)
+//! shows as a ratio above 1, with its standard error from the same draws.
 
 use super::RunError;
 use crate::infer::engine::{Evaluator, ParticleSpec};
@@ -69,6 +76,11 @@ pub struct Distance {
     pub distance_sd: f64,
     /// Standard error of `distance_sd` over the gradient draws.
     pub standard_error_sd: f64,
+    /// The sd that maximizes the ELBO over the guide's sd, all else held, over the guide's sd
+    /// (mean-field guides; None for correlated ones or where the estimate has no optimum).
+    pub sd_optimum_ratio: Option<f64>,
+    /// Standard error of `sd_optimum_ratio` over the gradient draws.
+    pub sd_optimum_ratio_se: Option<f64>,
 }
 
 /// The end-of-fit check: the drifting sites and the distances of every dataset-level element.
@@ -184,12 +196,18 @@ pub fn check(model: &Model, state: &SviState, draws: usize) -> Result<Check, Run
             let (mean, se) = mean_and_standard_error(grads.iter().map(|g| g[at] * sd));
             let t = mean / se.max(1e-300);
             if global {
+                let (ratio, ratio_se) = match b.kind {
+                    GuideKind::MeanField => sd_optimum_ratio(grads, at + b.event, sd),
+                    _ => (None, None),
+                };
                 out.global_distances.push(Distance {
                     site: l.name.clone(),
                     element: e,
                     guide_sd: sd,
                     distance_sd: mean,
                     standard_error_sd: se,
+                    sd_optimum_ratio: ratio,
+                    sd_optimum_ratio_se: ratio_se,
                 });
             }
             if mean.abs() > MIN_DISTANCE_SD && t.abs() > MIN_T {
@@ -206,6 +224,49 @@ pub fn check(model: &Model, state: &SviState, draws: usize) -> Result<Check, Run
         }
     }
     Ok(out)
+}
+
+/// The sd that maximizes the ELBO over a mean-field guide's sd, over the guide's sd `sd`, and
+/// its standard error, from the gradient draws' entries at `raw` (the raw scale, sd =
+/// softplus(raw)): g = sd · d ELBO / d sd = 1 − sd² C gives the optimum sd / sqrt(1 − g).
+/// None when the mean g is not below 1 (no curvature to speak of).
+fn sd_optimum_ratio(grads: &[Vec<f64>], raw: usize, sd: f64) -> (Option<f64>, Option<f64>) {
+    // d sd / d raw = logistic(raw) = 1 − exp(−sd).
+    let d_sd_d_raw = -(-sd).exp_m1();
+    let (g, se) = mean_and_standard_error(grads.iter().map(|v| v[raw] / d_sd_d_raw * sd));
+    if g.partial_cmp(&1.0) != Some(std::cmp::Ordering::Less) {
+        return (None, None);
+    }
+    let ratio = (1.0 - g).powf(-0.5);
+    (Some(ratio), Some(0.5 * (1.0 - g).powf(-1.5) * se))
+}
+
+/// An sd this far from its optimum, as a fraction of it...
+pub const MIN_SD_RATIO_OFF: f64 = 0.1;
+
+/// A note naming the dataset-level elements whose guide sd lies more than `MIN_SD_RATIO_OFF`
+/// from the ELBO's optimum over it, by more than `MIN_T` standard errors (None if none does).
+pub fn scale_note(distances: &[Distance], draws: usize) -> Option<String> {
+    let off: Vec<String> = distances
+        .iter()
+        .filter_map(|d| {
+            let (r, se) = (d.sd_optimum_ratio?, d.sd_optimum_ratio_se?);
+            let far = (r - 1.0).abs() > MIN_SD_RATIO_OFF && (r - 1.0).abs() > MIN_T * se;
+            far.then(|| {
+                let which = if r > 1.0 { "too narrow" } else { "too wide" };
+                format!(
+                    "`{}`[{}]: optimum {r:.2} ± {se:.2} x the guide's sd ({which})",
+                    d.site, d.element
+                )
+            })
+        })
+        .collect();
+    (!off.is_empty()).then(|| {
+        format!(
+            "note: the ELBO's gradient at the end ({draws} draws over all the data) puts these guide sds off their optimum: {}; --resume with more steps (or --lr-horizon longer than the run) lets them settle",
+            off.join("; ")
+        )
+    })
 }
 
 /// Mean of the values and its standard error (sample sd / sqrt(n)).

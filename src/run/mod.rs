@@ -534,6 +534,10 @@ pub fn run_model(
     notes.extend(still_rising(&state.elbo));
     let end_check = pool.install(|| convergence::check(model, &state, CONVERGENCE_DRAWS))?;
     notes.extend(convergence::note(&end_check.drifts, CONVERGENCE_DRAWS));
+    notes.extend(convergence::scale_note(
+        &end_check.global_distances,
+        CONVERGENCE_DRAWS,
+    ));
     notes.extend(response.as_ref().map(response_note));
     notes.extend(
         response_failure
