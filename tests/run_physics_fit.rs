@@ -241,9 +241,9 @@ fn model_at_the_truth_explains_the_bundled_stills_to_poisson_noise() {
     );
 }
 
-/// Simulates `images` oxidized images (seed `seed`) with a flat-field error `gradient` into a
-/// fresh directory.
-fn simulate_flat_field(name: &str, images: usize, seed: u64, gradient: f64) -> PathBuf {
+/// Simulates `images` oxidized images (seed `seed`, more `spreadc simulate` flags `extra`)
+/// into a fresh directory.
+fn simulate_oxidized(name: &str, images: usize, seed: u64, extra: &[&str]) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("run_physics_fit")
         .join(name);
@@ -256,8 +256,9 @@ fn simulate_flat_field(name: &str, images: usize, seed: u64, gradient: f64) -> P
         .args(["simulate", "models/rubredoxin_fe.spread", "--out"])
         .arg(&dir)
         .args(["--images", &images.to_string(), "--seed", &seed.to_string()])
-        .args(["--gain-gradient", &gradient.to_string(), "--truth"])
+        .arg("--truth")
         .arg(&fixed)
+        .args(extra)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -271,7 +272,7 @@ fn simulate_flat_field(name: &str, images: usize, seed: u64, gradient: f64) -> P
 /// 1 + G x all agree with `spreadc simulate`.
 #[test]
 fn the_flat_field_gradient_is_the_simulated_flat_field_error() {
-    let dir = simulate_flat_field("flat_field_04", 4, 31, 0.4);
+    let dir = simulate_oxidized("flat_field_04", 4, 31, &["--gain-gradient", "0.4"]);
     let per_pixel = |g: &str| {
         let at = AtTruth::new(&dir, &[("flat_field_gradient", g)]);
         assert!(at.n > 10_000, "{}", at.n);
@@ -294,26 +295,7 @@ fn the_flat_field_gradient_is_the_simulated_flat_field_error() {
 /// negative control).
 #[test]
 fn noise_free_data_put_the_likelihood_peak_of_the_edge_at_the_truth() {
-    let simulate = |name: &str, extra: &[&str]| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join("run_physics_fit")
-            .join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let fixed = dir.with_extension("truth.json");
-        std::fs::write(&fixed, r#"{"frac_oxidized": 1.0}"#).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_spreadc"))
-            .current_dir(root())
-            .args(["simulate", "models/rubredoxin_fe.spread", "--out"])
-            .arg(&dir)
-            .args(["--images", "6", "--seed", "41", "--truth"])
-            .arg(&fixed)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        dir
-    };
+    let simulate = |name: &str, extra: &[&str]| simulate_oxidized(name, 6, 41, extra);
     // The log-likelihood of edge_ev at 7120 + d eV, the rest at the truth, at d = -h, 0, h:
     // the vertex of the parabola through them (eV) and its curvature's sd (eV).
     let vertex = |dir: &Path| {
