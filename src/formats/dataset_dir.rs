@@ -311,6 +311,15 @@ pub struct ImageData {
 }
 
 impl Dataset {
+    /// The per-shot spectrum file of the experiment `identifier`: dataset.toml's `[spectra]`
+    /// entry, else spectra/ID.lam if it exists (None: the default spectrum, if any, applies).
+    pub fn spectrum_file(&self, identifier: &str) -> Option<PathBuf> {
+        self.spectra.get(identifier).cloned().or_else(|| {
+            let conventional = self.dir.join("spectra").join(format!("{identifier}.lam"));
+            conventional.is_file().then_some(conventional)
+        })
+    }
+
     /// Reads and validates the layout of `dir` (files exist; nothing large is read yet).
     pub fn open(dir: &Path) -> Result<Dataset, DataError> {
         let toml_path = dir.join("dataset.toml");
@@ -600,14 +609,7 @@ impl ImageStream<'_> {
 
     fn spectrum_for(&mut self, identifier: &str, beam: &Beam) -> Result<Spectrum, DataError> {
         self.seen.insert(identifier.to_string());
-        let per_shot = self.dataset.spectra.get(identifier).cloned().or_else(|| {
-            let conventional = self
-                .dataset
-                .dir
-                .join("spectra")
-                .join(format!("{identifier}.lam"));
-            conventional.is_file().then_some(conventional)
-        });
+        let per_shot = self.dataset.spectrum_file(identifier);
         let Some(path) = per_shot.or_else(|| self.dataset.default_spectrum.clone()) else {
             self.report.monochromatic_fallback += 1;
             return Ok(Spectrum::monochromatic(beam.wavelength));

@@ -228,13 +228,7 @@ pub fn load_dials(data_dir: &Path, n_channels: usize) -> Result<DialsData, PlanE
         images
             .iter()
             .filter(|image| !dataset.spectra.contains_key(&image.identifier))
-            .map(|image| {
-                dataset
-                    .dir
-                    .join("spectra")
-                    .join(format!("{}.lam", image.identifier))
-            })
-            .filter(|p| p.is_file()),
+            .filter_map(|image| dataset.spectrum_file(&image.identifier)),
     );
     let energy_ev = grid.ok_or_else(|| data_error(data_dir, "no usable images".into()))?;
     Ok(DialsData {
